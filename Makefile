@@ -1,0 +1,33 @@
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: run test ui install status clean lint
+
+$(BIN)/stockml: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/stockml
+
+install: $(BIN)/stockml
+
+run: install
+	$(BIN)/stockml run
+
+status: install
+	$(BIN)/stockml status
+
+test: install
+	$(BIN)/pytest -q
+
+ui: install
+	$(BIN)/stockml init-home
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check stockml_core stockml_assets tests benchmarks
+
+clean:
+	rm -rf $(VENV) .dagster_home data/runtime

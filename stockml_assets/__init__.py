@@ -1,0 +1,1 @@
+"""StockML's Dagster layer: assets, checks, sensors, schedules, jobs and resources."""

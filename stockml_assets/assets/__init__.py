@@ -1,0 +1,1 @@
+"""The asset graph of DESIGN.md, one module per group of concerns."""

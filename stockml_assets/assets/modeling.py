@@ -1,0 +1,289 @@
+"""Training, evaluation, explainability and promotion: the retraining subgraph."""
+
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, asset, asset_check,
+)
+
+from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
+from stockml_assets.plots import bar_plot, equity_plot
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, WAREHOUSE_SCHEMA, StockMLResource
+from stockml_core import training
+from stockml_core.backtest import next_day_returns, run_backtest, summarize_backtest
+from stockml_core.evaluation import (
+    BASELINES, PROBA_COLUMNS, classification_metrics, comparison_table, headline, information_coefficients,
+    validation_report as build_validation_report,
+)
+from stockml_core.explain import importance, shap_long
+from stockml_core.features import FEATURE_NAMES
+from stockml_core.promotion import evaluate_gate
+from stockml_core.schemas import (
+    BacktestReportSchema, ProductionModelSchema, PromotionDecisionSchema, ShapImportanceSchema,
+    ShapValuesSchema, TrainingSetSchema, ValidationReportSchema,
+)
+
+TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
+
+
+def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
+    """The last stored version of an asset table (state carried from the previous cycle)."""
+    wh = stockml.warehouse()
+    if not wh.has_table(table, WAREHOUSE_SCHEMA):
+        return None
+    return wh.read(f'select * from "{WAREHOUSE_SCHEMA}"."{table}"')  # names are ours, never data
+
+
+@asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema), **TABLE)
+def training_set(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
+                 labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame,
+                 rare_event_archive: pd.DataFrame) -> pd.DataFrame:
+    """Recent window + the whole rare-event archive + error-replay samples (weighted)."""
+    s = stockml.settings()
+    samples = training.model_samples(feature_matrix, labels, market_regimes, market_universe)
+    replay = previous_table(stockml, "error_replay_buffer")
+    ts = training.build_training_set(samples, rare_event_archive, replay, FEATURE_NAMES, s)
+    comp = training.composition(ts)
+    context.add_output_metadata({
+        "dagster/row_count": len(ts), **date_range(ts), "composition": MetadataValue.json(comp),
+        "rows by source": md_table(pd.DataFrame(list(comp["source"].items()), columns=["source", "rows"])),
+        "rows by regime": md_table(pd.DataFrame(list(comp["regime"].items()), columns=["regime", "rows"])),
+        "replayed_rows": comp["source"].get("replay", 0),
+        "recent_years": s.training.recent_years,
+    })
+    return ts
+
+
+def _fold_table(result: training.BaseModelResult) -> pd.DataFrame:
+    return pd.DataFrame([{"fold": f.fold, "train_rows": len(f.train_idx), "train_end": f"{f.train_end:%Y-%m-%d}",
+                          "test_start": f"{f.test_start:%Y-%m-%d}", "test_end": f"{f.test_end:%Y-%m-%d}",
+                          "test_rows": len(f.test_idx)} for f in result.folds])
+
+
+def _base_model(kind: str, context: AssetExecutionContext, stockml: StockMLResource, ts: pd.DataFrame):
+    result = training.train_base_model(kind, ts, FEATURE_NAMES, stockml.settings())
+    rows = np.isfinite(result.oof).all(axis=1)
+    m = classification_metrics(ts.label.to_numpy()[rows], result.oof[rows])
+    context.add_output_metadata({"walk-forward folds": md_table(_fold_table(result)),
+                                 **{f"oof_{k}": float(v) for k, v in m.items()}})
+    return result
+
+
+@asset(group_name="training", kinds={"scikitlearn"})
+def rf_model(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame) -> training.BaseModelResult:
+    """RandomForest on the training set, plus its purged walk-forward out-of-fold probabilities."""
+    return _base_model("rf", context, stockml, training_set)
+
+
+@asset(group_name="training", kinds={"xgboost"})
+def xgb_model(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame) -> training.BaseModelResult:
+    """XGBoost on the training set, plus its purged walk-forward out-of-fold probabilities."""
+    return _base_model("xgb", context, stockml, training_set)
+
+
+def _oof_check(result: training.BaseModelResult, horizon: int) -> AssetCheckResult:
+    rows = np.isfinite(result.oof).all(axis=1)
+    sums_ok = bool(np.allclose(result.oof[rows].sum(axis=1), 1.0, atol=1e-5))
+    gaps = [(f.fold, f.train_end, f.test_start) for f in result.folds
+            if f.train_end is not None and np.busday_count(f.train_end.date(), f.test_start.date()) <= horizon]
+    return AssetCheckResult(passed=bool(sums_ok and not gaps and rows.any()), metadata={
+        "oof_rows": int(rows.sum()), "probabilities_sum_to_one": sums_ok,
+        "folds_without_purge_gap": str(gaps) if gaps else "none"})
+
+
+@asset_check(asset=rf_model, blocking=True, description="OOF probabilities valid; every fold purged and embargoed")
+def rf_model_walk_forward_valid(stockml: StockMLResource, rf_model: training.BaseModelResult) -> AssetCheckResult:
+    return _oof_check(rf_model, stockml.settings().labels.horizon)
+
+
+@asset_check(asset=xgb_model, blocking=True, description="OOF probabilities valid; every fold purged and embargoed")
+def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.BaseModelResult) -> AssetCheckResult:
+    return _oof_check(xgb_model, stockml.settings().labels.horizon)
+
+
+@asset(group_name="training", kinds={"scikitlearn", "duckdb"}, pool=DUCKDB_POOL)
+def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame,
+                 rf_model: training.BaseModelResult, xgb_model: training.BaseModelResult) -> dict:
+    """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate."""
+    s = stockml.settings()
+    bundle, ev = training.stack(training_set, rf_model, xgb_model, FEATURE_NAMES, s)
+    cand = ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    metrics = classification_metrics(ev.label.to_numpy(), cand)
+    metrics.update(information_coefficients(ev.date, cand[:, 2] - cand[:, 0], ev.fwd_return.to_numpy()))
+    lineage = {"dagster_run_id": context.run_id, "data_first_date": training_set.date.min(),
+               "data_last_date": training_set.date.max(), "features": FEATURE_NAMES,
+               "settings": s.as_dict(), "evaluated_from": ev.date.min()}
+    version = stockml.registry().register(bundle, metrics, lineage, training.composition(training_set))
+    context.add_output_metadata({"candidate_version": version.version, "sha256": version.sha256,
+                                 **{f"oos_{k}": float(v) for k, v in metrics.items()}})
+    return {"version": version.version, "model": bundle, "evaluation": ev}
+
+
+@asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
+def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
+    p = meta_learner["evaluation"][[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    ok = bool(len(p)) and bool(np.isfinite(p).all()) and bool(np.allclose(p.sum(axis=1), 1.0, atol=1e-6))
+    return AssetCheckResult(passed=ok, metadata={"rows": len(p)})
+
+
+@asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(ValidationReportSchema), **TABLE)
+def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.DataFrame:
+    """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines."""
+    report = build_validation_report(meta_learner["evaluation"])
+    h = headline(report)
+    regime = report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(
+        index="group", columns="model", values="value").reset_index()
+    sector = report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(
+        index="group", columns="model", values="value").reset_index()
+    context.add_output_metadata({
+        "dagster/row_count": len(report), "candidate_version": meta_learner["version"],
+        **{k: float(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
+        "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
+        "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
+    })
+    return report
+
+
+@asset_check(asset=validation_report, blocking=False, description="the candidate beats every naive baseline "
+             "(accuracy and balanced accuracy); the promotion gate enforces it")
+def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResult:
+    h = headline(validation_report)
+    rows = [{"baseline": b, "accuracy": h[f"{b}_accuracy"], "balanced_accuracy": h[f"{b}_balanced_accuracy"]}
+            for b in BASELINES]
+    ok = all(h["accuracy"] >= r["accuracy"] and h["balanced_accuracy"] >= r["balanced_accuracy"] for r in rows)
+    return AssetCheckResult(passed=ok, severity=AssetCheckSeverity.WARN, metadata={
+        "candidate_accuracy": float(h["accuracy"]), "candidate_balanced_accuracy": float(h["balanced_accuracy"]),
+        "baselines": md_table(pd.DataFrame(rows))})
+
+
+@asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(BacktestReportSchema), **TABLE)
+def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
+                    raw_prices: pd.DataFrame) -> pd.DataFrame:
+    """Daily long top-k / short bottom-k on the out-of-sample signals, with costs, vs buy-and-hold."""
+    s = stockml.settings()
+    ev = meta_learner["evaluation"]
+    signals = ev[["date", "ticker"]].assign(score=ev.candidate__p_up - ev.candidate__p_down)
+    curve = run_backtest(signals, next_day_returns(raw_prices), s.top_k, s.cost_bps)
+    summary = summarize_backtest(curve)
+    strat = summary.iloc[0]
+    context.add_output_metadata({
+        "dagster/row_count": len(curve), **date_range(curve), "top_k": s.top_k, "cost_bps_per_side": s.cost_bps,
+        **{f"strategy_{k}": float(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
+        "buy_and_hold_sharpe": float(summary.iloc[1].sharpe),
+        "strategy vs buy-and-hold": md_table(summary), "equity curve": md_plot(equity_plot(curve)),
+    })
+    return curve
+
+
+@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema), **TABLE)
+def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
+                training_set: pd.DataFrame, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
+    """Per-prediction SHAP values of both base models: the latest date and a validation sample."""
+    model = meta_learner["model"]
+    latest = feature_matrix[feature_matrix.date == feature_matrix.date.max()].merge(
+        market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
+    latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
+    ev_keys = meta_learner["evaluation"][["ticker", "date"]]
+    val = training_set.merge(ev_keys, on=["ticker", "date"])
+    val = val.sample(min(400, len(val)), random_state=stockml.settings().training.seed)
+    sv = pd.concat([shap_long(model, latest, "latest"), shap_long(model, val, "validation")], ignore_index=True)
+    sv.insert(0, "model_version", meta_learner["version"])
+    context.add_output_metadata({"dagster/row_count": len(sv), "model_version": meta_learner["version"],
+                                 "latest_rows": len(latest), "validation_rows": len(val)})
+    return sv
+
+
+@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapImportanceSchema), **TABLE)
+def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, shap_values: pd.DataFrame) -> pd.DataFrame:
+    """Global and per-regime mean |SHAP| importance, also stored in the shap_analysis table."""
+    version = str(shap_values.model_version.iloc[0])
+    imp = importance(shap_values)
+    imp.insert(0, "model_version", version)
+    stored = imp.assign(computed_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    with stockml.warehouse().connect() as con:
+        con.execute("create table if not exists shap_analysis (model_version varchar, regime varchar, "
+                    "feature_name varchar, importance_score double, rank integer, computed_at timestamp)")
+        con.execute("begin")
+        con.execute("delete from shap_analysis where model_version = ?", [version])
+        con.register("stored_importance", stored)
+        con.execute("insert into shap_analysis select model_version, regime, feature_name, importance_score, "
+                    "rank, computed_at from stored_importance")
+        con.execute("commit")
+    top = imp[imp.regime == "all"].head(10)
+    per_regime = imp[imp["rank"] <= 5].pivot_table(index="rank", columns="regime", values="feature_name", aggfunc="first").reset_index()
+    context.add_output_metadata({
+        "dagster/row_count": len(imp), "model_version": version,
+        "top 10 features": md_table(top[["rank", "feature_name", "importance_score"]]),
+        "top 5 by regime": md_table(per_regime),
+        "importance plot": md_plot(bar_plot(top.feature_name[::-1], top.importance_score[::-1], "mean |SHAP| (normalised)")),
+    })
+    return imp
+
+
+@asset(group_name="promotion", kinds={"pandas", "duckdb"}, metadata=column_schema(PromotionDecisionSchema), **TABLE)
+def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
+                       validation_report: pd.DataFrame) -> pd.DataFrame:
+    """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
+    s = stockml.settings()
+    reg = stockml.registry()
+    champ = reg.champion()
+    last_drift = previous_table(stockml, "drift_report")
+    drift = None
+    if last_drift is not None and (last_drift.component == "overall").any():
+        drift = float(last_drift.loc[last_drift.component == "overall", "value"].iloc[0])
+    decision = evaluate_gate(headline(validation_report), s.gate, drift, champ.metrics if champ else None)
+    df = decision.frame()
+    df.insert(0, "candidate_version", meta_learner["version"])
+    df["promoted"] = decision.promoted
+    context.add_output_metadata({
+        "verdict": "PROMOTE" if decision.promoted else "REJECT", "reason": decision.reason,
+        "candidate_version": meta_learner["version"], "champion_before": champ.version if champ else "none",
+        "criteria": md_table(df[["name", "value", "op", "threshold", "passed", "detail"]]),
+        "gate settings": MetadataValue.json(s.as_dict()["gate"]),
+    })
+    return df
+
+
+@asset(group_name="promotion", kinds={"duckdb"}, metadata=column_schema(ProductionModelSchema), **TABLE)
+def production_model(context: AssetExecutionContext, stockml: StockMLResource, promotion_decision: pd.DataFrame) -> pd.DataFrame:
+    """The champion in the model registry; it changes only when the gate promotes the candidate."""
+    reg = stockml.registry()
+    version = str(promotion_decision.candidate_version.iloc[0])
+    promoted = bool(promotion_decision.promoted.iloc[0])
+    if promoted:
+        reasons = promotion_decision[["name", "value", "threshold", "passed"]].to_dict("records")
+        reg.promote(version, reason="passed every promotion criterion", actor="promotion_gate",
+                    decision={"criteria": reasons, "dagster_run_id": context.run_id})
+    champ = reg.champion_event()
+    df = pd.DataFrame(columns=["version", "sha256", "champion_since", "action", "actor", "reason"])
+    if champ is not None:
+        mv = reg.get(champ.version)
+        df = pd.DataFrame([{"version": mv.version, "sha256": mv.sha256,
+                            "champion_since": pd.Timestamp(champ.at).tz_localize(None) if pd.Timestamp(champ.at).tzinfo else pd.Timestamp(champ.at),
+                            "action": champ.action, "actor": champ.actor, "reason": champ.reason}])
+    df["champion_since"] = pd.to_datetime(df["champion_since"])
+    context.add_output_metadata({"champion": df.version.iloc[0] if len(df) else "none",
+                                 "changed_this_run": promoted, "candidate_version": version,
+                                 "history": md_table(reg.history().drop(columns=["decision"], errors="ignore").tail(10))})
+    return df
+
+
+@asset_check(asset=production_model, blocking=True, description="the champion's artefact matches its content "
+             "hash, and it reached production through the gate or a recorded manual action")
+def champion_verified(stockml: StockMLResource, production_model: pd.DataFrame) -> AssetCheckResult:
+    if production_model.empty:
+        return AssetCheckResult(passed=True, metadata={"champion": "none (no model has passed the gate)"})
+    reg = stockml.registry()
+    version = str(production_model.version.iloc[0])
+    try:
+        reg.verify(version)
+        hash_ok, detail = True, "sha256 verified"
+    except Exception as exc:  # noqa: BLE001 - the check reports any integrity failure
+        hash_ok, detail = False, str(exc)
+    event = reg.champion_event()
+    through_gate = event is not None and event.action in ("promote", "rollback", "override")
+    return AssetCheckResult(passed=hash_ok and through_gate, metadata={"champion": version, "integrity": detail,
+                                                                       "action": event.action if event else ""})

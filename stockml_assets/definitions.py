@@ -1,0 +1,26 @@
+"""The Dagster entry point: ``defs``."""
+
+
+from dagster import Definitions, in_process_executor, load_assets_from_modules
+
+from stockml_assets import checks
+from stockml_assets.assets import data, modeling, monitoring
+from stockml_assets.jobs import JOBS
+from stockml_assets.resources import build_resources
+from stockml_assets.schedules import SCHEDULES
+from stockml_assets.sensors import SENSORS
+
+ASSETS = load_assets_from_modules([data, modeling, monitoring])
+ASSET_CHECKS = [*checks.SCHEMA_CHECKS, *checks.DOMAIN_CHECKS, modeling.rf_model_walk_forward_valid,
+                modeling.xgb_model_walk_forward_valid, modeling.meta_learner_probabilities_valid,
+                modeling.candidate_beats_baselines, modeling.champion_verified]
+
+
+def build_definitions(**resource_config) -> Definitions:
+    """Definitions for one deployment; ``resource_config`` goes to ``build_resources``."""
+    return Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=JOBS, sensors=SENSORS,
+                       schedules=SCHEDULES, resources=build_resources(**resource_config),
+                       executor=in_process_executor)
+
+
+defs = build_definitions()

@@ -1,0 +1,40 @@
+"""Jobs: the whole graph, the daily work, retraining, and rollback to a named version."""
+
+
+from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+
+from stockml_assets.resources import StockMLResource
+
+DAILY = AssetSelection.groups("ingestion", "regimes", "features") | AssetSelection.assets(
+    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report")
+# Retraining ends with fresh predictions but never re-measures drift: a retrain must not re-trigger itself.
+RETRAINING = AssetSelection.groups("archive", "training", "evaluation", "explainability", "promotion") | \
+    AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs", "predictions")
+
+full_job = define_asset_job("stockml_full_job", selection=AssetSelection.all(),
+                            description="Materialize the whole asset graph (what `stockml run` runs).")
+daily_job = define_asset_job("daily_job", selection=DAILY,
+                             description="After the close: ingest, regimes, features, predictions, drift.")
+retraining_job = define_asset_job("retraining_job", selection=RETRAINING,
+                                  description="Train, evaluate, explain and let the gate decide.")
+
+
+class RollbackConfig(Config):
+    version: str
+    reason: str
+    actor: str = "operator"
+
+
+@op(description="Make a named registry version the champion again; recorded in model_promotion_history.")
+def rollback_champion(context: OpExecutionContext, config: RollbackConfig, stockml: StockMLResource) -> str:
+    event = stockml.registry().rollback(config.version, reason=config.reason, actor=config.actor)
+    context.log.info(f"champion is now {event.version} (event {event.event_id}): {config.reason}")
+    return event.version
+
+
+@job(description="Roll the champion back to a named version (config: version, reason, actor).")
+def rollback_job():
+    rollback_champion()
+
+
+JOBS = [full_job, daily_job, retraining_job, rollback_job]

@@ -1,0 +1,55 @@
+"""Resources: where the data and the runtime state live, configurable through the environment."""
+
+
+from dataclasses import replace
+from pathlib import Path
+
+from dagster import ConfigurableResource, FilesystemIOManager
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from stockml_core.registry import ModelRegistry
+from stockml_core.settings import Settings, TrainingSettings, data_dir_from_env, home_from_env
+from stockml_core.warehouse import Warehouse
+
+WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
+WAREHOUSE_IO = "warehouse_io_manager"
+DUCKDB_POOL = "duckdb_writer"  # every asset that writes the warehouse shares this pool
+
+
+class StockMLResource(ConfigurableResource):
+    """The deployment: data folder, runtime home, optional universe/history restriction."""
+
+    data_dir: str
+    home: str
+    tickers: list[str] | None = None
+    start: str | None = None
+    end: str | None = None
+    fast: bool = False  # smaller models, for tests and quick looks; never the default
+
+    def settings(self) -> Settings:
+        s = Settings(data_dir=Path(self.data_dir), home=Path(self.home),
+                     tickers=tuple(self.tickers) if self.tickers else None,
+                     start=self.start, end=self.end)
+        if self.fast:
+            s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
+                                         xgb_rounds=60, n_folds=3, test_years=3.0))
+        return s
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings().warehouse_path)
+
+    def registry(self) -> ModelRegistry:
+        s = self.settings()
+        return ModelRegistry(Warehouse(s.warehouse_path), s.artefact_dir)
+
+
+def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:
+    """All resources for one deployment (defaults: STOCKML_DATA_DIR and STOCKML_HOME)."""
+    data_dir = Path(data_dir) if data_dir else data_dir_from_env()
+    home = Path(home) if home else home_from_env()
+    home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
+    return {
+        "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
+        WAREHOUSE_IO: DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA),
+        "io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
+    }

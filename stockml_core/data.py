@@ -1,0 +1,266 @@
+"""Reading a market data folder and repairing its known quirks, each with a recorded reason.
+
+A data folder holds ``prices.csv[.gz]`` (ticker, date, open, high, low, close, volume),
+``sectors.csv`` (ticker, name, gics_sector), ``market.csv[.gz]`` (date, spx_*, vix_*, dgs10) and
+optionally ``rare_events.csv`` (name, start, end, description).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stockml_core.calendar import nyse_holidays
+
+PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "volume"]
+MAX_FILL_DAYS = 5  # longer gaps are not carried forward: a stale value would pose as news
+
+MARKET_COLUMNS = [
+    "date", "spx_open", "spx_high", "spx_low", "spx_close", "spx_volume",
+    "vix_open", "vix_high", "vix_low", "vix_close", "dgs10",
+]
+
+
+class DataFolderError(ValueError):
+    """A data folder is missing a file or a column."""
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One deliberate repair (or accepted quirk) of the input data and why."""
+
+    table: str
+    quirk: str
+    rows: int
+    action: str
+    reason: str
+    examples: str = ""
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (data_dir / name).exists():
+            return data_dir / name
+    raise DataFolderError(
+        f"{data_dir}: no {stem}.csv or {stem}.csv.gz; point STOCKML_DATA_DIR at a folder with "
+        "prices.csv[.gz], sectors.csv and market.csv[.gz]"
+    )
+
+
+def _require(df: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataFolderError(f"{path}: missing columns {missing}; expected {columns}")
+
+
+def _examples(dates: pd.Series, n: int = 5) -> str:
+    return ", ".join(pd.to_datetime(dates).dt.strftime("%Y-%m-%d").head(n))
+
+
+def load_universe(data_dir: Path, tickers: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Tickers with name and GICS sector."""
+    path = _find(data_dir, "sectors")
+    df = pd.read_csv(path, dtype=str)
+    _require(df, ["ticker", "name", "gics_sector"], path)
+    df = df[["ticker", "name", "gics_sector"]]
+    if tickers:
+        df = df[df.ticker.isin(tickers)]
+    return df.sort_values("ticker").reset_index(drop=True)
+
+
+def load_prices(
+    data_dir: Path, tickers: tuple[str, ...] | None = None,
+    start: str | None = None, end: str | None = None,
+) -> tuple[pd.DataFrame, list[Repair]]:
+    """Daily OHLCV rows as stored, plus the record of accepted quirks.
+
+    Price rows are never silently changed: impossible rows (high < low, non-positive prices,
+    duplicates, future dates) are left for the blocking checks to reject with their rows named.
+    """
+    path = _find(data_dir, "prices")
+    df = pd.read_csv(path, dtype={"ticker": str})
+    _require(df, PRICE_COLUMNS, path)
+    df = df[PRICE_COLUMNS].copy()
+    df["date"] = pd.to_datetime(df["date"])
+    for col in ["open", "high", "low", "close", "volume"]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if tickers:
+        df = df[df.ticker.isin(tickers)]
+    if start:
+        df = df[df.date >= pd.Timestamp(start)]
+    if end:
+        df = df[df.date <= pd.Timestamp(end)]
+    df = df.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    repairs: list[Repair] = []
+    zero_volume = df.volume == 0
+    if zero_volume.any():
+        sample = df.loc[zero_volume, ["ticker", "date"]].head(5)
+        repairs.append(Repair(
+            "raw_prices", "zero volume", int(zero_volume.sum()), "kept",
+            "no trades reported that day; a real observation, so volume features guard log(0) and 0/0",
+            ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in sample.itertuples(index=False)),
+        ))
+    first = df.groupby("ticker").date.min()
+    late = first[first > first.min()] if len(first) else first
+    if len(late):
+        repairs.append(Repair(
+            "raw_prices", "short histories", len(late), "kept",
+            "ticker starts after the panel (listing or source cut-off); features stay NaN during "
+            "their warm-up and the ticker joins training once they are finite",
+            ", ".join(f"{t} from {d:%Y-%m-%d}" for t, d in late.head(5).items()),
+        ))
+    repairs.append(Repair(
+        "raw_prices", "survivorship", df.ticker.nunique(), "kept (documented bias)",
+        "only companies listed at the end of the sample are present; backtest returns are "
+        "biased upward and are reported next to buy-and-hold of the same universe",
+    ))
+    return df, repairs
+
+
+def load_market(
+    data_dir: Path, start: str | None = None, end: str | None = None,
+) -> tuple[pd.DataFrame, list[Repair]]:
+    """S&P 500, VIX and 10-year yield per NYSE trading day, repaired, with the repairs recorded.
+
+    Every repair uses only data up to the repaired date (forward fills, never back fills).
+    """
+    path = _find(data_dir, "market")
+    df = pd.read_csv(path)
+    _require(df, ["date", "spx_close", "vix_close", "dgs10"], path)
+    for col in MARKET_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    df = df[MARKET_COLUMNS].copy()
+    df["date"] = pd.to_datetime(df["date"])
+    for col in MARKET_COLUMNS[1:]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df = df.sort_values("date").drop_duplicates("date", keep="last").reset_index(drop=True)
+    if start:
+        df = df[df.date >= pd.Timestamp(start)]
+    if end:
+        df = df[df.date <= pd.Timestamp(end)]
+    repairs: list[Repair] = []
+
+    years = range(df.date.dt.year.min(), df.date.dt.year.max() + 1) if len(df) else range(0)
+    holidays = pd.to_datetime(sorted({h for y in years for h in nyse_holidays(y)}))
+    weekend_or_holiday = df.date.isin(holidays) | (df.date.dt.weekday >= 5)
+    if weekend_or_holiday.any():
+        repairs.append(Repair(
+            "market_context", "rows on NYSE holidays", int(weekend_or_holiday.sum()), "dropped",
+            "the VIX prints on some days the stock exchange is closed; no stock trades then",
+            _examples(df.date[weekend_or_holiday]),
+        ))
+        df = df[~weekend_or_holiday]
+
+    vix = ["vix_open", "vix_high", "vix_low", "vix_close"]
+    flat = (df.vix_open == df.vix_close) & (df.vix_high == df.vix_close) & (df.vix_low == df.vix_close)
+    if flat.any():
+        repairs.append(Repair(
+            "market_context", "VIX open/high/low equal the close", int(flat.sum()), "kept",
+            "the source has only the close on these days; features use vix_close alone",
+            f"{df.date[flat].min():%Y-%m-%d} .. {df.date[flat].max():%Y-%m-%d}",
+        ))
+    hi = df[["vix_open", "vix_high", "vix_close"]].max(axis=1)
+    lo = df[["vix_open", "vix_low", "vix_close"]].min(axis=1)
+    bad_range = df.vix_high.notna() & ((hi > df.vix_high) | (lo < df.vix_low))
+    if bad_range.any():
+        repairs.append(Repair(
+            "market_context", "VIX open outside [low, high]", int(bad_range.sum()),
+            "high/low widened to include open and close",
+            "the source's intraday extremes are inconsistent; the widened range is the smallest "
+            "one consistent with the prints",
+            _examples(df.date[bad_range]),
+        ))
+        df.loc[bad_range, "vix_high"] = hi[bad_range]
+        df.loc[bad_range, "vix_low"] = lo[bad_range]
+
+    missing_vix = df.vix_close.isna()
+    if missing_vix.any():
+        repairs.append(Repair(
+            "market_context", "VIX missing on trading days", int(missing_vix.sum()),
+            "forward-filled from the previous trading day",
+            "the index was not published; carrying the last close forward uses no future data",
+            _examples(df.date[missing_vix]),
+        ))
+        df[vix] = df[vix].ffill(limit=MAX_FILL_DAYS)
+
+    spx_ohlv = ["spx_open", "spx_high", "spx_low", "spx_volume"]
+    close_only = df.spx_close.notna() & df[spx_ohlv].isna().all(axis=1)
+    if close_only.any():
+        repairs.append(Repair(
+            "market_context", "S&P 500 close only", int(close_only.sum()), "kept (nullable)",
+            "the source publishes only the close from 2024; features use spx_close alone",
+            f"{df.date[close_only].min():%Y-%m-%d} .. {df.date[close_only].max():%Y-%m-%d}",
+        ))
+    missing_spx = df.spx_close.isna()
+    if missing_spx.any():
+        repairs.append(Repair(
+            "market_context", "S&P 500 close missing", int(missing_spx.sum()),
+            f"forward-filled from the previous trading day (at most {MAX_FILL_DAYS} days)",
+            "no index close published that day; carrying the last close forward uses no future data",
+            _examples(df.date[missing_spx]),
+        ))
+        df["spx_close"] = df.spx_close.ffill(limit=MAX_FILL_DAYS)
+
+    missing_yield = df.dgs10.isna()
+    if missing_yield.any():
+        repairs.append(Repair(
+            "market_context", "10-year yield missing", int(missing_yield.sum()),
+            "forward-filled from the previous trading day",
+            "bond markets close on some days stocks trade; the last yield is the one known",
+            _examples(df.date[missing_yield]),
+        ))
+        df["dgs10"] = df.dgs10.ffill(limit=MAX_FILL_DAYS)
+    # Rows a short forward fill cannot reach (leading rows, long outages) have no usable context.
+    unusable = df[["spx_close", "vix_close", "dgs10"]].isna().any(axis=1)
+    if unusable.any():
+        repairs.append(Repair(
+            "market_context", "rows without S&P 500, VIX or yield", int(unusable.sum()), "dropped",
+            f"nothing within {MAX_FILL_DAYS} days to carry forward; a stale value would pose as news",
+            f"{df.date[unusable].min():%Y-%m-%d} .. {df.date[unusable].max():%Y-%m-%d}",
+        ))
+        df = df[~unusable]
+    return df.reset_index(drop=True), repairs
+
+
+def align_market_to_prices(market: pd.DataFrame, prices: pd.DataFrame) -> tuple[pd.DataFrame, list[Repair]]:
+    """Add forward-filled market rows for stock trading days the market file lacks."""
+    price_days = pd.DatetimeIndex(prices.date.unique())
+    missing = price_days.difference(pd.DatetimeIndex(market.date))
+    missing = missing[missing >= market.date.min()] if len(market) else missing
+    if not len(missing):
+        return market, []
+    extra = pd.DataFrame({"date": missing})
+    out = pd.concat([market, extra]).sort_values("date").reset_index(drop=True)
+    out[["spx_close", "vix_open", "vix_high", "vix_low", "vix_close", "dgs10"]] = out[
+        ["spx_close", "vix_open", "vix_high", "vix_low", "vix_close", "dgs10"]].ffill(limit=MAX_FILL_DAYS)
+    return out, [Repair(
+        "market_context", "market rows missing on stock trading days", len(missing),
+        "added, forward-filled", "stocks traded but the market file has no row",
+        _examples(pd.Series(missing)),
+    )]
+
+
+def repairs_frame(repairs: list[Repair]) -> pd.DataFrame:
+    """The repairs as a table, for asset metadata."""
+    cols = ["table", "quirk", "rows", "action", "reason", "examples"]
+    return pd.DataFrame([r.__dict__ for r in repairs], columns=cols)
+
+
+def load_rare_events(data_dir: Path) -> pd.DataFrame:
+    """The historical rare-event catalog of a data folder (``rare_events.csv``)."""
+    path = data_dir / "rare_events.csv"
+    if not path.exists():
+        from stockml_core.settings import DEFAULT_DATA_DIR
+        path = DEFAULT_DATA_DIR / "rare_events.csv"
+    df = pd.read_csv(path, dtype=str)
+    _require(df, ["name", "start", "end", "description"], path)
+    df["start"] = pd.to_datetime(df["start"])
+    df["end"] = pd.to_datetime(df["end"])
+    bad = df[df.end < df.start]
+    if len(bad):
+        raise DataFolderError(f"{path}: events end before they start: {list(bad.name)}; fix the dates")
+    return df[["name", "start", "end", "description"]].sort_values("start").reset_index(drop=True)

@@ -1,0 +1,137 @@
+"""Out-of-sample metrics, naive baselines and the validation report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+
+from stockml_core.labels import CLASSES
+
+PROBA_COLUMNS = ["p_down", "p_flat", "p_up"]
+BASELINES = ("majority", "always_up", "previous_direction")
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro-F1, one-vs-rest AUC, log loss and Brier score."""
+    y = np.asarray(y).astype(int)
+    n = len(y)
+    if n == 0:
+        return {"n": 0.0}
+    pred = proba.argmax(axis=1)
+    clipped = np.clip(proba, 1e-6, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    onehot = np.eye(len(CLASSES))[y]
+    present = np.unique(y)
+    try:
+        auc = float(roc_auc_score(y, clipped, multi_class="ovr", labels=list(CLASSES))) if len(present) == 3 else np.nan
+    except ValueError:
+        auc = np.nan
+    return {
+        "n": float(n),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(present) > 1 else np.nan,
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=list(CLASSES), zero_division=0)),
+        "auc_ovr": auc,
+        "log_loss": float(log_loss(y, clipped, labels=list(CLASSES))),
+        "brier": float(((clipped - onehot) ** 2).sum(axis=1).mean()),
+    }
+
+
+def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray) -> dict[str, float]:
+    """Daily cross-sectional IC and rank IC of a score against the forward return (mean, ICIR)."""
+    df = pd.DataFrame({"date": np.asarray(dates), "s": score, "r": fwd_return}).dropna()
+    df = df[df.groupby("date").s.transform("size") >= 3]
+    if df.empty:
+        return {"ic": np.nan, "rank_ic": np.nan, "icir": np.nan}
+    g = df.groupby("date")
+    ranks = df.assign(s=g.s.rank(), r=g.r.rank())
+
+    def daily_corr(frame: pd.DataFrame) -> pd.Series:
+        dm = frame[["s", "r"]] - frame.groupby("date")[["s", "r"]].transform("mean")
+        num = (dm.s * dm.r).groupby(frame.date).sum()
+        den = np.sqrt((dm.s**2).groupby(frame.date).sum() * (dm.r**2).groupby(frame.date).sum())
+        return (num / den.replace(0, np.nan)).dropna()
+
+    ic, ric = daily_corr(df), daily_corr(ranks)
+    return {
+        "ic": float(ic.mean()), "rank_ic": float(ric.mean()),
+        "icir": float(ic.mean() / ic.std()) if ic.std() > 0 else np.nan,
+    }
+
+
+def baseline_probabilities(kind: str, n: int, majority_class: int, past_return: np.ndarray | None = None) -> np.ndarray:
+    """One-hot probabilities of a naive baseline."""
+    if kind == "majority":
+        cls = np.full(n, majority_class)
+    elif kind == "always_up":
+        cls = np.full(n, 2)
+    elif kind == "previous_direction":
+        cls = np.where(np.asarray(past_return) >= 0, 2, 0)
+    else:
+        raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINES}")
+    return np.eye(len(CLASSES))[cls]
+
+
+def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list[dict]:
+    return [{"scope": scope, "group": str(group), "model": model, "metric": k, "value": float(v)}
+            for k, v in metrics.items()]
+
+
+def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
+    """Long table (scope, group, model, metric, value) of out-of-sample metrics.
+
+    ``oof`` holds one row per evaluated sample: date, ticker, sector, regime, fold, label,
+    fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
+    probabilities as ``<model>__p_down`` etc.
+    """
+    models = sorted({c.split("__")[0] for c in oof.columns if "__p_" in c},
+                    key=lambda m: (m in BASELINES, m != "candidate", m))
+    rows: list[dict] = []
+    scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"),
+              ("symbol", "ticker"), ("fold", "fold")]
+    y_all = oof.label.to_numpy()
+    for model in models:
+        proba_all = oof[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
+        for scope, col in scopes:
+            groups = [("all", np.ones(len(oof), bool))] if col is None else [
+                (g, (oof[col] == g).to_numpy()) for g in sorted(oof[col].unique())]
+            for g, mask in groups:
+                m = classification_metrics(y_all[mask], proba_all[mask])
+                if scope == "overall":
+                    score = proba_all[:, 2] - proba_all[:, 0]
+                    m.update(information_coefficients(oof.date, score, oof.fwd_return.to_numpy()))
+                rows += _rows(scope, g, model, m)
+    return pd.DataFrame(rows, columns=["scope", "group", "model", "metric", "value"])
+
+
+def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float | str]:
+    """The numbers the gate and the summary read from a validation report."""
+    def get(scope: str, group: str, m: str, metric: str) -> float:
+        v = report[(report.scope == scope) & (report.group == group) & (report.model == m) & (report.metric == metric)].value
+        return float(v.iloc[0]) if len(v) else float("nan")
+
+    out: dict[str, float | str] = {k: get("overall", "all", model, k) for k in
+                                   ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr",
+                                    "log_loss", "brier", "ic", "rank_ic", "icir"]}
+    out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
+    sectors = report[(report.scope == "sector") & (report.model == model) & (report.metric == "accuracy")]
+    if len(sectors):
+        worst = sectors.loc[sectors.value.idxmin()]
+        out["worst_sector_accuracy"], out["worst_sector"] = float(worst.value), str(worst.group)
+    else:
+        out["worst_sector_accuracy"], out["worst_sector"] = float("nan"), ""
+    for b in BASELINES:
+        for k in ["accuracy", "balanced_accuracy", "auc_ovr", "ic", "rank_ic"]:
+            out[f"{b}_{k}"] = get("overall", "all", b, k)
+        out[f"{b}_crash_accuracy"] = get("regime", "crash", b, "accuracy")
+    return out
+
+
+def comparison_table(report: pd.DataFrame) -> pd.DataFrame:
+    """Overall metrics, one row per model (candidate first, then base models and baselines)."""
+    overall = report[report.scope == "overall"]
+    table = overall.pivot_table(index="model", columns="metric", values="value", sort=False)
+    cols = [c for c in ["accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "log_loss", "brier",
+                        "ic", "rank_ic", "n"] if c in table.columns]
+    return table[cols].reset_index()

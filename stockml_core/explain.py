@@ -1,0 +1,59 @@
+"""SHAP values of the base models and their global and per-regime importance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import shap
+import xgboost as xgb
+
+from stockml_core.models import StackedModel
+
+
+def xgb_shap(model: xgb.XGBClassifier, X: np.ndarray) -> np.ndarray:
+    """Exact TreeSHAP of the up-minus-down margin, from XGBoost's native contributions."""
+    contrib = model.get_booster().predict(xgb.DMatrix(X), pred_contribs=True)  # (n, classes, f + 1)
+    return (contrib[:, 2, :-1] - contrib[:, 0, :-1]).astype("float32")
+
+
+def rf_shap(model, X: np.ndarray) -> np.ndarray:
+    """TreeSHAP of the RandomForest's P(up) - P(down) (its depth is bounded, which keeps this fast)."""
+    values = np.asarray(shap.TreeExplainer(model).shap_values(X, check_additivity=False))
+    if values.ndim == 3 and values.shape[-1] == 3:  # (n, features, classes)
+        return (values[:, :, 2] - values[:, :, 0]).astype("float32")
+    return (values[2] - values[0]).astype("float32")  # older shap: a list per class
+
+
+def shap_long(model: StackedModel, rows: pd.DataFrame, sample: str) -> pd.DataFrame:
+    """Per-prediction SHAP values in long form: one row per (sample row, base model, feature)."""
+    X = rows[model.feature_names].to_numpy(dtype="float32")
+    frames = []
+    for base, values in [("xgb", xgb_shap(model.xgb, X)), ("rf", rf_shap(model.rf, X))]:
+        frames.append(pd.DataFrame({
+            "sample": sample,
+            "base_model": base,
+            "ticker": np.repeat(rows.ticker.to_numpy(), len(model.feature_names)),
+            "date": np.repeat(rows.date.to_numpy(), len(model.feature_names)),
+            "regime": np.repeat(rows.regime.to_numpy(), len(model.feature_names)),
+            "feature_name": np.tile(model.feature_names, len(rows)),
+            "shap_value": values.reshape(-1).astype("float64"),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def importance(shap_values: pd.DataFrame) -> pd.DataFrame:
+    """Mean |SHAP| per feature, overall ('all') and per regime, ranked.
+
+    Each base model's mean |SHAP| is normalised to sum to one before the two are averaged, since
+    XGBoost's values are margins and the forest's are probabilities.
+    """
+    sv = shap_values.assign(abs_shap=shap_values.shap_value.abs())
+    frames = []
+    for regime, part in [("all", sv), *sv.groupby("regime")]:
+        per_model = part.groupby(["base_model", "feature_name"]).abs_shap.mean()
+        per_model = per_model / per_model.groupby(level=0).transform("sum")
+        score = per_model.groupby(level=1).mean().sort_values(ascending=False)
+        frames.append(pd.DataFrame({"regime": regime, "feature_name": score.index,
+                                    "importance_score": score.to_numpy(),
+                                    "rank": np.arange(1, len(score) + 1)}))
+    return pd.concat(frames, ignore_index=True)

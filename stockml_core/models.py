@@ -1,0 +1,103 @@
+"""RandomForest, XGBoost and the stacking meta-learner on their out-of-fold probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from xgboost import XGBClassifier
+
+from stockml_core.labels import CLASSES
+from stockml_core.regimes import REGIMES
+from stockml_core.settings import TrainingSettings
+from stockml_core.splits import Fold
+
+
+def _check_classes(y: np.ndarray, what: str) -> None:
+    missing = sorted(set(CLASSES) - set(np.unique(y).astype(int)))
+    if missing:
+        raise ValueError(f"{what}: training rows lack classes {missing}; widen the training window")
+
+
+def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> RandomForestClassifier:
+    """A depth-bounded RandomForest (bounded so that its TreeSHAP stays cheap)."""
+    _check_classes(y, "rf_model")
+    model = RandomForestClassifier(
+        n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
+        max_features="sqrt", n_jobs=s.n_jobs, random_state=s.seed,
+    )
+    return model.fit(X, y.astype(int), sample_weight=w)
+
+
+def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> XGBClassifier:
+    """A histogram XGBoost softmax classifier."""
+    _check_classes(y, "xgb_model")
+    model = XGBClassifier(
+        n_estimators=s.xgb_rounds, max_depth=s.xgb_max_depth, learning_rate=s.xgb_learning_rate,
+        subsample=0.8, colsample_bytree=0.8, min_child_weight=20, tree_method="hist",
+        objective="multi:softprob", n_jobs=s.n_jobs, random_state=s.seed,
+    )
+    return model.fit(X, y.astype(int), sample_weight=w)
+
+
+FITTERS = {"rf": fit_random_forest, "xgb": fit_xgboost}
+
+
+def out_of_fold(
+    kind: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, folds: list[Fold], s: TrainingSettings,
+) -> np.ndarray:
+    """Out-of-fold class probabilities (NaN on rows that are in no test block)."""
+    oof = np.full((len(X), len(CLASSES)), np.nan)
+    for f in folds:
+        model = FITTERS[kind](X[f.train_idx], y[f.train_idx], w[f.train_idx], s)
+        oof[f.test_idx] = model.predict_proba(X[f.test_idx])
+    return oof
+
+
+def meta_inputs(rf_proba: np.ndarray, xgb_proba: np.ndarray, regime: pd.Series | np.ndarray) -> np.ndarray:
+    """The meta-learner's inputs: both models' probabilities and the regime, one-hot."""
+    reg = np.asarray(regime)
+    onehot = np.stack([(reg == r).astype(float) for r in REGIMES], axis=1)
+    return np.hstack([rf_proba, xgb_proba, onehot])
+
+
+def fit_meta(Z: np.ndarray, y: np.ndarray, seed: int) -> LogisticRegression:
+    """A multinomial logistic regression: it stacks and calibrates the base probabilities."""
+    _check_classes(y, "meta_learner")
+    return LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(Z, y.astype(int))
+
+
+def nested_meta_oof(Z: np.ndarray, y: np.ndarray, fold_of_row: np.ndarray, seed: int) -> np.ndarray:
+    """Out-of-sample meta-learner probabilities: fold k is predicted by a meta fit on folds < k."""
+    out = np.full((len(Z), len(CLASSES)), np.nan)
+    for k in np.unique(fold_of_row[fold_of_row >= 0])[1:]:
+        train, test = (fold_of_row >= 0) & (fold_of_row < k), fold_of_row == k
+        out[test] = fit_meta(Z[train], y[train], seed).predict_proba(Z[test])
+    return out
+
+
+@dataclass
+class StackedModel:
+    """The deployable bundle: both base models and the meta-learner over their probabilities."""
+
+    feature_names: list[str]
+    rf: RandomForestClassifier
+    xgb: XGBClassifier
+    meta: LogisticRegression
+    classes: tuple[int, ...] = CLASSES
+    info: dict = field(default_factory=dict)
+
+    def base_probabilities(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.rf.predict_proba(X), self.xgb.predict_proba(X)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities for rows holding the features and a ``regime`` column."""
+        missing = [c for c in self.feature_names + ["regime"] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"prediction rows lack columns {missing[:5]}; recompute feature_matrix")
+        X = frame[self.feature_names].to_numpy(dtype="float32")
+        rf_p, xgb_p = self.base_probabilities(X)
+        return self.meta.predict_proba(meta_inputs(rf_p, xgb_p, frame["regime"]))

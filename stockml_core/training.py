@@ -1,0 +1,126 @@
+"""From features and labels to a weighted training set, walk-forward folds and trained models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stockml_core import models
+from stockml_core.evaluation import BASELINES, PROBA_COLUMNS, baseline_probabilities
+from stockml_core.settings import Settings
+from stockml_core.splits import Fold, purged_walk_forward
+
+KEY_COLUMNS = ["ticker", "date", "sector", "regime", "label", "past_return", "fwd_return"]
+
+
+def model_samples(features: pd.DataFrame, labels: pd.DataFrame, regimes: pd.DataFrame,
+                  universe: pd.DataFrame) -> pd.DataFrame:
+    """Features joined with labels, the date's regime and the ticker's sector (all rows kept)."""
+    df = features.merge(labels[["ticker", "date", "label", "past_return", "fwd_return"]],
+                        on=["ticker", "date"], how="left")
+    df = df.merge(regimes[["date", "regime"]], on="date", how="left")
+    df["regime"] = df.regime.fillna("normal")
+    return df.merge(universe[["ticker", "gics_sector"]].rename(columns={"gics_sector": "sector"}),
+                    on="ticker", how="left")
+
+
+def trainable(samples: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
+    """Rows with a label and every feature finite (past their warm-up)."""
+    ok = samples.label.notna() & np.isfinite(samples[feature_names].to_numpy(dtype="float64")).all(axis=1)
+    return samples.loc[ok]
+
+
+def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.DataFrame | None,
+                       feature_names: list[str], s: Settings) -> pd.DataFrame:
+    """Recent window + every rare-event sample + error-replay samples, weighted.
+
+    ``source`` is recent / archive / replay (replay wins: the row is up-weighted ``replay_weight``
+    times); replayed rows are capped at ``replay_max_share`` of the set, worst errors first.
+    """
+    rows = trainable(samples, feature_names)
+    last = rows.date.max()
+    recent = rows.date > last - pd.DateOffset(days=int(round(s.training.recent_years * 365.25)))
+    event = rows[["ticker", "date"]].merge(archive[["ticker", "date", "event"]], on=["ticker", "date"],
+                                           how="left").event.set_axis(rows.index)
+    keep = recent | event.notna()
+    ts = rows.loc[keep].assign(event=event[keep], source=np.where(recent[keep], "recent", "archive"),
+                               weight=np.where(recent[keep], 1.0, s.training.archive_weight))
+    if replay is not None and len(replay):
+        cap = int(s.training.replay_max_share * len(ts))
+        chosen = replay.nlargest(cap, "error_score")[["ticker", "date"]].assign(replay=True)
+        chosen["date"] = pd.to_datetime(chosen.date)
+        ts = ts.merge(chosen, on=["ticker", "date"], how="left")
+        is_replay = ts.pop("replay").fillna(False).astype(bool).to_numpy()
+        ts.loc[is_replay, "source"] = "replay"
+        ts.loc[is_replay, "weight"] = s.training.replay_weight
+    ts["label"] = ts.label.astype(int)
+    return ts.sort_values(["date", "ticker"]).reset_index(drop=True)
+
+
+def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows by source, regime, sector and event."""
+    return {k: {str(i): int(v) for i, v in ts[k].value_counts().items()}
+            for k in ["source", "regime", "sector", "event"] if k in ts}
+
+
+def folds_for(ts: pd.DataFrame, s: Settings) -> list[Fold]:
+    """Purged walk-forward folds over the last ``test_years`` of the training set."""
+    last = ts.date.max()
+    test_start = last - pd.DateOffset(days=int(round(s.training.test_years * 365.25)))
+    return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon)
+
+
+def fold_of_rows(n: int, folds: list[Fold]) -> np.ndarray:
+    out = np.full(n, -1)
+    for f in folds:
+        out[f.test_idx] = f.fold
+    return out
+
+
+@dataclass
+class BaseModelResult:
+    """A base model fitted on the whole training set, with its walk-forward OOF probabilities."""
+
+    kind: str
+    model: object
+    oof: np.ndarray
+    folds: list[Fold]
+
+
+def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings) -> BaseModelResult:
+    X = ts[feature_names].to_numpy(dtype="float32")
+    y, w = ts.label.to_numpy(), ts.weight.to_numpy()
+    folds = folds_for(ts, s)
+    oof = models.out_of_fold(kind, X, y, w, folds, s.training)
+    final = models.FITTERS[kind](X, y, w, s.training)
+    return BaseModelResult(kind, final, oof, folds)
+
+
+def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_names: list[str],
+          s: Settings) -> tuple[models.StackedModel, pd.DataFrame]:
+    """Fit the meta-learner on the OOF probabilities; return the bundle and the evaluation frame.
+
+    The evaluation frame holds every model's out-of-sample probabilities on the same rows: the
+    folds where the meta-learner itself is out-of-sample (fold 1 on), with the naive baselines.
+    """
+    fold_row = fold_of_rows(len(ts), rf.folds)
+    y = ts.label.to_numpy()
+    Z = models.meta_inputs(np.nan_to_num(rf.oof), np.nan_to_num(xgb.oof), ts.regime)
+    cand = models.nested_meta_oof(Z, y, fold_row, s.training.seed)
+    oof_rows = fold_row >= 0
+    meta = models.fit_meta(Z[oof_rows], y[oof_rows], s.training.seed)
+    bundle = models.StackedModel(list(feature_names), rf.model, xgb.model, meta)
+    ev_mask = fold_row >= 1
+    ev = ts.loc[ev_mask, KEY_COLUMNS].reset_index(drop=True).assign(fold=fold_row[ev_mask])
+    for name, proba in [("candidate", cand), ("rf", rf.oof), ("xgb", xgb.oof)]:
+        ev[[f"{name}__{c}" for c in PROBA_COLUMNS]] = proba[ev_mask]
+    for b in BASELINES:
+        parts = []
+        for f in rf.folds[1:]:
+            majority = int(pd.Series(y[f.train_idx]).mode().iloc[0])
+            n = int((ev.fold == f.fold).sum())
+            parts.append(baseline_probabilities(b, n, majority, ev.past_return[ev.fold == f.fold].to_numpy()))
+        ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = np.vstack(parts)
+    return bundle, ev

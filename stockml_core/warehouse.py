@@ -1,0 +1,59 @@
+"""The embedded DuckDB warehouse: one file, short-lived connections, retried on a writer lock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+
+class Warehouse:
+    """Opens short-lived connections to one DuckDB file.
+
+    DuckDB allows one writing process at a time; a connection that meets another process's lock is
+    retried for ``lock_timeout_s`` seconds before the error is raised.
+    """
+
+    def __init__(self, path: Path | str, lock_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def has_table(self, table: str, schema: str = "main") -> bool:
+        if not self.exists():
+            return False
+        with self.connect() as con:
+            row = con.execute(
+                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                [schema, table],
+            ).fetchone()
+        return bool(row and row[0])
+
+    def read(self, query: str, params: list | None = None) -> pd.DataFrame:
+        """Run a parameterised query and return its result as a DataFrame."""
+        with self.connect() as con:
+            return con.execute(query, params or []).df()

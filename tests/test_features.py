@@ -1,0 +1,430 @@
+"""Tests of stockml_core.features on slices of the real sample: contract, no look-ahead, warm-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockml_core.features import (
+    FEATURE_NAMES,
+    FEATURE_REGISTRY,
+    MARKET_FEATURES,
+    MAX_LOOKBACK,
+    SECTOR_FEATURES,
+    compute_features,
+    feature_spec,
+    warmup_violations,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+MARKET_COLS = ["spx_close", "vix_close", "dgs10"]
+# Per-ticker features: warm-up counted on the ticker's own rows (market family counts market rows).
+TICKER_AXIS = [s.name for s in FEATURE_REGISTRY if s.family != "market"]
+MARKET_AXIS = [s.name for s in FEATURE_REGISTRY if s.family == "market"]
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return pd.read_csv(DATA / "prices.csv.gz", parse_dates=["date"])
+
+
+@pytest.fixture(scope="module")
+def market() -> pd.DataFrame:
+    m = pd.read_csv(DATA / "market.csv.gz", parse_dates=["date"])
+    m[MARKET_COLS] = m[MARKET_COLS].ffill()  # the raw file has a few gaps; the pipeline repairs them
+    return m
+
+
+@pytest.fixture(scope="module")
+def sectors() -> pd.DataFrame:
+    return pd.read_csv(DATA / "sectors.csv")[["ticker", "gics_sector"]]
+
+
+def _slice(prices: pd.DataFrame, tickers: list[str], start: str, end: str) -> pd.DataFrame:
+    keep = prices["ticker"].isin(tickers) & (prices["date"] >= start) & (prices["date"] <= end)
+    return prices[keep].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def lookahead_slice(prices: pd.DataFrame) -> pd.DataFrame:
+    # Two sectors of two tickers each, three years including the 2010-04-26 zero-volume day.
+    return _slice(prices, ["KO", "PG", "SPG", "PSA"], "2009-01-01", "2011-12-31")
+
+
+@pytest.fixture(scope="module")
+def warmup_slice(prices: pd.DataFrame) -> pd.DataFrame:
+    # PSA's history starts on 2005-02-25, inside the slice: a late listing.
+    return _slice(prices, ["JPM", "AXP", "PSA", "XOM"], "2004-01-01", "2006-12-31")
+
+
+def _finite_after_warmup(out: pd.DataFrame, names: list[str]) -> None:
+    pos = out.groupby("ticker").cumcount().to_numpy()
+    for name in names:
+        values = out[name].to_numpy()
+        after = pos >= feature_spec(name).lookback
+        assert np.isfinite(values[after]).all(), name
+        assert np.isnan(values[~after]).all(), name
+
+
+# ---------------------------------------------------------------------------------------- contract
+
+
+def test_registry_contract() -> None:
+    assert len(FEATURE_NAMES) >= 60
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert FEATURE_NAMES == [s.name for s in FEATURE_REGISTRY]
+    for spec in FEATURE_REGISTRY:
+        assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", spec.name), spec.name
+        assert spec.family and spec.definition
+        assert isinstance(spec.lookback, int) and spec.lookback >= 0
+        assert feature_spec(spec.name) is spec
+    assert MAX_LOOKBACK == max(s.lookback for s in FEATURE_REGISTRY) == 250
+    assert SECTOR_FEATURES <= set(FEATURE_NAMES) and MARKET_FEATURES <= set(FEATURE_NAMES)
+    with pytest.raises(KeyError):
+        feature_spec("no_such_feature")
+
+
+def test_output_layout(lookahead_slice, market, sectors) -> None:
+    shuffled = lookahead_slice.sample(frac=1.0, random_state=3)
+    out = compute_features(shuffled, market, sectors)
+    assert list(out.columns) == ["ticker", "date", *FEATURE_NAMES]
+    assert (out[FEATURE_NAMES].dtypes == np.float32).all()
+    assert len(out) == len(lookahead_slice)
+    assert isinstance(out.index, pd.RangeIndex) and out.index.start == 0
+    expected_keys = lookahead_slice.sort_values(["ticker", "date"])[["ticker", "date"]]
+    pd.testing.assert_frame_equal(out[["ticker", "date"]], expected_keys.reset_index(drop=True))
+    # Input order must not matter.
+    again = compute_features(lookahead_slice, market, sectors)
+    pd.testing.assert_frame_equal(out, again)
+    assert not np.isinf(out[FEATURE_NAMES].to_numpy()).any()
+
+
+def test_invalid_inputs_rejected(lookahead_slice, market) -> None:
+    with pytest.raises(ValueError, match="one row per"):
+        compute_features(pd.concat([lookahead_slice, lookahead_slice.head(1)]))
+    with pytest.raises(ValueError, match="null"):
+        compute_features(lookahead_slice.assign(ticker=lookahead_slice["ticker"].where(lookahead_slice.index != 5)))
+    with pytest.raises(ValueError, match="lacks columns"):
+        compute_features(lookahead_slice, market.drop(columns=["dgs10"]))
+
+
+# ------------------------------------------------------------------------------------ no look-ahead
+
+
+def _cut_dates(frame: pd.DataFrame, seed: int) -> list[pd.Timestamp]:
+    # Cuts late enough that even the 250-row features have values before them.
+    dates = np.sort(frame["date"].unique())
+    rng = np.random.default_rng(seed)
+    return [pd.Timestamp(d) for d in rng.choice(dates[300:-20], size=3, replace=False)]
+
+
+def _assert_past_identical(full: pd.DataFrame, other: pd.DataFrame, cut: pd.Timestamp) -> set[str]:
+    """Assert every feature is bit-identical at dates <= cut; return features with values there."""
+    a = full[full["date"] <= cut].reset_index(drop=True)
+    b = other[other["date"] <= cut].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[["ticker", "date"]], b[["ticker", "date"]])
+    changed = [n for n in FEATURE_NAMES if not np.array_equal(a[n], b[n], equal_nan=True)]
+    assert not changed, f"look-ahead at cut {cut.date()}: {changed}"
+    return {n for n in FEATURE_NAMES if np.isfinite(a[n].to_numpy()).any()}
+
+
+def test_no_lookahead_future_perturbed(lookahead_slice, market, sectors) -> None:
+    mkt = market[market["date"] >= "2007-01-01"].reset_index(drop=True)
+    full = compute_features(lookahead_slice, mkt, sectors)
+    rng = np.random.default_rng(11)
+    covered: set[str] = set()
+    for cut in _cut_dates(lookahead_slice, seed=5):
+        future = lookahead_slice["date"] > cut
+        prices = lookahead_slice.copy()
+        for col in ["open", "high", "low", "close"]:
+            prices.loc[future, col] *= rng.uniform(0.5, 1.5, future.sum())
+        prices.loc[future, "volume"] = np.round(prices.loc[future, "volume"] * rng.uniform(0.0, 3.0, future.sum()))
+        # A newcomer listed after the cut in PSA's and SPG's sector, and PG delisted at the cut:
+        # the future universe changes, so ranks and sector means must not look at it.
+        newcomer = prices[future & (prices["ticker"] == "SPG")].assign(ticker="NEWCO")
+        newcomer["close"] *= 3.0
+        prices = pd.concat([prices[~(future & (prices["ticker"] == "PG"))], newcomer])
+        secs = pd.concat([sectors, pd.DataFrame({"ticker": ["NEWCO"], "gics_sector": ["Real Estate"]})])
+        mk = mkt.copy()
+        mfuture = mk["date"] > cut
+        for col in MARKET_COLS:
+            mk.loc[mfuture, col] *= rng.uniform(0.5, 1.5, mfuture.sum())
+        other = compute_features(prices, mk, secs)
+        other = other[other["ticker"] != "NEWCO"]
+        covered |= _assert_past_identical(full, other, cut)
+    assert covered == set(FEATURE_NAMES)  # the proof is not vacuous for any feature
+
+
+def test_no_lookahead_truncated(lookahead_slice, market, sectors) -> None:
+    full = compute_features(lookahead_slice, market, sectors)
+    for cut in _cut_dates(lookahead_slice, seed=9):
+        truncated = compute_features(lookahead_slice[lookahead_slice["date"] <= cut], market[market["date"] <= cut], sectors)
+        _assert_past_identical(full, truncated, cut)
+
+
+# ----------------------------------------------------------------------------------------- warm-up
+
+
+def test_warmup_on_real_slice(warmup_slice, market, sectors) -> None:
+    # Market history starts with the slice, so the market warm-up is visible on stock rows too.
+    mkt = market[market["date"] >= warmup_slice["date"].min()].reset_index(drop=True)
+    out = compute_features(warmup_slice, mkt, sectors)
+    _finite_after_warmup(out, TICKER_AXIS)
+    # Market family: NaN exactly while the market series has fewer rows than the lookback.
+    market_row = np.searchsorted(mkt["date"].to_numpy(), out["date"].to_numpy(), side="right") - 1
+    for name in MARKET_AXIS:
+        values = out[name].to_numpy()
+        warm = market_row < feature_spec(name).lookback
+        assert np.isnan(values[warm]).all(), name
+        assert np.isfinite(values[~warm]).all(), name
+    # PSA joins in 2005 with a full market history: its market features are there from day one.
+    psa = out[out["ticker"] == "PSA"]
+    assert np.isfinite(psa["vix_rank_250"].to_numpy()[0])
+    assert np.isnan(psa["ret_1"].to_numpy()[0])
+    assert warmup_violations(compute_features(warmup_slice, market, sectors)).empty
+
+
+def test_market_shorter_than_lookback_gives_nan(warmup_slice, market) -> None:
+    mkt = market[market["date"] >= "2006-06-01"]
+    out = compute_features(warmup_slice, mkt)
+    early = out["date"] < "2006-06-01"
+    assert out.loc[early, MARKET_AXIS].isna().all().all()
+    assert out.loc[~early, "vix_rank_250"].isna().all()  # fewer than 250 market rows by 2006-12
+    assert out.loc[~early, "vix_level"].notna().all()
+
+
+def test_warmup_violations_reports(warmup_slice, market, sectors) -> None:
+    out = compute_features(warmup_slice, market, sectors)
+    empty = warmup_violations(out)
+    assert empty.empty and list(empty.columns) == ["ticker", "date", "feature"]
+    broken = out.copy()
+    broken.loc[500, "rsi_14"] = np.inf
+    broken.loc[600, "vix_level"] = np.nan
+    found = warmup_violations(broken)
+    assert len(found) == 2
+    assert set(found["feature"]) == {"rsi_14", "vix_level"}
+    row = found[found["feature"] == "rsi_14"].iloc[0]
+    assert (row["ticker"], row["date"]) == (out.loc[500, "ticker"], out.loc[500, "date"])
+    # NaN inside the warm-up is expected, not a violation; after it, NaN is one.
+    first = out.groupby("ticker").head(1).index
+    assert out.loc[first, "ret_1"].isna().all()
+    late_nan = out.copy()
+    late_nan.loc[700, "ret_250"] = np.nan
+    assert list(warmup_violations(late_nan)["feature"]) == ["ret_250"]
+
+
+def test_optional_inputs(lookahead_slice, market, sectors) -> None:
+    full = compute_features(lookahead_slice, market, sectors)
+    bare = compute_features(lookahead_slice)
+    assert bare[sorted(MARKET_FEATURES | SECTOR_FEATURES)].isna().all().all()
+    for name in set(FEATURE_NAMES) - MARKET_FEATURES - SECTOR_FEATURES:
+        assert np.array_equal(full[name], bare[name], equal_nan=True), name
+    assert warmup_violations(bare).empty  # absent inputs are not violations
+    # A ticker missing from the sectors table has no sector-relative value.
+    partial = compute_features(lookahead_slice, market, sectors[sectors["ticker"] != "KO"])
+    assert partial.loc[partial["ticker"] == "KO", "sector_rel_ret_20"].isna().all()
+
+
+def test_tickers_do_not_leak_into_each_other(lookahead_slice) -> None:
+    # Per-ticker features of a ticker computed inside the panel equal those computed alone,
+    # bit for bit: no window or recursive filter carries state across a ticker boundary.
+    panel = compute_features(lookahead_slice)
+    own = [n for n in FEATURE_NAMES if n not in MARKET_FEATURES and not n.startswith(("cs_", "sector"))]
+    for ticker in ("PG", "SPG"):
+        alone = compute_features(lookahead_slice[lookahead_slice["ticker"] == ticker])
+        inside = panel[panel["ticker"] == ticker].reset_index(drop=True)
+        for name in own:
+            assert np.array_equal(inside[name], alone[name], equal_nan=True), (ticker, name)
+
+
+# ------------------------------------------------------------------------------------------ quirks
+
+
+def _flat_ticker(dates: pd.Series, name: str, volume: float) -> pd.DataFrame:
+    n = len(dates)
+    return pd.DataFrame(
+        {
+            "ticker": name,
+            "date": dates.to_numpy(),
+            "open": 50.0,
+            "high": 50.0,
+            "low": 50.0,
+            "close": 50.0,
+            "volume": np.full(n, volume),
+        }
+    )
+
+
+def test_zero_volume_and_flat_prices(lookahead_slice, market, sectors) -> None:
+    prices = lookahead_slice.copy()
+    ko = prices.index[prices["ticker"] == "KO"]
+    prices.loc[ko[300:330], "volume"] = 0  # 30 straight zero-volume days: 20-day windows of zeros
+    dates = prices.loc[prices["ticker"] == "KO", "date"]
+    prices = pd.concat([prices, _flat_ticker(dates, "FLAT", 1e6), _flat_ticker(dates, "DEAD", 0.0)])
+    secs = pd.concat([sectors, pd.DataFrame({"ticker": ["FLAT", "DEAD"], "gics_sector": ["Flat", "Flat"]})])
+    out = compute_features(prices, market, secs)
+    assert not np.isinf(out[FEATURE_NAMES].to_numpy()).any()
+    assert warmup_violations(out).empty
+    _finite_after_warmup(out, TICKER_AXIS)
+
+    ko_out = out[out["ticker"] == "KO"].reset_index(drop=True)
+    zero_windows = ko_out.iloc[320:330]  # 20-row volume windows made only of zeros
+    assert (zero_windows["volume_z_20"] == 0).all()
+    assert (zero_windows["obv_change_20"] == 0).all()
+    assert (zero_windows["dollar_volume_log_20"] == 0).all()
+    assert (zero_windows["volume_ma_ratio_5_20"] == 0).all()
+
+    for name in ("FLAT", "DEAD"):
+        flat = out[out["ticker"] == name].iloc[MAX_LOOKBACK:]
+        expected = {
+            "ret_1": 0.0,
+            "candle_body": 0.0,
+            "candle_upper_shadow": 0.0,
+            "volatility_20": 0.0,
+            "volatility_ratio_5_20": 1.0,
+            "parkinson_vol_20": 0.0,
+            "atr_14_rel": 0.0,
+            "rsi_14": 50.0,
+            "rsi_6": 50.0,
+            "stoch_k_14": 50.0,
+            "williams_r_14": -50.0,
+            "cci_20": 0.0,
+            "bb_pct_b_20": 0.5,
+            "bb_width_20": 0.0,
+            "macd": 0.0,
+            "pv_corr_20": 0.0,
+            "volume_z_20": 0.0,
+            "obv_change_20": 0.0,
+            "beta_spx_60": 0.0,
+            "corr_spx_60": 0.0,
+            "close_to_sma_250": 0.0,
+            "dist_max_60": 0.0,
+            "up_share_20": 0.0,
+            "sector_rel_ret_20": 0.0,
+        }
+        for feature, value in expected.items():
+            assert np.allclose(flat[feature], value, atol=1e-6), (name, feature)
+
+
+def test_single_ticker_universe(lookahead_slice, market, sectors) -> None:
+    one = lookahead_slice[lookahead_slice["ticker"] == "KO"]
+    out = compute_features(one, market, sectors)
+    assert warmup_violations(out).empty
+    after = out.iloc[20:]
+    assert (after["cs_rank_ret_20"] == 1.0).all() and (after["cs_rank_volatility_20"] == 1.0).all()
+    assert (after["sector_rel_ret_20"] == 0.0).all()
+
+
+def test_short_ticker_and_tiny_inputs(lookahead_slice, market, sectors) -> None:
+    short = lookahead_slice[lookahead_slice["ticker"] == "PSA"].head(100)
+    prices = pd.concat([lookahead_slice[lookahead_slice["ticker"] == "KO"], short])
+    out = compute_features(prices, market, sectors)
+    psa = out[out["ticker"] == "PSA"]
+    for spec in FEATURE_REGISTRY:
+        if spec.family != "market" and spec.lookback >= 100:
+            assert psa[spec.name].isna().all(), spec.name
+    assert warmup_violations(out).empty
+    assert not np.isinf(out[FEATURE_NAMES].to_numpy()).any()
+    # One row, and no row at all: no exception, right layout.
+    single = compute_features(short.head(1), market, sectors)
+    assert len(single) == 1 and np.isnan(single["ret_1"].iloc[0])
+    empty = compute_features(short.head(0), market, sectors)
+    assert empty.empty and list(empty.columns) == ["ticker", "date", *FEATURE_NAMES]
+
+
+def test_missing_day(lookahead_slice, market, sectors) -> None:
+    ko = lookahead_slice[lookahead_slice["ticker"] == "KO"].reset_index(drop=True)
+    holed = ko.drop(index=400).reset_index(drop=True)
+    out = compute_features(holed, market, sectors)
+    assert warmup_violations(out).empty
+    # Returns are row-based: across the hole ret_1 spans two days, and so does the S&P return.
+    expected = np.float32(ko.loc[401, "close"] / ko.loc[399, "close"] - 1.0)
+    assert out.loc[400, "ret_1"] == expected
+
+
+# ------------------------------------------------------------------------------------- spot checks
+
+
+def test_returns_and_rolling_match_pandas(lookahead_slice) -> None:
+    out = compute_features(lookahead_slice)
+    ordered = lookahead_slice.sort_values(["ticker", "date"]).reset_index(drop=True)
+    close = ordered.groupby("ticker")["close"]
+    for k in (1, 5, 20, 250):
+        expected = close.pct_change(k, fill_method=None).astype(np.float32).to_numpy()
+        assert np.array_equal(out[f"ret_{k}"].to_numpy(), expected, equal_nan=True), k
+    vol20 = close.transform(lambda s: s.pct_change(fill_method=None).rolling(20).std())
+    assert np.allclose(out["volatility_20"], vol20, rtol=1e-5, equal_nan=True)
+    sma = close.transform(lambda s: s / s.rolling(60).mean() - 1)
+    assert np.allclose(out["close_to_sma_60"], sma, rtol=1e-5, atol=1e-7, equal_nan=True)
+    dist = close.transform(lambda s: s / s.rolling(20).max() - 1)
+    assert np.allclose(out["dist_max_20"], dist, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
+def _wilder_rsi(close: np.ndarray, n: int) -> np.ndarray:
+    """Textbook Wilder RSI with a plain loop: SMA seed, then avg = (avg (n-1) + x) / n."""
+    diff = np.diff(close)
+    gain, loss = np.maximum(diff, 0), np.maximum(-diff, 0)
+    out = np.full(len(close), np.nan)
+    g, lo = gain[:n].mean(), loss[:n].mean()
+    out[n] = 100 * g / (g + lo)
+    for i in range(n + 1, len(close)):
+        g = (g * (n - 1) + gain[i - 1]) / n
+        lo = (lo * (n - 1) + loss[i - 1]) / n
+        out[i] = 100 * g / (g + lo)
+    return out
+
+
+def test_rsi_matches_wilder_and_rising_series(lookahead_slice) -> None:
+    ko = lookahead_slice[lookahead_slice["ticker"] == "KO"].reset_index(drop=True)
+    out = compute_features(ko)
+    assert np.allclose(out["rsi_14"], _wilder_rsi(ko["close"].to_numpy(), 14), atol=1e-3, equal_nan=True)
+    rising = ko.assign(close=np.linspace(10.0, 40.0, len(ko)))
+    rising["high"] = rising["close"] + 0.5
+    rising["low"] = rising["close"] - 0.5
+    rising["open"] = rising["close"]
+    r = compute_features(rising)
+    for n in (6, 14, 28):
+        assert (r[f"rsi_{n}"].iloc[n:] == 100.0).all()
+    assert (r["up_share_20"].iloc[20:] == 1.0).all()
+
+
+def test_indicator_spot_values(lookahead_slice) -> None:
+    ko = lookahead_slice[lookahead_slice["ticker"] == "KO"].reset_index(drop=True)
+    out = compute_features(ko)
+    i = 400
+    h, lo, c = (ko[col].to_numpy()[i - 19 : i + 1] for col in ("high", "low", "close"))
+    tp = (h + lo + c) / 3
+    cci = (tp[-1] - tp.mean()) / (0.015 * np.abs(tp - tp.mean()).mean())
+    assert np.isclose(out.loc[i, "cci_20"], cci, rtol=1e-5)
+    hh, ll = h[-14:].max(), lo[-14:].min()
+    assert np.isclose(out.loc[i, "stoch_k_14"], 100 * (c[-1] - ll) / (hh - ll), rtol=1e-5)
+    mean, sd = c.mean(), c.std()
+    assert np.isclose(out.loc[i, "bb_pct_b_20"], (c[-1] - mean + 2 * sd) / (4 * sd), rtol=1e-5)
+
+
+def test_market_spot_values(lookahead_slice, market, sectors) -> None:
+    out = compute_features(lookahead_slice, market, sectors)
+    m = market.set_index("date")
+    spx = m["spx_close"]
+    row = out[(out["ticker"] == "KO")].iloc[500]
+    t = row["date"]
+    assert np.isclose(row["spx_drawdown"], spx[t] / spx[:t].max() - 1, atol=1e-6)
+    vix = m["vix_close"][:t].to_numpy()[-250:]
+    rank = ((vix < vix[-1]).sum() + ((vix == vix[-1]).sum() + 1) / 2) / 250
+    assert np.isclose(row["vix_rank_250"], rank, atol=1e-6)
+    # Beta: OLS slope of the last 60 stock returns on the S&P returns over the same days.
+    ko = lookahead_slice[lookahead_slice["ticker"] == "KO"].set_index("date")["close"][:t]
+    rs = ko.pct_change().to_numpy()[-60:]
+    rm = spx.reindex(ko.index).pct_change().to_numpy()[-60:]
+    assert np.isclose(row["beta_spx_60"], np.polyfit(rm, rs, 1)[0], rtol=1e-4)
+    assert np.isclose(row["corr_spx_60"], np.corrcoef(rm, rs)[0, 1], rtol=1e-4)
+    # Cross-section on that date: rank among the four, minus the sector mean.
+    day = out[out["date"] == t].set_index("ticker")
+    ret20 = day["ret_20"].astype(np.float64)
+    assert np.isclose(day.loc["KO", "cs_rank_ret_20"], ret20.rank(pct=True)["KO"])
+    staples = ret20[["KO", "PG"]].mean()
+    assert np.isclose(day.loc["KO", "sector_rel_ret_20"], ret20["KO"] - staples, atol=1e-6)
