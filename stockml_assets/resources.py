@@ -8,7 +8,7 @@ from dagster import ConfigurableResource, FilesystemIOManager
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from stockml_core.registry import ModelRegistry
-from stockml_core.settings import Settings, TrainingSettings, data_dir_from_env, home_from_env
+from stockml_core.settings import GateSettings, Settings, TrainingSettings, data_dir_from_env, home_from_env
 from stockml_core.warehouse import Warehouse
 
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
@@ -25,6 +25,7 @@ class StockMLResource(ConfigurableResource):
     start: str | None = None
     end: str | None = None
     fast: bool = False  # smaller models, for tests and quick looks; never the default
+    gate: dict[str, float] = {}  # overrides of GateSettings fields, e.g. {"min_sector_accuracy": 0.32}
 
     def settings(self) -> Settings:
         s = Settings(data_dir=Path(self.data_dir), home=Path(self.home),
@@ -33,6 +34,11 @@ class StockMLResource(ConfigurableResource):
         if self.fast:
             s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
                                          xgb_rounds=60, n_folds=3, test_years=3.0))
+        if self.gate:
+            unknown = set(self.gate) - set(GateSettings.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"unknown gate settings {sorted(unknown)}; known: {sorted(GateSettings.__dataclass_fields__)}")
+            s = s.with_(gate=replace(s.gate, **self.gate))
         return s
 
     def warehouse(self) -> Warehouse:

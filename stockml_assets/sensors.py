@@ -1,11 +1,20 @@
 """Sensors: drift launches retraining; failed training cycles are recorded."""
 
 
-from datetime import datetime, timezone
+import json
+from datetime import UTC, datetime
 
 from dagster import (
-    AssetKey, DagsterRunStatus, EventLogEntry, RunFailureSensorContext, RunRequest, SensorEvaluationContext,
-    SkipReason, asset_sensor, run_failure_sensor,
+    AssetKey,
+    DagsterRunStatus,
+    EventLogEntry,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    asset_sensor,
+    run_failure_sensor,
+    sensor,
 )
 
 from stockml_assets.assets.monitoring import record_training_run
@@ -27,8 +36,29 @@ def drift_sensor(context: SensorEvaluationContext, asset_event: EventLogEntry):
     score = float(value.value)
     if score < DRIFT_THRESHOLD:
         return SkipReason(f"drift score {score:.3f} below threshold {DRIFT_THRESHOLD}")
-    return RunRequest(run_key=f"drift-{asset_event.storage_id}",
+    # One run per drift materialization: its run id and timestamp identify it.
+    return RunRequest(run_key=f"drift-{asset_event.run_id or 'runless'}-{asset_event.timestamp:.6f}",
                       tags={"stockml/trigger": "drift", "stockml/drift_score": f"{score:.4f}"})
+
+
+@sensor(job=retraining_job, name="new_rare_event_sensor", minimum_interval_seconds=60,
+        description="Launch retraining when the rare-event catalog gains an event (captured, or added to the "
+                    "data folder's rare_events.csv), so the archive grows into the next model.")
+def new_rare_event_sensor(context: SensorEvaluationContext):
+    event = context.instance.get_latest_materialization_event(AssetKey("rare_event_catalog"))
+    mat = event.asset_materialization if event else None
+    if mat is None or "event_names" not in mat.metadata:
+        return SkipReason("rare_event_catalog not materialized yet")
+    names = sorted(mat.metadata["event_names"].value)
+    known = json.loads(context.cursor) if context.cursor else None
+    context.update_cursor(json.dumps(names))
+    new = sorted(set(names) - set(known or []))
+    if known is None:
+        return SkipReason(f"baseline of {len(names)} catalogued events recorded")
+    if not new:
+        return SkipReason("no new rare event")
+    return RunRequest(run_key="new-event-" + "-".join(new), tags={"stockml/trigger": "new_event",
+                                                                   "stockml/new_events": ",".join(new)})
 
 
 @run_failure_sensor(monitored_jobs=[retraining_job, full_job], name="training_failure_sensor",
@@ -38,10 +68,10 @@ def training_failure_sensor(context: RunFailureSensorContext, stockml: StockMLRe
     if run.status != DagsterRunStatus.FAILURE:
         return
     record_training_run(stockml, {
-        "run_id": run.run_id, "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "run_id": run.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
         "trigger": run.tags.get("stockml/trigger", "manual"), "samples": 0, "candidate_version": None,
         "accuracy": None, "balanced_accuracy": None, "promoted": False,
         "error": context.failure_event.message or "run failed"})
 
 
-SENSORS = [drift_sensor, training_failure_sensor]
+SENSORS = [drift_sensor, new_rare_event_sensor, training_failure_sensor]

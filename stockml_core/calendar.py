@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ def _observed(d: date) -> date | None:
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def nyse_holidays(year: int) -> frozenset[date]:
     """NYSE full-day holidays of one year (the rules in force that year)."""
     days: set[date | None] = set()

@@ -27,7 +27,7 @@ def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSe
     _check_classes(y, "rf_model")
     model = RandomForestClassifier(
         n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
-        max_features="sqrt", n_jobs=s.n_jobs, random_state=s.seed,
+        max_features="sqrt", max_samples=s.rf_max_samples, n_jobs=s.n_jobs, random_state=s.seed,
     )
     return model.fit(X, y.astype(int), sample_weight=w)
 

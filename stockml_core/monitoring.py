@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from stockml_core.evaluation import PROBA_COLUMNS
@@ -39,8 +38,9 @@ def repeat_error_rate(previous: pd.DataFrame | None, current: pd.DataFrame) -> f
     """Share of the previous buffer's samples that the new candidate still gets wrong."""
     if previous is None or not len(previous):
         return float("nan")
-    keys = set(zip(current.ticker, pd.to_datetime(current.date)))
-    return float(np.mean([(t, pd.Timestamp(d)) in keys for t, d in zip(previous.ticker, previous.date)]))
+    prev = previous[["ticker", "date"]].assign(date=lambda d: pd.to_datetime(d.date))
+    cur = current[["ticker", "date"]].assign(date=lambda d: pd.to_datetime(d.date), still_wrong=True)
+    return float(prev.merge(cur, on=["ticker", "date"], how="left").still_wrong.fillna(False).mean())
 
 
 def sector_performance(oof: pd.DataFrame) -> pd.DataFrame:

@@ -53,6 +53,13 @@ def _criterion(name: str, value: float, op: str, threshold: float, detail: str) 
     return Criterion(name, float(value), op, float(threshold), bool(ok), detail)
 
 
+def _best(candidate: dict[str, float | str], metric: str) -> float:
+    """The best baseline value of a metric, ignoring baselines where it is undefined (NaN if all are)."""
+    values = [float(candidate[f"{b}_{metric}"]) for b in BASELINES]
+    values = [v for v in values if not math.isnan(v)]
+    return max(values) if values else float("nan")
+
+
 def evaluate_gate(
     candidate: dict[str, float | str],
     settings: GateSettings,
@@ -64,9 +71,8 @@ def evaluate_gate(
     A missing value (NaN) fails its criterion: the gate never promotes on absent evidence, except
     that with no crash rows in the evaluation the crash criterion is reported as not applicable.
     """
-    best_acc = max(float(candidate[f"{b}_accuracy"]) for b in BASELINES)
-    best_bacc = max(float(candidate[f"{b}_balanced_accuracy"]) for b in BASELINES
-                    if not math.isnan(float(candidate[f"{b}_balanced_accuracy"])))
+    best_acc = _best(candidate, "accuracy")
+    best_bacc = _best(candidate, "balanced_accuracy")
     crit = [
         _criterion("accuracy_vs_best_baseline", float(candidate["accuracy"]), ">=",
                    best_acc + settings.accuracy_margin,
@@ -76,7 +82,7 @@ def evaluate_gate(
                    f"best naive baseline balanced accuracy {best_bacc:.4f} + margin {settings.balanced_accuracy_margin}"),
     ]
     crash = float(candidate["crash_accuracy"])
-    crash_base = max(float(candidate[f"{b}_crash_accuracy"]) for b in BASELINES)
+    crash_base = _best(candidate, "crash_accuracy")
     if math.isnan(crash):
         crit.append(Criterion("crash_regime_accuracy", float("nan"), ">=", float("nan"), True,
                               "no crash-regime days in the evaluation folds: not applicable"))

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -394,10 +394,12 @@ class ModelRegistry:
                     "select coalesce(max(cast(substr(version, 2) as bigint)), 0) from model_versions"
                 ).fetchone()
                 version = _format_version(int(row[0]) + 1)
-                path = str(self.artefact_dir / f"{version}{_ARTEFACT_SUFFIX}")
+                # Stored relative to the artefact folder, so a moved STOCKML_HOME keeps its models.
+                name = f"{version}{_ARTEFACT_SUFFIX}"
+                path = str(self.artefact_dir / name)
                 con.execute(
                     f"insert into model_versions ({_MODEL_COLUMNS}) values (?, ?, ?, ?, ?, ?, ?)",
-                    [version, _to_db_time(created_at), sha256, path, metrics_json, lineage_json, composition_json],
+                    [version, _to_db_time(created_at), sha256, name, metrics_json, lineage_json, composition_json],
                 )
                 return ModelVersion(
                     version=version,
@@ -428,7 +430,8 @@ class ModelRegistry:
             ).fetchone()
         if row is None:
             raise UnknownVersionError(version)
-        return _row_to_version(row)
+        mv = _row_to_version(row)
+        return replace(mv, artefact_path=str(self.artefact_dir / mv.artefact_path))
 
     def verify(self, version: str) -> ModelVersion:
         """Check that a version's artefact exists and matches its registered hash; raise otherwise."""

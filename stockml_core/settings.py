@@ -52,9 +52,10 @@ class TrainingSettings:
     replay_weight: float = 3.0
     replay_max_share: float = 0.20
     archive_weight: float = 1.0
-    rf_trees: int = 120
+    rf_trees: int = 100
     rf_max_depth: int = 8
     rf_min_samples_leaf: int = 50
+    rf_max_samples: float = 0.5  # bootstrap half the rows per tree: 2x faster, more diverse trees
     xgb_rounds: int = 150
     xgb_max_depth: int = 4
     xgb_learning_rate: float = 0.05

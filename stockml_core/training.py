@@ -36,8 +36,9 @@ def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.
                        feature_names: list[str], s: Settings) -> pd.DataFrame:
     """Recent window + every rare-event sample + error-replay samples, weighted.
 
-    ``source`` is recent / archive / replay (replay wins: the row is up-weighted ``replay_weight``
-    times); replayed rows are capped at ``replay_max_share`` of the set, worst errors first.
+    ``source`` is recent / archive / replay. Replay samples are rows of the set that the previous
+    cycle got confidently wrong: they are re-weighted ``replay_weight`` times, not duplicated, worst
+    errors first, capped at ``replay_max_share`` of the set; buffer rows outside the set are ignored.
     """
     rows = trainable(samples, feature_names)
     last = rows.date.max()

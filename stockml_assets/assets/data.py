@@ -12,8 +12,15 @@ from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_featu
 from stockml_core.labels import compute_labels
 from stockml_core.regimes import compute_regimes
 from stockml_core.schemas import (
-    MarketContextSchema, MarketRegimesSchema, MarketUniverseSchema, RareEventArchiveSchema,
-    RareEventCatalogSchema, RawPricesSchema, LabelsSchema, feature_matrix_schema, validate,
+    LabelsSchema,
+    MarketContextSchema,
+    MarketRegimesSchema,
+    MarketUniverseSchema,
+    RareEventArchiveSchema,
+    RareEventCatalogSchema,
+    RawPricesSchema,
+    feature_matrix_schema,
+    validate,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
@@ -96,7 +103,8 @@ def rare_event_catalog(context: AssetExecutionContext, stockml: StockMLResource,
     cat = build_catalog(core_data.load_rare_events(stockml.settings().data_dir))
     days = pd.DatetimeIndex(market_context.date)
     cat["trading_days"] = [int(((days >= ev.start) & (days <= ev.end)).sum()) for ev in cat.itertuples()]
-    context.add_output_metadata({"dagster/row_count": len(cat), "events": md_table(cat.drop(columns="description"))})
+    context.add_output_metadata({"dagster/row_count": len(cat), "events": md_table(cat.drop(columns="description")),
+                                 "event_names": MetadataValue.json(sorted(cat.name))})
     return cat
 
 

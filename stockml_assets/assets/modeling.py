@@ -1,12 +1,17 @@
 """Training, evaluation, explainability and promotion: the retraining subgraph."""
 
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 from dagster import (
-    AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, asset, asset_check,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MetadataValue,
+    asset,
+    asset_check,
 )
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
@@ -15,15 +20,27 @@ from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, WAREHOUSE_SCHEMA
 from stockml_core import training
 from stockml_core.backtest import next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
-    BASELINES, PROBA_COLUMNS, classification_metrics, comparison_table, headline, information_coefficients,
+    BASELINES,
+    PROBA_COLUMNS,
+    classification_metrics,
+    comparison_table,
+    headline,
+    information_coefficients,
+)
+from stockml_core.evaluation import (
     validation_report as build_validation_report,
 )
 from stockml_core.explain import importance, shap_long
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.promotion import evaluate_gate
 from stockml_core.schemas import (
-    BacktestReportSchema, ProductionModelSchema, PromotionDecisionSchema, ShapImportanceSchema,
-    ShapValuesSchema, TrainingSetSchema, ValidationReportSchema,
+    BacktestReportSchema,
+    ProductionModelSchema,
+    PromotionDecisionSchema,
+    ShapImportanceSchema,
+    ShapValuesSchema,
+    TrainingSetSchema,
+    ValidationReportSchema,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
@@ -202,7 +219,7 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
     version = str(shap_values.model_version.iloc[0])
     imp = importance(shap_values)
     imp.insert(0, "model_version", version)
-    stored = imp.assign(computed_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    stored = imp.assign(computed_at=datetime.now(UTC).replace(tzinfo=None))
     with stockml.warehouse().connect() as con:
         con.execute("create table if not exists shap_analysis (model_version varchar, regime varchar, "
                     "feature_name varchar, importance_score double, rank integer, computed_at timestamp)")

@@ -1,7 +1,7 @@
 """Monitoring: the champion's predictions, drift, the error replay buffer and per-sector accuracy."""
 
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -15,11 +15,17 @@ from stockml_core import drift as core_drift
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
-from stockml_core.monitoring import repeat_error_rate, sector_performance as build_sector_performance, worst_mistakes
+from stockml_core.monitoring import repeat_error_rate, worst_mistakes
+from stockml_core.monitoring import sector_performance as build_sector_performance
 from stockml_core.regimes import REGIMES
 from stockml_core.schemas import (
-    DriftReportSchema, ErrorReplayBufferSchema, FeatureDriftSchema, MixDriftSchema, PredictionsSchema,
-    SectorPerformanceSchema, TrainingRunsSchema,
+    DriftReportSchema,
+    ErrorReplayBufferSchema,
+    FeatureDriftSchema,
+    MixDriftSchema,
+    PredictionsSchema,
+    SectorPerformanceSchema,
+    TrainingRunsSchema,
 )
 from stockml_core.training import trainable
 
@@ -49,7 +55,7 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, produc
         context.add_output_metadata({"published": False, "dagster/row_count": 0,
                                      "reason": "no champion: no model has passed the promotion gate"})
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float])})
+            PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float], strict=True)})
     out = latest[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
     out[PROBA_COLUMNS] = proba
     out["signal"] = np.array(CLASS_NAMES)[proba.argmax(axis=1)]
@@ -182,7 +188,7 @@ def training_runs(context: AssetExecutionContext, stockml: StockMLResource, trai
     v = stockml.registry().get(meta_learner["version"])
     trigger = context.run.tags.get("stockml/trigger", "manual")
     log = record_training_run(stockml, {
-        "run_id": context.run_id, "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "run_id": context.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
         "trigger": trigger, "samples": len(training_set), "candidate_version": v.version,
         "accuracy": v.metrics.get("accuracy"), "balanced_accuracy": v.metrics.get("balanced_accuracy"),
         "promoted": bool(promotion_decision.promoted.iloc[0]), "error": None})

@@ -1,0 +1,217 @@
+"""Tests of stockml_core.evaluation: metrics, information coefficients, baselines and the validation report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockml_core.evaluation import (
+    BASELINES,
+    PROBA_COLUMNS,
+    baseline_probabilities,
+    classification_metrics,
+    comparison_table,
+    headline,
+    information_coefficients,
+    validation_report,
+)
+
+Y = np.tile([0, 1, 2], 20)
+
+
+# ------------------------------------------------------------------------------------ classification_metrics
+
+
+def test_perfect_predictions_score_one() -> None:
+    m = classification_metrics(Y, np.eye(3)[Y])
+    assert m["n"] == len(Y)
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0 and m["macro_f1"] == 1.0
+    assert m["auc_ovr"] == 1.0
+    assert m["log_loss"] < 1e-4 and m["brier"] < 1e-8
+
+
+def test_uniform_probabilities_are_uninformative() -> None:
+    m = classification_metrics(Y, np.full((len(Y), 3), 1 / 3))
+    assert m["auc_ovr"] == pytest.approx(0.5)
+    assert m["log_loss"] == pytest.approx(math.log(3))
+    assert m["brier"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(1 / 3)  # argmax ties resolve to class 0
+
+
+def test_confidently_wrong_predictions_score_badly() -> None:
+    m = classification_metrics(Y, np.eye(3)[(Y + 1) % 3])
+    assert m["accuracy"] == 0.0
+    assert m["log_loss"] > 10 and m["brier"] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_metrics_with_a_single_class_have_no_auc() -> None:
+    y = np.full(10, 2)
+    m = classification_metrics(y, np.eye(3)[y])
+    assert m["accuracy"] == 1.0
+    assert math.isnan(m["auc_ovr"]) and math.isnan(m["balanced_accuracy"])
+
+
+def test_metrics_of_no_rows() -> None:
+    assert classification_metrics(np.array([]), np.empty((0, 3))) == {"n": 0.0}
+
+
+# ------------------------------------------------------------------------------------ information coefficients
+
+
+def _panel(n_dates: int, n_tickers: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2015-01-01", periods=n_dates)
+    frame = pd.DataFrame({"date": np.repeat(dates, n_tickers),
+                          "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_dates)})
+    return frame.assign(fwd_return=rng.normal(0, 0.02, len(frame)))
+
+
+def test_ic_of_the_forward_return_itself_is_one() -> None:
+    p = _panel(50, 10, seed=1)
+    ic = information_coefficients(p.date, p.fwd_return.to_numpy(), p.fwd_return.to_numpy())
+    assert ic["ic"] == pytest.approx(1.0) and ic["rank_ic"] == pytest.approx(1.0)
+
+
+def test_ic_of_a_monotone_transform_has_rank_ic_one() -> None:
+    p = _panel(50, 10, seed=2)
+    ic = information_coefficients(p.date, np.exp(50 * p.fwd_return.to_numpy()), p.fwd_return.to_numpy())
+    assert ic["rank_ic"] == pytest.approx(1.0)
+    assert 0.5 < ic["ic"] < 1.0
+
+
+def test_ic_of_a_noisy_signal_is_positive() -> None:
+    p = _panel(100, 20, seed=3)
+    noise = np.random.default_rng(4).normal(0, 0.02, len(p))
+    ic = information_coefficients(p.date, p.fwd_return.to_numpy() + noise, p.fwd_return.to_numpy())
+    assert 0.5 < ic["ic"] < 0.9 and ic["icir"] > 1
+
+
+def test_ic_of_noise_is_near_zero() -> None:
+    p = _panel(250, 30, seed=5)
+    noise = np.random.default_rng(6).normal(size=len(p))
+    ic = information_coefficients(p.date, noise, p.fwd_return.to_numpy())
+    assert abs(ic["ic"]) < 0.03 and abs(ic["rank_ic"]) < 0.03
+
+
+def test_ic_ignores_dates_with_fewer_than_three_names() -> None:
+    p = _panel(5, 2, seed=7)
+    ic = information_coefficients(p.date, p.fwd_return.to_numpy(), p.fwd_return.to_numpy())
+    assert all(math.isnan(v) for v in ic.values())
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+
+def test_majority_baseline_predicts_the_majority_class() -> None:
+    np.testing.assert_array_equal(baseline_probabilities("majority", 4, 1), np.tile([0.0, 1.0, 0.0], (4, 1)))
+
+
+def test_always_up_baseline_predicts_up() -> None:
+    np.testing.assert_array_equal(baseline_probabilities("always_up", 3, 0), np.tile([0.0, 0.0, 1.0], (3, 1)))
+
+
+def test_previous_direction_baseline_follows_the_past_return_sign() -> None:
+    proba = baseline_probabilities("previous_direction", 4, 1, np.array([0.02, -0.01, 0.0, -0.3]))
+    np.testing.assert_array_equal(proba.argmax(axis=1), [2, 0, 2, 0])
+    np.testing.assert_array_equal(proba.sum(axis=1), np.ones(4))
+
+
+def test_unknown_baseline_raises() -> None:
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_probabilities("coin_flip", 3, 0)
+
+
+# ------------------------------------------------------------------------------------ validation report
+
+
+SECTORS = {"AAA": "Energy", "BBB": "Energy", "CCC": "Utilities", "DDD": "Utilities", "EEE": "Financials", "FFF": "Financials"}
+
+
+@pytest.fixture(scope="module")
+def oof() -> pd.DataFrame:
+    """A frame shaped like training.stack's: the candidate is right except on half of the Financials rows."""
+    rng = np.random.default_rng(0)
+    dates = pd.bdate_range("2016-01-04", periods=60)
+    tickers = list(SECTORS)
+    df = pd.DataFrame({"date": np.repeat(dates, len(tickers)), "ticker": np.tile(tickers, len(dates))})
+    df["sector"] = df.ticker.map(SECTORS)
+    day = np.repeat(np.arange(len(dates)), len(tickers))
+    df["regime"] = np.where(day < 15, "crash", np.where(day < 30, "high_volatility", "normal"))
+    df["fold"] = 1 + day // 20
+    df["label"] = rng.choice(3, size=len(df), p=[0.3, 0.3, 0.4])
+    df["past_return"] = rng.normal(0, 0.03, len(df))
+    df["fwd_return"] = (df.label - 1) * 0.02 + rng.normal(0, 0.01, len(df))
+    pred = df.label.to_numpy().copy()
+    flip = (df.sector == "Financials").to_numpy() & (np.arange(len(df)) % 2 == 0)
+    pred[flip] = (pred[flip] + 1) % 3
+    proba = np.full((len(df), 3), 0.2)
+    proba[np.arange(len(df)), pred] = 0.6
+    df[[f"candidate__{c}" for c in PROBA_COLUMNS]] = proba
+    for b in BASELINES:
+        df[[f"{b}__{c}" for c in PROBA_COLUMNS]] = baseline_probabilities(b, len(df), 2, df.past_return.to_numpy())
+    return df
+
+
+@pytest.fixture(scope="module")
+def report(oof) -> pd.DataFrame:
+    return validation_report(oof)
+
+
+def test_report_is_long_with_every_scope_for_every_model(report, oof) -> None:
+    assert list(report.columns) == ["scope", "group", "model", "metric", "value"]
+    assert list(dict.fromkeys(report.model)) == ["candidate", "always_up", "majority", "previous_direction"]
+    for model in report.model.unique():
+        groups = report[report.model == model].groupby("scope").group.unique()
+        assert set(groups["overall"]) == {"all"}
+        assert set(groups["regime"]) == {"crash", "high_volatility", "normal"}
+        assert set(groups["sector"]) == set(SECTORS.values())
+        assert set(groups["symbol"]) == set(SECTORS)
+        assert set(groups["fold"]) == {"1", "2", "3"}
+
+
+def test_report_ic_is_only_overall(report) -> None:
+    assert set(report[report.metric.isin(["ic", "rank_ic", "icir"])].scope) == {"overall"}
+
+
+def test_headline_reads_the_candidate_metrics(report, oof) -> None:
+    h = headline(report)
+    correct = oof[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy().argmax(axis=1) == oof.label.to_numpy()
+    assert h["n"] == len(oof)
+    assert h["accuracy"] == pytest.approx(correct.mean())
+    assert h["crash_accuracy"] == pytest.approx(correct[(oof.regime == "crash").to_numpy()].mean())
+    assert h["ic"] > 0.5 and h["rank_ic"] > 0.5
+    assert h["auc_ovr"] > 0.8
+
+
+def test_headline_names_the_worst_sector(report, oof) -> None:
+    h = headline(report)
+    assert h["worst_sector"] == "Financials"
+    assert h["worst_sector_accuracy"] == pytest.approx(0.5)
+
+
+def test_headline_reads_the_baselines(report, oof) -> None:
+    h = headline(report)
+    label = oof.label.to_numpy()
+    assert h["always_up_accuracy"] == pytest.approx((label == 2).mean())
+    assert h["majority_accuracy"] == pytest.approx((label == 2).mean())  # the fixture's majority class is up
+    prev = np.where(oof.past_return >= 0, 2, 0)
+    assert h["previous_direction_accuracy"] == pytest.approx((prev == label).mean())
+    crash = (oof.regime == "crash").to_numpy()
+    assert h["previous_direction_crash_accuracy"] == pytest.approx((prev == label)[crash].mean())
+    assert h["always_up_auc_ovr"] == pytest.approx(0.5)
+
+
+def test_headline_without_crash_rows_has_nan_crash_accuracy(oof) -> None:
+    h = headline(validation_report(oof[oof.regime != "crash"]))
+    assert math.isnan(h["crash_accuracy"])
+    assert all(math.isnan(h[f"{b}_crash_accuracy"]) for b in BASELINES)
+
+
+def test_comparison_table_lists_the_candidate_first(report) -> None:
+    table = comparison_table(report)
+    assert table.model.iloc[0] == "candidate"
+    assert set(table.model) == {"candidate", *BASELINES}
+    assert {"accuracy", "auc_ovr", "ic", "n"} <= set(table.columns)
