@@ -9,7 +9,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from stockml_core.registry import ModelRegistry
 from stockml_core.settings import GateSettings, Settings, TrainingSettings, data_dir_from_env, home_from_env
-from stockml_core.warehouse import Warehouse
+from stockml_core.warehouse import CONNECTION_CONFIG, Warehouse
 
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
 WAREHOUSE_IO = "warehouse_io_manager"
@@ -56,6 +56,7 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
-        WAREHOUSE_IO: DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA),
+        WAREHOUSE_IO: DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
+                                            connection_config=CONNECTION_CONFIG),
         "io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
     }

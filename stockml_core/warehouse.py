@@ -11,6 +11,11 @@ import duckdb
 import pandas as pd
 
 
+# Every in-process connection to one DuckDB file must use the same configuration, or DuckDB refuses
+# it; Dagster's DuckDB IO manager is configured with exactly this (see stockml_assets.resources).
+CONNECTION_CONFIG = {"custom_user_agent": "stockml"}
+
+
 class Warehouse:
     """Opens short-lived connections to one DuckDB file.
 
@@ -29,7 +34,7 @@ class Warehouse:
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only, config=dict(CONNECTION_CONFIG))
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:

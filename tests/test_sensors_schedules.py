@@ -96,3 +96,26 @@ def test_a_new_rare_event_requests_retraining_once():
     assert len(grown.run_requests) == 1 and grown.run_requests[0].tags["stockml/trigger"] == "new_event"
     assert "crash_2018" in grown.run_requests[0].run_key
     assert not same.run_requests
+
+
+def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    from stockml_assets.definitions import build_definitions
+    from stockml_core.warehouse import Warehouse
+
+    home = tmp_path / "home"
+    fresh = build_definitions(home=home, tickers=["XOM"], fast=True)
+    with DagsterInstance.ephemeral() as instance:
+        # Retraining on an empty home fails: there is no feature_matrix to train on.
+        result = fresh.get_job_def("retraining_job").execute_in_process(
+            instance=instance, raise_on_error=False, tags={"stockml/trigger": "drift"})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+        context = build_run_status_sensor_context(
+            sensor_name="training_failure_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=failure, resources={"stockml": fresh.resources["stockml"]}).for_run_failure()
+        fresh.get_sensor_def("training_failure_sensor")(context)
+    log = Warehouse(home / "warehouse.duckdb").read("select * from training_runs_log")
+    assert log.run_id.tolist() == [result.run_id]
+    assert log.trigger.tolist() == ["drift"] and not log.promoted.iloc[0] and log.error.iloc[0]
