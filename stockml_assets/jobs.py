@@ -3,7 +3,7 @@
 
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 
-from stockml_assets.resources import StockMLResource
+from stockml_assets.resources import DUCKDB_POOL, StockMLResource
 
 DAILY = AssetSelection.groups("ingestion", "regimes", "features") | AssetSelection.assets(
     "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report")
@@ -25,7 +25,8 @@ class RollbackConfig(Config):
     actor: str = "operator"
 
 
-@op(description="Make a named registry version the champion again; recorded in model_promotion_history.")
+@op(description="Make a named registry version the champion again; recorded in model_promotion_history.",
+    pool=DUCKDB_POOL)
 def rollback_champion(context: OpExecutionContext, config: RollbackConfig, stockml: StockMLResource) -> str:
     event = stockml.registry().rollback(config.version, reason=config.reason, actor=config.actor)
     context.log.info(f"champion is now {event.version} (event {event.event_id}): {config.reason}")

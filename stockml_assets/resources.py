@@ -4,8 +4,9 @@
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 from dagster import ConfigurableResource, FilesystemIOManager
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from stockml_core.registry import ModelRegistry
 from stockml_core.settings import GateSettings, Settings, TrainingSettings, data_dir_from_env, home_from_env
@@ -14,6 +15,31 @@ from stockml_core.warehouse import CONNECTION_CONFIG, Warehouse
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
 WAREHOUSE_IO = "warehouse_io_manager"
 DUCKDB_POOL = "duckdb_writer"  # every asset that writes the warehouse shares this pool
+
+
+class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
+    """Stores an empty DataFrame as an empty table (the stock handler skips it, leaving no table).
+
+    "No predictions published" must read back as an empty table, not as a missing one; the IO
+    manager has already deleted the previous rows, so nothing stale survives either way.
+    """
+
+    def handle_output(self, context, table_slice, obj: pd.DataFrame, connection):
+        if obj.empty:
+            # identifiers come from the asset key, never from data
+            connection.execute(f'create schema if not exists "{table_slice.schema}"')
+            connection.execute(f'create table if not exists "{table_slice.schema}"."{table_slice.table}" as select * from obj')
+            context.add_output_metadata({"row_count": 0})
+            return
+        super().handle_output(context, table_slice, obj, connection)
+
+
+class WarehouseIOManager(DuckDBPandasIOManager):
+    """DuckDB tables for every DataFrame asset, empty ones included."""
+
+    @staticmethod
+    def type_handlers():
+        return [_EmptyAwareTypeHandler()]
 
 
 class StockMLResource(ConfigurableResource):
@@ -56,7 +82,7 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
-        WAREHOUSE_IO: DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
-                                            connection_config=CONNECTION_CONFIG),
+        WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
+                                         connection_config=CONNECTION_CONFIG),
         "io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
     }

@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-
 # Every in-process connection to one DuckDB file must use the same configuration, or DuckDB refuses
 # it; Dagster's DuckDB IO manager is configured with exactly this (see stockml_assets.resources).
 CONNECTION_CONFIG = {"custom_user_agent": "stockml"}

@@ -81,3 +81,21 @@ def test_runs_are_recorded_in_the_dagster_instance(materialized):
     runs = materialized.instance.get_runs()
     assert materialized.result.run_id in {r.run_id for r in runs}
     assert materialized.instance.get_latest_materialization_event(AssetKey("production_model")) is not None
+
+
+def test_without_a_passing_model_nothing_is_published(tmp_path):
+    from dagster import DagsterInstance
+
+    impossible = {**LENIENT_GATE, "accuracy_margin": 0.5}
+    with DagsterInstance.ephemeral() as instance:
+        result = run_job("stockml_full_job", instance, **slice_config(
+            tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2007-01-01", gate=impossible))
+    assert result.success  # a rejection is a decision, not a failure
+    wh = Warehouse(tmp_path / "home" / "warehouse.duckdb")
+    assert wh.read('select * from "assets"."production_model"').empty
+    assert wh.read('select * from "assets"."predictions"').empty
+    drift = wh.read('select * from "assets"."drift_report"').set_index("component")
+    assert drift.loc["predictions", "weight"] == 0.0 and 0.0 <= drift.loc["overall", "value"] <= 1.0
+    meta = result.asset_materializations_for_node("predictions")[0].metadata
+    assert meta["published"].value is False and "no champion" in meta["reason"].value
+    assert _registry(tmp_path / "home").champion() is None
