@@ -122,8 +122,9 @@ def cmd_run(args) -> int:
     print(f"Materializing the StockML graph on {s.data_dir} (runtime state in {s.home}) ...", flush=True)
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
-        result = defs.get_job_def("stockml_full_job").execute_in_process(
-            instance=instance, tags={"stockml/trigger": "manual"}, raise_on_error=False)
+        result = defs.resolve_job_def("stockml_full_job").execute_in_process(
+            instance=instance, tags={"stockml/trigger": "manual"}, raise_on_error=False,
+            run_config={"loggers": {"progress": {}}})  # one line per step; the full log is in the UI
     print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s\n")
     if not result.success:
         for ev in result.all_events:
@@ -150,7 +151,7 @@ def cmd_rollback(args) -> int:
 
     init_home()
     with DagsterInstance.get() as instance:
-        result = defs.get_job_def("rollback_job").execute_in_process(
+        result = defs.resolve_job_def("rollback_job").execute_in_process(
             instance=instance, raise_on_error=False,
             run_config={"ops": {"rollback_champion": {"config": {"version": args.version, "reason": args.reason,
                                                                   "actor": args.actor}}}})

@@ -2,10 +2,12 @@
 
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
+from dagster._loggers import default_loggers
 
 from stockml_assets import checks
 from stockml_assets.assets import data, modeling, monitoring
 from stockml_assets.jobs import JOBS
+from stockml_assets.progress import progress_logger
 from stockml_assets.resources import build_resources
 from stockml_assets.schedules import SCHEDULES
 from stockml_assets.sensors import SENSORS
@@ -20,7 +22,7 @@ def build_definitions(**resource_config) -> Definitions:
     """Definitions for one deployment; ``resource_config`` goes to ``build_resources``."""
     return Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=JOBS, sensors=SENSORS,
                        schedules=SCHEDULES, resources=build_resources(**resource_config),
-                       executor=in_process_executor)
+                       executor=in_process_executor, loggers={**default_loggers(), "progress": progress_logger})
 
 
 defs = build_definitions()

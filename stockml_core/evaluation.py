@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
@@ -27,8 +29,14 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]
         auc = float(roc_auc_score(y, clipped, multi_class="ovr", labels=list(CLASSES))) if len(present) == 3 else np.nan
     except ValueError:
         auc = np.nan
+    with warnings.catch_warnings():  # a small group (one symbol, one regime) may lack a class
+        warnings.simplefilter("ignore", UserWarning)
+        return _metrics(y, pred, clipped, onehot, present, auc)
+
+
+def _metrics(y, pred, clipped, onehot, present, auc) -> dict[str, float]:
     return {
-        "n": float(n),
+        "n": float(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(present) > 1 else np.nan,
         "macro_f1": float(f1_score(y, pred, average="macro", labels=list(CLASSES), zero_division=0)),

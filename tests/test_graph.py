@@ -10,19 +10,7 @@ from stockml_assets.definitions import defs
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
-
-DESIGN_ASSETS = {
-    "ingestion": ["market_universe", "raw_prices", "market_context"],
-    "regimes": ["market_regimes"],
-    "archive": ["rare_event_catalog", "rare_event_archive"],
-    "features": ["feature_matrix", "labels"],
-    "training": ["training_set", "rf_model", "xgb_model", "meta_learner"],
-    "evaluation": ["validation_report", "backtest_report"],
-    "explainability": ["shap_values", "shap_importance"],
-    "promotion": ["promotion_decision", "production_model"],
-    "monitoring": ["predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
-                   "error_replay_buffer", "sector_performance", "training_runs"],
-}
+from tests.conftest import DESIGN_GROUPS as DESIGN_ASSETS
 
 
 def _table(home, name: str, schema: str = "assets") -> pd.DataFrame:

@@ -67,7 +67,7 @@ def test_rollback_job_restores_a_named_version_and_records_who_and_why(materiali
 
     from stockml_assets.definitions import build_definitions
 
-    job = build_definitions(**slice_config(home_copy)).get_job_def("rollback_job")
+    job = build_definitions(**slice_config(home_copy)).resolve_job_def("rollback_job")
     result = job.execute_in_process(instance=materialized.instance, run_config={"ops": {"rollback_champion": {
         "config": {"version": "v0001", "reason": "v0002 misbehaves live", "actor": "alice"}}}})
 

@@ -16,7 +16,7 @@ def _report_drift(instance: DagsterInstance, score: float) -> None:
 
 
 def _tick(instance: DagsterInstance, cursor: str | None):
-    sensor = defs.get_sensor_def("drift_sensor")
+    sensor = defs.resolve_sensor_def("drift_sensor")
     return sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
 
 
@@ -52,7 +52,7 @@ def test_two_drift_events_get_two_distinct_run_keys():
 
 
 def test_daily_schedule_skips_nyse_holidays():
-    schedule = defs.get_schedule_def("daily_after_close")
+    schedule = defs.resolve_schedule_def("daily_after_close")
     thanksgiving = datetime(2017, 11, 23, 18, 30, tzinfo=NY)
     with DagsterInstance.ephemeral() as instance:
         result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=thanksgiving))
@@ -60,7 +60,7 @@ def test_daily_schedule_skips_nyse_holidays():
 
 
 def test_daily_schedule_runs_on_trading_days_after_the_close():
-    schedule = defs.get_schedule_def("daily_after_close")
+    schedule = defs.resolve_schedule_def("daily_after_close")
     assert schedule.cron_schedule == "30 18 * * 1-5" and schedule.execution_timezone == "America/New_York"
     day = datetime(2017, 11, 10, 18, 30, tzinfo=NY)
     with DagsterInstance.ephemeral() as instance:
@@ -69,12 +69,12 @@ def test_daily_schedule_runs_on_trading_days_after_the_close():
 
 
 def test_weekly_full_retrain_is_defined():
-    schedule = defs.get_schedule_def("weekly_full_retrain")
+    schedule = defs.resolve_schedule_def("weekly_full_retrain")
     assert schedule.job_name == "stockml_full_job" and schedule.cron_schedule == "0 6 * * 6"
 
 
 def test_default_executor_is_in_process():
-    assert defs.get_job_def("stockml_full_job").executor_def.name == "in_process"
+    assert defs.resolve_job_def("stockml_full_job").executor_def.name == "in_process"
 
 
 
@@ -85,7 +85,7 @@ def _report_catalog(instance: DagsterInstance, names: list[str]) -> None:
 
 
 def test_a_new_rare_event_requests_retraining_once():
-    sensor = defs.get_sensor_def("new_rare_event_sensor")
+    sensor = defs.resolve_sensor_def("new_rare_event_sensor")
     with DagsterInstance.ephemeral() as instance:
         _report_catalog(instance, ["gulf_war_1990", "us_downgrade_2011"])
         baseline = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
@@ -108,14 +108,14 @@ def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):
     fresh = build_definitions(home=home, tickers=["XOM"], fast=True)
     with DagsterInstance.ephemeral() as instance:
         # Retraining on an empty home fails: there is no feature_matrix to train on.
-        result = fresh.get_job_def("retraining_job").execute_in_process(
+        result = fresh.resolve_job_def("retraining_job").execute_in_process(
             instance=instance, raise_on_error=False, tags={"stockml/trigger": "drift"})
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = build_run_status_sensor_context(
             sensor_name="training_failure_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
             dagster_event=failure, resources={"stockml": fresh.resources["stockml"]}).for_run_failure()
-        fresh.get_sensor_def("training_failure_sensor")(context)
+        fresh.resolve_sensor_def("training_failure_sensor")(context)
     log = Warehouse(home / "warehouse.duckdb").read("select * from training_runs_log")
     assert log.run_id.tolist() == [result.run_id]
     assert log.trigger.tolist() == ["drift"] and not log.promoted.iloc[0] and log.error.iloc[0]

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import DESIGN_GROUPS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 LOCATION_NAME = "stockml"  # workspace.yaml's location_name
@@ -26,19 +28,6 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 180.0  # the machine is slow and shared: importing the code location takes a while
 STOP_TIMEOUT_S = 20.0
 
-# DESIGN.md's asset graph: asset -> group.
-DESIGN_GROUPS: dict[str, list[str]] = {
-    "ingestion": ["market_universe", "raw_prices", "market_context"],
-    "regimes": ["market_regimes"],
-    "archive": ["rare_event_catalog", "rare_event_archive"],
-    "features": ["feature_matrix", "labels"],
-    "training": ["training_set", "rf_model", "xgb_model", "meta_learner"],
-    "evaluation": ["validation_report", "backtest_report"],
-    "explainability": ["shap_values", "shap_importance"],
-    "promotion": ["promotion_decision", "production_model"],
-    "monitoring": ["predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
-                   "error_replay_buffer", "sector_performance", "training_runs"],
-}
 EXPECTED_ASSETS = {asset: group for group, assets in DESIGN_GROUPS.items() for asset in assets}
 
 ASSETS_QUERY = """

@@ -1,0 +1,42 @@
+"""A Dagster logger that prints one line per finished step: what `stockml run` shows while it works."""
+
+import logging
+import sys
+
+from dagster import Field, logger
+
+_SHOWN = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "FAILED", "ASSET_CHECK_EVALUATION": None}
+
+
+class _ProgressHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        kind = getattr(event, "event_type_value", None)
+        if kind not in _SHOWN:
+            return
+        if kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed:
+                print(f"  check {data.asset_check_key.name} on {data.asset_key.to_user_string()}: FAILED", file=sys.stderr)
+            return
+        step = meta.get("step_key") or event.step_key
+        if step and (kind == "STEP_FAILURE" or step in _asset_steps()):
+            print(f"  {_SHOWN[kind]:>6}  {step}", flush=True)
+
+
+def _asset_steps() -> set[str]:
+    from stockml_assets.definitions import ASSETS  # loaded by then; a top-level import would be circular
+
+    return {a.op.name for a in ASSETS}
+
+
+@logger(config_schema={"log_level": Field(str, is_required=False, default_value="DEBUG")},
+        description="One line per finished asset step, failed checks on stderr.")
+def progress_logger(init_context) -> logging.Logger:
+    log = logging.getLogger("stockml.progress")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    if not any(isinstance(h, _ProgressHandler) for h in log.handlers):
+        log.addHandler(_ProgressHandler())
+    return log
