@@ -123,6 +123,7 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
                                    ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr",
                                     "log_loss", "brier", "ic", "rank_ic", "icir"]}
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
+    out["crash_n"] = get("regime", "crash", model, "n")
     sectors = report[(report.scope == "sector") & (report.model == model) & (report.metric == "accuracy")]
     if len(sectors):
         worst = sectors.loc[sectors.value.idxmin()]

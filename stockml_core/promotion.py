@@ -88,7 +88,8 @@ def evaluate_gate(
                               "no crash-regime days in the evaluation folds: not applicable"))
     else:
         crit.append(_criterion("crash_regime_accuracy", crash, ">=", crash_base - settings.crash_accuracy_tolerance,
-                               f"best baseline crash accuracy {crash_base:.4f} - tolerance {settings.crash_accuracy_tolerance}"))
+                               f"best baseline crash accuracy {crash_base:.4f} - tolerance {settings.crash_accuracy_tolerance}; "
+                               f"{int(float(candidate.get('crash_n', 0) or 0))} crash-regime rows"))
     crit.append(_criterion("worst_sector_accuracy", float(candidate["worst_sector_accuracy"]), ">=",
                            settings.min_sector_accuracy, f"weakest sector: {candidate.get('worst_sector', '')}"))
     drift = float("nan") if drift_score is None else float(drift_score)

@@ -99,3 +99,12 @@ def test_without_a_passing_model_nothing_is_published(tmp_path):
     meta = result.asset_materializations_for_node("predictions")[0].metadata
     assert meta["published"].value is False and "no champion" in meta["reason"].value
     assert _registry(tmp_path / "home").champion() is None
+
+
+def test_daily_job_refreshes_data_predictions_and_drift_without_training(materialized, home_copy):
+    result = run_job("daily_job", materialized.instance, **slice_config(home_copy))
+    assert result.success
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"raw_prices", "feature_matrix", "predictions", "drift_report"} <= done
+    assert not done & {"training_set", "rf_model", "xgb_model", "meta_learner", "production_model"}
+    assert _registry(home_copy).champion().version == "v0001"
