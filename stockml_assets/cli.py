@@ -101,8 +101,9 @@ def summary(s: Settings) -> None:
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
         print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "ic", "n"]]
               .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print_status(collect_status(s))
-    champ = collect_status(s)["champion"]
+    status = collect_status(s)
+    print_status(status)
+    champ = status["champion"]
     if wh.has_table("shap_analysis"):
         top = wh.read("select feature_name, importance_score from shap_analysis where model_version = "
                       "(select max(model_version) from shap_analysis) and regime = 'all' order by rank limit 10")

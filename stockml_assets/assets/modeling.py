@@ -278,8 +278,8 @@ def production_model(context: AssetExecutionContext, stockml: StockMLResource, p
     df = pd.DataFrame(columns=["version", "sha256", "champion_since", "action", "actor", "reason"])
     if champ is not None:
         mv = reg.get(champ.version)
-        df = pd.DataFrame([{"version": mv.version, "sha256": mv.sha256,
-                            "champion_since": pd.Timestamp(champ.at).tz_localize(None) if pd.Timestamp(champ.at).tzinfo else pd.Timestamp(champ.at),
+        since = pd.Timestamp(champ.at).tz_convert(None)  # registry times are UTC; tables hold naive UTC
+        df = pd.DataFrame([{"version": mv.version, "sha256": mv.sha256, "champion_since": since,
                             "action": champ.action, "actor": champ.actor, "reason": champ.reason}])
     df["champion_since"] = pd.to_datetime(df["champion_since"])
     context.add_output_metadata({"champion": df.version.iloc[0] if len(df) else "none",
