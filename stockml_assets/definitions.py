@@ -1,8 +1,7 @@
 """The Dagster entry point: ``defs``."""
 
 
-from dagster import Definitions, in_process_executor, load_assets_from_modules
-from dagster._loggers import default_loggers
+from dagster import Definitions, colored_console_logger, in_process_executor, load_assets_from_modules
 
 from stockml_assets import checks
 from stockml_assets.assets import data, modeling, monitoring
@@ -22,7 +21,7 @@ def build_definitions(**resource_config) -> Definitions:
     """Definitions for one deployment; ``resource_config`` goes to ``build_resources``."""
     return Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=JOBS, sensors=SENSORS,
                        schedules=SCHEDULES, resources=build_resources(**resource_config),
-                       executor=in_process_executor, loggers={**default_loggers(), "progress": progress_logger})
+                       executor=in_process_executor, loggers={"console": colored_console_logger, "progress": progress_logger})
 
 
 defs = build_definitions()

@@ -1,5 +1,6 @@
 """A Dagster logger that prints one line per finished step: what `stockml run` shows while it works."""
 
+import functools
 import logging
 import sys
 
@@ -25,10 +26,11 @@ class _ProgressHandler(logging.Handler):
             print(f"  {_SHOWN[kind]:>6}  {step}", flush=True)
 
 
-def _asset_steps() -> set[str]:
+@functools.cache  # called for every log record of a run: compute the names once
+def _asset_steps() -> frozenset[str]:
     from stockml_assets.definitions import ASSETS  # loaded by then; a top-level import would be circular
 
-    return {a.op.name for a in ASSETS}
+    return frozenset(a.op.name for a in ASSETS)
 
 
 @logger(config_schema={"log_level": Field(str, is_required=False, default_value="DEBUG")},

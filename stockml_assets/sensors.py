@@ -1,4 +1,4 @@
-"""Sensors: drift launches retraining; failed training cycles are recorded."""
+"""Sensors: drift and new rare events launch retraining; failed training cycles are recorded."""
 
 
 import json

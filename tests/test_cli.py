@@ -29,7 +29,8 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     _, _, run = cli_run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
-    for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
+    for expected in ["ok  raw_prices", "ok  production_model",  # one progress line per asset
+                     "Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
                      "Top 10 SHAP features:", "Drift score:", "make ui"]:
         assert expected in out
     assert "Champion: v0001" in out or "No model passed the gate" in out

@@ -108,3 +108,17 @@ def test_daily_job_refreshes_data_predictions_and_drift_without_training(materia
     assert {"raw_prices", "feature_matrix", "predictions", "drift_report"} <= done
     assert not done & {"training_set", "rf_model", "xgb_model", "meta_learner", "production_model"}
     assert _registry(home_copy).champion().version == "v0001"
+
+
+def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy, tmp_path):
+    folder = tmp_path / "orphan"
+    write_slice_folder(folder)
+    sectors = pd.read_csv(folder / "sectors.csv")
+    sectors[sectors.ticker != "KO"].to_csv(folder / "sectors.csv", index=False)
+
+    result = run_job("stockml_full_job", materialized.instance, **slice_config(home_copy, data_dir=folder, tickers=None))
+
+    assert not result.success
+    check = _check_result(result, "every_ticker_has_sector")
+    assert not check.passed and check.metadata["tickers_without_sector"].value == "KO"
+    assert _registry(home_copy).champion().version == "v0001"

@@ -1,0 +1,39 @@
+"""The Pandera models reject what a quant would reject, and name the rows."""
+
+import pandas as pd
+
+from stockml_core.data import load_prices
+from stockml_core.schemas import PredictionsSchema, RawPricesSchema, validate
+from stockml_core.settings import DEFAULT_DATA_DIR
+
+
+def _prices() -> pd.DataFrame:
+    prices, _ = load_prices(DEFAULT_DATA_DIR, ("XOM",), "2017-10-01")
+    return prices
+
+
+def test_real_prices_are_valid():
+    assert validate("raw_prices", _prices(), RawPricesSchema).passed
+
+
+def test_a_future_date_is_rejected_with_its_row_named():
+    prices = _prices()
+    future = prices.iloc[[-1]].assign(date=pd.Timestamp.now().normalize() + pd.Timedelta(days=3))
+    v = validate("raw_prices", pd.concat([prices, future], ignore_index=True), RawPricesSchema)
+    assert not v.passed and "no future dates" in v.summary() and "XOM" in v.summary()
+
+
+def test_close_outside_the_days_range_is_rejected():
+    prices = _prices()
+    prices.loc[5, "close"] = prices.loc[5, "high"] * 1.1
+    v = validate("raw_prices", prices, RawPricesSchema)
+    assert "open and close inside [low, high]" in v.summary()
+    assert f"{prices.loc[5, 'date']:%Y-%m-%d}" in v.summary()
+
+
+def test_predictions_must_have_probabilities_summing_to_one():
+    preds = pd.DataFrame({"ticker": ["XOM", "KO"], "date": pd.to_datetime(["2017-11-10"] * 2),
+                          "model_version": "v0001", "regime": "normal", "p_down": [0.2, 0.5],
+                          "p_flat": [0.3, 0.4], "p_up": [0.5, 0.4], "signal": ["up", "down"], "confidence": [0.5, 0.5]})
+    v = validate("predictions", preds, PredictionsSchema)
+    assert not v.passed and "sum to 1" in v.summary() and "KO" in v.summary() and "XOM" not in v.summary()
