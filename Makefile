@@ -3,12 +3,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: run test ui install status clean lint
+.PHONY: run test ui install status clean lint bench docs
 
 $(BIN)/stockml: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m stockml_core.features.compile
 	touch $(BIN)/stockml
 
 install: $(BIN)/stockml
@@ -28,6 +29,12 @@ ui: install
 
 lint: install
 	$(BIN)/ruff check stockml_core stockml_assets tests benchmarks
+
+docs: install
+	$(BIN)/python -m stockml_core.features.readme
+
+bench: install
+	$(BIN)/python benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) .dagster_home data/runtime

@@ -75,6 +75,14 @@ class StockMLResource(ConfigurableResource):
         return ModelRegistry(Warehouse(s.warehouse_path), s.artefact_dir)
 
 
+def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
+    """The last stored version of an asset table (state carried from the previous cycle)."""
+    wh = stockml.warehouse()
+    if not wh.has_table(table, WAREHOUSE_SCHEMA):
+        return None
+    return wh.read(f'select * from "{WAREHOUSE_SCHEMA}"."{table}"')  # names are ours, never data
+
+
 def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:
     """All resources for one deployment (defaults: STOCKML_DATA_DIR and STOCKML_HOME)."""
     data_dir = Path(data_dir) if data_dir else data_dir_from_env()

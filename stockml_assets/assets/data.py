@@ -1,14 +1,16 @@
 """Ingestion, regimes, the rare-event archive, features and labels."""
 
 
+import time
+
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from stockml_assets.metadata import column_schema, date_range, md_table
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table
 from stockml_core import data as core_data
 from stockml_core.events import build_archive, build_catalog
-from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features
+from stockml_core.features import ENGINE_VERSION, FAMILIES, FEATURE_NAMES, compute_features, history_fingerprint, registry_frame, update_features
 from stockml_core.labels import compute_labels
 from stockml_core.regimes import compute_regimes
 from stockml_core.schemas import (
@@ -109,15 +111,44 @@ def rare_event_catalog(context: AssetExecutionContext, stockml: StockMLResource,
 
 
 @asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(FeatureMatrixSchema), **TABLE)
-def feature_matrix(context: AssetExecutionContext, raw_prices: pd.DataFrame, market_context: pd.DataFrame,
-                   market_universe: pd.DataFrame) -> pd.DataFrame:
-    """One row per (ticker, date) with every registered feature, each using data up to its date."""
-    df = compute_features(raw_prices, market_context, market_universe[["ticker", "gics_sector"]])
-    registry = pd.DataFrame([{"feature": f.name, "family": f.family, "lookback": f.lookback,
-                              "definition": f.definition} for f in FEATURE_REGISTRY])
-    context.add_output_metadata({"dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
-                                 "families": md_table(registry.groupby("family").feature.count().reset_index()),
-                                 "feature registry": md_table(registry, limit=500)})
+def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
+                   market_context: pd.DataFrame, market_universe: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ticker, date) with every registered feature, each using data up to its date.
+
+    Incremental when it can be: if the stored matrix was built by this engine version from the same
+    price and market history (fingerprint in the last materialization's metadata), only the new days
+    are computed, from each ticker's last MAX_LOOKBACK rows; otherwise everything is recomputed.
+    """
+    sectors = market_universe[["ticker", "gics_sector"]]
+    started = time.perf_counter()
+    mode, reason = "full", "no stored feature matrix"
+    df = None
+    stored = previous_table(stockml, "feature_matrix")
+    if stored is not None and not stored.empty:
+        last = stored["date"].max()
+        event = context.instance.get_latest_materialization_event(context.asset_key)
+        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        previous = meta["history_fingerprint"].value if "history_fingerprint" in meta else None
+        if previous != history_fingerprint(raw_prices, market_context, last):
+            reason = "price/market history or engine version changed since the stored matrix"
+        else:
+            try:
+                df, added = update_features(stored, raw_prices, market_context, sectors)
+                mode, reason = "incremental", f"{added} new rows after {pd.Timestamp(last).date()}"
+            except ValueError as exc:
+                reason = str(exc)
+    if df is None:
+        df = compute_features(raw_prices, market_context, sectors)
+    elapsed = time.perf_counter() - started
+    context.log.info(f"feature_matrix: {mode} ({reason}) in {elapsed:.2f} s")
+    registry = registry_frame()
+    families = registry.groupby("family", sort=False).feature.count().reindex(FAMILIES).reset_index()
+    context.add_output_metadata({
+        "dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
+        "computation": f"{mode}: {reason}", "compute_seconds": round(elapsed, 3),
+        "engine_version": ENGINE_VERSION,
+        "history_fingerprint": history_fingerprint(raw_prices, market_context, df["date"].max()) if len(df) else "",
+        "families": md_table(families), "feature registry": md_table(registry, limit=500)})
     return df
 
 

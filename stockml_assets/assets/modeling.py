@@ -16,7 +16,7 @@ from dagster import (
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
 from stockml_assets.plots import bar_plot, equity_plot
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, WAREHOUSE_SCHEMA, StockMLResource
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table
 from stockml_core import training
 from stockml_core.backtest import next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
@@ -44,14 +44,6 @@ from stockml_core.schemas import (
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
-
-
-def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
-    """The last stored version of an asset table (state carried from the previous cycle)."""
-    wh = stockml.warehouse()
-    if not wh.has_table(table, WAREHOUSE_SCHEMA):
-        return None
-    return wh.read(f'select * from "{WAREHOUSE_SCHEMA}"."{table}"')  # names are ours, never data
 
 
 @asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema), **TABLE)

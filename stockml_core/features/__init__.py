@@ -1,0 +1,365 @@
+"""Per-(ticker, date) model features, each computed strictly from data dated on or before that date.
+
+``compute_features(prices, market=None, sectors=None)`` returns one row per input (ticker, date),
+sorted by (ticker, date) with a fresh RangeIndex: ``ticker``, ``date``, then one float32 column per
+feature in ``FEATURE_NAMES`` (= ``FEATURE_REGISTRY``) order. The registry (``registry.py``) gives each
+feature's family, definition, warm-up and ``ta`` equivalent; ``kernels.py`` computes them.
+
+No look-ahead: a value at (ticker, t) uses that ticker's rows dated <= t; market features use market
+rows dated <= t (joined "as of" t, at most ``MARKET_ASOF_TOLERANCE`` old); cross-sectional features
+use the other tickers' values on the same date t, which obey the same rule.
+
+Optional inputs: without ``market`` the ``MARKET_FEATURES`` are NaN; without sectors (neither the
+``sectors`` frame nor a ``gics_sector`` column in ``prices``) the ``SECTOR_FEATURES`` are NaN.
+
+Incremental path: ``compute_features_since(prices, since, ...)`` computes only the rows dated
+>= ``since`` from each ticker's last ``MAX_LOOKBACK`` rows before it, and equals the full recompute
+(``update_features`` appends those rows to a stored matrix; the daily run uses it).
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stockml_core.features import kernels
+from stockml_core.features.registry import (
+    CROSS_SECTION,
+    FAMILIES,
+    FEATURE_NAMES,
+    FEATURE_REGISTRY,
+    MARKET_FEATURES,
+    MAX_LOOKBACK,
+    PER_TICKER,
+    SECTOR_FEATURES,
+    FeatureSpec,
+    feature_spec,
+    markdown_table,
+    registry_frame,
+)
+
+__all__ = [
+    "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "SECTOR_FEATURES",
+    "ENGINE_VERSION", "FeatureSpec", "compute_features", "compute_features_since", "feature_spec", "history_fingerprint",
+    "markdown_table", "registry_frame", "update_features", "warmup_violations",
+]
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+MARKET_COLUMNS = ("spx_close", "vix_close", "dgs10")
+# A stock row takes the last market row dated <= its date, but never one older than this: a market
+# feed that stops early yields NaN (reported by warmup_violations) rather than stale values.
+MARKET_ASOF_TOLERANCE = pd.Timedelta(days=10)
+
+# Changes whenever the engine's code or registry changes: a stored matrix from another version is
+# recomputed in full rather than extended.
+ENGINE_VERSION = hashlib.sha256(b"".join(
+    (Path(__file__).parent / name).read_bytes() for name in ("__init__.py", "kernels.py", "registry.py"))).hexdigest()[:16]
+
+_N_TICKER = len(PER_TICKER)
+_MARKET_NAMES = [s.name for s in FEATURE_REGISTRY if s.family == "market"]
+_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_LOOKBACK = np.array([s.lookback for s in FEATURE_REGISTRY], dtype=np.int64)
+assert FEATURE_NAMES[:_N_TICKER] == [s.name for s in PER_TICKER], "per-ticker families must come first"
+assert FEATURE_NAMES[_N_TICKER:_N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
+assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES):] == [name for name, _, _ in CROSS_SECTION]
+
+
+# ------------------------------------------------------------------------------------------ market
+
+
+def _series(market: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    s = market[["date", column]].dropna().sort_values("date", kind="mergesort")
+    return s["date"].to_numpy(dtype="datetime64[ns]"), s[column].to_numpy(dtype=np.float64)
+
+
+def _shift(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if k < len(x):
+        out[k:] = x[: len(x) - k]
+    return out
+
+
+def _rolling(x: np.ndarray, w: int, stat: str, **kw) -> np.ndarray:
+    return getattr(pd.Series(x).rolling(w, min_periods=w), stat)(**kw).to_numpy(dtype=np.float64)
+
+
+def _zscore(x: np.ndarray, w: int) -> np.ndarray:
+    mean = _rolling(x, w, "mean")
+    sd = _rolling(x, w, "std", ddof=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 1e-12 * np.maximum(np.abs(mean), 1.0), (x - mean) / sd, np.where(np.isnan(sd), np.nan, 0.0))
+
+
+def _rank_in_window(x: np.ndarray, w: int) -> np.ndarray:
+    """Share of the last w values <= today's (today included)."""
+    out = np.full(len(x), np.nan)
+    if len(x) >= w:
+        win = np.lib.stride_tricks.sliding_window_view(x, w)
+        out[w - 1:] = (win <= win[:, -1:]).sum(axis=1) / w
+    return out
+
+
+def _market_tables(market: pd.DataFrame) -> list[pd.DataFrame]:
+    """Market features on each series' own rows (its row index is their warm-up axis)."""
+    missing = [col for col in ("date", *MARKET_COLUMNS) if col not in market.columns]
+    if missing:
+        raise ValueError(f"market frame lacks columns {missing}")
+    if market["date"].duplicated().any():
+        raise ValueError("market frame must have one row per date")
+    tables = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d, x = _series(market, "vix_close")
+        f = {"vix_level": x}
+        for k in (1, 5, 20):
+            f[f"vix_change_{k}"] = x - _shift(x, k)
+        f["vix_rank_250"] = _rank_in_window(x, 250)
+        f["vix_zscore_60"] = _zscore(x, 60)
+        tables.append(_masked(d, f))
+
+        d, x = _series(market, "spx_close")
+        f = {f"spx_ret_{k}": x / _shift(x, k) - 1.0 for k in (1, 5, 20, 60)}
+        f["spx_drawdown"] = x / np.maximum.accumulate(x) - 1.0 if len(x) else x
+        f["spx_drawdown_250"] = x / _rolling(x, 250, "max") - 1.0
+        for w in (20, 60):
+            f[f"spx_volatility_{w}"] = _rolling(f["spx_ret_1"], w, "std")
+        sma200 = _rolling(x, 200, "mean")
+        f["spx_trend_200"] = x / sma200 - 1.0
+        f["spx_sma_50_200"] = _rolling(x, 50, "mean") / sma200 - 1.0
+        table = _masked(d, f)
+        table["_spx_close"] = x
+        tables.append(table)
+
+        d, x = _series(market, "dgs10")
+        f = {f"dgs10_change_{k}": x - _shift(x, k) for k in (5, 20, 60)}
+        f["dgs10_zscore_250"] = _zscore(x, 250)
+        tables.append(_masked(d, f))
+    return tables
+
+
+def _masked(dates: np.ndarray, f: dict[str, np.ndarray]) -> pd.DataFrame:
+    pos = np.arange(len(dates))
+    table = pd.DataFrame({"date": dates})
+    for name, values in f.items():
+        table[name] = np.where(pos < feature_spec(name).lookback, np.nan, values)
+    return table
+
+
+def _market_by_date(unique_dates: np.ndarray, market: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(market features per unique date [n_dates, n_market], S&P close per unique date)."""
+    left = pd.DataFrame({"date": unique_dates})
+    for table in _market_tables(market):
+        left = pd.merge_asof(left, table, on="date", direction="backward", tolerance=MARKET_ASOF_TOLERANCE)
+    return left[_MARKET_NAMES].to_numpy(dtype=np.float64), left["_spx_close"].to_numpy(dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------ prices
+
+
+def _prepare_prices(prices: pd.DataFrame) -> pd.DataFrame:
+    """Validated frame sorted by (ticker, date) (no copy of the values when already sorted)."""
+    missing = [col for col in ("ticker", "date", *PRICE_COLUMNS) if col not in prices.columns]
+    if missing:
+        raise ValueError(f"prices frame lacks columns {missing}")
+    cols = ["ticker", "date", *PRICE_COLUMNS] + (["gics_sector"] if "gics_sector" in prices.columns else [])
+    frame = prices[cols]
+    if frame["ticker"].isna().any() or frame["date"].isna().any():
+        raise ValueError("prices have null ticker or date values")
+    if frame["date"].dtype != "datetime64[ns]":
+        frame = frame.assign(date=pd.to_datetime(frame["date"]).astype("datetime64[ns]"))
+    tick = frame["ticker"].to_numpy()
+    dates = frame["date"].to_numpy()
+    same = tick[1:] == tick[:-1]
+    ordered = bool(np.all((tick[1:] > tick[:-1]) | (same & (dates[1:] > dates[:-1])))) if len(frame) > 1 else True
+    if not ordered:
+        frame = frame.sort_values(["ticker", "date"], kind="mergesort")
+        if frame.duplicated(["ticker", "date"]).any():
+            raise ValueError("prices must have one row per (ticker, date)")
+    return frame.reset_index(drop=True)
+
+
+def _sector_codes(frame: pd.DataFrame, tickers: np.ndarray, sectors: pd.DataFrame | None) -> tuple[np.ndarray, int]:
+    if sectors is not None:
+        if not {"ticker", "gics_sector"} <= set(sectors.columns):
+            raise ValueError("sectors frame needs columns ticker and gics_sector")
+        mapping = sectors.drop_duplicates("ticker", keep="last").set_index("ticker")["gics_sector"]
+        sector = pd.Series(tickers).map(mapping)
+    elif "gics_sector" in frame.columns:
+        sector = frame["gics_sector"]
+    else:
+        return np.full(len(tickers), -1, dtype=np.int64), 0
+    codes, uniques = pd.factorize(sector)
+    return codes.astype(np.int64), len(uniques)
+
+
+def _f64(x: pd.Series) -> np.ndarray:
+    return np.ascontiguousarray(x.to_numpy(dtype=np.float64))
+
+
+def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
+                     sectors: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Compute every registry feature for each (ticker, date) row, using only data up to that date.
+
+    Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
+    """
+    frame = _prepare_prices(prices)
+    n = len(frame)
+    tickers = frame["ticker"].to_numpy()
+    dates = frame["date"].to_numpy()
+    out = np.empty((len(FEATURE_NAMES), n), dtype=np.float32)
+    if n:
+        _fill(frame, tickers, dates, market, sectors, out)
+    df = pd.DataFrame(out.T, columns=FEATURE_NAMES, copy=False)
+    df.insert(0, "date", dates)
+    df.insert(0, "ticker", tickers)
+    return df
+
+
+def _fill(frame, tickers, dates, market, sectors, out) -> None:
+    n = len(frame)
+    is_start = np.ones(n, dtype=bool)
+    is_start[1:] = tickers[1:] != tickers[:-1]
+    starts = np.append(np.flatnonzero(is_start), n).astype(np.int64)
+    date_codes, unique_dates = pd.factorize(dates, sort=True)
+    unique_dates = np.asarray(unique_dates, dtype="datetime64[ns]")
+
+    if market is not None:
+        by_date, spx_by_date = _market_by_date(unique_dates, market)
+        spx = spx_by_date[date_codes]
+    else:
+        spx = np.full(n, np.nan)
+    o, h, lo, c, v = (_f64(frame[col]) for col in PRICE_COLUMNS)
+    written = kernels.ticker_features(o, h, lo, c, v, spx, market is not None, starts, _LOOKBACK, out)
+    if np.any(written != _N_TICKER):  # registry and kernel must never drift apart
+        raise RuntimeError(f"feature kernel wrote {set(written.tolist())} columns, registry has {_N_TICKER}")
+
+    m0 = _N_TICKER
+    if market is not None:
+        # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
+        out[m0:m0 + len(_MARKET_NAMES)] = by_date[date_codes].T
+    else:
+        out[m0:m0 + len(_MARKET_NAMES)] = np.nan
+
+    sector_codes, n_sectors = _sector_codes(frame, tickers, sectors)
+    sources = sorted({src for _, src, _ in CROSS_SECTION}, key=_INDEX.get)
+    src = np.vstack([out[_INDEX[name]].astype(np.float64) for name in sources])
+    want = {kind: np.full(len(sources), -1, dtype=np.int64) for kind in ("rank", "zscore", "sector", "sector_rank")}
+    ratio = np.zeros(len(sources), dtype=np.bool_)
+    for name, source, kind in CROSS_SECTION:
+        j = sources.index(source)
+        key = "sector" if kind in ("sector_diff", "sector_ratio") else kind
+        want[key][j] = _INDEX[name]
+        ratio[j] |= kind == "sector_ratio"
+    order, date_starts = kernels.group_rows(date_codes.astype(np.int64), len(unique_dates))
+    res = kernels.cross_section(src, order, date_starts, sector_codes, n_sectors, want["rank"], want["zscore"],
+                                want["sector"], want["sector_rank"], ratio)
+    for name, source, kind in CROSS_SECTION:
+        j = sources.index(source)
+        slot = {"rank": 0, "zscore": 1, "sector_diff": 2, "sector_ratio": 2, "sector_rank": 3}[kind]
+        out[_INDEX[name]] = res[4 * j + slot]
+
+
+# ------------------------------------------------------------------------------------ incremental
+
+
+def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | None = None,
+                           sectors: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Features of the rows dated >= ``since`` only, from each ticker's last ``MAX_LOOKBACK`` rows before.
+
+    Equal to ``compute_features(prices, ...)`` restricted to those rows: every per-ticker feature
+    reads at most ``MAX_LOOKBACK`` rows back (recursive filters have forgotten their seed by then),
+    market features are computed on the (small) market table, and cross-sectional features see
+    every ticker that has a row on the date.
+    """
+    frame = _prepare_prices(prices)
+    since = pd.Timestamp(since)
+    tickers = frame["ticker"].to_numpy()
+    new = frame["date"].to_numpy() >= np.datetime64(since, "ns")
+    is_start = np.ones(len(frame), dtype=bool)
+    is_start[1:] = tickers[1:] != tickers[:-1]
+    seg = np.cumsum(is_start) - 1
+    # Index of each ticker's first new row; keep the MAX_LOOKBACK rows before it.
+    first_new = pd.Series(np.where(new, np.arange(len(frame)), np.iinfo(np.int64).max)).groupby(seg).transform("min")
+    keep = np.arange(len(frame)) >= first_new.to_numpy() - MAX_LOOKBACK
+    part = compute_features(frame[keep], market, sectors)
+    return part[part["date"] >= since].reset_index(drop=True)
+
+
+def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None,
+                    sectors: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
+    """Append the features of the days after ``stored``'s last date: (full matrix, new rows).
+
+    Raises ``ValueError`` when ``stored`` cannot be extended (other columns, or rows the prices no
+    longer have); the caller then recomputes in full.
+    """
+    if list(stored.columns) != ["ticker", "date", *FEATURE_NAMES]:
+        raise ValueError("stored feature matrix has other columns than the registry")
+    if stored.empty:
+        raise ValueError("no stored feature matrix")
+    stored = stored.assign(date=pd.to_datetime(stored["date"]).astype("datetime64[ns]"))
+    stored = stored.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+    last = pd.Timestamp(stored["date"].max())
+    frame = _prepare_prices(prices)
+    old = frame[frame["date"] <= last]
+    if len(old) != len(stored) or not (old["ticker"].to_numpy() == stored["ticker"].to_numpy()).all() \
+            or not (old["date"].to_numpy() == stored["date"].to_numpy()).all():
+        raise ValueError("stored feature matrix does not match the price history up to its last date")
+    new = compute_features_since(frame, last + pd.Timedelta(days=1), market, sectors)
+    if new.empty:
+        return stored, 0
+    merged = pd.concat([stored, new], ignore_index=True)
+    merged = merged.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+    return merged, len(new)
+
+
+def history_fingerprint(prices: pd.DataFrame, market: pd.DataFrame | None, until) -> str:
+    """Hash of the prices and market rows dated <= ``until`` and of ``ENGINE_VERSION``.
+
+    A stored matrix may be extended only while this is unchanged: a revised past price, a revised
+    market value or a new engine version all mean a full recompute.
+    """
+    until = np.datetime64(pd.Timestamp(until), "ns")
+    frame = _prepare_prices(prices)
+    digest = hashlib.sha256(ENGINE_VERSION.encode())
+    part = frame.loc[frame["date"].to_numpy() <= until, ["ticker", "date", *PRICE_COLUMNS]]
+    digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+    if market is not None:
+        m = market[["date", *MARKET_COLUMNS]]
+        m = m[pd.to_datetime(m["date"]).to_numpy(dtype="datetime64[ns]") <= until].sort_values("date")
+        digest.update(pd.util.hash_pandas_object(m.astype({"date": "datetime64[ns]"}), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def warmup_violations(features: pd.DataFrame) -> pd.DataFrame:
+    """List (ticker, date, feature) rows where a feature is non-finite at or after its warm-up.
+
+    The warm-up is checked on the ticker's row index for every feature (for market features this
+    holds when the market calendar covers the stock's). Optional-input features
+    (``MARKET_FEATURES``, ``SECTOR_FEATURES``) that are NaN on every row are skipped: their input
+    was not supplied.
+    """
+    empty = pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"),
+                          "feature": pd.Series(dtype=object)})
+    if features.empty:
+        return empty
+    frame = features.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+    pos = frame.groupby("ticker", sort=False).cumcount().to_numpy()
+    tickers = frame["ticker"].to_numpy()
+    dates = frame["date"].to_numpy()
+    parts = []
+    for spec in FEATURE_REGISTRY:
+        if spec.name not in frame.columns:
+            continue
+        values = frame[spec.name].to_numpy(dtype=np.float64)
+        optional = spec.name in MARKET_FEATURES or spec.name in SECTOR_FEATURES
+        if optional and np.isnan(values).all():
+            continue
+        bad = np.flatnonzero((pos >= spec.lookback) & ~np.isfinite(values))
+        if bad.size:
+            parts.append(pd.DataFrame({"ticker": tickers[bad], "date": dates[bad], "feature": spec.name}))
+    if not parts:
+        return empty
+    return pd.concat(parts, ignore_index=True)

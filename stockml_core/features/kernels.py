@@ -1,0 +1,1005 @@
+"""Compiled per-ticker feature kernels (numba), one pass per ticker, tickers in parallel.
+
+Every kernel reads one ticker's rows (sorted by date) and writes its features straight into the
+shared output matrix ``out[feature, row]`` (float32), in exactly the order that
+``stockml_core.features.registry`` lists them; ``lb[feature]`` is each feature's warm-up, and rows
+before it are written as NaN. A value at row i reads rows <= i only: windows are trailing, filters
+run forward, and nothing is normalised over the whole series.
+
+Windowed sums use compensated (double-double) prefix sums: a window sum is the difference of two
+prefix sums whose rounding error is carried in a second word, so it is accurate to about one unit in
+the last place of the window sum itself whatever came before. That is what makes the incremental
+one-day path (which sees only the last ``MAX_LOOKBACK`` rows) agree with the full recompute.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+NAN = np.nan
+WINDOWS = (5, 10, 20, 30, 60)  # the Alpha158-style rolling windows
+# Below these the quantity is treated as exactly zero (a flat window), never divided by.
+_REL_FLAT = 1e-13  # variance relative to mean^2 for price/volume levels
+_ABS_FLAT = 1e-20  # variance of returns-like series
+_RSI_FLAT = 1e-9  # RSI points: a 14-row RSI range below this is rounding noise (prices flat), not a move
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@njit(cache=True, inline="always")
+def _put(out, k, s, vals, lb):
+    """Write ``vals`` as feature ``k`` of the rows starting at ``s`` (NaN before its warm-up)."""
+    n = vals.shape[0]
+    first = lb[k]
+    for i in range(n):
+        out[k, s + i] = NAN if i < first else vals[i]
+    return k + 1
+
+
+@njit(cache=True)
+def _prefix(x, first):
+    """Compensated prefix sums of x[first:] (entries before ``first`` count as 0): (hi, lo), n + 1 long."""
+    n = x.shape[0]
+    hi = np.zeros(n + 1)
+    lo = np.zeros(n + 1)
+    acc = 0.0
+    err = 0.0
+    for i in range(n):
+        if i >= first:
+            a = x[i]
+            t = acc + a
+            bp = t - acc
+            err += (acc - (t - bp)) + (a - bp)
+            acc = t
+        hi[i + 1] = acc
+        lo[i + 1] = err
+    return hi, lo
+
+
+@njit(cache=True, inline="always")
+def _ws(p, i, w):
+    """Sum of the w rows ending at row i from a ``_prefix`` pair (caller ensures i - w + 1 >= 0)."""
+    hi, lo = p
+    return (hi[i + 1] - hi[i + 1 - w]) + (lo[i + 1] - lo[i + 1 - w])
+
+
+@njit(cache=True)
+def _nan(n):
+    out = np.empty(n)
+    out[:] = NAN
+    return out
+
+
+@njit(cache=True, inline="always")
+def _ratio(num, den, fill):
+    return fill if den == 0.0 else num / den
+
+
+@njit(cache=True)
+def _ema(x, alpha, seed_at):
+    """y[seed_at] = x[seed_at], then y = y[-1] + alpha (x - y[-1]) (pandas ewm adjust=False)."""
+    n = x.shape[0]
+    y = _nan(n)
+    if seed_at < n:
+        y[seed_at] = x[seed_at]
+        for i in range(seed_at + 1, n):
+            y[i] = (1.0 - alpha) * y[i - 1] + alpha * x[i]
+    return y
+
+
+@njit(cache=True)
+def _sma(p, n, w, first):
+    out = _nan(n)
+    for i in range(first + w - 1, n):
+        out[i] = _ws(p, i, w) / w
+    return out
+
+
+@njit(cache=True)
+def _std_pop(p1, p2, n, w, first, relative):
+    """Population std over w rows from prefix sums of x and x^2; 0 on a flat window."""
+    out = _nan(n)
+    for i in range(first + w - 1, n):
+        m = _ws(p1, i, w) / w
+        var = _ws(p2, i, w) / w - m * m
+        flat = _REL_FLAT * m * m if relative else _ABS_FLAT
+        out[i] = 0.0 if var <= flat else math.sqrt(var)
+    return out
+
+
+@njit(cache=True)
+def _corr(px, py, pxx, pyy, pxy, n, w, first, rel_x, rel_y):
+    """Pearson correlation over w rows; 0 when either side is flat."""
+    out = _nan(n)
+    for i in range(first + w - 1, n):
+        mx = _ws(px, i, w) / w
+        my = _ws(py, i, w) / w
+        vx = _ws(pxx, i, w) / w - mx * mx
+        vy = _ws(pyy, i, w) / w - my * my
+        cov = _ws(pxy, i, w) / w - mx * my
+        fx = _REL_FLAT * mx * mx if rel_x else _ABS_FLAT
+        fy = _REL_FLAT * my * my if rel_y else _ABS_FLAT
+        if vx <= fx or vy <= fy:
+            out[i] = 0.0
+        else:
+            r = cov / math.sqrt(vx * vy)
+            out[i] = min(1.0, max(-1.0, r))
+    return out
+
+
+@njit(cache=True)
+def _roll_max(x, n, w):
+    out = _nan(n)
+    for i in range(w - 1, n):
+        m = x[i]
+        for j in range(i - w + 1, i):
+            if x[j] > m:
+                m = x[j]
+        out[i] = m
+    return out
+
+
+@njit(cache=True)
+def _roll_min(x, n, w):
+    out = _nan(n)
+    for i in range(w - 1, n):
+        m = x[i]
+        for j in range(i - w + 1, i):
+            if x[j] < m:
+                m = x[j]
+        out[i] = m
+    return out
+
+
+@njit(cache=True)
+def _first_argmax_age(x, n, w, sign):
+    """Rows since the first (oldest) occurrence of the window's max (sign=1) or min (sign=-1)."""
+    out = _nan(n)
+    for i in range(w - 1, n):
+        best = sign * x[i - w + 1]
+        at = i - w + 1
+        for j in range(i - w + 2, i + 1):
+            if sign * x[j] > best:
+                best = sign * x[j]
+                at = j
+        out[i] = i - at
+    return out
+
+
+@njit(cache=True)
+def _true_range(h, l, c, n):
+    """max(high, prev close) - min(low, prev close); row 0 is high - low (as ``ta`` does)."""
+    tr = np.empty(n)
+    tr[0] = h[0] - l[0]
+    for i in range(1, n):
+        tr[i] = max(h[i], c[i - 1]) - min(l[i], c[i - 1])
+    return tr
+
+
+@njit(cache=True)
+def _atr(tr, n, w):
+    """``ta`` AverageTrueRange: mean of the first w true ranges, then Wilder's recursion."""
+    out = _nan(n)
+    if n >= w:
+        acc = 0.0
+        for i in range(w):
+            acc += tr[i]
+        out[w - 1] = acc / w
+        for i in range(w, n):
+            out[i] = (out[i - 1] * (w - 1) + tr[i]) / float(w)
+    return out
+
+
+@njit(cache=True)
+def _wilder_sum(x, n, w):
+    """``ta`` ADX smoothing: S[w] = x[1] + ... + x[w], then S[j] = S[j-1] - S[j-1] / w + x[j]."""
+    out = _nan(n)
+    if n > w:
+        acc = 0.0
+        for i in range(1, w + 1):
+            acc += x[i]
+        out[w] = acc
+        for i in range(w + 1, n):
+            out[i] = out[i - 1] - (out[i - 1] / float(w)) + x[i]
+    return out
+
+
+@njit(cache=True)
+def _rsi(c, n, w):
+    """``ta`` RSIIndicator: Wilder EMAs (alpha 1/w, seeded at row 0 with 0) of up and down moves."""
+    up = np.zeros(n)
+    dn = np.zeros(n)
+    for i in range(1, n):
+        d = c[i] - c[i - 1]
+        if d > 0:
+            up[i] = d
+        elif d < 0:
+            dn[i] = -d
+    eu = _ema(up, 1.0 / w, 0)
+    ed = _ema(dn, 1.0 / w, 0)
+    out = np.empty(n)
+    for i in range(n):
+        tot = eu[i] + ed[i]
+        out[i] = 50.0 if tot == 0.0 else 100.0 * eu[i] / tot
+    return out
+
+
+# ------------------------------------------------------------------------------------ the kernel
+
+
+@njit(cache=True)
+def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass, many features
+    """All per-ticker features of one ticker; returns the number of features written."""
+    n = c.shape[0]
+    k = 0
+    buf = _nan(n)
+
+    # shared series -------------------------------------------------------------------------
+    r = _nan(n)  # simple daily return
+    for i in range(1, n):
+        r[i] = c[i] / c[i - 1] - 1.0
+    lv = np.log1p(v)
+    tr = _true_range(h, l, c, n)
+    diff = np.zeros(n)  # close change (0 on row 0)
+    for i in range(1, n):
+        diff[i] = c[i] - c[i - 1]
+
+    # [returns] ----------------------------------------------------------------------------
+    for kk in (1, 2, 3, 5, 10, 20, 60, 120, 250):
+        buf[:] = NAN
+        for i in range(kk, n):
+            buf[i] = c[i] / c[i - kk] - 1.0
+        k = _put(out, k, s, buf, lb)
+    buf[:] = NAN
+    for i in range(1, n):
+        buf[i] = o[i] / c[i - 1] - 1.0
+    k = _put(out, k, s, buf, lb)  # gap_overnight
+    for i in range(n):
+        buf[i] = c[i] / o[i] - 1.0
+    k = _put(out, k, s, buf, lb)  # intraday_ret
+    buf[:] = NAN
+    for i in range(250, n):
+        buf[i] = c[i - 20] / c[i - 250] - 1.0
+    k = _put(out, k, s, buf, lb)  # mom_250_20
+
+    # [candle] -----------------------------------------------------------------------------
+    for which in range(5):
+        for i in range(n):
+            rng = h[i] - l[i]
+            if which == 0:
+                buf[i] = _ratio(c[i] - o[i], rng, 0.0)
+            elif which == 1:
+                buf[i] = _ratio(h[i] - max(o[i], c[i]), rng, 0.0)
+            elif which == 2:
+                buf[i] = _ratio(min(o[i], c[i]) - l[i], rng, 0.0)
+            elif which == 3:
+                buf[i] = rng / c[i]
+            else:
+                buf[i] = _ratio(c[i] - l[i], rng, 0.5)
+        k = _put(out, k, s, buf, lb)
+
+    # [volatility] -------------------------------------------------------------------------
+    pr1 = _prefix(r, 1)
+    r2 = np.zeros(n)
+    r3 = np.zeros(n)
+    r4 = np.zeros(n)
+    dn2 = np.zeros(n)
+    for i in range(1, n):
+        r2[i] = r[i] * r[i]
+        r3[i] = r2[i] * r[i]
+        r4[i] = r2[i] * r2[i]
+        dn2[i] = r2[i] if r[i] < 0 else 0.0
+    pr2 = _prefix(r2, 1)
+    vols = np.empty((5, n))
+    for wi, w in enumerate((5, 10, 20, 60, 120)):
+        vols[wi, :] = NAN
+        for i in range(w, n):
+            m = _ws(pr1, i, w) / w
+            var = (_ws(pr2, i, w) - w * m * m) / (w - 1)
+            vols[wi, i] = 0.0 if var <= _ABS_FLAT else math.sqrt(var)
+        k = _put(out, k, s, vols[wi], lb)  # volatility_w
+    for a, b in ((0, 2), (2, 3), (2, 4)):  # 5/20, 20/60, 20/120
+        for i in range(n):
+            buf[i] = _ratio(vols[a, i], vols[b, i], 1.0)
+        k = _put(out, k, s, buf, lb)
+    pd2 = _prefix(dn2, 1)
+    buf[:] = NAN
+    for i in range(20, n):
+        buf[i] = math.sqrt(_ws(pd2, i, 20) / 20.0)
+    k = _put(out, k, s, buf, lb)  # downside_vol_20
+    pr3 = _prefix(r3, 1)
+    pr4 = _prefix(r4, 1)
+    for which in range(2):  # ret_skew_60, ret_kurt_60 (population moments)
+        buf[:] = NAN
+        for i in range(60, n):
+            m1 = _ws(pr1, i, 60) / 60.0
+            e2 = _ws(pr2, i, 60) / 60.0
+            e3 = _ws(pr3, i, 60) / 60.0
+            m2 = e2 - m1 * m1
+            if m2 <= _ABS_FLAT:
+                buf[i] = 0.0
+            elif which == 0:
+                m3 = e3 - 3.0 * m1 * e2 + 2.0 * m1 * m1 * m1
+                buf[i] = m3 / m2**1.5
+            else:
+                e4 = _ws(pr4, i, 60) / 60.0
+                m4 = e4 - 4.0 * m1 * e3 + 6.0 * m1 * m1 * e2 - 3.0 * m1**4
+                buf[i] = m4 / (m2 * m2) - 3.0
+        k = _put(out, k, s, buf, lb)
+    hl2 = np.empty(n)
+    gk = np.empty(n)
+    rs = np.empty(n)
+    ln2 = math.log(2.0)
+    for i in range(n):
+        a = math.log(h[i] / l[i])
+        b = math.log(c[i] / o[i])
+        hl2[i] = a * a
+        gk[i] = 0.5 * a * a - (2.0 * ln2 - 1.0) * b * b
+        rs[i] = math.log(h[i] / c[i]) * math.log(h[i] / o[i]) + math.log(l[i] / c[i]) * math.log(l[i] / o[i])
+    phl = _prefix(hl2, 0)
+    for w in (10, 20, 60):
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            buf[i] = math.sqrt(max(_ws(phl, i, w), 0.0) / (w * 4.0 * ln2))
+        k = _put(out, k, s, buf, lb)  # parkinson_vol_w
+    pgk = _prefix(gk, 0)
+    for w in (10, 20, 60):
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            buf[i] = math.sqrt(max(_ws(pgk, i, w) / w, 0.0))
+        k = _put(out, k, s, buf, lb)  # garman_klass_vol_w
+    prs = _prefix(rs, 0)
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = math.sqrt(max(_ws(prs, i, 20) / 20.0, 0.0))
+    k = _put(out, k, s, buf, lb)  # rogers_satchell_vol_20
+    for w in (5, 10, 14):
+        atr = _atr(tr, n, w)
+        for i in range(n):
+            buf[i] = atr[i] / c[i]
+        k = _put(out, k, s, buf, lb)  # atr_w_rel
+    pc1 = _prefix(c, 0)
+    c2 = c * c
+    pc2 = _prefix(c2, 0)
+    sma20 = _sma(pc1, n, 20, 0)
+    sd20 = _std_pop(pc1, pc2, n, 20, 0, True)
+    for i in range(n):
+        buf[i] = _ratio(c[i] - (sma20[i] - 2.0 * sd20[i]), 4.0 * sd20[i], 0.5)
+    k = _put(out, k, s, buf, lb)  # bb_pct_b_20
+    for i in range(n):
+        buf[i] = 4.0 * sd20[i] / sma20[i]
+    k = _put(out, k, s, buf, lb)  # bb_width_20
+    ema20 = _ema(c, 2.0 / 21.0, 0)
+    atr10 = _atr(tr, n, 10)
+    for i in range(n):  # keltner_pct_20: (c - (ema20 - 2 atr10)) / (4 atr10)
+        buf[i] = _ratio(c[i] - (ema20[i] - 2.0 * atr10[i]), 4.0 * atr10[i], 0.5)
+    k = _put(out, k, s, buf, lb)
+    for i in range(n):
+        buf[i] = 4.0 * atr10[i] / ema20[i]
+    k = _put(out, k, s, buf, lb)  # keltner_width_20
+
+    # [momentum] ---------------------------------------------------------------------------
+    rsi14 = _rsi(c, n, 14)
+    for w in (6, 14, 21):
+        k = _put(out, k, s, rsi14 if w == 14 else _rsi(c, n, w), lb)
+    hh14 = _roll_max(h, n, 14)
+    ll14 = _roll_min(l, n, 14)
+    stk = _nan(n)
+    for i in range(13, n):
+        stk[i] = _ratio(100.0 * (c[i] - ll14[i]), hh14[i] - ll14[i], 50.0)
+    k = _put(out, k, s, stk, lb)  # stoch_k_14
+    buf[:] = NAN
+    for i in range(15, n):
+        buf[i] = (stk[i - 2] + stk[i - 1] + stk[i]) / 3.0
+    k = _put(out, k, s, buf, lb)  # stoch_d_3
+    for i in range(n):
+        buf[i] = _ratio(-100.0 * (hh14[i] - c[i]), hh14[i] - ll14[i], -50.0)
+    k = _put(out, k, s, buf, lb)  # williams_r_14
+    rmax = _roll_max(rsi14, n, 14)
+    rmin = _roll_min(rsi14, n, 14)
+    for i in range(n):
+        rng = rmax[i] - rmin[i]  # flat prices leave the RSI constant up to rounding: that window is flat
+        buf[i] = 0.5 if rng <= _RSI_FLAT else (rsi14[i] - rmin[i]) / rng
+    k = _put(out, k, s, buf, lb)  # stoch_rsi_14
+    tp = (h + l + c) / 3.0
+    ptp = _prefix(tp, 0)
+    buf[:] = NAN
+    for i in range(19, n):
+        m = _ws(ptp, i, 20) / 20.0
+        mad = 0.0
+        for j in range(i - 19, i + 1):
+            mad += abs(tp[j] - m)
+        mad /= 20.0
+        buf[i] = 0.0 if mad <= 1e-12 * abs(m) else (tp[i] - m) / (0.015 * mad)
+    k = _put(out, k, s, buf, lb)  # cci_20
+    pos = np.zeros(n)
+    neg = np.zeros(n)
+    for i in range(1, n):
+        flow = tp[i] * v[i]
+        if tp[i] > tp[i - 1]:
+            pos[i] = flow
+        elif tp[i] < tp[i - 1]:
+            neg[i] = flow
+    ppos = _prefix(pos, 1)
+    pneg = _prefix(neg, 1)
+    buf[:] = NAN
+    for i in range(14, n):
+        a = _ws(ppos, i, 14)
+        b = _ws(pneg, i, 14)
+        buf[i] = _ratio(100.0 * a, a + b, 50.0)
+    k = _put(out, k, s, buf, lb)  # mfi_14
+    bp = np.zeros(n)
+    for i in range(1, n):
+        bp[i] = c[i] - min(l[i], c[i - 1])
+    pbp = _prefix(bp, 1)
+    ptr1 = _prefix(tr, 1)
+    buf[:] = NAN
+    for i in range(28, n):
+        acc = 0.0
+        for w, wt in ((7, 4.0), (14, 2.0), (28, 1.0)):
+            acc += wt * _ratio(_ws(pbp, i, w), _ws(ptr1, i, w), 0.5)
+        buf[i] = 100.0 * acc / 7.0
+    k = _put(out, k, s, buf, lb)  # ultimate_osc
+    mp = (h + l) / 2.0
+    pmp = _prefix(mp, 0)
+    buf[:] = NAN
+    for i in range(33, n):
+        buf[i] = (_ws(pmp, i, 5) / 5.0 - _ws(pmp, i, 34) / 34.0) / c[i]
+    k = _put(out, k, s, buf, lb)  # awesome_osc_rel
+    ad = np.abs(diff)
+    sm = _ema(_ema(diff, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
+    sa = _ema(_ema(ad, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
+    for i in range(n):
+        buf[i] = _ratio(100.0 * sm[i], sa[i], 0.0)
+    k = _put(out, k, s, buf, lb)  # tsi
+
+    # [trend] ------------------------------------------------------------------------------
+    e12 = _ema(c, 2.0 / 13.0, 0)
+    e26 = _ema(c, 2.0 / 27.0, 0)
+    macd = e12 - e26
+    sig = _ema(macd, 2.0 / 10.0, min(25, n))
+    for which in range(3):
+        for i in range(n):
+            if which == 0:
+                buf[i] = macd[i] / c[i]
+            elif which == 1:
+                buf[i] = sig[i] / c[i]
+            else:
+                buf[i] = (macd[i] - sig[i]) / c[i]
+        k = _put(out, k, s, buf, lb)
+    for w in (10, 20, 40):
+        e = _ema(c, 2.0 / (w + 1.0), 0)
+        for i in range(n):
+            buf[i] = c[i] / e[i] - 1.0
+        k = _put(out, k, s, buf, lb)  # close_to_ema_w
+    # ADX(14) as ta computes it: Wilder sums of TR, +DM, -DM; DI = 100 S+/S_TR; ADX = Wilder mean of DX.
+    pdm = np.zeros(n)
+    ndm = np.zeros(n)
+    for i in range(1, n):
+        up = h[i] - h[i - 1]
+        down = l[i - 1] - l[i]
+        if up > down and up > 0:
+            pdm[i] = up
+        if down > up and down > 0:
+            ndm[i] = down
+    str_ = _wilder_sum(tr, n, 14)
+    spos = _wilder_sum(pdm, n, 14)
+    sneg = _wilder_sum(ndm, n, 14)
+    dip = _nan(n)
+    din = _nan(n)
+    dx = _nan(n)
+    for i in range(14, n):
+        dip[i] = 0.0 if str_[i] == 0 else 100.0 * (spos[i] / str_[i])
+        din[i] = 0.0 if str_[i] == 0 else 100.0 * (sneg[i] / str_[i])
+        dx[i] = 0.0 if dip[i] + din[i] == 0 else 100.0 * abs((dip[i] - din[i]) / (dip[i] + din[i]))
+    adx = _nan(n)
+    if n >= 28:
+        acc = 0.0
+        for i in range(14, 28):
+            acc += dx[i]
+        adx[27] = acc / 14.0
+        for i in range(28, n):
+            adx[i] = ((adx[i - 1] * 13.0) + dx[i]) / 14.0
+    k = _put(out, k, s, adx, lb)
+    k = _put(out, k, s, dip, lb)
+    k = _put(out, k, s, din, lb)
+    # Parabolic SAR (step 0.02, max 0.2), ta's recursion started at the ticker's first row.
+    sar = c.copy()
+    trend = np.ones(n)
+    up_trend = True
+    af = 0.02
+    up_high = h[0]
+    down_low = l[0]
+    for i in range(2, n):
+        reversal = False
+        if up_trend:
+            sar[i] = sar[i - 1] + af * (up_high - sar[i - 1])
+            if l[i] < sar[i]:
+                reversal = True
+                sar[i] = up_high
+                down_low = l[i]
+                af = 0.02
+            else:
+                if h[i] > up_high:
+                    up_high = h[i]
+                    af = min(af + 0.02, 0.2)
+                if l[i - 2] < sar[i]:
+                    sar[i] = l[i - 2]
+                elif l[i - 1] < sar[i]:
+                    sar[i] = l[i - 1]
+        else:
+            sar[i] = sar[i - 1] - af * (sar[i - 1] - down_low)
+            if h[i] > sar[i]:
+                reversal = True
+                sar[i] = down_low
+                up_high = h[i]
+                af = 0.02
+            else:
+                if l[i] < down_low:
+                    down_low = l[i]
+                    af = min(af + 0.02, 0.2)
+                if h[i - 2] > sar[i]:
+                    sar[i] = h[i - 2]
+                elif h[i - 1] > sar[i]:
+                    sar[i] = h[i - 1]
+        up_trend = up_trend != reversal
+        trend[i] = 1.0 if up_trend else 0.0
+    for i in range(n):
+        buf[i] = (c[i] - sar[i]) / c[i]
+    k = _put(out, k, s, buf, lb)  # psar_dist
+    k = _put(out, k, s, trend, lb)  # psar_up
+    h9 = _roll_max(h, n, 9)
+    l9 = _roll_min(l, n, 9)
+    h26 = _roll_max(h, n, 26)
+    l26 = _roll_min(l, n, 26)
+    h52 = _roll_max(h, n, 52)
+    l52 = _roll_min(l, n, 52)
+    for which in range(5):
+        for i in range(n):
+            conv = 0.5 * (h9[i] + l9[i])
+            base = 0.5 * (h26[i] + l26[i])
+            span_a = 0.5 * (conv + base)
+            span_b = 0.5 * (h52[i] + l52[i])
+            if which == 0:
+                buf[i] = c[i] / conv - 1.0
+            elif which == 1:
+                buf[i] = c[i] / base - 1.0
+            elif which == 2:
+                buf[i] = c[i] / span_a - 1.0
+            elif which == 3:
+                buf[i] = c[i] / span_b - 1.0
+            else:
+                buf[i] = (span_a - span_b) / c[i]
+        k = _put(out, k, s, buf, lb)
+    age_h = _first_argmax_age(h, n, 26, 1.0)
+    age_l = _first_argmax_age(l, n, 26, -1.0)
+    for i in range(n):
+        buf[i] = 100.0 * (25.0 - age_h[i]) / 25.0
+    k = _put(out, k, s, buf, lb)  # aroon_up_25
+    for i in range(n):
+        buf[i] = 100.0 * (25.0 - age_l[i]) / 25.0
+    k = _put(out, k, s, buf, lb)  # aroon_down_25
+    vmp = np.zeros(n)
+    vmm = np.zeros(n)
+    for i in range(1, n):
+        vmp[i] = abs(h[i] - l[i - 1])
+        vmm[i] = abs(l[i] - h[i - 1])
+    pvp = _prefix(vmp, 1)
+    pvm = _prefix(vmm, 1)
+    for p in (pvp, pvm):
+        buf[:] = NAN
+        for i in range(14, n):
+            buf[i] = _ratio(_ws(p, i, 14), _ws(ptr1, i, 14), 1.0)
+        k = _put(out, k, s, buf, lb)  # vortex_pos_14, vortex_neg_14
+    ea = _ema(c, 2.0 / 16.0, 0)
+    eb = _ema(ea, 2.0 / 16.0, min(14, n))
+    ec = _ema(eb, 2.0 / 16.0, min(28, n))
+    buf[:] = NAN
+    for i in range(29, n):
+        buf[i] = (ec[i] - ec[i - 1]) / ec[i - 1] * 100.0
+    k = _put(out, k, s, buf, lb)  # trix_15
+    amp = h - l
+    m1 = _ema(amp, 0.2, 0)
+    m2 = _ema(m1, 0.2, min(8, n))
+    ratio = np.zeros(n)
+    for i in range(16, n):
+        ratio[i] = _ratio(m1[i], m2[i], 1.0)
+    pm = _prefix(ratio, 16)
+    buf[:] = NAN
+    for i in range(40, n):
+        buf[i] = _ws(pm, i, 25)
+    k = _put(out, k, s, buf, lb)  # mass_index
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = (c[i - 11] - _ws(pc1, i, 20) / 20.0) / c[i]
+    k = _put(out, k, s, buf, lb)  # dpo_20_rel
+    mx14 = _roll_max(c, n, 14)
+    rr = np.zeros(n)
+    for i in range(13, n):
+        x = 100.0 * (c[i] - mx14[i]) / mx14[i]
+        rr[i] = x * x
+    prr = _prefix(rr, 13)
+    buf[:] = NAN
+    for i in range(26, n):
+        buf[i] = math.sqrt(max(_ws(prr, i, 14), 0.0) / 14.0)
+    k = _put(out, k, s, buf, lb)  # ulcer_index_14
+
+    # [volume] -----------------------------------------------------------------------------
+    pv1 = _prefix(v, 0)
+    sv = np.zeros(n)
+    for i in range(1, n):
+        sv[i] = -v[i] if c[i] < c[i - 1] else v[i]
+    psv = _prefix(sv, 1)
+    pv1b = _prefix(v, 1)
+    for w in (20, 60):
+        buf[:] = NAN
+        for i in range(w, n):
+            buf[i] = _ratio(_ws(psv, i, w), _ws(pv1b, i, w), 0.0)
+        k = _put(out, k, s, buf, lb)  # obv_change_w
+    mfv = np.empty(n)
+    for i in range(n):
+        mfv[i] = _ratio((c[i] - l[i]) - (h[i] - c[i]), h[i] - l[i], 0.0) * v[i]
+    pmf = _prefix(mfv, 0)
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = _ratio(_ws(pmf, i, 20), _ws(pv1, i, 20), 0.0)
+    k = _put(out, k, s, buf, lb)  # cmf_20
+    fi = np.zeros(n)
+    for i in range(1, n):
+        fi[i] = diff[i] * v[i]
+    efi = _ema(fi, 2.0 / 14.0, min(1, n))
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = _ratio(efi[i], c[i] * _ws(pv1, i, 20) / 20.0, 0.0)
+    k = _put(out, k, s, buf, lb)  # force_index_13_rel
+    ptv = _prefix(tp * v, 0)
+    for w in (14, 60):
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            vw = _ws(pv1, i, w)
+            buf[i] = 0.0 if vw == 0.0 else c[i] / (_ws(ptv, i, w) / vw) - 1.0
+        k = _put(out, k, s, buf, lb)  # vwap_dist_w
+    pv2 = _prefix(v * v, 0)
+    buf[:] = NAN
+    for i in range(19, n):
+        m = _ws(pv1, i, 20) / 20.0
+        var = (_ws(pv2, i, 20) - 20.0 * m * m) / 19.0
+        buf[i] = 0.0 if var <= _REL_FLAT * m * m else (v[i] - m) / math.sqrt(var)
+    k = _put(out, k, s, buf, lb)  # volume_z_20
+    pcv = _prefix(c * v, 0)
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = math.log1p(max(_ws(pcv, i, 20), 0.0) / 20.0)
+    k = _put(out, k, s, buf, lb)  # dollar_volume_log_20
+    buf[:] = NAN
+    for i in range(19, n):
+        buf[i] = math.log1p(max(_ws(pv1, i, 5), 0.0) / 5.0) - math.log1p(max(_ws(pv1, i, 20), 0.0) / 20.0)
+    k = _put(out, k, s, buf, lb)  # volume_ma_ratio_5_20
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            buf[i] = math.log1p(max(_ws(pv1, i, w), 0.0) / w) - lv[i]
+        k = _put(out, k, s, buf, lb)  # vma_ratio_w
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            m = _ws(pv1, i, w) / w
+            var = _ws(pv2, i, w) / w - m * m
+            buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
+        k = _put(out, k, s, buf, lb)  # vstd_w
+    wv = np.zeros(n)
+    for i in range(1, n):
+        wv[i] = abs(r[i]) * v[i]
+    pwv = _prefix(wv, 1)
+    pwv2 = _prefix(wv * wv, 1)
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w, n):
+            m = _ws(pwv, i, w) / w
+            var = _ws(pwv2, i, w) / w - m * m
+            buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
+        k = _put(out, k, s, buf, lb)  # wvma_w
+    vup = np.zeros(n)
+    vabs = np.zeros(n)
+    for i in range(1, n):
+        dv = v[i] - v[i - 1]
+        vup[i] = max(dv, 0.0)
+        vabs[i] = abs(dv)
+    pvu = _prefix(vup, 1)
+    pva = _prefix(vabs, 1)
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w, n):
+            buf[i] = _ratio(_ws(pvu, i, w), _ws(pva, i, w), 0.5)
+        k = _put(out, k, s, buf, lb)  # vsump_w
+
+    # [rolling] ----------------------------------------------------------------------------
+    for w in (5, 10, 20, 30, 60, 120, 250):
+        buf[:] = NAN
+        for i in range(w - 1, n):
+            buf[i] = c[i] / (_ws(pc1, i, w) / w) - 1.0
+        k = _put(out, k, s, buf, lb)  # close_to_sma_w
+    idx = np.arange(n).astype(np.float64)
+    pjc = _prefix(idx * c, 0)
+    plv = _prefix(lv, 0)
+    plv2 = _prefix(lv * lv, 0)
+    pclv = _prefix(c * lv, 0)
+    dlv = np.zeros(n)
+    for i in range(1, n):
+        dlv[i] = lv[i] - lv[i - 1]
+    pdl = _prefix(dlv, 1)
+    pdl2 = _prefix(dlv * dlv, 1)
+    prdl = _prefix(r * dlv, 1) if n > 1 else _prefix(np.zeros(n), 0)
+    upd = np.zeros(n)
+    gain = np.zeros(n)
+    for i in range(1, n):
+        upd[i] = 1.0 if r[i] > 0 else 0.0
+        gain[i] = max(diff[i], 0.0)
+    pup = _prefix(upd, 1)
+    pgain = _prefix(gain, 1)
+    pabs = _prefix(ad, 1)
+    corr_pv = np.empty((5, n))
+    cord = np.empty((5, n))
+    for wi, w in enumerate(WINDOWS):
+        corr_pv[wi] = _corr(pc1, plv, pc2, plv2, pclv, n, w, 0, True, True)
+        cord[wi] = _corr(pr1, pdl, pr2, pdl2, prdl, n, w, 1, False, False)
+    for w in WINDOWS:
+        buf[:] = NAN
+        sd = _std_pop(pc1, pc2, n, w, 0, True)
+        for i in range(w - 1, n):
+            buf[i] = sd[i] / c[i]
+        k = _put(out, k, s, buf, lb)  # std_w
+    st = 0.0
+    stt = 0.0
+    for which in range(3):  # slope_w, rsqr_w, resid_w
+        for w in WINDOWS:
+            st = w * (w - 1) / 2.0
+            stt = (w - 1) * w * (2.0 * w - 1) / 6.0
+            vt = stt / w - (st / w) ** 2
+            buf[:] = NAN
+            for i in range(w - 1, n):
+                sy = _ws(pc1, i, w)
+                sty = _ws(pjc, i, w) - (i - w + 1) * sy
+                syy = _ws(pc2, i, w)
+                my = sy / w
+                cov = sty / w - (st / w) * my
+                vy = syy / w - my * my
+                slope = cov / vt
+                if which == 0:
+                    buf[i] = slope / c[i]
+                elif which == 1:
+                    buf[i] = 0.0 if vy <= _REL_FLAT * my * my else min(1.0, cov * cov / (vt * vy))
+                else:
+                    fitted = my + slope * ((w - 1) - st / w)
+                    buf[i] = (c[i] - fitted) / c[i]
+            k = _put(out, k, s, buf, lb)
+    for which in range(5):  # max_w, min_w, range_pos_w, rank_w, imax_w ... (see registry)
+        for w in WINDOWS:
+            buf[:] = NAN
+            for i in range(w - 1, n):
+                if which == 0:
+                    m = h[i]
+                    for j in range(i - w + 1, i):
+                        m = max(m, h[j])
+                    buf[i] = m / c[i] - 1.0
+                elif which == 1:
+                    m = l[i]
+                    for j in range(i - w + 1, i):
+                        m = min(m, l[j])
+                    buf[i] = m / c[i] - 1.0
+                elif which == 2:
+                    hi_ = h[i]
+                    lo_ = l[i]
+                    for j in range(i - w + 1, i):
+                        hi_ = max(hi_, h[j])
+                        lo_ = min(lo_, l[j])
+                    buf[i] = _ratio(c[i] - lo_, hi_ - lo_, 0.5)
+                elif which == 3:
+                    cnt = 0
+                    for j in range(i - w + 1, i + 1):
+                        if c[j] <= c[i]:
+                            cnt += 1
+                    buf[i] = cnt / w
+                else:
+                    buf[i] = 0.0
+            if which == 4:
+                age = _first_argmax_age(h, n, w, 1.0)
+                for i in range(n):
+                    buf[i] = age[i] / w
+            k = _put(out, k, s, buf, lb)
+    for w in WINDOWS:
+        age = _first_argmax_age(l, n, w, -1.0)
+        for i in range(n):
+            buf[i] = age[i] / w
+        k = _put(out, k, s, buf, lb)  # imin_w
+    for wi in range(5):
+        k = _put(out, k, s, corr_pv[wi], lb)  # corr_pv_w
+    for wi in range(5):
+        k = _put(out, k, s, cord[wi], lb)  # cord_w
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w, n):
+            buf[i] = _ws(pup, i, w) / w
+        k = _put(out, k, s, buf, lb)  # up_share_w
+    for w in WINDOWS:
+        buf[:] = NAN
+        for i in range(w, n):
+            buf[i] = _ratio(_ws(pgain, i, w), _ws(pabs, i, w), 0.5)
+        k = _put(out, k, s, buf, lb)  # sump_w
+
+    # [beta] -------------------------------------------------------------------------------
+    if not has_market:
+        buf[:] = NAN
+        for _ in range(6):
+            k = _put(out, k, s, buf, lb)
+        return k
+    # S&P return over the same interval as the stock's own daily return (previous row -> row).
+    mr = _nan(n)
+    ok = np.zeros(n)
+    for i in range(1, n):
+        x = sc[i] / sc[i - 1] - 1.0
+        if not math.isnan(x):
+            mr[i] = x
+            ok[i] = 1.0
+    mr0 = np.where(ok > 0, mr, 0.0)
+    rr0 = np.where(ok > 0, r, 0.0)
+    pok = _prefix(ok, 0)
+    pm1 = _prefix(mr0, 0)
+    pm2 = _prefix(mr0 * mr0, 0)
+    pa1 = _prefix(rr0, 0)
+    pa2 = _prefix(rr0 * rr0, 0)
+    pam = _prefix(rr0 * mr0, 0)
+    for which in range(5):  # beta_20, beta_60, corr_20, corr_60, idio_vol_60
+        w = (20, 60, 20, 60, 60)[which]
+        buf[:] = NAN
+        for i in range(w, n):
+            if _ws(pok, i, w) < w - 0.5:
+                continue  # a market gap inside the window: no value
+            ma = _ws(pa1, i, w) / w
+            mm = _ws(pm1, i, w) / w
+            va = _ws(pa2, i, w) / w - ma * ma
+            vm = _ws(pm2, i, w) / w - mm * mm
+            cov = _ws(pam, i, w) / w - ma * mm
+            if which < 2:
+                buf[i] = 0.0 if vm <= _ABS_FLAT else cov / vm
+            elif which < 4:
+                buf[i] = 0.0 if vm <= _ABS_FLAT or va <= _ABS_FLAT else min(1.0, max(-1.0, cov / math.sqrt(va * vm)))
+            else:
+                resid = va - (0.0 if vm <= _ABS_FLAT else cov * cov / vm)
+                buf[i] = math.sqrt(max(resid, 0.0))
+        k = _put(out, k, s, buf, lb)
+    buf[:] = NAN
+    for i in range(20, n):
+        buf[i] = (c[i] / c[i - 20]) - (sc[i] / sc[i - 20])
+    k = _put(out, k, s, buf, lb)  # excess_ret_20
+    return k
+
+
+@njit(cache=True, parallel=True)
+def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, out):
+    """Run ``_ticker`` for every ticker segment ``starts[t]:starts[t + 1]`` in parallel."""
+    n_tickers = starts.shape[0] - 1
+    written = np.zeros(n_tickers, dtype=np.int64)
+    for t in prange(n_tickers):
+        a = starts[t]
+        b = starts[t + 1]
+        written[t] = _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, out, a)
+    return written
+
+
+# -------------------------------------------------------------------------------- cross-section
+
+
+@njit(cache=True)
+def _avg_pct_rank(vals, out):
+    """Percentile rank (average rank of ties / count) of the finite values; NaN stays NaN."""
+    n = vals.shape[0]
+    m = 0
+    for i in range(n):
+        if not math.isnan(vals[i]):
+            m += 1
+    order = np.argsort(vals)  # NaNs sort last
+    i = 0
+    while i < m:
+        j = i
+        while j + 1 < m and vals[order[j + 1]] == vals[order[i]]:
+            j += 1
+        rank = (i + j) / 2.0 + 1.0
+        for q in range(i, j + 1):
+            out[order[q]] = rank / m
+        i = j + 1
+    for i in range(m, n):
+        out[order[i]] = NAN
+
+
+@njit(cache=True, parallel=True)
+def cross_section(src, date_order, date_starts, sector, n_sectors, dst_rank, dst_z, dst_srel, dst_srank, srel_ratio):
+    """Per-date features of the rows grouped by ``date_order`` / ``date_starts``.
+
+    ``src[j]`` source columns; ``dst_rank[j]`` / ``dst_z[j]`` / ``dst_srel[j]`` / ``dst_srank[j]`` are
+    the output rows of ``out`` to fill for source j (-1: none). Sector means and ranks use ``sector``
+    codes (-1: unknown -> NaN). ``srel_ratio[j]``: sector-relative as value / mean - 1 instead of
+    value - mean.
+    """
+    n_dates = date_starts.shape[0] - 1
+    n_src = src.shape[0]
+    out = np.full((n_src * 4, src.shape[1]), NAN)
+    for d in prange(n_dates):
+        a = date_starts[d]
+        b = date_starts[d + 1]
+        rows = date_order[a:b]
+        m = b - a
+        vals = np.empty(m)
+        ranks = np.empty(m)
+        for j in range(n_src):
+            for q in range(m):
+                vals[q] = src[j, rows[q]]
+            if dst_rank[j] >= 0:
+                _avg_pct_rank(vals, ranks)
+                for q in range(m):
+                    out[4 * j, rows[q]] = ranks[q]
+            if dst_z[j] >= 0:
+                cnt = 0
+                s1 = 0.0
+                for q in range(m):
+                    if not math.isnan(vals[q]):
+                        cnt += 1
+                        s1 += vals[q]
+                mean = s1 / cnt if cnt else NAN
+                s2 = 0.0
+                for q in range(m):
+                    if not math.isnan(vals[q]):
+                        s2 += (vals[q] - mean) ** 2
+                sd = math.sqrt(s2 / cnt) if cnt else NAN
+                for q in range(m):
+                    if not math.isnan(vals[q]):
+                        out[4 * j + 1, rows[q]] = 0.0 if sd <= 1e-12 else (vals[q] - mean) / sd
+            if dst_srel[j] >= 0 or dst_srank[j] >= 0:
+                sums = np.zeros(n_sectors)
+                cnts = np.zeros(n_sectors)
+                for q in range(m):
+                    g = sector[rows[q]]
+                    if g >= 0 and not math.isnan(vals[q]):
+                        sums[g] += vals[q]
+                        cnts[g] += 1.0
+                for q in range(m):
+                    g = sector[rows[q]]
+                    if g < 0 or math.isnan(vals[q]):
+                        continue
+                    mean = sums[g] / cnts[g]
+                    if srel_ratio[j]:
+                        out[4 * j + 2, rows[q]] = 0.0 if mean == 0.0 else vals[q] / mean - 1.0
+                    else:
+                        out[4 * j + 2, rows[q]] = vals[q] - mean
+                if dst_srank[j] >= 0:
+                    for g in range(n_sectors):
+                        if cnts[g] == 0:
+                            continue
+                        sel = np.empty(m)
+                        sel[:] = NAN
+                        for q in range(m):
+                            if sector[rows[q]] == g:
+                                sel[q] = vals[q]
+                        _avg_pct_rank(sel, ranks)
+                        for q in range(m):
+                            if sector[rows[q]] == g and not math.isnan(vals[q]):
+                                out[4 * j + 3, rows[q]] = ranks[q]
+    return out
+
+
+@njit(cache=True)
+def group_rows(codes, n_groups):
+    """Counting sort of row numbers by group code: (order, starts) with group g = order[starts[g]:starts[g+1]]."""
+    counts = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(codes.shape[0]):
+        counts[codes[i] + 1] += 1
+    starts = np.cumsum(counts)
+    fill = starts[:-1].copy()
+    order = np.empty(codes.shape[0], dtype=np.int64)
+    for i in range(codes.shape[0]):
+        g = codes[i]
+        order[fill[g]] = i
+        fill[g] += 1
+    return order, starts
