@@ -60,6 +60,12 @@ _N_TICKER = len(PER_TICKER)
 _MARKET_NAMES = [s.name for s in FEATURE_REGISTRY if s.family == "market"]
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LOOKBACK = np.array([s.lookback for s in FEATURE_REGISTRY], dtype=np.int64)
+_KINDS = {"rank": kernels.RANK, "zscore": kernels.ZSCORE, "sector_diff": kernels.SECTOR_DIFF,
+          "sector_ratio": kernels.SECTOR_RATIO, "sector_rank": kernels.SECTOR_RANK}
+_CS_SPECS = sorted(CROSS_SECTION, key=lambda spec: _INDEX[spec[1]])  # grouped by source: one gather each
+_CS_SRC = np.array([_INDEX[src] for _, src, _ in _CS_SPECS], dtype=np.int64)
+_CS_KIND = np.array([_KINDS[kind] for _, _, kind in _CS_SPECS], dtype=np.int64)
+_CS_DST = np.array([_INDEX[name] for name, _, _ in _CS_SPECS], dtype=np.int64)
 assert FEATURE_NAMES[:_N_TICKER] == [s.name for s in PER_TICKER], "per-ticker families must come first"
 assert FEATURE_NAMES[_N_TICKER:_N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
 assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES):] == [name for name, _, _ in CROSS_SECTION]
@@ -157,39 +163,48 @@ def _market_by_date(unique_dates: np.ndarray, market: pd.DataFrame) -> tuple[np.
 
 
 def _prepare_prices(prices: pd.DataFrame) -> pd.DataFrame:
-    """Validated frame sorted by (ticker, date) (no copy of the values when already sorted)."""
+    """Validated frame sorted by (ticker, date)."""
+    return _prepare(prices)[0]
+
+
+def _prepare(prices: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(frame sorted by (ticker, date), ticker code per row, ticker names); no sort when already sorted."""
     missing = [col for col in ("ticker", "date", *PRICE_COLUMNS) if col not in prices.columns]
     if missing:
         raise ValueError(f"prices frame lacks columns {missing}")
     cols = ["ticker", "date", *PRICE_COLUMNS] + (["gics_sector"] if "gics_sector" in prices.columns else [])
-    frame = prices[cols]
+    frame = prices[cols].reset_index(drop=True)
     if frame["ticker"].isna().any() or frame["date"].isna().any():
         raise ValueError("prices have null ticker or date values")
     if frame["date"].dtype != "datetime64[ns]":
-        frame = frame.assign(date=pd.to_datetime(frame["date"]).astype("datetime64[ns]"))
-    tick = frame["ticker"].to_numpy()
-    dates = frame["date"].to_numpy()
-    same = tick[1:] == tick[:-1]
-    ordered = bool(np.all((tick[1:] > tick[:-1]) | (same & (dates[1:] > dates[:-1])))) if len(frame) > 1 else True
+        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
+    codes, uniques = pd.factorize(frame["ticker"])
+    ordered = True
+    if len(frame) > 1:
+        step = np.diff(codes)
+        within = step == 0
+        ordered = bool((step >= 0).all()) and list(uniques) == sorted(uniques) and \
+            bool((np.diff(frame["date"].to_numpy().view(np.int64))[within] > 0).all())
     if not ordered:
-        frame = frame.sort_values(["ticker", "date"], kind="mergesort")
+        frame = frame.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
         if frame.duplicated(["ticker", "date"]).any():
             raise ValueError("prices must have one row per (ticker, date)")
-    return frame.reset_index(drop=True)
+        codes, uniques = pd.factorize(frame["ticker"])
+    return frame, codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
-def _sector_codes(frame: pd.DataFrame, tickers: np.ndarray, sectors: pd.DataFrame | None) -> tuple[np.ndarray, int]:
+def _sector_codes(frame: pd.DataFrame, ticker_codes: np.ndarray, ticker_names: np.ndarray,
+                  sectors: pd.DataFrame | None) -> tuple[np.ndarray, int]:
     if sectors is not None:
         if not {"ticker", "gics_sector"} <= set(sectors.columns):
             raise ValueError("sectors frame needs columns ticker and gics_sector")
         mapping = sectors.drop_duplicates("ticker", keep="last").set_index("ticker")["gics_sector"]
-        sector = pd.Series(tickers).map(mapping)
-    elif "gics_sector" in frame.columns:
-        sector = frame["gics_sector"]
-    else:
-        return np.full(len(tickers), -1, dtype=np.int64), 0
-    codes, uniques = pd.factorize(sector)
-    return codes.astype(np.int64), len(uniques)
+        per_ticker, names = pd.factorize(pd.Series(ticker_names).map(mapping))  # unknown ticker -> -1
+        return per_ticker.astype(np.int64)[ticker_codes], len(names)
+    if "gics_sector" in frame.columns:
+        codes, names = pd.factorize(frame["gics_sector"])
+        return codes.astype(np.int64), len(names)
+    return np.full(len(frame), -1, dtype=np.int64), 0
 
 
 def _f64(x: pd.Series) -> np.ndarray:
@@ -202,25 +217,26 @@ def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
 
     Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
     """
-    frame = _prepare_prices(prices)
+    frame, ticker_codes, ticker_names = _prepare(prices)
     n = len(frame)
     tickers = frame["ticker"].to_numpy()
     dates = frame["date"].to_numpy()
     out = np.empty((len(FEATURE_NAMES), n), dtype=np.float32)
     if n:
-        _fill(frame, tickers, dates, market, sectors, out)
+        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, out)
     df = pd.DataFrame(out.T, columns=FEATURE_NAMES, copy=False)
     df.insert(0, "date", dates)
     df.insert(0, "ticker", tickers)
     return df
 
 
-def _fill(frame, tickers, dates, market, sectors, out) -> None:
+def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, out) -> None:
     n = len(frame)
     is_start = np.ones(n, dtype=bool)
-    is_start[1:] = tickers[1:] != tickers[:-1]
+    is_start[1:] = ticker_codes[1:] != ticker_codes[:-1]
     starts = np.append(np.flatnonzero(is_start), n).astype(np.int64)
     date_codes, unique_dates = pd.factorize(dates, sort=True)
+    date_codes = date_codes.astype(np.int64)
     unique_dates = np.asarray(unique_dates, dtype="datetime64[ns]")
 
     if market is not None:
@@ -236,27 +252,13 @@ def _fill(frame, tickers, dates, market, sectors, out) -> None:
     m0 = _N_TICKER
     if market is not None:
         # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
-        out[m0:m0 + len(_MARKET_NAMES)] = by_date[date_codes].T
+        kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
     else:
         out[m0:m0 + len(_MARKET_NAMES)] = np.nan
 
-    sector_codes, n_sectors = _sector_codes(frame, tickers, sectors)
-    sources = sorted({src for _, src, _ in CROSS_SECTION}, key=_INDEX.get)
-    src = np.vstack([out[_INDEX[name]].astype(np.float64) for name in sources])
-    want = {kind: np.full(len(sources), -1, dtype=np.int64) for kind in ("rank", "zscore", "sector", "sector_rank")}
-    ratio = np.zeros(len(sources), dtype=np.bool_)
-    for name, source, kind in CROSS_SECTION:
-        j = sources.index(source)
-        key = "sector" if kind in ("sector_diff", "sector_ratio") else kind
-        want[key][j] = _INDEX[name]
-        ratio[j] |= kind == "sector_ratio"
-    order, date_starts = kernels.group_rows(date_codes.astype(np.int64), len(unique_dates))
-    res = kernels.cross_section(src, order, date_starts, sector_codes, n_sectors, want["rank"], want["zscore"],
-                                want["sector"], want["sector_rank"], ratio)
-    for name, source, kind in CROSS_SECTION:
-        j = sources.index(source)
-        slot = {"rank": 0, "zscore": 1, "sector_diff": 2, "sector_ratio": 2, "sector_rank": 3}[kind]
-        out[_INDEX[name]] = res[4 * j + slot]
+    sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
+    order, date_starts = kernels.group_rows(date_codes, len(unique_dates))
+    kernels.cross_section(out, _CS_SRC, _CS_KIND, _CS_DST, order, date_starts, sector_codes, n_sectors)
 
 
 # ------------------------------------------------------------------------------------ incremental

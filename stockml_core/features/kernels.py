@@ -130,42 +130,45 @@ def _corr(px, py, pxx, pyy, pxy, n, w, first, rel_x, rel_y):
 
 
 @njit(cache=True)
+def _extreme(x, n, w, sign):
+    """Trailing max (sign 1) or min (sign -1) over w rows and the rows since its oldest occurrence.
+
+    A monotonic deque of row numbers: O(1) amortised per row whatever the window. Values equal to a
+    newer one stay in the deque, so its front is the oldest occurrence of the extreme.
+    """
+    val = _nan(n)
+    age = _nan(n)
+    dq = np.empty(max(n, 1), dtype=np.int64)
+    head = 0
+    tail = 0
+    for i in range(n):
+        xi = sign * x[i]
+        while tail > head and sign * x[dq[tail - 1]] < xi:
+            tail -= 1
+        dq[tail] = i
+        tail += 1
+        if dq[head] <= i - w:
+            head += 1
+        if i >= w - 1:
+            val[i] = x[dq[head]]
+            age[i] = i - dq[head]
+    return val, age
+
+
+@njit(cache=True)
 def _roll_max(x, n, w):
-    out = _nan(n)
-    for i in range(w - 1, n):
-        m = x[i]
-        for j in range(i - w + 1, i):
-            if x[j] > m:
-                m = x[j]
-        out[i] = m
-    return out
+    return _extreme(x, n, w, 1.0)[0]
 
 
 @njit(cache=True)
 def _roll_min(x, n, w):
-    out = _nan(n)
-    for i in range(w - 1, n):
-        m = x[i]
-        for j in range(i - w + 1, i):
-            if x[j] < m:
-                m = x[j]
-        out[i] = m
-    return out
+    return _extreme(x, n, w, -1.0)[0]
 
 
 @njit(cache=True)
 def _first_argmax_age(x, n, w, sign):
     """Rows since the first (oldest) occurrence of the window's max (sign=1) or min (sign=-1)."""
-    out = _nan(n)
-    for i in range(w - 1, n):
-        best = sign * x[i - w + 1]
-        at = i - w + 1
-        for j in range(i - w + 2, i + 1):
-            if sign * x[j] > best:
-                best = sign * x[j]
-                at = j
-        out[i] = i - at
-    return out
+    return _extreme(x, n, w, sign)[1]
 
 
 @njit(cache=True)
@@ -333,11 +336,15 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     rs = np.empty(n)
     ln2 = math.log(2.0)
     for i in range(n):
-        a = math.log(h[i] / l[i])
-        b = math.log(c[i] / o[i])
+        lh = math.log(h[i])
+        ll = math.log(l[i])
+        lc = math.log(c[i])
+        lo_ = math.log(o[i])
+        a = lh - ll
+        b = lc - lo_
         hl2[i] = a * a
         gk[i] = 0.5 * a * a - (2.0 * ln2 - 1.0) * b * b
-        rs[i] = math.log(h[i] / c[i]) * math.log(h[i] / o[i]) + math.log(l[i] / c[i]) * math.log(l[i] / o[i])
+        rs[i] = (lh - lc) * (lh - lo_) + (ll - lc) * (ll - lo_)
     phl = _prefix(hl2, 0)
     for w in (10, 20, 60):
         buf[:] = NAN
@@ -552,8 +559,8 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     k = _put(out, k, s, trend, lb)  # psar_up
     h9 = _roll_max(h, n, 9)
     l9 = _roll_min(l, n, 9)
-    h26 = _roll_max(h, n, 26)
-    l26 = _roll_min(l, n, 26)
+    h26, age_h = _extreme(h, n, 26, 1.0)
+    l26, age_l = _extreme(l, n, 26, -1.0)
     h52 = _roll_max(h, n, 52)
     l52 = _roll_min(l, n, 52)
     for which in range(5):
@@ -573,8 +580,6 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             else:
                 buf[i] = (span_a - span_b) / c[i]
         k = _put(out, k, s, buf, lb)
-    age_h = _first_argmax_age(h, n, 26, 1.0)
-    age_l = _first_argmax_age(l, n, 26, -1.0)
     for i in range(n):
         buf[i] = 100.0 * (25.0 - age_h[i]) / 25.0
     k = _put(out, k, s, buf, lb)  # aroon_up_25
@@ -753,66 +758,66 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         k = _put(out, k, s, buf, lb)  # std_w
     st = 0.0
     stt = 0.0
-    for which in range(3):  # slope_w, rsqr_w, resid_w
-        for w in WINDOWS:
-            st = w * (w - 1) / 2.0
-            stt = (w - 1) * w * (2.0 * w - 1) / 6.0
-            vt = stt / w - (st / w) ** 2
-            buf[:] = NAN
-            for i in range(w - 1, n):
-                sy = _ws(pc1, i, w)
-                sty = _ws(pjc, i, w) - (i - w + 1) * sy
-                syy = _ws(pc2, i, w)
-                my = sy / w
-                cov = sty / w - (st / w) * my
-                vy = syy / w - my * my
-                slope = cov / vt
-                if which == 0:
-                    buf[i] = slope / c[i]
-                elif which == 1:
-                    buf[i] = 0.0 if vy <= _REL_FLAT * my * my else min(1.0, cov * cov / (vt * vy))
-                else:
-                    fitted = my + slope * ((w - 1) - st / w)
-                    buf[i] = (c[i] - fitted) / c[i]
-            k = _put(out, k, s, buf, lb)
-    for which in range(5):  # max_w, min_w, range_pos_w, rank_w, imax_w ... (see registry)
-        for w in WINDOWS:
-            buf[:] = NAN
-            for i in range(w - 1, n):
-                if which == 0:
-                    m = h[i]
-                    for j in range(i - w + 1, i):
-                        m = max(m, h[j])
-                    buf[i] = m / c[i] - 1.0
-                elif which == 1:
-                    m = l[i]
-                    for j in range(i - w + 1, i):
-                        m = min(m, l[j])
-                    buf[i] = m / c[i] - 1.0
-                elif which == 2:
-                    hi_ = h[i]
-                    lo_ = l[i]
-                    for j in range(i - w + 1, i):
-                        hi_ = max(hi_, h[j])
-                        lo_ = min(lo_, l[j])
-                    buf[i] = _ratio(c[i] - lo_, hi_ - lo_, 0.5)
-                elif which == 3:
-                    cnt = 0
-                    for j in range(i - w + 1, i + 1):
-                        if c[j] <= c[i]:
-                            cnt += 1
-                    buf[i] = cnt / w
-                else:
-                    buf[i] = 0.0
-            if which == 4:
-                age = _first_argmax_age(h, n, w, 1.0)
-                for i in range(n):
-                    buf[i] = age[i] / w
-            k = _put(out, k, s, buf, lb)
-    for w in WINDOWS:
-        age = _first_argmax_age(l, n, w, -1.0)
+    reg = _nan(15 * n).reshape((15, n))  # slope_w, rsqr_w, resid_w for the 5 windows, one pass each
+    for wi, w in enumerate(WINDOWS):
+        st = w * (w - 1) / 2.0
+        stt = (w - 1) * w * (2.0 * w - 1) / 6.0
+        vt = stt / w - (st / w) ** 2
+        for i in range(w - 1, n):
+            sy = _ws(pc1, i, w)
+            sty = _ws(pjc, i, w) - (i - w + 1) * sy
+            syy = _ws(pc2, i, w)
+            my = sy / w
+            cov = sty / w - (st / w) * my
+            vy = syy / w - my * my
+            slope = cov / vt
+            reg[wi, i] = slope / c[i]
+            reg[5 + wi, i] = 0.0 if vy <= _REL_FLAT * my * my else min(1.0, cov * cov / (vt * vy))
+            reg[10 + wi, i] = (c[i] - (my + slope * ((w - 1) - st / w))) / c[i]
+    for q in range(15):
+        k = _put(out, k, s, reg[q], lb)
+    hv = np.empty((5, n))
+    ha = np.empty((5, n))
+    lw = np.empty((5, n))
+    la = np.empty((5, n))
+    for wi, w in enumerate(WINDOWS):
+        hv[wi], ha[wi] = _extreme(h, n, w, 1.0)
+        lw[wi], la[wi] = _extreme(l, n, w, -1.0)
+    for wi in range(5):
         for i in range(n):
-            buf[i] = age[i] / w
+            buf[i] = hv[wi, i] / c[i] - 1.0
+        k = _put(out, k, s, buf, lb)  # max_w
+    for wi in range(5):
+        for i in range(n):
+            buf[i] = lw[wi, i] / c[i] - 1.0
+        k = _put(out, k, s, buf, lb)  # min_w
+    for wi in range(5):
+        for i in range(n):
+            buf[i] = _ratio(c[i] - lw[wi, i], hv[wi, i] - lw[wi, i], 0.5)
+        k = _put(out, k, s, buf, lb)  # range_pos_w
+    # rank_w for every window in one backward scan of at most 60 rows per row.
+    ranks = _nan(5 * n).reshape((5, n))
+    wins = np.array(WINDOWS)
+    for i in range(n):
+        cnt = 0
+        back = 0
+        for wi in range(5):
+            w = wins[wi]
+            stop = min(w, i + 1)
+            while back < stop:
+                cnt += c[i - back] <= c[i]
+                back += 1
+            if i >= w - 1:
+                ranks[wi, i] = cnt / w
+    for wi in range(5):
+        k = _put(out, k, s, ranks[wi], lb)  # rank_w
+    for wi, w in enumerate(WINDOWS):
+        for i in range(n):
+            buf[i] = ha[wi, i] / w
+        k = _put(out, k, s, buf, lb)  # imax_w
+    for wi, w in enumerate(WINDOWS):
+        for i in range(n):
+            buf[i] = la[wi, i] / w
         k = _put(out, k, s, buf, lb)  # imin_w
     for wi in range(5):
         k = _put(out, k, s, corr_pv[wi], lb)  # corr_pv_w
@@ -893,100 +898,149 @@ def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, out):
 
 
 @njit(cache=True)
-def _avg_pct_rank(vals, out):
-    """Percentile rank (average rank of ties / count) of the finite values; NaN stays NaN."""
-    n = vals.shape[0]
-    m = 0
-    for i in range(n):
-        if not math.isnan(vals[i]):
-            m += 1
-    order = np.argsort(vals)  # NaNs sort last
+def _order(vals):
+    """Argsort of the (float32-exact) values, NaN last: one int64 sort of (order-preserving bits, index)."""
+    m = vals.shape[0]
+    bits32 = vals.astype(np.float32).view(np.int32)
+    keys = np.empty(m, dtype=np.int64)
+    for q in range(m):
+        b = np.int64(bits32[q])
+        if math.isnan(vals[q]):
+            key = np.int64(0x7FFFFFFF)  # after +inf
+        elif b >= 0:
+            key = b
+        else:  # negative floats: a larger magnitude sorts first
+            key = -(b & 0x7FFFFFFF) - 1
+        keys[q] = (key << 32) | q
+    keys.sort()
+    order = np.empty(m, dtype=np.int64)
+    for q in range(m):
+        order[q] = keys[q] & 0xFFFFFFFF
+    return order
+
+
+@njit(cache=True)
+def _avg_pct_rank(vals, sec, by_sector, n_sectors, res):
+    """Percentile rank (average rank of ties / count) of the finite values, in the whole day or per sector.
+
+    NaN values, and with ``by_sector`` rows of unknown sector (code -1), get NaN.
+    """
+    m = vals.shape[0]
+    order = _order(vals)
+    valid = 0
+    for q in range(m):
+        if not math.isnan(vals[q]):
+            valid += 1
+    groups = n_sectors if by_sector else 1
+    total = np.zeros(groups)
+    done = np.zeros(groups)
+    tie = np.zeros(groups)
+    for q in range(valid):
+        g = sec[order[q]] if by_sector else 0
+        if g >= 0:
+            total[g] += 1.0
+    for q in range(m):
+        res[q] = NAN
     i = 0
-    while i < m:
+    while i < valid:
         j = i
-        while j + 1 < m and vals[order[j + 1]] == vals[order[i]]:
+        while j + 1 < valid and vals[order[j + 1]] == vals[order[i]]:
             j += 1
-        rank = (i + j) / 2.0 + 1.0
         for q in range(i, j + 1):
-            out[order[q]] = rank / m
+            g = sec[order[q]] if by_sector else 0
+            if g >= 0:
+                tie[g] += 1.0
+        for q in range(i, j + 1):
+            g = sec[order[q]] if by_sector else 0
+            if g >= 0:
+                res[order[q]] = (done[g] + (tie[g] + 1.0) / 2.0) / total[g]
+        for q in range(i, j + 1):
+            g = sec[order[q]] if by_sector else 0
+            if g >= 0:
+                done[g] += tie[g]
+                tie[g] = 0.0
         i = j + 1
-    for i in range(m, n):
-        out[order[i]] = NAN
+
+
+RANK, ZSCORE, SECTOR_DIFF, SECTOR_RATIO, SECTOR_RANK = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, parallel=True)
-def cross_section(src, date_order, date_starts, sector, n_sectors, dst_rank, dst_z, dst_srel, dst_srank, srel_ratio):
-    """Per-date features of the rows grouped by ``date_order`` / ``date_starts``.
+def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, sector, n_sectors):
+    """Per-date features: ``out[dst_rows[q]] = kinds[q](out[src_rows[q]])`` over each date's rows.
 
-    ``src[j]`` source columns; ``dst_rank[j]`` / ``dst_z[j]`` / ``dst_srel[j]`` / ``dst_srank[j]`` are
-    the output rows of ``out`` to fill for source j (-1: none). Sector means and ranks use ``sector``
-    codes (-1: unknown -> NaN). ``srel_ratio[j]``: sector-relative as value / mean - 1 instead of
-    value - mean.
+    ``date_order[date_starts[d]:date_starts[d + 1]]`` are the rows of date d. Sector statistics use
+    ``sector`` codes (-1: unknown -> NaN). Everything reads same-date values only. Consecutive specs
+    with the same source share one gather of the values.
     """
     n_dates = date_starts.shape[0] - 1
-    n_src = src.shape[0]
-    out = np.full((n_src * 4, src.shape[1]), NAN)
     for d in prange(n_dates):
         a = date_starts[d]
         b = date_starts[d + 1]
-        rows = date_order[a:b]
         m = b - a
+        rows = date_order[a:b]
+        sec = np.empty(m, dtype=np.int64)
+        for t in range(m):
+            sec[t] = sector[rows[t]]
         vals = np.empty(m)
-        ranks = np.empty(m)
-        for j in range(n_src):
-            for q in range(m):
-                vals[q] = src[j, rows[q]]
-            if dst_rank[j] >= 0:
-                _avg_pct_rank(vals, ranks)
-                for q in range(m):
-                    out[4 * j, rows[q]] = ranks[q]
-            if dst_z[j] >= 0:
+        res = np.empty(m, dtype=np.float32)
+        sums = np.zeros(max(n_sectors, 1))
+        cnts = np.zeros(max(n_sectors, 1))
+        for q in range(src_rows.shape[0]):
+            if q == 0 or src_rows[q] != src_rows[q - 1]:
+                src = out[src_rows[q]]
+                for t in range(m):
+                    vals[t] = src[rows[t]]
+            kind = kinds[q]
+            if kind == RANK or kind == SECTOR_RANK:
+                _avg_pct_rank(vals, sec, kind == SECTOR_RANK, n_sectors, res)
+            elif kind == ZSCORE:
                 cnt = 0
                 s1 = 0.0
-                for q in range(m):
-                    if not math.isnan(vals[q]):
+                for t in range(m):
+                    if not math.isnan(vals[t]):
                         cnt += 1
-                        s1 += vals[q]
+                        s1 += vals[t]
                 mean = s1 / cnt if cnt else NAN
                 s2 = 0.0
-                for q in range(m):
-                    if not math.isnan(vals[q]):
-                        s2 += (vals[q] - mean) ** 2
+                for t in range(m):
+                    if not math.isnan(vals[t]):
+                        s2 += (vals[t] - mean) ** 2
                 sd = math.sqrt(s2 / cnt) if cnt else NAN
-                for q in range(m):
-                    if not math.isnan(vals[q]):
-                        out[4 * j + 1, rows[q]] = 0.0 if sd <= 1e-12 else (vals[q] - mean) / sd
-            if dst_srel[j] >= 0 or dst_srank[j] >= 0:
-                sums = np.zeros(n_sectors)
-                cnts = np.zeros(n_sectors)
-                for q in range(m):
-                    g = sector[rows[q]]
-                    if g >= 0 and not math.isnan(vals[q]):
-                        sums[g] += vals[q]
-                        cnts[g] += 1.0
-                for q in range(m):
-                    g = sector[rows[q]]
-                    if g < 0 or math.isnan(vals[q]):
-                        continue
-                    mean = sums[g] / cnts[g]
-                    if srel_ratio[j]:
-                        out[4 * j + 2, rows[q]] = 0.0 if mean == 0.0 else vals[q] / mean - 1.0
+                for t in range(m):
+                    if math.isnan(vals[t]):
+                        res[t] = NAN
                     else:
-                        out[4 * j + 2, rows[q]] = vals[q] - mean
-                if dst_srank[j] >= 0:
-                    for g in range(n_sectors):
-                        if cnts[g] == 0:
-                            continue
-                        sel = np.empty(m)
-                        sel[:] = NAN
-                        for q in range(m):
-                            if sector[rows[q]] == g:
-                                sel[q] = vals[q]
-                        _avg_pct_rank(sel, ranks)
-                        for q in range(m):
-                            if sector[rows[q]] == g and not math.isnan(vals[q]):
-                                out[4 * j + 3, rows[q]] = ranks[q]
-    return out
+                        res[t] = 0.0 if sd <= 1e-12 else (vals[t] - mean) / sd
+            else:
+                sums[:] = 0.0
+                cnts[:] = 0.0
+                for t in range(m):
+                    g = sec[t]
+                    if g >= 0 and not math.isnan(vals[t]):
+                        sums[g] += vals[t]
+                        cnts[g] += 1.0
+                for t in range(m):
+                    g = sec[t]
+                    if g < 0 or math.isnan(vals[t]):
+                        res[t] = NAN
+                    elif kind == SECTOR_RATIO:
+                        mean = sums[g] / cnts[g]
+                        res[t] = 0.0 if mean == 0.0 else vals[t] / mean - 1.0
+                    else:
+                        res[t] = vals[t] - sums[g] / cnts[g]
+            dst = out[dst_rows[q]]
+            for t in range(m):
+                dst[rows[t]] = res[t]
+
+
+@njit(cache=True, parallel=True)
+def scatter_rows(out, first, table, codes):
+    """out[first + f, i] = table[codes[i], f]: per-date values (market features) onto stock rows."""
+    n = codes.shape[0]
+    for f in prange(table.shape[1]):
+        for i in range(n):
+            out[first + f, i] = table[codes[i], f]
 
 
 @njit(cache=True)
