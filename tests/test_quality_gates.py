@@ -108,6 +108,9 @@ def test_daily_job_refreshes_data_predictions_and_drift_without_training(materia
     assert {"raw_prices", "feature_matrix", "predictions", "drift_report"} <= done
     assert not done & {"training_set", "rf_model", "xgb_model", "meta_learner", "production_model"}
     assert _registry(home_copy).champion().version == "v0001"
+    # Same data as the stored matrix: the daily run takes the incremental path (no new day here).
+    features = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "feature_matrix")
+    assert features.materialization.metadata["computation"].value.startswith("incremental: 0 new rows")
 
 
 def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy, tmp_path):

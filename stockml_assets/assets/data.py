@@ -123,31 +123,34 @@ def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw
     started = time.perf_counter()
     mode, reason = "full", "no stored feature matrix"
     df = None
-    stored = previous_table(stockml, "feature_matrix")
-    if stored is not None and not stored.empty:
-        last = stored["date"].max()
-        event = context.instance.get_latest_materialization_event(context.asset_key)
-        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-        previous = meta["history_fingerprint"].value if "history_fingerprint" in meta else None
-        if previous != history_fingerprint(raw_prices, market_context, last):
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "history_fingerprint" in meta and "history_until" in meta:
+        # Compare fingerprints first: the stored table is read only when it can be extended.
+        until = meta["history_until"].value
+        if meta["history_fingerprint"].value != history_fingerprint(raw_prices, market_context, until):
             reason = "price/market history or engine version changed since the stored matrix"
         else:
-            try:
-                df, added = update_features(stored, raw_prices, market_context, sectors)
-                mode, reason = "incremental", f"{added} new rows after {pd.Timestamp(last).date()}"
-            except ValueError as exc:
-                reason = str(exc)
+            stored = previous_table(stockml, "feature_matrix")
+            if stored is not None and not stored.empty:
+                try:
+                    df, added = update_features(stored, raw_prices, market_context, sectors)
+                    mode, reason = "incremental", f"{added} new rows after {until}"
+                except ValueError as exc:
+                    reason = str(exc)
     if df is None:
         df = compute_features(raw_prices, market_context, sectors)
     elapsed = time.perf_counter() - started
     context.log.info(f"feature_matrix: {mode} ({reason}) in {elapsed:.2f} s")
+    last_day = pd.Timestamp(df["date"].max()).date() if len(df) else None
     registry = registry_frame()
     families = registry.groupby("family", sort=False).feature.count().reindex(FAMILIES).reset_index()
     context.add_output_metadata({
         "dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
         "computation": f"{mode}: {reason}", "compute_seconds": round(elapsed, 3),
         "engine_version": ENGINE_VERSION,
-        "history_fingerprint": history_fingerprint(raw_prices, market_context, df["date"].max()) if len(df) else "",
+        **({"history_fingerprint": history_fingerprint(raw_prices, market_context, last_day),
+            "history_until": str(last_day)} if len(df) else {}),
         "families": md_table(families), "feature registry": md_table(registry, limit=500)})
     return df
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from stockml_assets.assets.modeling import TABLE, previous_table
+from stockml_assets.assets.modeling import TABLE
 from stockml_assets.metadata import column_schema, md_plot, md_table
 from stockml_assets.plots import mix_plot
-from stockml_assets.resources import StockMLResource
+from stockml_assets.resources import StockMLResource, previous_table
 from stockml_core import drift as core_drift
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.features import FEATURE_NAMES

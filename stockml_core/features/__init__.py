@@ -273,16 +273,14 @@ def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | N
     market features are computed on the (small) market table, and cross-sectional features see
     every ticker that has a row on the date.
     """
-    frame = _prepare_prices(prices)
+    frame, ticker_codes, _ = _prepare(prices)
     since = pd.Timestamp(since)
-    tickers = frame["ticker"].to_numpy()
     new = frame["date"].to_numpy() >= np.datetime64(since, "ns")
-    is_start = np.ones(len(frame), dtype=bool)
-    is_start[1:] = tickers[1:] != tickers[:-1]
-    seg = np.cumsum(is_start) - 1
-    # Index of each ticker's first new row; keep the MAX_LOOKBACK rows before it.
-    first_new = pd.Series(np.where(new, np.arange(len(frame)), np.iinfo(np.int64).max)).groupby(seg).transform("min")
-    keep = np.arange(len(frame)) >= first_new.to_numpy() - MAX_LOOKBACK
+    # Index of each ticker's first new row (rows are sorted by ticker, then date); keep the
+    # MAX_LOOKBACK rows before it.
+    row = np.arange(len(frame))
+    first_new = pd.Series(np.where(new, row, np.iinfo(np.int64).max)).groupby(ticker_codes).transform("min")
+    keep = row >= first_new.to_numpy() - MAX_LOOKBACK
     part = compute_features(frame[keep], market, sectors)
     return part[part["date"] >= since].reset_index(drop=True)
 

@@ -65,6 +65,12 @@ def _build() -> tuple[FeatureSpec, ...]:
     def add(name: str, family: str, definition: str, lookback: int, ta: str = "", note: str = "") -> None:
         specs.append(FeatureSpec(name, family, definition, lookback, ta, note))
 
+    def windowed(family: str, stats: list[tuple[str, str, int]]) -> None:
+        """``{prefix}_{w}`` for each stat and each of WINDOWS; warm-up w + offset (w - 1: a full window)."""
+        for prefix, definition, offset in stats:
+            for w in WINDOWS:
+                add(f"{prefix}_{w}", family, definition.format(w=w), w + offset)
+
     # returns -----------------------------------------------------------------------------------
     for k in RETURN_WINDOWS:
         add(f"ret_{k}", "returns", f"close / close {k} rows back - 1", k, f"ROCIndicator(close, {k}).roc() / 100")
@@ -182,45 +188,31 @@ def _build() -> tuple[FeatureSpec, ...]:
     add("volume_z_20", "volume", "(volume - SMA20) / std20 (ddof 1); 0 when std is 0", 19)
     add("dollar_volume_log_20", "volume", "log1p(SMA20(close x volume))", 19)
     add("volume_ma_ratio_5_20", "volume", "log1p(SMA5(volume)) - log1p(SMA20(volume))", 19)
-    for w in WINDOWS:
-        add(f"vma_ratio_{w}", "volume", f"log1p(SMA{w}(volume)) - log1p(volume) (Alpha158 VMA, log form)", w - 1)
-    for w in WINDOWS:
-        add(f"vstd_{w}", "volume", f"std / mean of volume over {w} rows; 0 with no volume", w - 1)
-    for w in WINDOWS:
-        add(f"wvma_{w}", "volume", f"std / mean of |return| x volume over {w} rows (Alpha158 WVMA); 0 with no volume", w)
-    for w in WINDOWS:
-        add(f"vsump_{w}", "volume", f"sum of volume increases / sum of |volume changes| over {w} rows; 0.5 if none", w)
+    windowed("volume", [
+        ("vma_ratio", "log1p(SMA{w}(volume)) - log1p(volume) (Alpha158 VMA, log form)", -1),
+        ("vstd", "std / mean of volume over {w} rows; 0 with no volume", -1),
+        ("wvma", "std / mean of |return| x volume over {w} rows (Alpha158 WVMA); 0 with no volume", 0),
+        ("vsump", "sum of volume increases / sum of |volume changes| over {w} rows; 0.5 if none", 0),
+    ])
     # rolling (Alpha158 in spirit) ---------------------------------------------------------------
     for w in (5, 10, 20, 30, 60, 120, 250):
         add(f"close_to_sma_{w}", "rolling", f"close / SMA{w}(close) - 1", w - 1, f"close / SMAIndicator(close, {w}).sma_indicator() - 1")
-    for w in WINDOWS:
-        add(f"std_{w}", "rolling", f"population std of close over {w} rows / close", w - 1)
-    for w in WINDOWS:
-        add(f"slope_{w}", "rolling", f"OLS slope of close on time over {w} rows / close", w - 1)
-    for w in WINDOWS:
-        add(f"rsqr_{w}", "rolling", "R^2 of that regression; 0 on a flat window", w - 1)
-    for w in WINDOWS:
-        add(f"resid_{w}", "rolling", "(close - fitted value today) / close, same regression", w - 1)
-    for w in WINDOWS:
-        add(f"max_{w}", "rolling", f"max(high over {w} rows) / close - 1", w - 1)
-    for w in WINDOWS:
-        add(f"min_{w}", "rolling", f"min(low over {w} rows) / close - 1", w - 1)
-    for w in WINDOWS:
-        add(f"range_pos_{w}", "rolling", f"(close - min low) / (max high - min low) over {w} rows; 0.5 if flat (quantile position)", w - 1)
-    for w in WINDOWS:
-        add(f"rank_{w}", "rolling", f"share of the last {w} closes <= today's close (rank of today in the window)", w - 1)
-    for w in WINDOWS:
-        add(f"imax_{w}", "rolling", f"rows since the highest high of the last {w} rows / {w} (oldest on ties)", w - 1)
-    for w in WINDOWS:
-        add(f"imin_{w}", "rolling", f"rows since the lowest low of the last {w} rows / {w} (oldest on ties)", w - 1)
-    for w in WINDOWS:
-        add(f"corr_pv_{w}", "rolling", f"corr(close, log1p(volume)) over {w} rows; 0 if either is flat", w - 1)
-    for w in WINDOWS:
-        add(f"cord_{w}", "rolling", f"corr(return, change of log1p(volume)) over {w} rows; 0 if either is flat", w)
-    for w in WINDOWS:
-        add(f"up_share_{w}", "rolling", f"share of the last {w} daily returns that are > 0", w)
-    for w in WINDOWS:
-        add(f"sump_{w}", "rolling", f"sum of gains / sum of |close changes| over {w} rows; 0.5 if none", w)
+    windowed("rolling", [
+        ("std", "population std of close over {w} rows / close", -1),
+        ("slope", "OLS slope of close on time over {w} rows / close", -1),
+        ("rsqr", "R^2 of that regression; 0 on a flat window", -1),
+        ("resid", "(close - fitted value today) / close, same regression", -1),
+        ("max", "max(high over {w} rows) / close - 1", -1),
+        ("min", "min(low over {w} rows) / close - 1", -1),
+        ("range_pos", "(close - min low) / (max high - min low) over {w} rows; 0.5 if flat (quantile position)", -1),
+        ("rank", "share of the last {w} closes <= today's close (rank of today in the window)", -1),
+        ("imax", "rows since the highest high of the last {w} rows / {w} (oldest on ties)", -1),
+        ("imin", "rows since the lowest low of the last {w} rows / {w} (oldest on ties)", -1),
+        ("corr_pv", "corr(close, log1p(volume)) over {w} rows; 0 if either is flat", -1),
+        ("cord", "corr(return, change of log1p(volume)) over {w} rows; 0 if either is flat", 0),
+        ("up_share", "share of the last {w} daily returns that are > 0", 0),
+        ("sump", "sum of gains / sum of |close changes| over {w} rows; 0.5 if none", 0),
+    ])
     # beta (stock vs S&P 500 over the same intervals) ---------------------------------------------
     for w in (20, 60):
         add(f"beta_spx_{w}", "beta", f"cov(stock, S&P 500 daily returns) / var(S&P 500) over {w} rows; 0 if flat", w)
