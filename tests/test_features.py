@@ -23,6 +23,7 @@ from stockml_core.features import (
     update_features,
     warmup_violations,
 )
+from stockml_core.features.registry import CROSS_SECTION
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 MARKET_COLS = ["spx_close", "vix_close", "dgs10"]
@@ -523,3 +524,42 @@ def test_readme_feature_table_is_generated_from_the_registry() -> None:
     assert start in readme and end in readme
     table = readme.split(start)[1].split(end)[0].strip()
     assert table == markdown_table().strip(), "README feature table is stale: run `make docs`"
+
+
+# ----------------------------------------------------------------------------- cross-section, families
+
+
+def test_cross_section_matches_pandas_on_every_date(long_panel, sectors) -> None:
+    """Every rank / z-score / sector statistic on every date equals pandas' (ties averaged, NaN left out)."""
+    out = compute_features(long_panel, sectors=sectors).merge(sectors, on="ticker")
+    # ret_1 has exact ties (unchanged closes on the same day), and every source is NaN in its warm-up.
+    assert out.groupby("date")["ret_1"].apply(lambda s: s.dropna().duplicated().any()).any()
+    for name, src, kind in CROSS_SECTION:
+        x = out[src].astype(np.float64)
+        by_day = x.groupby(out["date"])
+        by_sector = x.groupby([out["date"], out["gics_sector"]])
+        if kind == "rank":
+            expected = by_day.rank(pct=True)
+        elif kind == "sector_rank":
+            expected = by_sector.rank(pct=True)
+        elif kind == "zscore":
+            sd = by_day.transform(lambda s: s.std(ddof=0))
+            expected = ((x - by_day.transform("mean")) / sd).where(sd > 1e-12, 0.0).where(x.notna())
+        elif kind == "sector_diff":
+            expected = x - by_sector.transform("mean")
+        else:
+            expected = x / by_sector.transform("mean") - 1
+        np.testing.assert_allclose(out[name].to_numpy(np.float64), expected.to_numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_families_select_columns_and_equal_the_full_set(lookahead_slice, market, sectors) -> None:
+    full = compute_features(lookahead_slice, market, sectors)
+    for families in (["returns"], ["cross_section"], ["market", "beta"], ("trend", "rolling", "cross_section")):
+        part = compute_features(lookahead_slice, market, sectors, families=families)
+        names = [s.name for s in FEATURE_REGISTRY if s.family in families]
+        assert list(part.columns) == ["ticker", "date", *names]
+        pd.testing.assert_frame_equal(part, full[["ticker", "date", *names]])
+    assert list(compute_features(lookahead_slice, families="candle").columns)[2:] == \
+        [s.name for s in FEATURE_REGISTRY if s.family == "candle"]
+    with pytest.raises(ValueError, match="unknown feature families"):
+        compute_features(lookahead_slice, families=["returns", "astrology"])

@@ -17,6 +17,7 @@ Incremental path: ``compute_features_since(prices, since, ...)`` computes only t
 (``update_features`` appends those rows to a stored matrix; the daily run uses it).
 """
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -63,9 +64,7 @@ _LOOKBACK = np.array([s.lookback for s in FEATURE_REGISTRY], dtype=np.int64)
 _KINDS = {"rank": kernels.RANK, "zscore": kernels.ZSCORE, "sector_diff": kernels.SECTOR_DIFF,
           "sector_ratio": kernels.SECTOR_RATIO, "sector_rank": kernels.SECTOR_RANK}
 _CS_SPECS = sorted(CROSS_SECTION, key=lambda spec: _INDEX[spec[1]])  # grouped by source: one gather each
-_CS_SRC = np.array([_INDEX[src] for _, src, _ in _CS_SPECS], dtype=np.int64)
-_CS_KIND = np.array([_KINDS[kind] for _, _, kind in _CS_SPECS], dtype=np.int64)
-_CS_DST = np.array([_INDEX[name] for name, _, _ in _CS_SPECS], dtype=np.int64)
+_CS_CHUNK = 32  # consecutive dates per parallel task of the cross-section kernel (shared scratch buffers)
 assert FEATURE_NAMES[:_N_TICKER] == [s.name for s in PER_TICKER], "per-ticker families must come first"
 assert FEATURE_NAMES[_N_TICKER:_N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
 assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES):] == [name for name, _, _ in CROSS_SECTION]
@@ -168,17 +167,20 @@ def _prepare_prices(prices: pd.DataFrame) -> pd.DataFrame:
 
 
 def _prepare(prices: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(frame sorted by (ticker, date), ticker code per row, ticker names); no sort when already sorted."""
+    """(frame sorted by (ticker, date), ticker code per row, ticker names).
+
+    Input already in (ticker, date) order with ``datetime64[ns]`` dates (the stored layout) is used
+    as it is, without a copy: the frame returned may be ``prices`` itself and is only read.
+    """
     missing = [col for col in ("ticker", "date", *PRICE_COLUMNS) if col not in prices.columns]
     if missing:
         raise ValueError(f"prices frame lacks columns {missing}")
-    cols = ["ticker", "date", *PRICE_COLUMNS] + (["gics_sector"] if "gics_sector" in prices.columns else [])
-    frame = prices[cols].reset_index(drop=True)
-    if frame["ticker"].isna().any() or frame["date"].isna().any():
-        raise ValueError("prices have null ticker or date values")
+    frame = prices
     if frame["date"].dtype != "datetime64[ns]":
-        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
-    codes, uniques = pd.factorize(frame["ticker"])
+        frame = frame.assign(date=pd.to_datetime(frame["date"]).astype("datetime64[ns]"))
+    codes, uniques = pd.factorize(frame["ticker"])  # a null ticker gets code -1
+    if (codes < 0).any() or frame["date"].isna().any():
+        raise ValueError("prices have null ticker or date values")
     ordered = True
     if len(frame) > 1:
         step = np.diff(codes)
@@ -186,7 +188,8 @@ def _prepare(prices: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
         ordered = bool((step >= 0).all()) and list(uniques) == sorted(uniques) and \
             bool((np.diff(frame["date"].to_numpy().view(np.int64))[within] > 0).all())
     if not ordered:
-        frame = frame.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+        cols = ["ticker", "date", *PRICE_COLUMNS] + (["gics_sector"] if "gics_sector" in frame.columns else [])
+        frame = frame[cols].sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
         if frame.duplicated(["ticker", "date"]).any():
             raise ValueError("prices must have one row per (ticker, date)")
         codes, uniques = pd.factorize(frame["ticker"])
@@ -211,26 +214,65 @@ def _f64(x: pd.Series) -> np.ndarray:
     return np.ascontiguousarray(x.to_numpy(dtype=np.float64))
 
 
+@functools.lru_cache(maxsize=32)
+def _layout(families: tuple[str, ...]) -> tuple[list[str], np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+    """For the selected families: (feature names, output row of each registry feature or -1, rows to
+    allocate, cross-section source / kind / destination rows). Selected features come first in
+    registry order; sources of selected cross-sectional features that are not selected themselves get
+    scratch rows after them (computed, not returned)."""
+    names = [s.name for s in FEATURE_REGISTRY if s.family in families]
+    rows = np.full(len(FEATURE_NAMES), -1, dtype=np.int64)
+    rows[[_INDEX[name] for name in names]] = np.arange(len(names))
+    n_rows = len(names)
+    specs = _CS_SPECS if "cross_section" in families else []
+    for _, src, _ in specs:
+        if rows[_INDEX[src]] < 0:
+            rows[_INDEX[src]] = n_rows
+            n_rows += 1
+    cs_src = np.array([rows[_INDEX[src]] for _, src, _ in specs], dtype=np.int64)
+    cs_kind = np.array([_KINDS[kind] for _, _, kind in specs], dtype=np.int64)
+    cs_dst = np.array([rows[_INDEX[name]] for name, _, _ in specs], dtype=np.int64)
+    for shared in (rows, cs_src, cs_kind, cs_dst):  # cached and shared between calls
+        shared.setflags(write=False)
+    return names, rows, n_rows, cs_src, cs_kind, cs_dst
+
+
+def _families(families) -> tuple[str, ...]:
+    if families is None:
+        return FAMILIES
+    chosen = (families,) if isinstance(families, str) else tuple(families)
+    unknown = sorted(set(chosen) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown feature families {unknown}; the families are {list(FAMILIES)}")
+    return tuple(f for f in FAMILIES if f in chosen)
+
+
 def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
-                     sectors: pd.DataFrame | None = None) -> pd.DataFrame:
+                     sectors: pd.DataFrame | None = None, families=None) -> pd.DataFrame:
     """Compute every registry feature for each (ticker, date) row, using only data up to that date.
 
     Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
+    ``families`` (default: all of ``FAMILIES``) restricts the columns to those families' features, in
+    registry order. The per-ticker families share one kernel pass, so leaving some of them out saves
+    their storage, not their arithmetic; leaving out ``beta``, ``market`` or ``cross_section`` skips
+    those stages.
     """
+    families = _families(families)
+    names, rows, n_rows, cs_src, cs_kind, cs_dst = _layout(families)
     frame, ticker_codes, ticker_names = _prepare(prices)
     n = len(frame)
     tickers = frame["ticker"].to_numpy()
     dates = frame["date"].to_numpy()
-    out = np.empty((len(FEATURE_NAMES), n), dtype=np.float32)
+    out = np.empty((n_rows, n), dtype=np.float32)
     if n:
-        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, out)
-    df = pd.DataFrame(out.T, columns=FEATURE_NAMES, copy=False)
+        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out)
+    df = pd.DataFrame(out[:len(names)].T, columns=names, copy=False)
     df.insert(0, "date", dates)
     df.insert(0, "ticker", tickers)
     return df
 
 
-def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, out) -> None:
+def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out) -> None:
     n = len(frame)
     is_start = np.ones(n, dtype=bool)
     is_start[1:] = ticker_codes[1:] != ticker_codes[:-1]
@@ -239,26 +281,30 @@ def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, out) -> Non
     date_codes = date_codes.astype(np.int64)
     unique_dates = np.asarray(unique_dates, dtype="datetime64[ns]")
 
-    if market is not None:
+    use_market = market is not None and ("market" in families or "beta" in families)
+    if use_market:
         by_date, spx_by_date = _market_by_date(unique_dates, market)
         spx = spx_by_date[date_codes]
     else:
         spx = np.full(n, np.nan)
     o, h, lo, c, v = (_f64(frame[col]) for col in PRICE_COLUMNS)
-    written = kernels.ticker_features(o, h, lo, c, v, spx, market is not None, starts, _LOOKBACK, out)
+    has_beta = use_market and "beta" in families
+    written = kernels.ticker_features(o, h, lo, c, v, spx, has_beta, starts, _LOOKBACK, rows, out)
     if np.any(written != _N_TICKER):  # registry and kernel must never drift apart
         raise RuntimeError(f"feature kernel wrote {set(written.tolist())} columns, registry has {_N_TICKER}")
 
-    m0 = _N_TICKER
-    if market is not None:
-        # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
-        kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
-    else:
-        out[m0:m0 + len(_MARKET_NAMES)] = np.nan
+    if "market" in families:
+        m0 = rows[_N_TICKER]  # market features are contiguous in the registry and in the output
+        if use_market:
+            # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
+            kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
+        else:
+            out[m0:m0 + len(_MARKET_NAMES)] = np.nan
 
-    sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
-    order, date_starts = kernels.group_rows(date_codes, len(unique_dates))
-    kernels.cross_section(out, _CS_SRC, _CS_KIND, _CS_DST, order, date_starts, sector_codes, n_sectors)
+    if "cross_section" in families:
+        sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
+        order, date_starts = kernels.group_rows(date_codes, len(unique_dates))
+        kernels.cross_section(out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, n_sectors, _CS_CHUNK)
 
 
 # ------------------------------------------------------------------------------------ incremental

@@ -29,12 +29,17 @@ _RSI_FLAT = 1e-9  # RSI points: a 14-row RSI range below this is rounding noise 
 
 
 @njit(cache=True, inline="always")
-def _put(out, k, s, vals, lb):
-    """Write ``vals`` as feature ``k`` of the rows starting at ``s`` (NaN before its warm-up)."""
+def _put(out, rows, k, s, vals, lb):
+    """Write ``vals`` as feature ``k`` (output row ``rows[k]``, none if -1) from column ``s`` on (NaN before its warm-up)."""
+    if rows[k] < 0:
+        return k + 1
     n = vals.shape[0]
-    first = lb[k]
-    for i in range(n):
-        out[k, s + i] = NAN if i < first else vals[i]
+    first = min(lb[k], n)
+    row = out[rows[k]]
+    for i in range(first):
+        row[s + i] = NAN
+    for i in range(first, n):
+        row[s + i] = vals[i]
     return k + 1
 
 
@@ -133,25 +138,48 @@ def _corr(px, py, pxx, pyy, pxy, n, w, first, rel_x, rel_y):
 def _extreme(x, n, w, sign):
     """Trailing max (sign 1) or min (sign -1) over w rows and the rows since its oldest occurrence.
 
-    A monotonic deque of row numbers: O(1) amortised per row whatever the window. Values equal to a
-    newer one stay in the deque, so its front is the oldest occurrence of the extreme.
+    Van Herk / Gil-Werman: in blocks of w rows, the running extreme from each block's start and the
+    one to each block's end (with the row it comes from, the oldest on ties); the window ending at row
+    i is the suffix from row i - w + 1 joined with the prefix to row i. Three branch-free passes, O(1)
+    per row whatever the window.
     """
     val = _nan(n)
     age = _nan(n)
-    dq = np.empty(max(n, 1), dtype=np.int64)
-    head = 0
-    tail = 0
-    for i in range(n):
-        xi = sign * x[i]
-        while tail > head and sign * x[dq[tail - 1]] < xi:
-            tail -= 1
-        dq[tail] = i
-        tail += 1
-        if dq[head] <= i - w:
-            head += 1
-        if i >= w - 1:
-            val[i] = x[dq[head]]
-            age[i] = i - dq[head]
+    if n < w:
+        return val, age
+    pv = np.empty(n)  # extreme from the block's start to row i, and its (oldest) row
+    pi = np.empty(n, dtype=np.int64)
+    sv = np.empty(n)  # extreme from row i to the block's end, and its (oldest) row
+    si = np.empty(n, dtype=np.int64)
+    for b0 in range(0, n, w):
+        b1 = min(b0 + w, n)
+        cur = sign * x[b0]
+        ci = b0
+        pv[b0] = cur
+        pi[b0] = b0
+        for i in range(b0 + 1, b1):
+            xi = sign * x[i]
+            newer = xi > cur  # strictly: an equal value keeps the older row
+            cur = xi if newer else cur
+            ci = i if newer else ci
+            pv[i] = cur
+            pi[i] = ci
+        cur = sign * x[b1 - 1]
+        ci = b1 - 1
+        sv[b1 - 1] = cur
+        si[b1 - 1] = ci
+        for i in range(b1 - 2, b0 - 1, -1):
+            xi = sign * x[i]
+            older = xi >= cur  # an equal value moves to the older row
+            cur = xi if older else cur
+            ci = i if older else ci
+            sv[i] = cur
+            si[i] = ci
+    for i in range(w - 1, n):
+        j = i - w + 1
+        older = sv[j] >= pv[i]  # the suffix part holds the older rows
+        val[i] = sign * (sv[j] if older else pv[i])
+        age[i] = i - (si[j] if older else pi[i])
     return val, age
 
 
@@ -233,7 +261,7 @@ def _rsi(c, n, w):
 
 
 @njit(cache=True)
-def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass, many features
+def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - one pass, many features
     """All per-ticker features of one ticker; returns the number of features written."""
     n = c.shape[0]
     k = 0
@@ -254,18 +282,18 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         buf[:] = NAN
         for i in range(kk, n):
             buf[i] = c[i] / c[i - kk] - 1.0
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     buf[:] = NAN
     for i in range(1, n):
         buf[i] = o[i] / c[i - 1] - 1.0
-    k = _put(out, k, s, buf, lb)  # gap_overnight
+    k = _put(out, rows, k, s, buf, lb)  # gap_overnight
     for i in range(n):
         buf[i] = c[i] / o[i] - 1.0
-    k = _put(out, k, s, buf, lb)  # intraday_ret
+    k = _put(out, rows, k, s, buf, lb)  # intraday_ret
     buf[:] = NAN
     for i in range(250, n):
         buf[i] = c[i - 20] / c[i - 250] - 1.0
-    k = _put(out, k, s, buf, lb)  # mom_250_20
+    k = _put(out, rows, k, s, buf, lb)  # mom_250_20
 
     # [candle] -----------------------------------------------------------------------------
     for which in range(5):
@@ -281,7 +309,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
                 buf[i] = rng / c[i]
             else:
                 buf[i] = _ratio(c[i] - l[i], rng, 0.5)
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
 
     # [volatility] -------------------------------------------------------------------------
     pr1 = _prefix(r, 1)
@@ -302,16 +330,16 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             m = _ws(pr1, i, w) / w
             var = (_ws(pr2, i, w) - w * m * m) / (w - 1)
             vols[wi, i] = 0.0 if var <= _ABS_FLAT else math.sqrt(var)
-        k = _put(out, k, s, vols[wi], lb)  # volatility_w
+        k = _put(out, rows, k, s, vols[wi], lb)  # volatility_w
     for a, b in ((0, 2), (2, 3), (2, 4)):  # 5/20, 20/60, 20/120
         for i in range(n):
             buf[i] = _ratio(vols[a, i], vols[b, i], 1.0)
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     pd2 = _prefix(dn2, 1)
     buf[:] = NAN
     for i in range(20, n):
         buf[i] = math.sqrt(_ws(pd2, i, 20) / 20.0)
-    k = _put(out, k, s, buf, lb)  # downside_vol_20
+    k = _put(out, rows, k, s, buf, lb)  # downside_vol_20
     pr3 = _prefix(r3, 1)
     pr4 = _prefix(r4, 1)
     for which in range(2):  # ret_skew_60, ret_kurt_60 (population moments)
@@ -330,7 +358,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
                 e4 = _ws(pr4, i, 60) / 60.0
                 m4 = e4 - 4.0 * m1 * e3 + 6.0 * m1 * m1 * e2 - 3.0 * m1**4
                 buf[i] = m4 / (m2 * m2) - 3.0
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     hl2 = np.empty(n)
     gk = np.empty(n)
     rs = np.empty(n)
@@ -350,23 +378,23 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.sqrt(max(_ws(phl, i, w), 0.0) / (w * 4.0 * ln2))
-        k = _put(out, k, s, buf, lb)  # parkinson_vol_w
+        k = _put(out, rows, k, s, buf, lb)  # parkinson_vol_w
     pgk = _prefix(gk, 0)
     for w in (10, 20, 60):
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.sqrt(max(_ws(pgk, i, w) / w, 0.0))
-        k = _put(out, k, s, buf, lb)  # garman_klass_vol_w
+        k = _put(out, rows, k, s, buf, lb)  # garman_klass_vol_w
     prs = _prefix(rs, 0)
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = math.sqrt(max(_ws(prs, i, 20) / 20.0, 0.0))
-    k = _put(out, k, s, buf, lb)  # rogers_satchell_vol_20
+    k = _put(out, rows, k, s, buf, lb)  # rogers_satchell_vol_20
     for w in (5, 10, 14):
         atr = _atr(tr, n, w)
         for i in range(n):
             buf[i] = atr[i] / c[i]
-        k = _put(out, k, s, buf, lb)  # atr_w_rel
+        k = _put(out, rows, k, s, buf, lb)  # atr_w_rel
     pc1 = _prefix(c, 0)
     c2 = c * c
     pc2 = _prefix(c2, 0)
@@ -374,42 +402,42 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     sd20 = _std_pop(pc1, pc2, n, 20, 0, True)
     for i in range(n):
         buf[i] = _ratio(c[i] - (sma20[i] - 2.0 * sd20[i]), 4.0 * sd20[i], 0.5)
-    k = _put(out, k, s, buf, lb)  # bb_pct_b_20
+    k = _put(out, rows, k, s, buf, lb)  # bb_pct_b_20
     for i in range(n):
         buf[i] = 4.0 * sd20[i] / sma20[i]
-    k = _put(out, k, s, buf, lb)  # bb_width_20
+    k = _put(out, rows, k, s, buf, lb)  # bb_width_20
     ema20 = _ema(c, 2.0 / 21.0, 0)
     atr10 = _atr(tr, n, 10)
     for i in range(n):  # keltner_pct_20: (c - (ema20 - 2 atr10)) / (4 atr10)
         buf[i] = _ratio(c[i] - (ema20[i] - 2.0 * atr10[i]), 4.0 * atr10[i], 0.5)
-    k = _put(out, k, s, buf, lb)
+    k = _put(out, rows, k, s, buf, lb)
     for i in range(n):
         buf[i] = 4.0 * atr10[i] / ema20[i]
-    k = _put(out, k, s, buf, lb)  # keltner_width_20
+    k = _put(out, rows, k, s, buf, lb)  # keltner_width_20
 
     # [momentum] ---------------------------------------------------------------------------
     rsi14 = _rsi(c, n, 14)
     for w in (6, 14, 21):
-        k = _put(out, k, s, rsi14 if w == 14 else _rsi(c, n, w), lb)
+        k = _put(out, rows, k, s, rsi14 if w == 14 else _rsi(c, n, w), lb)
     hh14 = _roll_max(h, n, 14)
     ll14 = _roll_min(l, n, 14)
     stk = _nan(n)
     for i in range(13, n):
         stk[i] = _ratio(100.0 * (c[i] - ll14[i]), hh14[i] - ll14[i], 50.0)
-    k = _put(out, k, s, stk, lb)  # stoch_k_14
+    k = _put(out, rows, k, s, stk, lb)  # stoch_k_14
     buf[:] = NAN
     for i in range(15, n):
         buf[i] = (stk[i - 2] + stk[i - 1] + stk[i]) / 3.0
-    k = _put(out, k, s, buf, lb)  # stoch_d_3
+    k = _put(out, rows, k, s, buf, lb)  # stoch_d_3
     for i in range(n):
         buf[i] = _ratio(-100.0 * (hh14[i] - c[i]), hh14[i] - ll14[i], -50.0)
-    k = _put(out, k, s, buf, lb)  # williams_r_14
+    k = _put(out, rows, k, s, buf, lb)  # williams_r_14
     rmax = _roll_max(rsi14, n, 14)
     rmin = _roll_min(rsi14, n, 14)
     for i in range(n):
         rng = rmax[i] - rmin[i]  # flat prices leave the RSI constant up to rounding: that window is flat
         buf[i] = 0.5 if rng <= _RSI_FLAT else (rsi14[i] - rmin[i]) / rng
-    k = _put(out, k, s, buf, lb)  # stoch_rsi_14
+    k = _put(out, rows, k, s, buf, lb)  # stoch_rsi_14
     tp = (h + l + c) / 3.0
     ptp = _prefix(tp, 0)
     buf[:] = NAN
@@ -420,7 +448,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             mad += abs(tp[j] - m)
         mad /= 20.0
         buf[i] = 0.0 if mad <= 1e-12 * abs(m) else (tp[i] - m) / (0.015 * mad)
-    k = _put(out, k, s, buf, lb)  # cci_20
+    k = _put(out, rows, k, s, buf, lb)  # cci_20
     pos = np.zeros(n)
     neg = np.zeros(n)
     for i in range(1, n):
@@ -436,7 +464,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         a = _ws(ppos, i, 14)
         b = _ws(pneg, i, 14)
         buf[i] = _ratio(100.0 * a, a + b, 50.0)
-    k = _put(out, k, s, buf, lb)  # mfi_14
+    k = _put(out, rows, k, s, buf, lb)  # mfi_14
     bp = np.zeros(n)
     for i in range(1, n):
         bp[i] = c[i] - min(l[i], c[i - 1])
@@ -448,19 +476,19 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         for w, wt in ((7, 4.0), (14, 2.0), (28, 1.0)):
             acc += wt * _ratio(_ws(pbp, i, w), _ws(ptr1, i, w), 0.5)
         buf[i] = 100.0 * acc / 7.0
-    k = _put(out, k, s, buf, lb)  # ultimate_osc
+    k = _put(out, rows, k, s, buf, lb)  # ultimate_osc
     mp = (h + l) / 2.0
     pmp = _prefix(mp, 0)
     buf[:] = NAN
     for i in range(33, n):
         buf[i] = (_ws(pmp, i, 5) / 5.0 - _ws(pmp, i, 34) / 34.0) / c[i]
-    k = _put(out, k, s, buf, lb)  # awesome_osc_rel
+    k = _put(out, rows, k, s, buf, lb)  # awesome_osc_rel
     ad = np.abs(diff)
     sm = _ema(_ema(diff, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
     sa = _ema(_ema(ad, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
     for i in range(n):
         buf[i] = _ratio(100.0 * sm[i], sa[i], 0.0)
-    k = _put(out, k, s, buf, lb)  # tsi
+    k = _put(out, rows, k, s, buf, lb)  # tsi
 
     # [trend] ------------------------------------------------------------------------------
     e12 = _ema(c, 2.0 / 13.0, 0)
@@ -475,12 +503,12 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
                 buf[i] = sig[i] / c[i]
             else:
                 buf[i] = (macd[i] - sig[i]) / c[i]
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     for w in (10, 20, 40):
         e = _ema(c, 2.0 / (w + 1.0), 0)
         for i in range(n):
             buf[i] = c[i] / e[i] - 1.0
-        k = _put(out, k, s, buf, lb)  # close_to_ema_w
+        k = _put(out, rows, k, s, buf, lb)  # close_to_ema_w
     # ADX(14) as ta computes it: Wilder sums of TR, +DM, -DM; DI = 100 S+/S_TR; ADX = Wilder mean of DX.
     pdm = np.zeros(n)
     ndm = np.zeros(n)
@@ -509,9 +537,9 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         adx[27] = acc / 14.0
         for i in range(28, n):
             adx[i] = ((adx[i - 1] * 13.0) + dx[i]) / 14.0
-    k = _put(out, k, s, adx, lb)
-    k = _put(out, k, s, dip, lb)
-    k = _put(out, k, s, din, lb)
+    k = _put(out, rows, k, s, adx, lb)
+    k = _put(out, rows, k, s, dip, lb)
+    k = _put(out, rows, k, s, din, lb)
     # Parabolic SAR (step 0.02, max 0.2), ta's recursion started at the ticker's first row.
     sar = c.copy()
     trend = np.ones(n)
@@ -555,8 +583,8 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         trend[i] = 1.0 if up_trend else 0.0
     for i in range(n):
         buf[i] = (c[i] - sar[i]) / c[i]
-    k = _put(out, k, s, buf, lb)  # psar_dist
-    k = _put(out, k, s, trend, lb)  # psar_up
+    k = _put(out, rows, k, s, buf, lb)  # psar_dist
+    k = _put(out, rows, k, s, trend, lb)  # psar_up
     h9 = _roll_max(h, n, 9)
     l9 = _roll_min(l, n, 9)
     h26, age_h = _extreme(h, n, 26, 1.0)
@@ -579,13 +607,13 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
                 buf[i] = c[i] / span_b - 1.0
             else:
                 buf[i] = (span_a - span_b) / c[i]
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     for i in range(n):
         buf[i] = 100.0 * (25.0 - age_h[i]) / 25.0
-    k = _put(out, k, s, buf, lb)  # aroon_up_25
+    k = _put(out, rows, k, s, buf, lb)  # aroon_up_25
     for i in range(n):
         buf[i] = 100.0 * (25.0 - age_l[i]) / 25.0
-    k = _put(out, k, s, buf, lb)  # aroon_down_25
+    k = _put(out, rows, k, s, buf, lb)  # aroon_down_25
     vmp = np.zeros(n)
     vmm = np.zeros(n)
     for i in range(1, n):
@@ -597,14 +625,14 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         buf[:] = NAN
         for i in range(14, n):
             buf[i] = _ratio(_ws(p, i, 14), _ws(ptr1, i, 14), 1.0)
-        k = _put(out, k, s, buf, lb)  # vortex_pos_14, vortex_neg_14
+        k = _put(out, rows, k, s, buf, lb)  # vortex_pos_14, vortex_neg_14
     ea = _ema(c, 2.0 / 16.0, 0)
     eb = _ema(ea, 2.0 / 16.0, min(14, n))
     ec = _ema(eb, 2.0 / 16.0, min(28, n))
     buf[:] = NAN
     for i in range(29, n):
         buf[i] = (ec[i] - ec[i - 1]) / ec[i - 1] * 100.0
-    k = _put(out, k, s, buf, lb)  # trix_15
+    k = _put(out, rows, k, s, buf, lb)  # trix_15
     amp = h - l
     m1 = _ema(amp, 0.2, 0)
     m2 = _ema(m1, 0.2, min(8, n))
@@ -615,11 +643,11 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     buf[:] = NAN
     for i in range(40, n):
         buf[i] = _ws(pm, i, 25)
-    k = _put(out, k, s, buf, lb)  # mass_index
+    k = _put(out, rows, k, s, buf, lb)  # mass_index
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = (c[i - 11] - _ws(pc1, i, 20) / 20.0) / c[i]
-    k = _put(out, k, s, buf, lb)  # dpo_20_rel
+    k = _put(out, rows, k, s, buf, lb)  # dpo_20_rel
     mx14 = _roll_max(c, n, 14)
     rr = np.zeros(n)
     for i in range(13, n):
@@ -629,7 +657,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     buf[:] = NAN
     for i in range(26, n):
         buf[i] = math.sqrt(max(_ws(prr, i, 14), 0.0) / 14.0)
-    k = _put(out, k, s, buf, lb)  # ulcer_index_14
+    k = _put(out, rows, k, s, buf, lb)  # ulcer_index_14
 
     # [volume] -----------------------------------------------------------------------------
     pv1 = _prefix(v, 0)
@@ -642,7 +670,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(psv, i, w), _ws(pv1b, i, w), 0.0)
-        k = _put(out, k, s, buf, lb)  # obv_change_w
+        k = _put(out, rows, k, s, buf, lb)  # obv_change_w
     mfv = np.empty(n)
     for i in range(n):
         mfv[i] = _ratio((c[i] - l[i]) - (h[i] - c[i]), h[i] - l[i], 0.0) * v[i]
@@ -650,7 +678,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = _ratio(_ws(pmf, i, 20), _ws(pv1, i, 20), 0.0)
-    k = _put(out, k, s, buf, lb)  # cmf_20
+    k = _put(out, rows, k, s, buf, lb)  # cmf_20
     fi = np.zeros(n)
     for i in range(1, n):
         fi[i] = diff[i] * v[i]
@@ -658,42 +686,42 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = _ratio(efi[i], c[i] * _ws(pv1, i, 20) / 20.0, 0.0)
-    k = _put(out, k, s, buf, lb)  # force_index_13_rel
+    k = _put(out, rows, k, s, buf, lb)  # force_index_13_rel
     ptv = _prefix(tp * v, 0)
     for w in (14, 60):
         buf[:] = NAN
         for i in range(w - 1, n):
             vw = _ws(pv1, i, w)
             buf[i] = 0.0 if vw == 0.0 else c[i] / (_ws(ptv, i, w) / vw) - 1.0
-        k = _put(out, k, s, buf, lb)  # vwap_dist_w
+        k = _put(out, rows, k, s, buf, lb)  # vwap_dist_w
     pv2 = _prefix(v * v, 0)
     buf[:] = NAN
     for i in range(19, n):
         m = _ws(pv1, i, 20) / 20.0
         var = (_ws(pv2, i, 20) - 20.0 * m * m) / 19.0
         buf[i] = 0.0 if var <= _REL_FLAT * m * m else (v[i] - m) / math.sqrt(var)
-    k = _put(out, k, s, buf, lb)  # volume_z_20
+    k = _put(out, rows, k, s, buf, lb)  # volume_z_20
     pcv = _prefix(c * v, 0)
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = math.log1p(max(_ws(pcv, i, 20), 0.0) / 20.0)
-    k = _put(out, k, s, buf, lb)  # dollar_volume_log_20
+    k = _put(out, rows, k, s, buf, lb)  # dollar_volume_log_20
     buf[:] = NAN
     for i in range(19, n):
         buf[i] = math.log1p(max(_ws(pv1, i, 5), 0.0) / 5.0) - math.log1p(max(_ws(pv1, i, 20), 0.0) / 20.0)
-    k = _put(out, k, s, buf, lb)  # volume_ma_ratio_5_20
+    k = _put(out, rows, k, s, buf, lb)  # volume_ma_ratio_5_20
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.log1p(max(_ws(pv1, i, w), 0.0) / w) - lv[i]
-        k = _put(out, k, s, buf, lb)  # vma_ratio_w
+        k = _put(out, rows, k, s, buf, lb)  # vma_ratio_w
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w - 1, n):
             m = _ws(pv1, i, w) / w
             var = _ws(pv2, i, w) / w - m * m
             buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
-        k = _put(out, k, s, buf, lb)  # vstd_w
+        k = _put(out, rows, k, s, buf, lb)  # vstd_w
     wv = np.zeros(n)
     for i in range(1, n):
         wv[i] = abs(r[i]) * v[i]
@@ -705,7 +733,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             m = _ws(pwv, i, w) / w
             var = _ws(pwv2, i, w) / w - m * m
             buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
-        k = _put(out, k, s, buf, lb)  # wvma_w
+        k = _put(out, rows, k, s, buf, lb)  # wvma_w
     vup = np.zeros(n)
     vabs = np.zeros(n)
     for i in range(1, n):
@@ -718,14 +746,14 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(pvu, i, w), _ws(pva, i, w), 0.5)
-        k = _put(out, k, s, buf, lb)  # vsump_w
+        k = _put(out, rows, k, s, buf, lb)  # vsump_w
 
     # [rolling] ----------------------------------------------------------------------------
     for w in (5, 10, 20, 30, 60, 120, 250):
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = c[i] / (_ws(pc1, i, w) / w) - 1.0
-        k = _put(out, k, s, buf, lb)  # close_to_sma_w
+        k = _put(out, rows, k, s, buf, lb)  # close_to_sma_w
     idx = np.arange(n).astype(np.float64)
     pjc = _prefix(idx * c, 0)
     plv = _prefix(lv, 0)
@@ -755,7 +783,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
         sd = _std_pop(pc1, pc2, n, w, 0, True)
         for i in range(w - 1, n):
             buf[i] = sd[i] / c[i]
-        k = _put(out, k, s, buf, lb)  # std_w
+        k = _put(out, rows, k, s, buf, lb)  # std_w
     st = 0.0
     stt = 0.0
     reg = _nan(15 * n).reshape((15, n))  # slope_w, rsqr_w, resid_w for the 5 windows, one pass each
@@ -775,7 +803,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             reg[5 + wi, i] = 0.0 if vy <= _REL_FLAT * my * my else min(1.0, cov * cov / (vt * vy))
             reg[10 + wi, i] = (c[i] - (my + slope * ((w - 1) - st / w))) / c[i]
     for q in range(15):
-        k = _put(out, k, s, reg[q], lb)
+        k = _put(out, rows, k, s, reg[q], lb)
     hv = np.empty((5, n))
     ha = np.empty((5, n))
     lw = np.empty((5, n))
@@ -786,15 +814,15 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
     for wi in range(5):
         for i in range(n):
             buf[i] = hv[wi, i] / c[i] - 1.0
-        k = _put(out, k, s, buf, lb)  # max_w
+        k = _put(out, rows, k, s, buf, lb)  # max_w
     for wi in range(5):
         for i in range(n):
             buf[i] = lw[wi, i] / c[i] - 1.0
-        k = _put(out, k, s, buf, lb)  # min_w
+        k = _put(out, rows, k, s, buf, lb)  # min_w
     for wi in range(5):
         for i in range(n):
             buf[i] = _ratio(c[i] - lw[wi, i], hv[wi, i] - lw[wi, i], 0.5)
-        k = _put(out, k, s, buf, lb)  # range_pos_w
+        k = _put(out, rows, k, s, buf, lb)  # range_pos_w
     # rank_w for every window in one backward scan of at most 60 rows per row.
     ranks = _nan(5 * n).reshape((5, n))
     wins = np.array(WINDOWS)
@@ -810,35 +838,35 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             if i >= w - 1:
                 ranks[wi, i] = cnt / w
     for wi in range(5):
-        k = _put(out, k, s, ranks[wi], lb)  # rank_w
+        k = _put(out, rows, k, s, ranks[wi], lb)  # rank_w
     for wi, w in enumerate(WINDOWS):
         for i in range(n):
             buf[i] = ha[wi, i] / w
-        k = _put(out, k, s, buf, lb)  # imax_w
+        k = _put(out, rows, k, s, buf, lb)  # imax_w
     for wi, w in enumerate(WINDOWS):
         for i in range(n):
             buf[i] = la[wi, i] / w
-        k = _put(out, k, s, buf, lb)  # imin_w
+        k = _put(out, rows, k, s, buf, lb)  # imin_w
     for wi in range(5):
-        k = _put(out, k, s, corr_pv[wi], lb)  # corr_pv_w
+        k = _put(out, rows, k, s, corr_pv[wi], lb)  # corr_pv_w
     for wi in range(5):
-        k = _put(out, k, s, cord[wi], lb)  # cord_w
+        k = _put(out, rows, k, s, cord[wi], lb)  # cord_w
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ws(pup, i, w) / w
-        k = _put(out, k, s, buf, lb)  # up_share_w
+        k = _put(out, rows, k, s, buf, lb)  # up_share_w
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(pgain, i, w), _ws(pabs, i, w), 0.5)
-        k = _put(out, k, s, buf, lb)  # sump_w
+        k = _put(out, rows, k, s, buf, lb)  # sump_w
 
     # [beta] -------------------------------------------------------------------------------
     if not has_market:
         buf[:] = NAN
         for _ in range(6):
-            k = _put(out, k, s, buf, lb)
+            k = _put(out, rows, k, s, buf, lb)
         return k
     # S&P return over the same interval as the stock's own daily return (previous row -> row).
     mr = _nan(n)
@@ -874,23 +902,26 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, out, s):  # noqa: C901 - one pass
             else:
                 resid = va - (0.0 if vm <= _ABS_FLAT else cov * cov / vm)
                 buf[i] = math.sqrt(max(resid, 0.0))
-        k = _put(out, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)
     buf[:] = NAN
     for i in range(20, n):
         buf[i] = (c[i] / c[i - 20]) - (sc[i] / sc[i - 20])
-    k = _put(out, k, s, buf, lb)  # excess_ret_20
+    k = _put(out, rows, k, s, buf, lb)  # excess_ret_20
     return k
 
 
 @njit(cache=True, parallel=True)
-def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, out):
-    """Run ``_ticker`` for every ticker segment ``starts[t]:starts[t + 1]`` in parallel."""
+def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, rows, out):
+    """Run ``_ticker`` for every ticker segment ``starts[t]:starts[t + 1]`` in parallel.
+
+    Feature k (registry order) goes to ``out[rows[k]]``; ``rows[k] == -1`` computes it without storing it.
+    """
     n_tickers = starts.shape[0] - 1
     written = np.zeros(n_tickers, dtype=np.int64)
     for t in prange(n_tickers):
         a = starts[t]
         b = starts[t + 1]
-        written[t] = _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, out, a)
+        written[t] = _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, rows, out, a)
     return written
 
 
@@ -898,43 +929,57 @@ def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, out):
 
 
 @njit(cache=True)
-def _order(vals):
-    """Argsort of the (float32-exact) values, NaN last: one int64 sort of (order-preserving bits, index)."""
+def _radix_order(vals, order, key, tmp_key, tmp_pos, count):
+    """``order[:m]`` <- positions of ``vals`` ascending, NaN last, ties by position (a stable LSD radix
+    sort of order-preserving 32-bit keys of the float32 values: 4 passes of 8 bits, a pass skipped when
+    every key shares its byte)."""
     m = vals.shape[0]
-    bits32 = vals.astype(np.float32).view(np.int32)
-    keys = np.empty(m, dtype=np.int64)
     for q in range(m):
-        b = np.int64(bits32[q])
-        if math.isnan(vals[q]):
-            key = np.int64(0x7FFFFFFF)  # after +inf
-        elif b >= 0:
-            key = b
-        else:  # negative floats: a larger magnitude sorts first
-            key = -(b & 0x7FFFFFFF) - 1
-        keys[q] = (key << 32) | q
-    keys.sort()
-    order = np.empty(m, dtype=np.int64)
-    for q in range(m):
-        order[q] = keys[q] & 0xFFFFFFFF
-    return order
+        x = vals[q]
+        if math.isnan(x):
+            key[q] = np.uint32(0xFFFFFFFF)
+        else:
+            b = np.float32(x).view(np.uint32)
+            key[q] = b ^ np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else b | np.uint32(0x80000000)
+        order[q] = q
+    for shift in range(0, 32, 8):
+        count[:] = 0
+        for q in range(m):
+            count[(key[q] >> np.uint32(shift)) & np.uint32(0xFF)] += 1
+        if count[(key[0] >> np.uint32(shift)) & np.uint32(0xFF)] == m:
+            continue  # every key has this byte: the pass would not move anything
+        acc = 0
+        for b in range(256):
+            c = count[b]
+            count[b] = acc
+            acc += c
+        for q in range(m):
+            b = (key[q] >> np.uint32(shift)) & np.uint32(0xFF)
+            j = count[b]
+            count[b] = j + 1
+            tmp_key[j] = key[q]
+            tmp_pos[j] = order[q]
+        for q in range(m):
+            key[q] = tmp_key[q]
+            order[q] = tmp_pos[q]
 
 
 @njit(cache=True)
-def _avg_pct_rank(vals, sec, by_sector, n_sectors, res):
+def _avg_pct_rank(vals, order, sec, by_sector, n_sectors, res, total, done, tie):
     """Percentile rank (average rank of ties / count) of the finite values, in the whole day or per sector.
 
-    NaN values, and with ``by_sector`` rows of unknown sector (code -1), get NaN.
+    ``order`` is ``_radix_order``'s; NaN values, and with ``by_sector`` rows of unknown sector (code -1),
+    get NaN. ``total``, ``done``, ``tie`` are scratch arrays of at least ``n_sectors`` (and 1) entries.
     """
     m = vals.shape[0]
-    order = _order(vals)
     valid = 0
     for q in range(m):
         if not math.isnan(vals[q]):
             valid += 1
     groups = n_sectors if by_sector else 1
-    total = np.zeros(groups)
-    done = np.zeros(groups)
-    tie = np.zeros(groups)
+    total[:groups] = 0.0
+    done[:groups] = 0.0
+    tie[:groups] = 0.0
     for q in range(valid):
         g = sec[order[q]] if by_sector else 0
         if g >= 0:
@@ -962,76 +1007,103 @@ def _avg_pct_rank(vals, sec, by_sector, n_sectors, res):
         i = j + 1
 
 
+
 RANK, ZSCORE, SECTOR_DIFF, SECTOR_RATIO, SECTOR_RANK = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, parallel=True)
-def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, sector, n_sectors):
+def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, sector, n_sectors, chunk):
     """Per-date features: ``out[dst_rows[q]] = kinds[q](out[src_rows[q]])`` over each date's rows.
 
     ``date_order[date_starts[d]:date_starts[d + 1]]`` are the rows of date d. Sector statistics use
     ``sector`` codes (-1: unknown -> NaN). Everything reads same-date values only. Consecutive specs
-    with the same source share one gather of the values.
+    with the same source share one gather of the values and one sort; dates run in parallel in
+    chunks of ``chunk`` consecutive dates, each chunk with its own scratch buffers.
     """
     n_dates = date_starts.shape[0] - 1
-    for d in prange(n_dates):
-        a = date_starts[d]
-        b = date_starts[d + 1]
-        m = b - a
-        rows = date_order[a:b]
-        sec = np.empty(m, dtype=np.int64)
-        for t in range(m):
-            sec[t] = sector[rows[t]]
-        vals = np.empty(m)
-        res = np.empty(m, dtype=np.float32)
-        sums = np.zeros(max(n_sectors, 1))
-        cnts = np.zeros(max(n_sectors, 1))
-        for q in range(src_rows.shape[0]):
-            if q == 0 or src_rows[q] != src_rows[q - 1]:
-                src = out[src_rows[q]]
-                for t in range(m):
-                    vals[t] = src[rows[t]]
-            kind = kinds[q]
-            if kind == RANK or kind == SECTOR_RANK:
-                _avg_pct_rank(vals, sec, kind == SECTOR_RANK, n_sectors, res)
-            elif kind == ZSCORE:
-                cnt = 0
-                s1 = 0.0
-                for t in range(m):
-                    if not math.isnan(vals[t]):
-                        cnt += 1
-                        s1 += vals[t]
-                mean = s1 / cnt if cnt else NAN
-                s2 = 0.0
-                for t in range(m):
-                    if not math.isnan(vals[t]):
-                        s2 += (vals[t] - mean) ** 2
-                sd = math.sqrt(s2 / cnt) if cnt else NAN
-                for t in range(m):
-                    if math.isnan(vals[t]):
-                        res[t] = NAN
-                    else:
-                        res[t] = 0.0 if sd <= 1e-12 else (vals[t] - mean) / sd
-            else:
-                sums[:] = 0.0
-                cnts[:] = 0.0
-                for t in range(m):
-                    g = sec[t]
-                    if g >= 0 and not math.isnan(vals[t]):
-                        sums[g] += vals[t]
-                        cnts[g] += 1.0
-                for t in range(m):
-                    g = sec[t]
-                    if g < 0 or math.isnan(vals[t]):
-                        res[t] = NAN
-                    elif kind == SECTOR_RATIO:
-                        mean = sums[g] / cnts[g]
-                        res[t] = 0.0 if mean == 0.0 else vals[t] / mean - 1.0
-                    else:
-                        res[t] = vals[t] - sums[g] / cnts[g]
-            dst = out[dst_rows[q]]
+    n_specs = src_rows.shape[0]
+    slot = np.zeros(n_specs, dtype=np.int64)  # one sort per distinct source, shared by its rank kinds
+    for q in range(1, n_specs):
+        slot[q] = slot[q - 1] + (1 if src_rows[q] != src_rows[q - 1] else 0)
+    n_slots = slot[n_specs - 1] + 1 if n_specs else 0
+    m_max = 0
+    for d in range(n_dates):
+        m_max = max(m_max, date_starts[d + 1] - date_starts[d])
+    n_chunks = (n_dates + chunk - 1) // chunk
+    g_max = max(n_sectors, 1)
+    for ch in prange(n_chunks):
+        orders = np.empty((max(n_slots, 1), m_max), dtype=np.int64)
+        key = np.empty(m_max, dtype=np.uint32)
+        tmp_key = np.empty(m_max, dtype=np.uint32)
+        tmp_pos = np.empty(m_max, dtype=np.int64)
+        count = np.zeros(256, dtype=np.int64)
+        sec = np.empty(m_max, dtype=np.int64)
+        vals = np.empty(m_max)
+        res = np.empty(m_max, dtype=np.float32)
+        sums = np.zeros(g_max)
+        cnts = np.zeros(g_max)
+        total = np.zeros(g_max)
+        done = np.zeros(g_max)
+        tie = np.zeros(g_max)
+        for d in range(ch * chunk, min(n_dates, (ch + 1) * chunk)):
+            a = date_starts[d]
+            m = date_starts[d + 1] - a
+            rows = date_order[a:a + m]
             for t in range(m):
-                dst[rows[t]] = res[t]
+                sec[t] = sector[rows[t]]
+            fresh = True
+            for q in range(n_specs):
+                sl = slot[q]
+                if q == 0 or sl != slot[q - 1]:
+                    src = out[src_rows[q]]
+                    for t in range(m):
+                        vals[t] = src[rows[t]]
+                    fresh = True
+                kind = kinds[q]
+                if kind == RANK or kind == SECTOR_RANK:
+                    if fresh:
+                        _radix_order(vals[:m], orders[sl, :m], key, tmp_key, tmp_pos, count)
+                        fresh = False
+                    _avg_pct_rank(vals[:m], orders[sl, :m], sec[:m], kind == SECTOR_RANK, n_sectors, res, total, done, tie)
+                elif kind == ZSCORE:
+                    cnt = 0
+                    s1 = 0.0
+                    for t in range(m):
+                        if not math.isnan(vals[t]):
+                            cnt += 1
+                            s1 += vals[t]
+                    mean = s1 / cnt if cnt else NAN
+                    s2 = 0.0
+                    for t in range(m):
+                        if not math.isnan(vals[t]):
+                            s2 += (vals[t] - mean) ** 2
+                    sd = math.sqrt(s2 / cnt) if cnt else NAN
+                    for t in range(m):
+                        if math.isnan(vals[t]):
+                            res[t] = NAN
+                        else:
+                            res[t] = 0.0 if sd <= 1e-12 else (vals[t] - mean) / sd
+                else:
+                    sums[:] = 0.0
+                    cnts[:] = 0.0
+                    for t in range(m):
+                        g = sec[t]
+                        if g >= 0 and not math.isnan(vals[t]):
+                            sums[g] += vals[t]
+                            cnts[g] += 1.0
+                    for t in range(m):
+                        g = sec[t]
+                        if g < 0 or math.isnan(vals[t]):
+                            res[t] = NAN
+                        elif kind == SECTOR_RATIO:
+                            mean = sums[g] / cnts[g]
+                            res[t] = 0.0 if mean == 0.0 else vals[t] / mean - 1.0
+                        else:
+                            res[t] = vals[t] - sums[g] / cnts[g]
+                dst = out[dst_rows[q]]
+                for t in range(m):
+                    dst[rows[t]] = res[t]
+
 
 
 @njit(cache=True, parallel=True)
