@@ -42,6 +42,11 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _clean(metrics: dict) -> dict:
+    """NaN (a metric undefined on these rows) as null, so the JSON is standard."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
 def collect_status(settings: Settings | None = None) -> dict:
     """The champion, its metrics, the last decision and the last drift score, as a dict."""
     from stockml_core.registry import ModelRegistry
@@ -54,7 +59,10 @@ def collect_status(settings: Settings | None = None) -> dict:
     reg = ModelRegistry(wh, s.artefact_dir)
     champ = reg.champion()
     if champ:
-        out["champion"] = {"version": champ.version, "sha256": champ.sha256, "metrics": champ.metrics,
+        metrics = dict(champ.metrics)
+        baselines = metrics.pop("baselines", {})
+        out["champion"] = {"version": champ.version, "sha256": champ.sha256, "metrics": _clean(metrics),
+                           "baselines": {b: _clean(m) for b, m in baselines.items()},
                            "created_at": str(champ.created_at)}
     if wh.has_table("promotion_decision", "assets"):
         d = wh.read('select * from "assets"."promotion_decision"')
@@ -145,19 +153,31 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_rollback(args) -> int:
+def _champion_job(job: str, op: str, args) -> int:
     from dagster import DagsterInstance
 
     from stockml_assets.definitions import defs
 
     init_home()
     with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("rollback_job").execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"ops": {"rollback_champion": {"config": {"version": args.version, "reason": args.reason,
-                                                                  "actor": args.actor}}}})
-    print(f"rollback to {args.version}: {'done' if result.success else 'FAILED (see the run in the UI)'}")
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False, tags={"stockml/trigger": "manual"},
+            run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}})
+    what = "rollback" if job == "rollback_job" else "override"
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_step_failure:
+                print(f"{what} failed: {ev.event_specific_data.error.message.strip()[:500]}")
+    print(f"{what} to {args.version}: {'done' if result.success else 'FAILED (the champion is unchanged)'}")
     return 0 if result.success else 1
+
+
+def cmd_rollback(args) -> int:
+    return _champion_job("rollback_job", "rollback_champion", args)
+
+
+def cmd_override(args) -> int:
+    return _champion_job("override_job", "override_champion", args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,11 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("version")
     rb.add_argument("--reason", required=True)
     rb.add_argument("--actor", default=os.environ.get("USER", "operator"))
+    ov = sub.add_parser("override", help="make a registered version champion by hand, bypassing the gate "
+                        "(through Dagster; the reason is recorded)")
+    ov.add_argument("version")
+    ov.add_argument("--reason", required=True)
+    ov.add_argument("--actor", default=os.environ.get("USER", "operator"))
     args = parser.parse_args(argv)
     if args.command == "init-home":
         print(init_home())
         return 0
-    return {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback}[args.command](args)
+    return {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "override": cmd_override}[args.command](args)
 
 
 if __name__ == "__main__":

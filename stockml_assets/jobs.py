@@ -38,4 +38,27 @@ def rollback_job():
     rollback_champion()
 
 
-JOBS = [full_job, daily_job, retraining_job, rollback_job]
+class OverrideConfig(Config):
+    version: str
+    reason: str  # required: an override without a reason is refused
+    actor: str = "operator"
+
+
+@op(description="Make a registered version champion by hand, bypassing the gate; the reason is recorded in "
+                "model_promotion_history (action 'override', trigger 'manual').", pool=DUCKDB_POOL)
+def override_champion(context: OpExecutionContext, config: OverrideConfig, stockml: StockMLResource) -> str:
+    reg = stockml.registry()
+    before = reg.champion()
+    event = reg.promote(config.version, reason=config.reason, actor=config.actor, action="override", trigger="manual",
+                        decision={"dagster_run_id": context.run_id, "champion_before": before.version if before else None})
+    context.log.warning(f"manual override: champion is now {event.version} (was {before.version if before else 'none'}): "
+                        f"{config.reason}")
+    return event.version
+
+
+@job(description="Manual override: make a named version the champion without the gate (config: version, reason, actor).")
+def override_job():
+    override_champion()
+
+
+JOBS = [full_job, daily_job, retraining_job, rollback_job, override_job]

@@ -11,11 +11,19 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, l
 from stockml_core.labels import CLASSES
 
 PROBA_COLUMNS = ["p_down", "p_flat", "p_up"]
-BASELINES = ("majority", "always_up", "previous_direction")
+BASELINES = ("majority", "always_up", "previous_direction", "logistic_momentum")
+# The logistic-regression baseline's inputs: a handful of plain momentum features.
+MOMENTUM_BASELINE_FEATURES = ("ret_5", "ret_20", "ret_60", "ret_120", "rsi_14")
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro-F1, one-vs-rest AUC, log loss and Brier score."""
+    """Accuracy, balanced accuracy, macro-F1, one-vs-rest AUC, directional AUC, log loss, Brier, ECE.
+
+    ``auc_direction`` is the AUC of the up-minus-down score separating up from down rows (flat rows
+    left out): the part of the signal a long/short book trades. The one-vs-rest AUC also rewards
+    predicting *flat*, which is partly predictable even on a random walk (the barriers scale with a
+    trailing volatility estimate that the range features can judge).
+    """
     y = np.asarray(y).astype(int)
     n = len(y)
     if n == 0:
@@ -35,15 +43,54 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]
 
 
 def _metrics(y, pred, clipped, onehot, present, auc) -> dict[str, float]:
+    directional = (y == 0) | (y == 2)
+    auc_dir = np.nan
+    if (y[directional] == 2).any() and (y[directional] == 0).any():
+        auc_dir = float(roc_auc_score(y[directional] == 2, clipped[directional, 2] - clipped[directional, 0]))
     return {
         "n": float(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
+        "auc_direction": auc_dir,
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(present) > 1 else np.nan,
         "macro_f1": float(f1_score(y, pred, average="macro", labels=list(CLASSES), zero_division=0)),
         "auc_ovr": auc,
         "log_loss": float(log_loss(y, clipped, labels=list(CLASSES))),
         "brier": float(((clipped - onehot) ** 2).sum(axis=1).mean()),
+        "ece": expected_calibration_error(y, clipped),
     }
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Top-label expected calibration error: sum over confidence bins of share x |accuracy - confidence|."""
+    y = np.asarray(y).astype(int)
+    if len(y) == 0:
+        return float("nan")
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    b = np.minimum((conf * bins).astype(int), bins - 1)
+    n = np.bincount(b, minlength=bins)
+    acc = np.bincount(b, weights=correct, minlength=bins)
+    cs = np.bincount(b, weights=conf, minlength=bins)
+    used = n > 0
+    return float((np.abs(acc[used] - cs[used])).sum() / len(y))
+
+
+def reliability_table(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Per class and probability bin: rows, mean predicted probability, observed frequency of the class.
+
+    A calibrated model has ``observed`` close to ``predicted`` in every well-filled bin.
+    """
+    y = np.asarray(y).astype(int)
+    rows = []
+    for k, name in enumerate(("down", "flat", "up")):
+        p = proba[:, k]
+        b = np.minimum((p * bins).astype(int), bins - 1)
+        for i in range(bins):
+            m = b == i
+            if m.any():
+                rows.append({"class": name, "bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "rows": int(m.sum()),
+                             "predicted": float(p[m].mean()), "observed": float((y[m] == k).mean())})
+    return pd.DataFrame(rows, columns=["class", "bin", "rows", "predicted", "observed"])
 
 
 def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray) -> dict[str, float]:
@@ -68,8 +115,27 @@ def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np
     }
 
 
+def logistic_momentum_probabilities(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
+                                    seed: int = 0) -> np.ndarray:
+    """Class probabilities of a standardized multinomial logistic regression on momentum features,
+    fitted on the fold's (purged) training rows only (missing inputs take the training median)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # Missing inputs (a feature still in its warm-up) take the training median.
+    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                          LogisticRegression(C=1.0, max_iter=500, random_state=seed))
+    model.fit(X_train, np.asarray(y_train).astype(int))
+    proba = np.zeros((len(X_test), len(CLASSES)))
+    proba[:, model.classes_.astype(int)] = model.predict_proba(X_test)
+    return proba
+
+
 def baseline_probabilities(kind: str, n: int, majority_class: int, past_return: np.ndarray | None = None) -> np.ndarray:
-    """One-hot probabilities of a naive baseline."""
+    """One-hot probabilities of a naive baseline (``logistic_momentum`` is fitted: see
+    ``logistic_momentum_probabilities``)."""
     if kind == "majority":
         cls = np.full(n, majority_class)
     elif kind == "always_up":
@@ -89,6 +155,10 @@ def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list
 def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
     """Long table (scope, group, model, metric, value) of out-of-sample metrics.
 
+    Classification metrics for every scope (overall, regime, sector, symbol, fold, and the
+    training-set ``source`` when the frame has it: recent / archive / replay); the daily
+    cross-sectional IC, rank IC and ICIR for overall, regime, sector and fold (within the group's names).
+
     ``oof`` holds one row per evaluated sample: date, ticker, sector, regime, fold, label,
     fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
     probabilities as ``<model>__p_down`` etc.
@@ -97,18 +167,18 @@ def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
                     key=lambda m: (m in BASELINES, m != "candidate", m))
     rows: list[dict] = []
     scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"),
-              ("symbol", "ticker"), ("fold", "fold")]
+              ("symbol", "ticker"), ("fold", "fold")] + ([("source", "source")] if "source" in oof.columns else [])
     y_all = oof.label.to_numpy()
     for model in models:
         proba_all = oof[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
         for scope, col in scopes:
             groups = [("all", np.ones(len(oof), bool))] if col is None else [
                 (g, (oof[col] == g).to_numpy()) for g in sorted(oof[col].unique())]
+            score = proba_all[:, 2] - proba_all[:, 0]
             for g, mask in groups:
                 m = classification_metrics(y_all[mask], proba_all[mask])
-                if scope == "overall":
-                    score = proba_all[:, 2] - proba_all[:, 0]
-                    m.update(information_coefficients(oof.date, score, oof.fwd_return.to_numpy()))
+                if scope not in ("symbol", "source"):  # a daily cross-section needs several symbols
+                    m.update(information_coefficients(oof.date[mask], score[mask], oof.fwd_return.to_numpy()[mask]))
                 rows += _rows(scope, g, model, m)
     return pd.DataFrame(rows, columns=["scope", "group", "model", "metric", "value"])
 
@@ -120,8 +190,12 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
         return float(v.iloc[0]) if len(v) else float("nan")
 
     out: dict[str, float | str] = {k: get("overall", "all", model, k) for k in
-                                   ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr",
+                                   ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction",
                                     "log_loss", "brier", "ic", "rank_ic", "icir"]}
+    out["ece"] = get("overall", "all", model, "ece")
+    # Replay, out-of-sample: the previous cycle's confident mistakes that fall in this evaluation.
+    out["replay_oos_n"] = get("source", "replay", model, "n")
+    out["repeat_error_rate_oos"] = 1.0 - get("source", "replay", model, "accuracy")
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
     out["crash_n"] = get("regime", "crash", model, "n")
     sectors = report[(report.scope == "sector") & (report.model == model) & (report.metric == "accuracy")]
@@ -131,7 +205,7 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
     else:
         out["worst_sector_accuracy"], out["worst_sector"] = float("nan"), ""
     for b in BASELINES:
-        for k in ["accuracy", "balanced_accuracy", "auc_ovr", "ic", "rank_ic"]:
+        for k in ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"]:
             out[f"{b}_{k}"] = get("overall", "all", b, k)
         out[f"{b}_crash_accuracy"] = get("regime", "crash", b, "accuracy")
     return out
@@ -141,6 +215,6 @@ def comparison_table(report: pd.DataFrame) -> pd.DataFrame:
     """Overall metrics, one row per model (candidate first, then base models and baselines)."""
     overall = report[report.scope == "overall"]
     table = overall.pivot_table(index="model", columns="metric", values="value", sort=False)
-    cols = [c for c in ["accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "log_loss", "brier",
-                        "ic", "rank_ic", "n"] if c in table.columns]
+    cols = [c for c in ["accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction", "log_loss", "brier", "ece",
+                        "ic", "rank_ic", "icir", "n"] if c in table.columns]
     return table[cols].reset_index()

@@ -34,13 +34,38 @@ def worst_mistakes(oof: pd.DataFrame, previous: pd.DataFrame | None, size: int) 
     return buf[REPLAY_COLUMNS].reset_index(drop=True)
 
 
-def repeat_error_rate(previous: pd.DataFrame | None, current: pd.DataFrame) -> float:
-    """Share of the previous buffer's samples that the new candidate still gets wrong."""
-    if previous is None or not len(previous):
-        return float("nan")
-    prev = previous[["ticker", "date"]].assign(date=lambda d: pd.to_datetime(d.date))
-    cur = current[["ticker", "date"]].assign(date=lambda d: pd.to_datetime(d.date), still_wrong=True)
-    return float(prev.merge(cur, on=["ticker", "date"], how="left").still_wrong.fillna(False).mean())
+def update_replay_buffer(oof: pd.DataFrame, previous: pd.DataFrame | None, size: int, promoted: bool) -> pd.DataFrame:
+    """The next buffer: the candidate's worst mistakes; a sample leaves only once a promoted model gets it right.
+
+    With a promoted candidate the buffer is its ``worst_mistakes``. A rejected candidate proves
+    nothing about the champion, so the previous samples it did not keep stay (worst first, capped).
+    """
+    new = worst_mistakes(oof, previous, size)
+    if promoted or previous is None or not len(previous):
+        return new
+    prev = previous[REPLAY_COLUMNS].assign(date=lambda d: pd.to_datetime(d.date))
+    key = ["ticker", "date"]
+    stay = prev.merge(new[key], on=key, how="left", indicator=True)
+    stay = stay[stay.pop("_merge") == "left_only"]
+    out = pd.concat([new, stay], ignore_index=True).nlargest(size, "error_score")
+    out["label"] = out.label.astype(int)
+    out["predicted"] = out.predicted.astype(int)
+    out["replay_count"] = out.replay_count.astype(int)
+    return out[REPLAY_COLUMNS].reset_index(drop=True)
+
+
+def replay_error_rates(oof: pd.DataFrame) -> dict[str, float]:
+    """Repeat-error rate of the replayed samples (``source == "replay"``) that fall in the evaluation.
+
+    Before replay it is 1.0 by construction (each was a confident mistake); after, the share the
+    candidate still gets wrong out-of-sample. NaN without replayed samples in the evaluation.
+    """
+    rows = oof[oof["source"] == "replay"] if "source" in oof.columns else oof.iloc[:0]
+    if not len(rows):
+        return {"replayed_evaluated": 0.0, "repeat_error_before": float("nan"), "repeat_error_after": float("nan")}
+    pred = rows[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy().argmax(axis=1)
+    return {"replayed_evaluated": float(len(rows)), "repeat_error_before": 1.0,
+            "repeat_error_after": float((pred != rows.label.to_numpy().astype(int)).mean())}
 
 
 def sector_performance(oof: pd.DataFrame) -> pd.DataFrame:

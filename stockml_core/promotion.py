@@ -92,6 +92,15 @@ def evaluate_gate(
                                f"{int(float(candidate.get('crash_n', 0) or 0))} crash-regime rows"))
     crit.append(_criterion("worst_sector_accuracy", float(candidate["worst_sector_accuracy"]), ">=",
                            settings.min_sector_accuracy, f"weakest sector: {candidate.get('worst_sector', '')}"))
+    replay_n = float(candidate.get("replay_n", float("nan")))
+    if math.isnan(replay_n) or replay_n == 0:
+        crit.append(Criterion("replay_improvement", float("nan"), "<=", 1.0 - settings.min_replay_correction, True,
+                              "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"))
+    else:
+        crit.append(_criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=",
+                               1.0 - settings.min_replay_correction,
+                               f"share of the {int(replay_n)} replayed mistakes the candidate still gets wrong "
+                               "(1.0 before replay, by construction; in-sample: replay trains on them)"))
     drift = float("nan") if drift_score is None else float(drift_score)
     if drift_score is None:
         crit.append(Criterion("drift_score", drift, "<=", settings.max_drift_score, True,

@@ -40,6 +40,7 @@ from stockml_core.warehouse import Warehouse
 
 __all__ = [
     "ACTIONS",
+    "TRIGGERS",
     "ArtefactIntegrityError",
     "ChampionEvent",
     "ModelRegistry",
@@ -96,7 +97,16 @@ _DDL = (
         decision  json not null
     )
     """,
+    # What triggered the cycle, the candidate's training rows and metrics, whether it became
+    # champion (always true here: a rejected candidate leaves no event) and the error if any.
+    # Added with IF NOT EXISTS so that warehouses created before these columns are migrated.
+    "alter table model_promotion_history add column if not exists trigger varchar",
+    "alter table model_promotion_history add column if not exists samples bigint",
+    "alter table model_promotion_history add column if not exists metrics json",
+    "alter table model_promotion_history add column if not exists promoted boolean",
+    "alter table model_promotion_history add column if not exists error varchar",
 )
+TRIGGERS: tuple[str, ...] = ("scheduled", "drift", "new_event", "manual")
 
 
 class ArtefactIntegrityError(RuntimeError):
@@ -487,11 +497,17 @@ class ModelRegistry:
         actor: str = "promotion_gate",
         decision: Mapping[str, Any] | None = None,
         action: str = "promote",
+        trigger: str = "manual",
     ) -> ChampionEvent:
-        """Make ``version`` the champion by appending one history row, after verifying its artefact."""
+        """Make ``version`` the champion by appending one history row, after verifying its artefact.
+
+        ``action`` is ``promote`` (the gate) or ``override`` (a person, with a reason); ``trigger``
+        is what started the cycle (one of ``TRIGGERS``).
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
-        return self._append_event(version, reason=reason, actor=actor, decision=decision, action=action)
+        return self._append_event(version, reason=reason, actor=actor, decision=decision, action=action,
+                                  trigger=trigger)
 
     def rollback(
         self,
@@ -502,7 +518,8 @@ class ModelRegistry:
         decision: Mapping[str, Any] | None = None,
     ) -> ChampionEvent:
         """Restore an earlier champion: ``version`` must have been champion before and not be now."""
-        return self._append_event(version, reason=reason, actor=actor, decision=decision, action="rollback")
+        return self._append_event(version, reason=reason, actor=actor, decision=decision, action="rollback",
+                                  trigger="manual")
 
     def _append_event(
         self,
@@ -512,12 +529,16 @@ class ModelRegistry:
         actor: str,
         decision: Mapping[str, Any] | None,
         action: str,
+        trigger: str,
     ) -> ChampionEvent:
         """Verify, then insert one champion event in one transaction (the atomic switch)."""
         reason = _require_text("reason", reason)
         actor = _require_text("actor", actor)
+        if trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         decision_json = json_dumps(decision)
-        self.verify(version)  # UnknownVersionError / ArtefactIntegrityError before any write
+        mv = self.verify(version)  # UnknownVersionError / ArtefactIntegrityError before any write
+        samples = sum(int(v) for v in (mv.composition.get("source") or {}).values()) or None
 
         def insert(con: duckdb.DuckDBPyConnection) -> ChampionEvent:
             if con.execute("select 1 from model_versions where version = ?", [version]).fetchone() is None:
@@ -539,8 +560,10 @@ class ModelRegistry:
             event_id = (int(latest[0]) if latest is not None else 0) + 1
             at = _utcnow()
             con.execute(
-                f"insert into model_promotion_history ({_EVENT_COLUMNS}) values (?, ?, ?, ?, ?, ?, ?)",
-                [event_id, version, _to_db_time(at), action, actor, reason, decision_json],
+                f"insert into model_promotion_history ({_EVENT_COLUMNS}, trigger, samples, metrics, promoted, error) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [event_id, version, _to_db_time(at), action, actor, reason, decision_json,
+                 trigger, samples, json_dumps(mv.metrics), True, None],
             )
             return ChampionEvent(
                 event_id=event_id,
@@ -559,7 +582,7 @@ class ModelRegistry:
         with self._connect() as con:
             df = con.execute(
                 f"""
-                select {_EVENT_COLUMNS},
+                select {_EVENT_COLUMNS}, trigger, samples, metrics, promoted, error,
                        "at" as champion_from,
                        lead("at") over (order by event_id) as champion_to
                 from model_promotion_history

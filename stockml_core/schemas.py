@@ -113,6 +113,7 @@ class LabelsSchema(pa.DataFrameModel):
     fwd_return: Series[float] = pa.Field(nullable=True)
     vol_scale: Series[float] = pa.Field(nullable=True, gt=0)
     label: Series[float] = pa.Field(nullable=True, isin=CLASS_LABELS)
+    barrier_day: Series[float] = pa.Field(nullable=True, ge=1)
 
     class Config:
         unique = ["ticker", "date"]
@@ -132,7 +133,7 @@ class TrainingSetSchema(pa.DataFrameModel):
 
 
 class ValidationReportSchema(pa.DataFrameModel):
-    scope: Series[str] = pa.Field(isin=["overall", "regime", "sector", "symbol", "fold"])
+    scope: Series[str] = pa.Field(isin=["overall", "regime", "sector", "symbol", "fold", "source"])
     group: Series[str]
     model: Series[str]
     metric: Series[str]
@@ -259,6 +260,7 @@ class TrainingRunsSchema(pa.DataFrameModel):
     candidate_version: Series[str] = pa.Field(nullable=True)
     accuracy: Series[float] = pa.Field(nullable=True)
     balanced_accuracy: Series[float] = pa.Field(nullable=True)
+    metrics: Series[str] = pa.Field(nullable=True)  # JSON: every out-of-sample metric of the candidate
     promoted: Series[bool]
     error: Series[str] = pa.Field(nullable=True)
 

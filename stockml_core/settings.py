@@ -35,11 +35,11 @@ class RegimeSettings:
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """Forward-horizon, volatility-scaled classes: down (0), flat (1), up (2)."""
+    """Triple-barrier classes: down (0), flat (1), up (2) over ``horizon`` days, barriers at +/- threshold x sigma x sqrt(horizon)."""
 
     horizon: int = 5
     vol_window: int = 20
-    threshold: float = 0.5  # in units of the horizon-scaled daily volatility
+    threshold: float = 0.7  # barrier distance in units of the horizon-scaled daily volatility (about a third of the sample per class)
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ class GateSettings:
     crash_accuracy_tolerance: float = 0.02  # crash accuracy >= baseline crash accuracy - tol
     min_sector_accuracy: float = 0.30  # worst GICS sector accuracy (chance is 1/3)
     max_drift_score: float = 0.60
+    # Replay: of the previous cycle's confident mistakes replayed in training, the candidate must
+    # now get at least this share right (repeat-error rate <= 1 - it); n/a without any.
+    min_replay_correction: float = 0.05
     max_relative_degradation: float = 0.10  # against the current champion's key metrics
 
 

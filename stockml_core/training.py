@@ -8,11 +8,17 @@ import numpy as np
 import pandas as pd
 
 from stockml_core import models
-from stockml_core.evaluation import BASELINES, PROBA_COLUMNS, baseline_probabilities
+from stockml_core.evaluation import (
+    BASELINES,
+    MOMENTUM_BASELINE_FEATURES,
+    PROBA_COLUMNS,
+    baseline_probabilities,
+    logistic_momentum_probabilities,
+)
 from stockml_core.settings import Settings
 from stockml_core.splits import Fold, purged_walk_forward
 
-KEY_COLUMNS = ["ticker", "date", "sector", "regime", "label", "past_return", "fwd_return"]
+KEY_COLUMNS = ["ticker", "date", "sector", "regime", "source", "label", "past_return", "fwd_return"]
 
 
 def model_samples(features: pd.DataFrame, labels: pd.DataFrame, regimes: pd.DataFrame,
@@ -117,11 +123,29 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
     ev = ts.loc[ev_mask, KEY_COLUMNS].reset_index(drop=True).assign(fold=fold_row[ev_mask])
     for name, proba in [("candidate", cand), ("rf", rf.oof), ("xgb", xgb.oof)]:
         ev[[f"{name}__{c}" for c in PROBA_COLUMNS]] = proba[ev_mask]
+    momentum = ts[list(MOMENTUM_BASELINE_FEATURES)].to_numpy(dtype="float64")
     for b in BASELINES:
         parts = []
         for f in rf.folds[1:]:
+            test = fold_row[ev_mask] == f.fold
+            if b == "logistic_momentum":  # fitted on the same purged training rows as the models
+                parts.append(logistic_momentum_probabilities(momentum[f.train_idx], y[f.train_idx],
+                                                             momentum[ev_mask][test], s.training.seed))
+                continue
             majority = int(pd.Series(y[f.train_idx]).mode().iloc[0])
-            n = int((ev.fold == f.fold).sum())
-            parts.append(baseline_probabilities(b, n, majority, ev.past_return[ev.fold == f.fold].to_numpy()))
+            parts.append(baseline_probabilities(b, int(test.sum()), majority, ev.past_return[test].to_numpy()))
         ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = np.vstack(parts)
     return bundle, ev
+
+
+def replay_correction(model: models.StackedModel, ts: pd.DataFrame) -> dict[str, float]:
+    """How many of the replayed mistakes (``source == "replay"``) the trained candidate now gets right.
+
+    In-sample by nature: replaying a mistake means training on it (up-weighted). Before replay the
+    repeat-error rate of these samples is 1.0 by construction. ``replay_n`` 0 without a buffer.
+    """
+    rows = ts[ts.source == "replay"]
+    if not len(rows):
+        return {"replay_n": 0.0, "repeat_error_rate": float("nan")}
+    pred = model.predict_proba(rows).argmax(axis=1)
+    return {"replay_n": float(len(rows)), "repeat_error_rate": float((pred != rows.label.to_numpy().astype(int)).mean())}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
+from stockml_core.evaluation import BASELINES
 from tests.conftest import write_slice_folder
 
 STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
@@ -47,7 +48,15 @@ def test_runs_show_in_the_projects_dagster_instance(cli_run):
 def test_status_json_reports_champion_decision_and_drift(cli_run):
     _, env, _ = cli_run
     status = subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
-    data = json.loads(status.stdout)
+    def no_nan(token: str):
+        raise AssertionError(f"status JSON holds {token}: not standard JSON")
+
+    data = json.loads(status.stdout, parse_constant=no_nan)
+    keys = {"accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"}
+    assert keys <= set(data["champion"]["metrics"])
+    assert set(data["champion"]["baselines"]) == set(BASELINES)
+    assert all(keys <= set(m) for m in data["champion"]["baselines"].values())
+    assert data["champion"]["baselines"]["always_up"]["auc_ovr"] == 0.5
     assert data["last_decision"]["candidate_version"] == "v0001"
     assert {c["name"] for c in data["last_decision"]["criteria"]} >= {"accuracy_vs_best_baseline", "worst_sector_accuracy"}
     assert 0.0 <= data["drift_score"] <= 1.0

@@ -14,8 +14,11 @@ from stockml_core.evaluation import (
     baseline_probabilities,
     classification_metrics,
     comparison_table,
+    expected_calibration_error,
     headline,
     information_coefficients,
+    logistic_momentum_probabilities,
+    reliability_table,
     validation_report,
 )
 
@@ -151,7 +154,12 @@ def oof() -> pd.DataFrame:
     proba[np.arange(len(df)), pred] = 0.6
     df[[f"candidate__{c}" for c in PROBA_COLUMNS]] = proba
     for b in BASELINES:
-        df[[f"{b}__{c}" for c in PROBA_COLUMNS]] = baseline_probabilities(b, len(df), 2, df.past_return.to_numpy())
+        if b == "logistic_momentum":  # fitted on the first half, scored on every row (a shape fixture)
+            X = df[["past_return"]].to_numpy()
+            proba_b = logistic_momentum_probabilities(X[: len(df) // 2], df.label[: len(df) // 2], X)
+        else:
+            proba_b = baseline_probabilities(b, len(df), 2, df.past_return.to_numpy())
+        df[[f"{b}__{c}" for c in PROBA_COLUMNS]] = proba_b
     return df
 
 
@@ -162,7 +170,7 @@ def report(oof) -> pd.DataFrame:
 
 def test_report_is_long_with_every_scope_for_every_model(report, oof) -> None:
     assert list(report.columns) == ["scope", "group", "model", "metric", "value"]
-    assert list(dict.fromkeys(report.model)) == ["candidate", "always_up", "majority", "previous_direction"]
+    assert list(dict.fromkeys(report.model)) == ["candidate", "always_up", "logistic_momentum", "majority", "previous_direction"]
     for model in report.model.unique():
         groups = report[report.model == model].groupby("scope").group.unique()
         assert set(groups["overall"]) == {"all"}
@@ -172,8 +180,20 @@ def test_report_is_long_with_every_scope_for_every_model(report, oof) -> None:
         assert set(groups["fold"]) == {"1", "2", "3"}
 
 
-def test_report_ic_is_only_overall(report) -> None:
-    assert set(report[report.metric.isin(["ic", "rank_ic", "icir"])].scope) == {"overall"}
+def test_report_ic_is_in_every_scope_but_symbol(report, oof) -> None:
+    assert set(report[report.metric.isin(["ic", "rank_ic", "icir"])].scope) == {"overall", "regime", "sector", "fold"}
+    # The sector IC is the daily cross-sectional IC among that sector's names only.
+    energy = oof[oof.sector == "Energy"]
+    score = energy.candidate__p_up - energy.candidate__p_down
+    expected = information_coefficients(energy.date, score.to_numpy(), energy.fwd_return.to_numpy())
+    got = report[(report.scope == "sector") & (report.group == "Energy") & (report.model == "candidate")]
+    # Energy has two names: fewer than three a day, so no IC (the rule is the same as overall).
+    assert math.isnan(expected["ic"]) and math.isnan(got[got.metric == "ic"].value.iloc[0])
+    regime = oof[oof.regime == "normal"]
+    score = regime.candidate__p_up - regime.candidate__p_down
+    expected = information_coefficients(regime.date, score.to_numpy(), regime.fwd_return.to_numpy())
+    got = report[(report.scope == "regime") & (report.group == "normal") & (report.model == "candidate")]
+    assert got[got.metric == "rank_ic"].value.iloc[0] == pytest.approx(expected["rank_ic"])
 
 
 def test_headline_reads_the_candidate_metrics(report, oof) -> None:
@@ -215,3 +235,31 @@ def test_comparison_table_lists_the_candidate_first(report) -> None:
     assert table.model.iloc[0] == "candidate"
     assert set(table.model) == {"candidate", *BASELINES}
     assert {"accuracy", "auc_ovr", "ic", "n"} <= set(table.columns)
+
+
+# ------------------------------------------------------------------------------------ calibration, logistic baseline
+
+
+def test_logistic_momentum_baseline_learns_a_momentum_rule_out_of_sample() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 5))
+    y = np.where(X[:, 0] > 0.4, 2, np.where(X[:, 0] < -0.4, 0, 1))
+    proba = logistic_momentum_probabilities(X[:2000], y[:2000], X[2000:])
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert (proba.argmax(axis=1) == y[2000:]).mean() > 0.85
+    # A class missing from the training rows gets probability 0, not a shifted column.
+    two = logistic_momentum_probabilities(X[:2000][y[:2000] != 1], y[:2000][y[:2000] != 1], X[2000:])
+    assert (two[:, 1] == 0).all() and np.allclose(two.sum(axis=1), 1.0)
+
+
+def test_calibration_error_and_reliability_table() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet([1, 1, 1], size=20000)
+    y = np.array([rng.choice(3, p=row) for row in p])  # labels drawn from the probabilities: calibrated
+    assert expected_calibration_error(y, p) < 0.02
+    overconfident = np.eye(3)[p.argmax(axis=1)] * 0.98 + 0.01
+    assert expected_calibration_error(y, overconfident) > 0.2
+    table = reliability_table(y, p)
+    assert set(table["class"]) == {"down", "flat", "up"} and table.rows.sum() == 3 * len(y)
+    full = table[table.rows > 500]
+    assert np.allclose(full.predicted, full.observed, atol=0.03)

@@ -11,7 +11,13 @@ import pytest
 from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.events import assign_events, build_archive, build_catalog
-from stockml_core.monitoring import REPLAY_COLUMNS, repeat_error_rate, sector_performance, worst_mistakes
+from stockml_core.monitoring import (
+    REPLAY_COLUMNS,
+    replay_error_rates,
+    sector_performance,
+    update_replay_buffer,
+    worst_mistakes,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -132,17 +138,27 @@ def test_worst_mistakes_counts_replays_of_samples_already_buffered() -> None:
     assert buf["CCC", pd.Timestamp("2020-01-03")] == 0
 
 
-def test_sample_now_predicted_right_leaves_the_buffer() -> None:
+def test_sample_now_predicted_right_leaves_the_buffer_only_when_promoted() -> None:
     previous = worst_mistakes(OOF, None, size=100)
     fixed = OOF.copy()
     fixed.loc[0, [f"candidate__{c}" for c in PROBA_COLUMNS]] = [0.05, 0.05, 0.90]  # AAA 2020-01-02 now right
-    buf = worst_mistakes(fixed, previous, size=100)
-    assert ("AAA", pd.Timestamp("2020-01-02")) not in set(zip(buf.ticker, buf.date, strict=True))
-    assert repeat_error_rate(previous, buf) == pytest.approx(3 / 4)
+    fixed_key = ("AAA", pd.Timestamp("2020-01-02"))
+    buf = update_replay_buffer(fixed, previous, size=100, promoted=True)
+    assert fixed_key not in set(zip(buf.ticker, buf.date, strict=True))
+    assert len(buf) == 3
+    kept = update_replay_buffer(fixed, previous, size=100, promoted=False)  # a rejected candidate proves nothing
+    assert fixed_key in set(zip(kept.ticker, kept.date, strict=True)) and len(kept) == 4
+    assert list(kept.columns) == REPLAY_COLUMNS and kept.error_score.is_monotonic_decreasing
+    assert len(update_replay_buffer(fixed, previous, size=2, promoted=False)) == 2
 
 
-def test_repeat_error_rate_without_a_previous_buffer_is_nan() -> None:
-    assert np.isnan(repeat_error_rate(None, worst_mistakes(OOF, None, size=3)))
+def test_repeat_error_rates_on_the_replayed_samples() -> None:
+    oof = OOF.assign(source=["replay", "replay", "recent", "recent", "replay", "replay", "recent", "recent"])
+    rates = replay_error_rates(oof)
+    # Replayed: AAA-02 wrong, AAA-03 wrong, CCC-02 right, CCC-03 wrong.
+    assert rates == {"replayed_evaluated": 4.0, "repeat_error_before": 1.0, "repeat_error_after": pytest.approx(3 / 4)}
+    none = replay_error_rates(OOF.assign(source="recent"))
+    assert none["replayed_evaluated"] == 0 and np.isnan(none["repeat_error_after"])
 
 
 # ------------------------------------------------------------------------------------ sector performance

@@ -14,7 +14,7 @@ DRIFT = 0.20
 CHAMPION = {"accuracy": 0.40, "balanced_accuracy": 0.38, "auc_ovr": 0.55}
 ALL_CRITERIA = [
     "accuracy_vs_best_baseline", "balanced_accuracy_vs_best_baseline", "crash_regime_accuracy",
-    "worst_sector_accuracy", "drift_score", "accuracy_vs_champion", "balanced_accuracy_vs_champion",
+    "worst_sector_accuracy", "replay_improvement", "drift_score", "accuracy_vs_champion", "balanced_accuracy_vs_champion",
     "auc_ovr_vs_champion",
 ]
 
@@ -32,6 +32,10 @@ def _candidate(**changes: float | str) -> dict[str, float | str]:
         "previous_direction_accuracy": 0.35, "previous_direction_balanced_accuracy": 0.36,
         "previous_direction_auc_ovr": 0.51, "previous_direction_ic": 0.01, "previous_direction_rank_ic": 0.01,
         "previous_direction_crash_accuracy": 0.33,
+        "logistic_momentum_accuracy": 0.37, "logistic_momentum_balanced_accuracy": 0.355,
+        "logistic_momentum_auc_ovr": 0.52, "logistic_momentum_ic": 0.01, "logistic_momentum_rank_ic": 0.01,
+        "logistic_momentum_crash_accuracy": 0.32,
+        "replay_n": 120.0, "repeat_error_rate": 0.80,
     }
     c.update(changes)
     return c
@@ -59,6 +63,7 @@ SINGLE_FAILURES = [
     ("balanced_accuracy_vs_best_baseline", {"balanced_accuracy": 0.365}, {}, DRIFT),  # needs 0.36 + 0.01
     ("crash_regime_accuracy", {"crash_accuracy": 0.34}, {}, DRIFT),  # needs 0.37 - 0.02
     ("worst_sector_accuracy", {"worst_sector_accuracy": 0.29}, {}, DRIFT),  # needs 0.30
+    ("replay_improvement", {"repeat_error_rate": 0.97}, {}, DRIFT),  # needs <= 0.95
     ("drift_score", {}, {}, 0.61),  # at most 0.60
     ("accuracy_vs_champion", {}, {"accuracy": 0.40 / 0.85}, DRIFT),  # 15% below the champion
     ("balanced_accuracy_vs_champion", {}, {"balanced_accuracy": 0.39 / 0.85}, DRIFT),
@@ -113,7 +118,7 @@ def test_nan_champion_metric_fails() -> None:
 def test_no_crash_rows_make_the_crash_criterion_not_applicable() -> None:
     nan = float("nan")
     decision = _gate(_candidate(crash_accuracy=nan, majority_crash_accuracy=nan, always_up_crash_accuracy=nan,
-                                previous_direction_crash_accuracy=nan))
+                                previous_direction_crash_accuracy=nan, logistic_momentum_crash_accuracy=nan))
     crash = next(c for c in decision.criteria if c.name == "crash_regime_accuracy")
     assert decision.promoted and crash.passed and "not applicable" in crash.detail
 
@@ -121,7 +126,7 @@ def test_no_crash_rows_make_the_crash_criterion_not_applicable() -> None:
 def test_first_cycle_without_drift_or_champion_is_judged_on_the_rest() -> None:
     decision = _gate(_candidate(), champion=None, drift=None)
     assert decision.promoted
-    assert [c.name for c in decision.criteria] == ALL_CRITERIA[:5] + ["degradation_vs_champion"]
+    assert [c.name for c in decision.criteria] == ALL_CRITERIA[:6] + ["degradation_vs_champion"]
     assert not _gate(_candidate(accuracy=0.30), champion=None, drift=None).promoted
 
 
@@ -143,3 +148,17 @@ def test_frame_has_value_threshold_and_verdict_for_every_criterion() -> None:
     assert row.value == 0.40 and row.threshold == pytest.approx(0.38) and row.op == ">="
     assert frame.set_index("name").loc["drift_score", "op"] == "<="
     assert not math.isnan(frame.set_index("name").loc["drift_score", "value"])
+
+
+def test_logistic_baseline_counts_among_the_baselines() -> None:
+    # The logistic regression on momentum features is the strongest baseline here: 0.40 does not beat it.
+    decision = _gate(_candidate(logistic_momentum_accuracy=0.41))
+    assert _failed(decision) == ["accuracy_vs_best_baseline"]
+    assert "0.4100" in next(c.detail for c in decision.criteria if c.name == "accuracy_vs_best_baseline")
+
+
+def test_replay_criterion_is_not_applicable_without_replayed_mistakes() -> None:
+    for n in (0.0, float("nan")):
+        decision = _gate(_candidate(replay_n=n, repeat_error_rate=float("nan")))
+        replay = next(c for c in decision.criteria if c.name == "replay_improvement")
+        assert decision.promoted and replay.passed and "not applicable" in replay.detail

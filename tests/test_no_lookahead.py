@@ -125,18 +125,18 @@ def test_label_looks_forward_exactly_horizon_days(prices) -> None:
         assert (base.fwd_return.to_numpy()[reaches] != moved.fwd_return.to_numpy()[reaches]).all(), cut
 
 
-def test_label_follows_the_close_at_t_plus_horizon(prices) -> None:
+def test_label_follows_the_first_barrier_crossed(prices) -> None:
     ko = prices[prices.ticker == "KO"].reset_index(drop=True)
     t = 100
     for factor, expected in [(2.0, 2.0), (0.5, 0.0)]:
         moved = ko.copy()
-        moved.loc[t + H:, "close"] *= factor  # a jump on day t + h and after
+        moved.loc[t + 1:, "close"] *= factor  # a jump on day t + 1 and after: its barrier is crossed on day 1
         before = compute_labels(ko)
         after = compute_labels(moved)
-        assert after.label[t] == expected
+        assert after.label[t] == expected and after.barrier_day[t] == 1
         assert after.vol_scale[t] == before.vol_scale[t]
-        # Rows before t have horizons ending before t + h: untouched.
-        assert np.array_equal(after.label.iloc[:t], before.label.iloc[:t], equal_nan=True)
+        # Rows whose horizon ends on or before t are untouched.
+        assert np.array_equal(after.label.iloc[:t - H + 1], before.label.iloc[:t - H + 1], equal_nan=True)
 
 
 def test_label_is_nan_where_the_horizon_runs_past_the_data(prices) -> None:

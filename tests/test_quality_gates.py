@@ -1,6 +1,9 @@
 """Quality gates: bad prices stop everything; a rejected model never touches the champion; rollback."""
 
+import json
+
 import pandas as pd
+import pytest
 from dagster import AssetKey
 
 from stockml_core.registry import ModelRegistry
@@ -58,6 +61,29 @@ def test_rejected_candidate_never_touches_the_champion(materialized, home_copy):
     assert (preds.model_version == "v0001").all()
     meta = result.asset_materializations_for_node("promotion_decision")[0].metadata
     assert meta["verdict"].value == "REJECT" and "worst_sector_accuracy" in meta["reason"].value
+    # The rejected candidate's cycle is logged with its trigger, rows, metrics and verdict.
+    runs = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."training_runs"')
+    last = runs.iloc[-1]
+    assert (last.candidate_version, bool(last.promoted), last.trigger) == ("v0002", False, "manual")
+    assert last.samples > 0 and json.loads(last.metrics)["accuracy"] == pytest.approx(last.accuracy)
+
+    # A person can still make it champion: the override job needs a reason and records it.
+    from dagster import DagsterInvalidConfigError
+
+    from stockml_assets.definitions import build_definitions
+
+    job = build_definitions(**slice_config(home_copy)).resolve_job_def("override_job")
+    with pytest.raises(DagsterInvalidConfigError, match="reason"):
+        job.execute_in_process(instance=materialized.instance,
+                               run_config={"ops": {"override_champion": {"config": {"version": "v0002"}}}})
+    assert _registry(home_copy).champion().version == "v0001"
+    result = job.execute_in_process(instance=materialized.instance, run_config={"ops": {"override_champion": {
+        "config": {"version": "v0002", "reason": "desk wants the sector fix live", "actor": "carol"}}}})
+    assert result.success and _registry(home_copy).champion().version == "v0002"
+    last = _registry(home_copy).history().iloc[-1]
+    assert (last.action, last.actor, last.reason, last.trigger, bool(last.promoted)) == (
+        "override", "carol", "desk wants the sector fix live", "manual", True)
+    assert last.samples > 0 and "accuracy" in json.loads(last.metrics) and last.error is None
 
 
 def test_rollback_job_restores_a_named_version_and_records_who_and_why(materialized, home_copy):

@@ -26,6 +26,7 @@ from stockml_core.evaluation import (
     comparison_table,
     headline,
     information_coefficients,
+    reliability_table,
 )
 from stockml_core.evaluation import (
     validation_report as build_validation_report,
@@ -33,6 +34,7 @@ from stockml_core.evaluation import (
 from stockml_core.explain import importance, shap_long
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.promotion import evaluate_gate
+from stockml_core.registry import TRIGGERS
 from stockml_core.schemas import (
     BacktestReportSchema,
     ProductionModelSchema,
@@ -113,22 +115,35 @@ def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.B
     return _oof_check(xgb_model, stockml.settings().labels.horizon)
 
 
+STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir")
+
+
+def _oos_metrics(ev: pd.DataFrame, model: str) -> dict[str, float]:
+    proba = ev[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    m = classification_metrics(ev.label.to_numpy(), proba)
+    m.update(information_coefficients(ev.date, proba[:, 2] - proba[:, 0], ev.fwd_return.to_numpy()))
+    return m
+
+
 @asset(group_name="training", kinds={"scikitlearn", "duckdb"}, pool=DUCKDB_POOL)
 def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame,
                  rf_model: training.BaseModelResult, xgb_model: training.BaseModelResult) -> dict:
     """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate."""
     s = stockml.settings()
     bundle, ev = training.stack(training_set, rf_model, xgb_model, FEATURE_NAMES, s)
-    cand = ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
-    metrics = classification_metrics(ev.label.to_numpy(), cand)
-    metrics.update(information_coefficients(ev.date, cand[:, 2] - cand[:, 0], ev.fwd_return.to_numpy()))
+    metrics = _oos_metrics(ev, "candidate")
+    # The baselines' metrics on the same rows travel with the version (``stockml status --json``).
+    metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b).items() if k in STATUS_METRICS} for b in BASELINES}
     lineage = {"dagster_run_id": context.run_id, "data_first_date": training_set.date.min(),
                "data_last_date": training_set.date.max(), "features": FEATURE_NAMES,
                "settings": s.as_dict(), "evaluated_from": ev.date.min()}
-    version = stockml.registry().register(bundle, metrics, lineage, training.composition(training_set))
+    replay = training.replay_correction(bundle, training_set)
+    version = stockml.registry().register(bundle, {**metrics, **replay}, lineage, training.composition(training_set))
     context.add_output_metadata({"candidate_version": version.version, "sha256": version.sha256,
-                                 **{f"oos_{k}": float(v) for k, v in metrics.items()}})
-    return {"version": version.version, "model": bundle, "evaluation": ev}
+                                 **{f"oos_{k}": float(v) for k, v in metrics.items() if k != "baselines"},
+                                 "replayed_mistakes": replay["replay_n"],
+                                 "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
+    return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay}
 
 
 @asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
@@ -141,8 +156,10 @@ def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(ValidationReportSchema), **TABLE)
 def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.DataFrame:
     """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines."""
-    report = build_validation_report(meta_learner["evaluation"])
+    ev = meta_learner["evaluation"]
+    report = build_validation_report(ev)
     h = headline(report)
+    reliability = reliability_table(ev.label.to_numpy(), ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy())
     regime = report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(
         index="group", columns="model", values="value").reset_index()
     sector = report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(
@@ -152,6 +169,9 @@ def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.
         **{k: float(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
         "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
         "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
+        "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
+        "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": float(h["repeat_error_rate_oos"]),
+        "replayed mistakes in the evaluation": float(h["replay_oos_n"]),
     })
     return report
 
@@ -243,7 +263,8 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     drift = None
     if last_drift is not None and (last_drift.component == "overall").any():
         drift = float(last_drift.loc[last_drift.component == "overall", "value"].iloc[0])
-    decision = evaluate_gate(headline(validation_report), s.gate, drift, champ.metrics if champ else None)
+    decision = evaluate_gate({**headline(validation_report), **meta_learner["replay"]}, s.gate, drift,
+                             champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner["version"])
     df["promoted"] = decision.promoted
@@ -264,8 +285,10 @@ def production_model(context: AssetExecutionContext, stockml: StockMLResource, p
     promoted = bool(promotion_decision.promoted.iloc[0])
     if promoted:
         reasons = promotion_decision[["name", "value", "threshold", "passed"]].to_dict("records")
+        trigger = context.run.tags.get("stockml/trigger", "manual")
         reg.promote(version, reason="passed every promotion criterion", actor="promotion_gate",
-                    decision={"criteria": reasons, "dagster_run_id": context.run_id})
+                    decision={"criteria": reasons, "dagster_run_id": context.run_id},
+                    trigger=trigger if trigger in TRIGGERS else "manual")
     champ = reg.champion_event()
     df = pd.DataFrame(columns=["version", "sha256", "champion_since", "action", "actor", "reason"])
     if champ is not None:

@@ -15,9 +15,10 @@ from stockml_core import drift as core_drift
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
-from stockml_core.monitoring import repeat_error_rate, worst_mistakes
+from stockml_core.monitoring import replay_error_rates, update_replay_buffer
 from stockml_core.monitoring import sector_performance as build_sector_performance
 from stockml_core.regimes import REGIMES
+from stockml_core.registry import json_dumps
 from stockml_core.schemas import (
     DriftReportSchema,
     ErrorReplayBufferSchema,
@@ -145,12 +146,21 @@ def drift_report(context: AssetExecutionContext, stockml: StockMLResource, featu
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)
-def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict) -> pd.DataFrame:
-    """The worst confident out-of-sample mistakes, replayed (up-weighted) in the next training cycle."""
+def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
+                        promotion_decision: pd.DataFrame) -> pd.DataFrame:
+    """The worst confident out-of-sample mistakes, replayed (up-weighted) in the next training cycle.
+
+    A sample leaves the buffer once a promoted model gets it right; a rejected candidate removes nothing.
+    """
     previous = previous_table(stockml, "error_replay_buffer")
-    buf = worst_mistakes(meta_learner["evaluation"], previous, stockml.settings().replay_buffer_size)
+    promoted = bool(promotion_decision.promoted.iloc[0])
+    buf = update_replay_buffer(meta_learner["evaluation"], previous, stockml.settings().replay_buffer_size, promoted)
+    rates = replay_error_rates(meta_learner["evaluation"])
     context.add_output_metadata({"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
-                                 "repeat_error_rate": repeat_error_rate(previous, buf),
+                                 "candidate_promoted": promoted,
+                                 "replayed_mistakes_evaluated": rates["replayed_evaluated"],
+                                 "repeat_error_rate_before_replay": rates["repeat_error_before"],
+                                 "repeat_error_rate_after_replay": rates["repeat_error_after"],
                                  "by regime": md_table(buf.regime.value_counts().rename_axis("regime").reset_index(name="rows")),
                                  "worst": md_table(buf.head(10))})
     return buf
@@ -167,7 +177,7 @@ def sector_performance(context: AssetExecutionContext, meta_learner: dict) -> pd
 
 
 TRAINING_RUN_COLUMNS = ["run_id", "recorded_at", "trigger", "samples", "candidate_version", "accuracy",
-                        "balanced_accuracy", "promoted", "error"]
+                        "balanced_accuracy", "metrics", "promoted", "error"]
 
 
 def record_training_run(stockml: StockMLResource, row: dict) -> pd.DataFrame:
@@ -176,9 +186,11 @@ def record_training_run(stockml: StockMLResource, row: dict) -> pd.DataFrame:
         con.execute("create table if not exists training_runs_log (run_id varchar, recorded_at timestamp, "
                     "trigger varchar, samples bigint, candidate_version varchar, accuracy double, "
                     "balanced_accuracy double, promoted boolean, error varchar)")
-        con.execute("insert into training_runs_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        con.execute("alter table training_runs_log add column if not exists metrics varchar")  # older warehouses
+        cols = ", ".join(TRAINING_RUN_COLUMNS)
+        con.execute(f"insert into training_runs_log ({cols}) values ({', '.join('?' * len(TRAINING_RUN_COLUMNS))})",
                     [row.get(c) for c in TRAINING_RUN_COLUMNS])
-        return con.execute("select * from training_runs_log order by recorded_at").df()
+        return con.execute(f"select {cols} from training_runs_log order by recorded_at").df()
 
 
 @asset(group_name="monitoring", kinds={"duckdb"}, metadata=column_schema(TrainingRunsSchema), **TABLE)
@@ -191,7 +203,7 @@ def training_runs(context: AssetExecutionContext, stockml: StockMLResource, trai
         "run_id": context.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
         "trigger": trigger, "samples": len(training_set), "candidate_version": v.version,
         "accuracy": v.metrics.get("accuracy"), "balanced_accuracy": v.metrics.get("balanced_accuracy"),
-        "promoted": bool(promotion_decision.promoted.iloc[0]), "error": None})
+        "metrics": json_dumps(v.metrics), "promoted": bool(promotion_decision.promoted.iloc[0]), "error": None})
     log["samples"] = log.samples.astype("int64")
     context.add_output_metadata({"dagster/row_count": len(log), "cycles": md_table(log.tail(10))})
     return log
