@@ -83,7 +83,7 @@ def print_status(st: dict) -> None:
         m = champ["metrics"]
         print(f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}...)")
         print("  out-of-sample: " + ", ".join(f"{k} {_fmt(float(m[k]))}" for k in
-              ["accuracy", "balanced_accuracy", "auc_ovr", "ic", "rank_ic"] if m.get(k) is not None))
+              ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"] if m.get(k) is not None))
     else:
         print("Champion: none - no model has passed the promotion gate yet; no predictions are published.")
     d = st["last_decision"]
@@ -107,7 +107,7 @@ def summary(s: Settings) -> None:
         from stockml_core.evaluation import comparison_table
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
-        print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "ic", "n"]]
+        print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "n"]]
               .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     status = collect_status(s)
     print_status(status)

@@ -21,10 +21,20 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
     """Stores an empty DataFrame as an empty table (the stock handler skips it, leaving no table).
 
     "No predictions published" must read back as an empty table, not as a missing one; the IO
-    manager has already deleted the previous rows, so nothing stale survives either way.
+    manager has already deleted the previous rows, so nothing stale survives either way. A table
+    whose stored columns differ from the asset's (written by an earlier version) is recreated.
     """
 
     def handle_output(self, context, table_slice, obj: pd.DataFrame, connection):
+        # A table written by an earlier version with other columns (a new feature, a new field) is
+        # replaced whole: the asset rewrites every row anyway, and an insert would not fit.
+        connection.execute(f'create schema if not exists "{table_slice.schema}"')
+        stored = [r[0] for r in connection.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+            "order by ordinal_position", [table_slice.schema, table_slice.table]).fetchall()]
+        if stored and stored != [str(c) for c in obj.columns] and not table_slice.partition_dimensions:
+            connection.execute(f'drop table "{table_slice.schema}"."{table_slice.table}"')
+            context.log.info(f"{table_slice.table}: stored columns differ from the asset's; table recreated")
         if obj.empty:
             # identifiers come from the asset key, never from data
             connection.execute(f'create schema if not exists "{table_slice.schema}"')

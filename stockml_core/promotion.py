@@ -93,14 +93,19 @@ def evaluate_gate(
     crit.append(_criterion("worst_sector_accuracy", float(candidate["worst_sector_accuracy"]), ">=",
                            settings.min_sector_accuracy, f"weakest sector: {candidate.get('worst_sector', '')}"))
     replay_n = float(candidate.get("replay_n", float("nan")))
+    champ_repeat = float(candidate.get("champion_repeat_error_rate", float("nan")))
     if math.isnan(replay_n) or replay_n == 0:
-        crit.append(Criterion("replay_improvement", float("nan"), "<=", 1.0 - settings.min_replay_correction, True,
+        crit.append(Criterion("replay_improvement", float("nan"), "<=", float("nan"), True,
                               "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"))
+    elif not champion:
+        crit.append(Criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=", float("nan"), True,
+                              "no champion to compare the replayed mistakes with: not applicable"))
     else:
         crit.append(_criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=",
-                               1.0 - settings.min_replay_correction,
-                               f"share of the {int(replay_n)} replayed mistakes the candidate still gets wrong "
-                               "(1.0 before replay, by construction; in-sample: replay trains on them)"))
+                               champ_repeat - settings.min_replay_correction,
+                               f"share of the {int(replay_n)} replayed mistakes still wrong, vs the champion's "
+                               f"{champ_repeat:.4f} on the same samples - margin {settings.min_replay_correction} "
+                               "(1.0 before replay by construction; in-sample for both: they are training rows)"))
     drift = float("nan") if drift_score is None else float(drift_score)
     if drift_score is None:
         crit.append(Criterion("drift_score", drift, "<=", settings.max_drift_score, True,

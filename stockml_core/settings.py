@@ -49,6 +49,9 @@ class TrainingSettings:
     recent_years: float = 8.0
     n_folds: int = 4
     test_years: float = 4.0  # the walk-forward test span at the end of the recent window
+    # None: expanding folds (each trains on everything before its test block); a number of trading
+    # days: sliding folds that train on that many days before the embargo only.
+    train_window_days: int | None = None
     replay_weight: float = 3.0
     replay_max_share: float = 0.20
     archive_weight: float = 1.0
@@ -77,9 +80,10 @@ class GateSettings:
     crash_accuracy_tolerance: float = 0.02  # crash accuracy >= baseline crash accuracy - tol
     min_sector_accuracy: float = 0.30  # worst GICS sector accuracy (chance is 1/3)
     max_drift_score: float = 0.60
-    # Replay: of the previous cycle's confident mistakes replayed in training, the candidate must
-    # now get at least this share right (repeat-error rate <= 1 - it); n/a without any.
-    min_replay_correction: float = 0.05
+    # Replay: on the previous cycle's confident mistakes replayed in training, the candidate's
+    # repeat-error rate must be at most the champion's on the same samples minus this margin
+    # (replay must help, not hurt); n/a without replayed samples or without a champion.
+    min_replay_correction: float = 0.0
     max_relative_degradation: float = 0.10  # against the current champion's key metrics
 
 

@@ -73,10 +73,12 @@ def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def folds_for(ts: pd.DataFrame, s: Settings) -> list[Fold]:
-    """Purged walk-forward folds over the last ``test_years`` of the training set."""
+    """Purged walk-forward folds over the last ``test_years`` of the training set (expanding, or
+    sliding over ``train_window_days`` trading days)."""
     last = ts.date.max()
     test_start = last - pd.DateOffset(days=int(round(s.training.test_years * 365.25)))
-    return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon)
+    return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon,
+                               train_window=s.training.train_window_days)
 
 
 def fold_of_rows(n: int, folds: list[Fold]) -> np.ndarray:
@@ -138,7 +140,7 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
     return bundle, ev
 
 
-def replay_correction(model: models.StackedModel, ts: pd.DataFrame) -> dict[str, float]:
+def replay_correction(model, ts: pd.DataFrame) -> dict[str, float]:
     """How many of the replayed mistakes (``source == "replay"``) the trained candidate now gets right.
 
     In-sample by nature: replaying a mistake means training on it (up-weighted). Before replay the

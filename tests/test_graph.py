@@ -67,7 +67,9 @@ def test_first_passing_model_becomes_champion_and_publishes_predictions(material
 def test_validation_report_is_out_of_sample_by_scope_with_baselines(materialized):
     rep = _table(materialized.home, "validation_report")
     assert {"overall", "regime", "sector", "symbol", "fold"} <= set(rep.scope)
-    assert {"candidate", "rf", "xgb", "majority", "always_up", "previous_direction"} <= set(rep.model)
+    assert {"candidate", "rf", "xgb", "majority", "always_up", "previous_direction", "logistic_momentum"} <= set(rep.model)
+    ic = rep[rep.metric == "ic"]
+    assert {"overall", "regime", "sector", "fold"} <= set(ic.scope) and "symbol" not in set(ic.scope)
     n = rep[(rep.scope == "overall") & (rep.metric == "n")].value
     assert n.nunique() == 1  # every model is scored on the same out-of-sample rows
 
@@ -114,3 +116,13 @@ def test_training_set_composition_is_recorded(materialized):
     comp = mat.metadata["composition"].value
     comp = comp if isinstance(comp, dict) else json.loads(comp)
     assert {"recent", "archive"} <= set(comp["source"])
+
+
+def test_error_replay_buffer_holds_confident_mistakes_with_their_features(materialized):
+    buf = _table(materialized.home, "error_replay_buffer")
+    assert 0 < len(buf) <= 1000
+    assert (buf.label != buf.predicted).all() and buf.error_score.is_monotonic_decreasing
+    assert set(FEATURE_NAMES) <= set(buf.columns)
+    assert np.isfinite(buf[FEATURE_NAMES].to_numpy(dtype="float64")).all()  # the rows as trained on
+    mat = materialized.instance.get_latest_materialization_event(AssetKey("error_replay_buffer")).asset_materialization
+    assert mat.metadata["candidate_promoted"].value is True

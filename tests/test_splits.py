@@ -217,3 +217,15 @@ def test_folds_for_cover_the_last_test_years(samples, archive, settings) -> None
     assert len(folds) == settings.training.n_folds
     assert folds[-1].test_end == ts.date.max()
     assert folds[0].test_start > ts.date.max() - pd.DateOffset(days=366)
+
+
+def test_folds_for_slide_with_a_training_window(samples, archive, settings) -> None:
+    from dataclasses import replace
+
+    sliding = settings.with_(training=replace(settings.training, train_window_days=250))
+    ts = build_training_set(samples, archive, None, FEATURES, sliding)
+    calendar = np.unique(ts.date.to_numpy())
+    for f in folds_for(ts, sliding):
+        days = np.searchsorted(calendar, ts.date.to_numpy()[f.train_idx])
+        assert days.max() - days.min() < 250 + 1  # at most the window
+        assert np.searchsorted(calendar, np.datetime64(f.test_start)) - days.max() > H  # purge + embargo kept

@@ -254,17 +254,19 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
 
 @asset(group_name="promotion", kinds={"pandas", "duckdb"}, metadata=column_schema(PromotionDecisionSchema), **TABLE)
 def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                       validation_report: pd.DataFrame) -> pd.DataFrame:
+                       validation_report: pd.DataFrame, training_set: pd.DataFrame) -> pd.DataFrame:
     """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
     s = stockml.settings()
     reg = stockml.registry()
     champ = reg.champion()
+    replay = dict(meta_learner["replay"])
+    if champ is not None and replay["replay_n"]:  # the champion on the same replayed mistakes (hash-verified load)
+        replay["champion_repeat_error_rate"] = training.replay_correction(reg.load(champ.version), training_set)["repeat_error_rate"]
     last_drift = previous_table(stockml, "drift_report")
     drift = None
     if last_drift is not None and (last_drift.component == "overall").any():
         drift = float(last_drift.loc[last_drift.component == "overall", "value"].iloc[0])
-    decision = evaluate_gate({**headline(validation_report), **meta_learner["replay"]}, s.gate, drift,
-                             champ.metrics if champ else None)
+    decision = evaluate_gate({**headline(validation_report), **replay}, s.gate, drift, champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner["version"])
     df["promoted"] = decision.promoted

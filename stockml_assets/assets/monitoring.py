@@ -147,14 +147,17 @@ def drift_report(context: AssetExecutionContext, stockml: StockMLResource, featu
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)
 def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                        promotion_decision: pd.DataFrame) -> pd.DataFrame:
+                        promotion_decision: pd.DataFrame, training_set: pd.DataFrame) -> pd.DataFrame:
     """The worst confident out-of-sample mistakes, replayed (up-weighted) in the next training cycle.
 
-    A sample leaves the buffer once a promoted model gets it right; a rejected candidate removes nothing.
+    A sample leaves the buffer once a promoted model gets it right; a rejected candidate removes
+    nothing. Each row carries the sample's features (as trained on), so a mistake can be inspected.
     """
     previous = previous_table(stockml, "error_replay_buffer")
     promoted = bool(promotion_decision.promoted.iloc[0])
     buf = update_replay_buffer(meta_learner["evaluation"], previous, stockml.settings().replay_buffer_size, promoted)
+    feats = training_set[["ticker", "date", *FEATURE_NAMES]].assign(date=lambda d: pd.to_datetime(d.date))
+    buf = buf.assign(date=pd.to_datetime(buf.date)).merge(feats, on=["ticker", "date"], how="left")
     rates = replay_error_rates(meta_learner["evaluation"])
     context.add_output_metadata({"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
                                  "candidate_promoted": promoted,
