@@ -67,3 +67,15 @@ def test_status_before_any_run_says_so(tmp_path):
     env = {**os.environ, "STOCKML_HOME": str(tmp_path / "empty")}
     status = subprocess.run([*STOCKML, "status"], env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "no model has passed the promotion gate" in status.stdout
+
+
+def test_override_needs_a_reason_and_a_registered_version(cli_run):
+    _, env, _ = cli_run
+    no_reason = subprocess.run([*STOCKML, "override", "v0001"], env=env, capture_output=True, text=True, timeout=120)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    unknown = subprocess.run([*STOCKML, "override", "v0099", "--reason", "try"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert unknown.returncode == 1 and "override failed" in unknown.stdout and "v0099" in unknown.stdout
+    status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
+                                       timeout=120).stdout)
+    assert status["champion"]["version"] == "v0001"  # unchanged
