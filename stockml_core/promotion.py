@@ -100,6 +100,9 @@ def evaluate_gate(
     elif not champion:
         crit.append(Criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=", float("nan"), True,
                               "no champion to compare the replayed mistakes with: not applicable"))
+    elif math.isnan(champ_repeat) and candidate.get("champion_replay_note"):
+        crit.append(Criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=", float("nan"), True,
+                              str(candidate["champion_replay_note"])))
     else:
         crit.append(_criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=",
                                champ_repeat - settings.min_replay_correction,

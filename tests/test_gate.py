@@ -167,3 +167,12 @@ def test_replay_criterion_is_not_applicable_without_replayed_mistakes_or_champio
     decision = _gate(_candidate(repeat_error_rate=0.99), champion=None)
     replay = next(c for c in decision.criteria if c.name == "replay_improvement")
     assert replay.passed and "no champion" in replay.detail
+
+
+def test_replay_criterion_with_a_champion_from_an_older_feature_set_is_not_applicable() -> None:
+    note = "champion v0001 was trained on other features (5 no longer computed, e.g. macd): not comparable"
+    decision = _gate(_candidate(champion_repeat_error_rate=float("nan"), champion_replay_note=note))
+    replay = next(c for c in decision.criteria if c.name == "replay_improvement")
+    assert decision.promoted and replay.passed and replay.detail == note
+    # Without that explanation a missing champion value is absent evidence: the criterion fails.
+    assert _failed(_gate(_candidate(champion_repeat_error_rate=float("nan")))) == ["replay_improvement"]

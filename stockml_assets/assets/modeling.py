@@ -261,7 +261,13 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     champ = reg.champion()
     replay = dict(meta_learner["replay"])
     if champ is not None and replay["replay_n"]:  # the champion on the same replayed mistakes (hash-verified load)
-        replay["champion_repeat_error_rate"] = training.replay_correction(reg.load(champ.version), training_set)["repeat_error_rate"]
+        champion_model = reg.load(champ.version)
+        missing = sorted(set(champion_model.feature_names) - set(training_set.columns))
+        if missing:  # trained on an earlier feature registry: it cannot score today's rows
+            replay["champion_replay_note"] = (f"champion {champ.version} was trained on other features "
+                                              f"({len(missing)} no longer computed, e.g. {missing[0]}): not comparable")
+        else:
+            replay["champion_repeat_error_rate"] = training.replay_correction(champion_model, training_set)["repeat_error_rate"]
     last_drift = previous_table(stockml, "drift_report")
     drift = None
     if last_drift is not None and (last_drift.component == "overall").any():
