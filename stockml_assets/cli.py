@@ -69,7 +69,7 @@ def collect_status(settings: Settings | None = None) -> dict:
         if len(d):
             out["last_decision"] = {
                 "candidate_version": str(d.candidate_version.iloc[0]), "promoted": bool(d.promoted.iloc[0]),
-                "criteria": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                "criteria": [_clean(r)
                              for r in d[["name", "value", "op", "threshold", "passed", "detail"]].to_dict("records")]}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ?', ["overall"])

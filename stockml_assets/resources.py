@@ -35,9 +35,7 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
         if stored and stored != [str(c) for c in obj.columns] and not table_slice.partition_dimensions:
             connection.execute(f'drop table "{table_slice.schema}"."{table_slice.table}"')
             context.log.info(f"{table_slice.table}: stored columns differ from the asset's; table recreated")
-        if obj.empty:
-            # identifiers come from the asset key, never from data
-            connection.execute(f'create schema if not exists "{table_slice.schema}"')
+        if obj.empty:  # identifiers come from the asset key, never from data
             connection.execute(f'create table if not exists "{table_slice.schema}"."{table_slice.table}" as select * from obj')
             context.add_output_metadata({"row_count": 0})
             return

@@ -18,7 +18,7 @@ import pandas as pd
 
 from stockml_core import training
 from stockml_core.evaluation import headline, validation_report
-from stockml_core.features import FEATURE_NAMES, compute_features
+from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features
 from stockml_core.labels import compute_labels
 from stockml_core.regimes import compute_regimes
 from stockml_core.settings import Settings
@@ -106,6 +106,4 @@ def canary_settings(**training_changes) -> Settings:
 
 def quick_features(max_lookback: int = 60, every: int = 4) -> list[str]:
     """Every ``every``-th registry feature with a warm-up of at most ``max_lookback`` rows (all families)."""
-    from stockml_core.features import FEATURE_REGISTRY
-
     return [s.name for s in FEATURE_REGISTRY if s.lookback <= max_lookback][::every]

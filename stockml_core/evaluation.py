@@ -171,10 +171,10 @@ def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
     y_all = oof.label.to_numpy()
     for model in models:
         proba_all = oof[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
+        score = proba_all[:, 2] - proba_all[:, 0]
         for scope, col in scopes:
             groups = [("all", np.ones(len(oof), bool))] if col is None else [
                 (g, (oof[col] == g).to_numpy()) for g in sorted(oof[col].unique())]
-            score = proba_all[:, 2] - proba_all[:, 0]
             for g, mask in groups:
                 m = classification_metrics(y_all[mask], proba_all[mask])
                 if scope not in ("symbol", "source"):  # a daily cross-section needs several symbols
@@ -193,9 +193,6 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
                                    ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction",
                                     "log_loss", "brier", "ic", "rank_ic", "icir"]}
     out["ece"] = get("overall", "all", model, "ece")
-    # Replay, out-of-sample: the previous cycle's confident mistakes that fall in this evaluation.
-    out["replay_oos_n"] = get("source", "replay", model, "n")
-    out["repeat_error_rate_oos"] = 1.0 - get("source", "replay", model, "accuracy")
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
     out["crash_n"] = get("regime", "crash", model, "n")
     sectors = report[(report.scope == "sector") & (report.model == model) & (report.metric == "accuracy")]

@@ -48,9 +48,6 @@ def update_replay_buffer(oof: pd.DataFrame, previous: pd.DataFrame | None, size:
     stay = prev.merge(new[key], on=key, how="left", indicator=True)
     stay = stay[stay.pop("_merge") == "left_only"]
     out = pd.concat([new, stay], ignore_index=True).nlargest(size, "error_score")
-    out["label"] = out.label.astype(int)
-    out["predicted"] = out.predicted.astype(int)
-    out["replay_count"] = out.replay_count.astype(int)
     return out[REPLAY_COLUMNS].reset_index(drop=True)
 
 

@@ -93,19 +93,20 @@ def evaluate_gate(
     crit.append(_criterion("worst_sector_accuracy", float(candidate["worst_sector_accuracy"]), ">=",
                            settings.min_sector_accuracy, f"weakest sector: {candidate.get('worst_sector', '')}"))
     replay_n = float(candidate.get("replay_n", float("nan")))
+    repeat = float(candidate.get("repeat_error_rate", float("nan")))
     champ_repeat = float(candidate.get("champion_repeat_error_rate", float("nan")))
     if math.isnan(replay_n) or replay_n == 0:
-        crit.append(Criterion("replay_improvement", float("nan"), "<=", float("nan"), True,
-                              "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"))
+        not_applicable = "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"
     elif not champion:
-        crit.append(Criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=", float("nan"), True,
-                              "no champion to compare the replayed mistakes with: not applicable"))
+        not_applicable = "no champion to compare the replayed mistakes with: not applicable"
     elif math.isnan(champ_repeat) and candidate.get("champion_replay_note"):
-        crit.append(Criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=", float("nan"), True,
-                              str(candidate["champion_replay_note"])))
+        not_applicable = str(candidate["champion_replay_note"])
     else:
-        crit.append(_criterion("replay_improvement", float(candidate["repeat_error_rate"]), "<=",
-                               champ_repeat - settings.min_replay_correction,
+        not_applicable = None
+    if not_applicable:
+        crit.append(Criterion("replay_improvement", repeat, "<=", float("nan"), True, not_applicable))
+    else:
+        crit.append(_criterion("replay_improvement", repeat, "<=", champ_repeat - settings.min_replay_correction,
                                f"share of the {int(replay_n)} replayed mistakes still wrong, vs the champion's "
                                f"{champ_repeat:.4f} on the same samples - margin {settings.min_replay_correction} "
                                "(1.0 before replay by construction; in-sample for both: they are training rows)"))

@@ -140,7 +140,7 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
     return bundle, ev
 
 
-def replay_correction(model, ts: pd.DataFrame) -> dict[str, float]:
+def replay_correction(model: models.StackedModel, ts: pd.DataFrame) -> dict[str, float]:
     """How many of the replayed mistakes (``source == "replay"``) the trained candidate now gets right.
 
     In-sample by nature: replaying a mistake means training on it (up-weighted). Before replay the

@@ -33,6 +33,7 @@ from stockml_core.evaluation import (
 )
 from stockml_core.explain import importance, shap_long
 from stockml_core.features import FEATURE_NAMES
+from stockml_core.monitoring import replay_error_rates
 from stockml_core.promotion import evaluate_gate
 from stockml_core.registry import TRIGGERS
 from stockml_core.schemas import (
@@ -159,6 +160,7 @@ def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.
     ev = meta_learner["evaluation"]
     report = build_validation_report(ev)
     h = headline(report)
+    replay = replay_error_rates(ev)
     reliability = reliability_table(ev.label.to_numpy(), ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy())
     regime = report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(
         index="group", columns="model", values="value").reset_index()
@@ -170,8 +172,8 @@ def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.
         "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
         "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
         "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
-        "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": float(h["repeat_error_rate_oos"]),
-        "replayed mistakes in the evaluation": float(h["replay_oos_n"]),
+        "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
+        "replayed mistakes in the evaluation": replay["replayed_evaluated"],
     })
     return report
 

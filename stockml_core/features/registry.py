@@ -148,14 +148,15 @@ def _build() -> tuple[FeatureSpec, ...]:
         "path dependent: warm-up 250 rows so the state no longer depends on the start")
     add("psar_up", "trend", "1 if the parabolic SAR is in an up-trend, else 0", 250, "PSARIndicator(high, low, close).psar_up().notna()",
         "ta's psar_up_indicator() marks only the switch days; the state is where psar_up() is set")
+    ichimoku = "IchimokuIndicator(high, low, 9, 26, 52, visual=False)"
     add("ichimoku_conv_dist", "trend", "close / Ichimoku conversion line (9) - 1", 8,
-        "close / IchimokuIndicator(high, low, 9, 26, 52, visual=False).ichimoku_conversion_line() - 1")
+        f"close / {ichimoku}.ichimoku_conversion_line() - 1")
     add("ichimoku_base_dist", "trend", "close / Ichimoku base line (26) - 1", 25,
-        "close / IchimokuIndicator(high, low, 9, 26, 52, visual=False).ichimoku_base_line() - 1")
+        f"close / {ichimoku}.ichimoku_base_line() - 1")
     add("ichimoku_a_dist", "trend", "close / Ichimoku span A (unshifted: no look-ahead) - 1", 25,
-        "close / IchimokuIndicator(high, low, 9, 26, 52, visual=False).ichimoku_a() - 1")
+        f"close / {ichimoku}.ichimoku_a() - 1")
     add("ichimoku_b_dist", "trend", "close / Ichimoku span B (52, unshifted) - 1", 51,
-        "close / IchimokuIndicator(high, low, 9, 26, 52, visual=False).ichimoku_b() - 1",
+        f"close / {ichimoku}.ichimoku_b() - 1",
         "ta fills span B from partial windows before row 51; we wait for the full window")
     add("ichimoku_cloud_rel", "trend", "(span A - span B) / close", 51)
     add("aroon_up_25", "trend", "100 (25 - rows since the 26-row high) / 25 (oldest occurrence on ties)", 25,
