@@ -15,23 +15,37 @@ from stockml_core.warehouse import Warehouse
 
 DAGSTER_YAML = """\
 # StockML's project-local Dagster instance (git-ignored). DuckDB allows one writer: every asset that
-# writes the warehouse is in the duckdb_writer pool, limited to one step at a time.
+# writes the warehouse is in the duckdb_writer pool, limited to one step at a time, and the daemon
+# launches one run at a time (a daily run waits for a retrain, in order).
 telemetry:
   enabled: false
 concurrency:
   pools:
     default_limit: 1
     granularity: op
+  runs:
+    max_concurrent_runs: 1
+# The daemon evaluates the assets' freshness policies; the UI shows fresh / overdue on each asset.
+freshness:
+  enabled: true
+# SQLite without an fsync per event: a backfill of 7,000 trading days writes tens of thousands of
+# events (see stockml_assets/instance_storage.py).
+event_log_storage:
+  module: stockml_assets.instance_storage
+  class: LocalEventLogStorage
+  config:
+    base_dir: {base_dir}
 """
 
 
 def init_home() -> Path:
-    """Make sure DAGSTER_HOME (default: ./.dagster_home) exists with its dagster.yaml."""
+    """Make sure DAGSTER_HOME (default: ./.dagster_home) exists with StockML's dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML)
+    wanted = DAGSTER_YAML.format(base_dir=json.dumps(str(home / "history" / "runs")))
+    if not cfg.exists() or "LocalEventLogStorage" not in cfg.read_text():  # homes made by earlier versions upgrade
+        cfg.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -53,7 +67,8 @@ def collect_status(settings: Settings | None = None) -> dict:
 
     s = settings or Settings()
     wh = Warehouse(s.warehouse_path)
-    out: dict = {"warehouse": str(s.warehouse_path), "champion": None, "last_decision": None, "drift_score": None}
+    out: dict = {"warehouse": str(s.warehouse_path), "champion": None, "last_decision": None, "drift_score": None,
+                 "drift_date": None}
     if not wh.exists():
         return out
     reg = ModelRegistry(wh, s.artefact_dir)
@@ -72,8 +87,9 @@ def collect_status(settings: Settings | None = None) -> dict:
                 "criteria": [_clean(r)
                              for r in d[["name", "value", "op", "threshold", "passed", "detail"]].to_dict("records")]}
     if wh.has_table("drift_report", "assets"):
-        dr = wh.read('select * from "assets"."drift_report" where component = ?', ["overall"])
+        dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])
         out["drift_score"] = float(dr.value.iloc[0]) if len(dr) else None
+        out["drift_date"] = f"{pd.Timestamp(dr.date.iloc[0]):%Y-%m-%d}" if len(dr) else None
     return out
 
 
@@ -93,7 +109,7 @@ def print_status(st: dict) -> None:
             v = "n/a" if c["value"] is None else f"{c['value']:.4f}"
             t = "n/a" if c["threshold"] is None else f"{c['threshold']:.4f}"
             print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {v} {c['op']} {t}  ({c['detail']})")
-    print(f"Drift score: {_fmt(st['drift_score']) if st['drift_score'] is not None else 'not measured'}")
+    print(f"Drift score: {_fmt(st['drift_score']) + ' on ' + st['drift_date'] if st['drift_score'] is not None else 'not measured'}")
 
 
 def summary(s: Settings) -> None:
@@ -121,26 +137,81 @@ def summary(s: Settings) -> None:
     print(f"Open the UI: make ui, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
 
 
+def _report_failure(result, what: str) -> None:
+    from stockml_assets.replay import failure_messages
+
+    print(f"{what} run {result.run_id} FAILED")
+    for msg in failure_messages(result):
+        print(f"step {msg}")
+
+
 def cmd_run(args) -> int:
     from dagster import DagsterInstance
 
     from stockml_assets.definitions import defs
+    from stockml_assets.replay import data_span, run_daily, run_history
 
     init_home()
     s = Settings()
+    first, last = data_span(s)
     print(f"Materializing the StockML graph on {s.data_dir} (runtime state in {s.home}) ...", flush=True)
+    print(f"1/2 history: {first:%Y-%m-%d}..{last:%Y-%m-%d} as one run over its trading-day partitions, "
+          "then training and the gate", flush=True)
+    progress = {"loggers": {"progress": {}}}  # one line per step; the full log is in the UI
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("stockml_full_job").execute_in_process(
-            instance=instance, tags={"stockml/trigger": "manual"}, raise_on_error=False,
-            run_config={"loggers": {"progress": {}}})  # one line per step; the full log is in the UI
-    print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s\n")
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_step_failure:
-                print(f"step {ev.step_key} failed: {ev.event_specific_data.error.message.strip()[:2000]}")
-        return 1
+        result = run_history(defs, instance, first, last, run_config=progress)
+        if not result.success:
+            _report_failure(result, "history")
+            return 1
+        t1 = time.perf_counter()
+        print(f"history run {result.run_id} succeeded in {t1 - t0:.1f} s", flush=True)
+        print(f"2/2 daily run for {last:%Y-%m-%d}: predictions, drift, rare-event watch", flush=True)
+        daily = run_daily(defs, instance, last, tags={"stockml/trigger": "manual"}, run_config=progress)
+        if not daily.success:
+            _report_failure(daily, "daily")
+            return 1
+    print(f"daily run {daily.run_id} succeeded in {time.perf_counter() - t1:.1f} s; total {time.perf_counter() - t0:.1f} s\n")
     summary(s)
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    from dagster import DagsterInstance
+
+    from stockml_assets.definitions import defs
+    from stockml_assets.replay import run_daily, run_history
+
+    init_home()
+    t0 = time.perf_counter()
+    with DagsterInstance.get() as instance:
+        if args.job == "daily":
+            result = run_daily(defs, instance, args.start, last=args.end, tags={"stockml/trigger": "manual"},
+                               run_config={"loggers": {"progress": {}}})
+        else:
+            result = run_history(defs, instance, args.start, args.end, train=not args.no_training,
+                                 run_config={"loggers": {"progress": {}}})
+    if not result.success:
+        _report_failure(result, f"{args.job} backfill")
+        return 1
+    print(f"{args.job} backfill {args.start}..{args.end}: run {result.run_id} succeeded in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from stockml_assets.replay import replay
+
+    init_home()
+    report = replay(args.start, args.end, Path(args.out), initial_model=args.initial_model,
+                    **({"fast": True} if args.fast else {}))
+    t = report.get("timing", {})
+    print(f"replay {report['start']}..{report['end']}: {report['trading_days']} trading days, "
+          f"{len(report['triggers'])} triggers, {len(report['retrains'])} retrains "
+          f"({sum(r['promoted'] for r in report['retrains'])} promoted), {len(report['events_captured'])} events captured, "
+          f"{t.get('total_seconds')} s")
+    for sh in report["shifts"]:
+        print(f"  crash onset {sh['onset']}: drift retrain {sh['detected'] or 'none'} (delay {sh['delay_days']} trading days)")
+    print(f"report: {Path(args.out) / 'report.md'} and report.json")
     return 0
 
 
@@ -180,6 +251,16 @@ def cmd_override(args) -> int:
     return _champion_job("override_job", "override_champion", args)
 
 
+def cmd_feed(args) -> int:
+    import logging
+
+    from stockml_assets.feed import run_feed
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout, force=True)
+    run_feed(Path(args.source), Path(args.target), args.start, args.every)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stockml", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,11 +277,32 @@ def main(argv: list[str] | None = None) -> int:
     ov.add_argument("version")
     ov.add_argument("--reason", required=True)
     ov.add_argument("--actor", default=os.environ.get("USER", "operator"))
+    bf = sub.add_parser("backfill", help="materialize a range of trading days in one run (history: ingestion, features, "
+                        "training and the gate; daily: also predictions and drift for every day)")
+    bf.add_argument("start")
+    bf.add_argument("end")
+    bf.add_argument("--job", choices=["history", "daily"], default="history")
+    bf.add_argument("--no-training", action="store_true", help="history only: skip training and the gate")
+    rp = sub.add_parser("replay", help="play history day by day through the real definitions (daily runs, sensors, "
+                        "triggered retrains, the gate) in a fresh instance and warehouse; writes report.json/report.md")
+    rp.add_argument("--start", required=True)
+    rp.add_argument("--end", required=True)
+    rp.add_argument("--out", required=True, help="folder for report.json and report.md")
+    rp.add_argument("--initial-model", choices=["train", "none"], default="train",
+                    help="train a champion on the data before --start (default), or start without one")
+    rp.add_argument("--fast", action="store_true", help="smaller models (quick looks; not the default)")
+    fd = sub.add_parser("feed", help="simulated market-data feed: copy --source to --target, releasing the prices "
+                        "of one more trading day every --every seconds from --start (atomic writes)")
+    fd.add_argument("--source", required=True, help="data folder to replay (prices.csv[.gz], sectors, market, rare_events)")
+    fd.add_argument("--target", required=True, help="data folder to write (point STOCKML_DATA_DIR at it)")
+    fd.add_argument("--start", required=True, help="first trading day to release; every earlier row is written at once")
+    fd.add_argument("--every", type=float, default=60.0, help="seconds between releases (default 60)")
     args = parser.parse_args(argv)
     if args.command == "init-home":
         print(init_home())
         return 0
-    return {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "override": cmd_override}[args.command](args)
+    return {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "override": cmd_override,
+            "backfill": cmd_backfill, "replay": cmd_replay, "feed": cmd_feed}[args.command](args)
 
 
 if __name__ == "__main__":

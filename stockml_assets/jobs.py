@@ -3,18 +3,27 @@
 
 from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
 
+from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
 
-DAILY = AssetSelection.groups("ingestion", "regimes", "features") | AssetSelection.assets(
-    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report")
-# Retraining ends with fresh predictions but never re-measures drift: a retrain must not re-trigger itself.
-RETRAINING = AssetSelection.groups("archive", "training", "evaluation", "explainability", "promotion") | \
-    AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs", "predictions")
+# Daily: the new trading day's data, features, the champion's predictions, drift, and the rare-event watch.
+DAILY = AssetSelection.assets("raw_prices", "market_context", "market_regimes", "feature_matrix",
+                              "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
+                              "rare_event_watch")
+# Retraining: labels, the archive, training, evaluation, explanations and the gate. It never re-measures
+# drift, so a retrain cannot re-trigger itself; the next daily run predicts with the new champion.
+RETRAINING = AssetSelection.assets("labels") | AssetSelection.groups(
+    "archive", "training", "evaluation", "explainability", "promotion") | \
+    AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs")
+# History: everything but the per-day monitoring, over a range of trading days in one run.
+HISTORY = AssetSelection.all() - AssetSelection.assets(
+    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch")
 
-full_job = define_asset_job("stockml_full_job", selection=AssetSelection.all(),
-                            description="Materialize the whole asset graph (what `stockml run` runs).")
-daily_job = define_asset_job("daily_job", selection=DAILY,
-                             description="After the close: ingest, regimes, features, predictions, drift.")
+full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS,
+                            description="Ingest a range of trading days (one run), rebuild the features and archive, "
+                                        "train and let the gate decide (what `stockml run` runs before the daily run).")
+daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS,
+                             description="After the close: ingest the day, its features, predictions, drift, rare-event watch.")
 retraining_job = define_asset_job("retraining_job", selection=RETRAINING,
                                   description="Train, evaluate, explain and let the gate decide.")
 

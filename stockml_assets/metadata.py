@@ -38,3 +38,34 @@ def date_range(df: pd.DataFrame, col: str = "date") -> dict:
     if df.empty:
         return {"first_date": "", "last_date": ""}
     return {"first_date": f"{pd.Timestamp(df[col].min()):%Y-%m-%d}", "last_date": f"{pd.Timestamp(df[col].max()):%Y-%m-%d}"}
+
+
+def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame]) -> pd.DataFrame:
+    """Validate the partitions a run writes, inside the asset, before anything is stored.
+
+    A partitioned asset's blocking gate: on failure the step fails with the failure cases (its
+    metadata in the UI) and the stored partitions stay as they were; on success the materialization
+    records what was checked. (A Dagster asset check on a partitioned asset is planned per partition:
+    a 7,000-day backfill spent minutes writing those rows, so these checks run in the asset.)
+    ``extra``: (check name, failure cases) pairs of domain checks; empty means passed.
+    """
+    from dagster import Failure
+
+    from stockml_core import schemas
+
+    v = schemas.validate(asset_name, value, model)
+    failed = [(f"{asset_name}_schema", v.failures)] if not v.passed else []
+    failed += [(name, cases) for name, cases in extra if len(cases)]
+    if failed:
+        names = ", ".join(n for n, _ in failed)
+        raise Failure(description=f"{asset_name}: {names} failed ({v.summary()}); nothing was stored, the previous "
+                                  "partitions and the champion are unchanged. Fix the rows listed in failure_cases.",
+                      metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed}, allow_retries=False)
+    checks = [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
+    add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)})
+    return value
+
+
+def add_metadata(context, metadata: dict) -> None:
+    """Output metadata of an asset's value (named, since assets with checks have several outputs)."""
+    context.add_output_metadata(metadata, output_name="result")

@@ -1,6 +1,8 @@
 """Resources: where the data and the runtime state live, configurable through the environment."""
 
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,8 +38,19 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
             connection.execute(f'drop table "{table_slice.schema}"."{table_slice.table}"')
             context.log.info(f"{table_slice.table}: stored columns differ from the asset's; table recreated")
         if obj.empty:  # identifiers come from the asset key, never from data
-            connection.execute(f'create table if not exists "{table_slice.schema}"."{table_slice.table}" as select * from obj')
+            # An empty object column would become DuckDB's NULL type, which no later string fits.
+            typed = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})  # noqa: F841 (read by DuckDB)
+            connection.execute(f'create table if not exists "{table_slice.schema}"."{table_slice.table}" as select * from typed')
             context.add_output_metadata({"row_count": 0})
+            return
+        if table_slice.partition_dimensions:
+            # A partitioned asset's columns are on its definition (dagster/column_schema). The stock
+            # handler would add them as a "dataframe_columns" table schema to every partition's
+            # materialization event: for the 223-feature matrix, 44 KB of nested objects serialized
+            # per trading day, most of a history backfill's time.
+            table = f'"{table_slice.schema}"."{table_slice.table}"'
+            connection.execute(f"insert into {table} select * from obj" if stored else f"create table {table} as select * from obj")
+            context.add_output_metadata({"dagster/storage_kind": "duckdb"})
             return
         super().handle_output(context, table_slice, obj, connection)
 
@@ -95,6 +108,12 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     """All resources for one deployment (defaults: STOCKML_DATA_DIR and STOCKML_HOME)."""
     data_dir = Path(data_dir) if data_dir else data_dir_from_env()
     home = Path(home) if home else home_from_env()
+    # Quick looks and end-to-end tests of the daemon: smaller models / other gate thresholds from the
+    # environment (the daemon and the webserver build their definitions from it).
+    if "fast" not in kwargs and os.environ.get("STOCKML_FAST") == "1":
+        kwargs["fast"] = True
+    if "gate" not in kwargs and os.environ.get("STOCKML_GATE"):
+        kwargs["gate"] = json.loads(os.environ["STOCKML_GATE"])
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
@@ -102,3 +121,48 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
                                          connection_config=CONNECTION_CONFIG),
         "io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
     }
+
+
+CAPTURED_DDL = ("create table if not exists captured_events (name varchar primary key, start date, \"end\" date, "
+                "description varchar, captured_at timestamp)")
+
+
+def captured_events(stockml: StockMLResource) -> pd.DataFrame:
+    """Rare events captured dynamically so far (name, start, end, description)."""
+    wh = stockml.warehouse()
+    cols = ["name", "start", "end", "description"]
+    if not wh.has_table("captured_events"):
+        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in ("start", "end") else object) for c in cols})
+    df = wh.read('select name, start, "end", description from captured_events order by start')
+    return df.assign(start=pd.to_datetime(df.start), end=pd.to_datetime(df.end))[cols]
+
+
+def record_captured_event(stockml: StockMLResource, event: dict, historical: pd.DataFrame) -> tuple[bool, str]:
+    """Add a captured event to the catalog's store unless it is already there or overlaps an event.
+
+    The check and the insert are one transaction, so two capture runs can never both add it.
+    """
+    from stockml_core.events import overlapping
+
+    start, end = pd.Timestamp(event["start"]), pd.Timestamp(event["end"])
+    with stockml.warehouse().connect() as con:
+        con.execute(CAPTURED_DDL)
+        con.execute("begin transaction")
+        try:
+            stored = con.execute('select name, start, "end" from captured_events').df()
+            known = pd.concat([historical[["name", "start", "end"]], stored], ignore_index=True)
+            if event["name"] in set(known.name):
+                con.execute("rollback")
+                return False, f"{event['name']} is already in the catalog; nothing added"
+            clash = overlapping(known, start, end)
+            if clash:
+                con.execute("rollback")
+                return False, f"{event['name']} overlaps {', '.join(clash)}; nothing added"
+            con.execute('insert into captured_events (name, start, "end", description, captured_at) values (?, ?, ?, ?, ?)',
+                        [event["name"], start.date(), end.date(), event.get("description", ""),
+                         pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()])
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    return True, f"captured {event['name']} ({start:%Y-%m-%d}..{end:%Y-%m-%d}) into the catalog"

@@ -1,28 +1,69 @@
-"""Schedules: the daily run after the US close (NYSE holidays skipped) and the weekly full retrain."""
+"""Schedules: the daily run after the US close (NYSE holidays skipped) and the weekly retrain."""
 
 
-from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+import os
 
-from stockml_assets.jobs import daily_job, full_job
+import pandas as pd
+from dagster import AssetKey, DagsterRunStatus, DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, schedule
+
+from stockml_assets.jobs import daily_job, retraining_job
+from stockml_assets.partitions import NEW_YORK, TRADING_DAYS, day_keys, range_tags
 from stockml_core.calendar import is_trading_day
+from stockml_core.data import DataFolderError, latest_price_date
+from stockml_core.settings import data_dir_from_env
 
-NEW_YORK = "America/New_York"
+# Tests and demos run the daily schedule faster (e.g. every minute against a simulated feed).
+DAILY_CRON = os.environ.get("STOCKML_DAILY_CRON", "30 18 * * 1-5")
+# On from the start, like the sensors (STOCKML_AUTOMATION=off leaves them off).
+SCHEDULE_STATUS = DefaultScheduleStatus.STOPPED if os.environ.get("STOCKML_AUTOMATION") == "off" else DefaultScheduleStatus.RUNNING
+ACTIVE = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
 
-@schedule(job=daily_job, cron_schedule="30 18 * * 1-5", execution_timezone=NEW_YORK, name="daily_after_close",
-          description="Weekdays 18:30 New York: ingest the day, predict, measure drift. NYSE holidays skipped.")
+def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str, str] | str:
+    """The trading days the daily run should process now: after the last processed day, up to the
+    last day the feed has delivered (and not after the tick's own day). A string says why none."""
+    tick = pd.Timestamp(context.scheduled_execution_time).tz_convert(NEW_YORK)
+    holiday = "" if is_trading_day(tick) else f"{tick:%Y-%m-%d} is not an NYSE trading day; "
+    active = context.instance.get_runs(RunsFilter(job_name=daily_job.name, statuses=list(ACTIVE)), limit=1)
+    if active:
+        return f"daily run {active[0].run_id} is still in progress"
+    try:
+        delivered = latest_price_date(data_dir)
+    except DataFolderError as exc:
+        return str(exc)
+    if delivered is None:
+        return "the feed has delivered no prices yet"
+    # The newest day processed, not the day of the newest event: a backfill of past days runs later.
+    done = max(context.instance.get_materialized_partitions(AssetKey("drift_report")), default=None)
+    until = min(delivered, pd.Timestamp(tick.date()))
+    start = pd.Timestamp(done) + pd.Timedelta(days=1) if done else until
+    keys = day_keys(start, until) if start <= until else []
+    if not keys:
+        return f"{holiday}no new trading day: last processed {done or 'none'}, feed delivered up to {delivered:%Y-%m-%d}"
+    return keys[0], keys[-1]
+
+
+@schedule(job=daily_job, cron_schedule=DAILY_CRON, execution_timezone=NEW_YORK, name="daily_after_close", default_status=SCHEDULE_STATUS,
+          description="Weekdays 18:30 New York: ingest the new trading day(s) the feed has delivered, compute their "
+                      "features, predict with the champion, measure drift, watch for rare events. Days missed while "
+                      "the daemon was down are caught up in the same single run. NYSE holidays skipped.")
 def daily_after_close(context: ScheduleEvaluationContext):
-    day = context.scheduled_execution_time
-    if not is_trading_day(day):
-        return SkipReason(f"{day:%Y-%m-%d} is an NYSE holiday")
-    return RunRequest(run_key=f"daily-{day:%Y-%m-%d}", tags={"stockml/trigger": "scheduled"})
+    found = next_daily_range(context, data_dir_from_env())
+    if isinstance(found, str):
+        return SkipReason(found)
+    first, last = found
+    tags = {"stockml/trigger": "scheduled"}
+    if first == last:
+        return RunRequest(run_key=f"daily-{first}", partition_key=first, tags=tags)
+    return RunRequest(run_key=f"daily-{first}-{last}", tags={**tags, **range_tags(first, last)})
 
 
-@schedule(job=full_job, cron_schedule="0 6 * * 6", execution_timezone=NEW_YORK, name="weekly_full_retrain",
-          description="Saturday 06:00 New York: rebuild everything and retrain; the gate decides.")
+@schedule(job=retraining_job, cron_schedule="0 6 * * 6", execution_timezone=NEW_YORK, name="weekly_full_retrain", default_status=SCHEDULE_STATUS,
+          description="Saturday 06:00 New York: retrain on everything ingested so far; the same gate decides.")
 def weekly_full_retrain(context: ScheduleEvaluationContext):
     return RunRequest(run_key=f"weekly-{context.scheduled_execution_time:%Y-%m-%d}",
                       tags={"stockml/trigger": "scheduled"})
 
 
 SCHEDULES = [daily_after_close, weekly_full_retrain]
+__all__ = ["SCHEDULES", "TRADING_DAYS"]

@@ -1,77 +1,146 @@
-"""Sensors: drift and new rare events launch retraining; failed training cycles are recorded."""
+"""Sensors: drift and new rare events launch retraining; failed training cycles are recorded.
+
+The sensors read only Dagster's event log (materialization metadata), never the DuckDB warehouse,
+so they never contend with a run for the warehouse's single writer lock.
+"""
 
 
 import json
+import os
 from datetime import UTC, datetime
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     DagsterRunStatus,
-    EventLogEntry,
+    DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
-    asset_sensor,
     run_failure_sensor,
     sensor,
 )
 
+from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.assets.monitoring import record_training_run
 from stockml_assets.jobs import full_job, retraining_job
 from stockml_assets.resources import StockMLResource
+from stockml_core.drift import EpisodeState, step_episode
 from stockml_core.settings import DriftSettings
 
-DRIFT_THRESHOLD = DriftSettings().score_threshold
+TRIGGER_TAG = "stockml/trigger"
+# The platform runs itself: sensors are on from the start (STOCKML_AUTOMATION=off leaves them off).
+SENSOR_STATUS = DefaultSensorStatus.STOPPED if os.environ.get("STOCKML_AUTOMATION") == "off" else DefaultSensorStatus.RUNNING
+DRIFT = DriftSettings()
 
 
-@asset_sensor(asset_key=AssetKey("drift_report"), job=retraining_job, name="drift_sensor",
-              description="Launch the retraining job when drift_report's score passes its threshold "
-                          "(one run per drift materialization, deduplicated by run key).")
-def drift_sensor(context: SensorEvaluationContext, asset_event: EventLogEntry):
-    mat = asset_event.asset_materialization
-    value = mat.metadata.get("drift_score") if mat else None
-    if value is None:
-        return SkipReason("drift_report materialization carries no drift_score")
-    score = float(value.value)
-    if score < DRIFT_THRESHOLD:
-        return SkipReason(f"drift score {score:.3f} below threshold {DRIFT_THRESHOLD}")
-    # One run per drift materialization: its run id and timestamp identify it.
-    return RunRequest(run_key=f"drift-{asset_event.run_id or 'runless'}-{asset_event.timestamp:.6f}",
-                      tags={"stockml/trigger": "drift", "stockml/drift_score": f"{score:.4f}"})
+def _new_materializations(context: SensorEvaluationContext, asset: str, after: int | None):
+    """Materializations of ``asset`` after storage id ``after``, oldest first, as (storage_id, partition, metadata)."""
+    out = []
+    cursor = None
+    while True:
+        res = context.instance.fetch_materializations(AssetRecordsFilter(AssetKey(asset), after_storage_id=after),
+                                                      limit=500, cursor=cursor, ascending=True)
+        for rec in res.records:
+            mat = rec.asset_materialization
+            if mat is not None:
+                out.append((rec.storage_id, mat.partition, mat.metadata))
+        if not res.has_more:
+            return out
+        cursor = res.cursor
 
 
-@sensor(job=retraining_job, name="new_rare_event_sensor", minimum_interval_seconds=60,
-        description="Launch retraining when the rare-event catalog gains an event (captured, or added to the "
-                    "data folder's rare_events.csv), so the archive grows into the next model.")
+def _load_cursor(context: SensorEvaluationContext, default: dict) -> dict:
+    return {**default, **json.loads(context.cursor)} if context.cursor else dict(default)
+
+
+@sensor(job=retraining_job, name="drift_sensor", minimum_interval_seconds=30, default_status=SENSOR_STATUS,
+        description="Launch the retraining job once per drift episode: the daily drift score must stay at or above "
+                    f"{DRIFT.score_threshold} for {DRIFT.persistence_days} consecutive trading days, then no new "
+                    f"drift retrain for {DRIFT.cooldown_days} trading days. Tags the run with trigger and score.")
+def drift_sensor(context: SensorEvaluationContext):
+    state = _load_cursor(context, {"after": None, "episode": EpisodeState().to_dict(), "last_day": None})
+    episode = EpisodeState.from_dict(state["episode"])
+    requests, seen = [], 0
+    records = _new_materializations(context, "drift_report", state["after"])
+    if records:
+        state["after"] = max(r[0] for r in records)
+    for _, day, meta in sorted(records, key=lambda r: (r[1] or "", r[0])):
+        scores = meta["daily_scores"].value if "daily_scores" in meta else {}
+        if not day or day not in scores or (state["last_day"] and day <= state["last_day"]):
+            continue  # a re-materialized past day does not replay the episode logic
+        state["last_day"] = day
+        seen += 1
+        episode, trigger = step_episode(episode, day, float(scores[day]), DRIFT)
+        if trigger:
+            requests.append(RunRequest(
+                run_key=f"drift-episode-{trigger['episode_start']}",
+                tags={TRIGGER_TAG: "drift", "stockml/drift_score": f"{trigger['score']:.4f}",
+                      "stockml/day": day, "stockml/reason": trigger["reason"][:200]}))
+    state["episode"] = episode.to_dict()
+    cursor = json.dumps(state)
+    if requests:
+        return SensorResult(run_requests=requests, cursor=cursor)
+    return SensorResult(skip_reason=SkipReason(f"{seen} new drift day(s); no retrain: {episode.summary()}"), cursor=cursor)
+
+
+@sensor(job=retraining_job, name="rare_event_capture_sensor", minimum_interval_seconds=30, default_status=SENSOR_STATUS,
+        description="When rare_event_watch finds a new rare event (crash regime, VIX above 40 for 3+ days, drift score "
+                    "above 0.25, no overlap with a catalogued event), launch retraining that captures it into the "
+                    "catalog and grows the archive. One run per event (run key = event name).")
+def rare_event_capture_sensor(context: SensorEvaluationContext):
+    state = _load_cursor(context, {"after": None})
+    requests = []
+    for storage_id, day, meta in _new_materializations(context, "rare_event_watch", state["after"]):
+        state["after"] = storage_id
+        event = meta["candidate_event"].value if "candidate_event" in meta else {}
+        if event and event.get("end") == day:  # a range run reports its candidate on the capture day only
+            requests.append(RunRequest(run_key=f"capture-{event['name']}",
+                                       tags={TRIGGER_TAG: "new_event", "stockml/day": day, CAPTURE_TAG: json.dumps(event),
+                                             "stockml/new_events": event["name"]}))
+    if requests:
+        return SensorResult(run_requests=requests, cursor=json.dumps(state))
+    return SensorResult(skip_reason=SkipReason("no new rare event"), cursor=json.dumps(state))
+
+
+@sensor(job=retraining_job, name="new_rare_event_sensor", minimum_interval_seconds=60, default_status=SENSOR_STATUS,
+        description="Launch retraining when the data folder's rare_events.csv gains an event, so the archive "
+                    "grows into the next model (captured events retrain through the capture sensor).")
 def new_rare_event_sensor(context: SensorEvaluationContext):
     event = context.instance.get_latest_materialization_event(AssetKey("rare_event_catalog"))
     mat = event.asset_materialization if event else None
-    if mat is None or "event_names" not in mat.metadata:
+    key = "historical_event_names" if mat is not None and "historical_event_names" in mat.metadata else "event_names"
+    if mat is None or key not in mat.metadata:
         return SkipReason("rare_event_catalog not materialized yet")
-    names = sorted(mat.metadata["event_names"].value)
+    names = sorted(mat.metadata[key].value)
     known = json.loads(context.cursor) if context.cursor else None
-    context.update_cursor(json.dumps(names))
     new = sorted(set(names) - set(known or []))
+    context.update_cursor(json.dumps(sorted(set(names) | set(known or []))))
     if known is None:
         return SkipReason(f"baseline of {len(names)} catalogued events recorded")
     if not new:
         return SkipReason("no new rare event")
-    return RunRequest(run_key="new-event-" + "-".join(new), tags={"stockml/trigger": "new_event",
+    return RunRequest(run_key="new-event-" + "-".join(new), tags={TRIGGER_TAG: "new_event",
                                                                    "stockml/new_events": ",".join(new)})
 
 
-@run_failure_sensor(monitored_jobs=[retraining_job, full_job], name="training_failure_sensor",
-                    description="Record every failed training cycle, with its error, in training_runs.")
+@run_failure_sensor(monitored_jobs=[retraining_job, full_job], name="training_failure_sensor", default_status=SENSOR_STATUS,
+                    description="Record every failed training cycle, with its error, in training_runs. "
+                                "A failed cycle never reaches the gate, so the champion stays.")
 def training_failure_sensor(context: RunFailureSensorContext, stockml: StockMLResource):
     run = context.dagster_run
     if run.status != DagsterRunStatus.FAILURE:
         return
+    record_failed_cycle(stockml, run.run_id, run.tags.get(TRIGGER_TAG, "manual"),
+                        context.failure_event.message or "run failed")
+
+
+def record_failed_cycle(stockml: StockMLResource, run_id: str, trigger: str, error: str) -> None:
     record_training_run(stockml, {
-        "run_id": run.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
-        "trigger": run.tags.get("stockml/trigger", "manual"), "samples": 0, "candidate_version": None,
-        "accuracy": None, "balanced_accuracy": None, "promoted": False,
-        "error": context.failure_event.message or "run failed"})
+        "run_id": run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None), "trigger": trigger, "samples": 0,
+        "candidate_version": None, "accuracy": None, "balanced_accuracy": None, "promoted": False, "error": error})
 
 
-SENSORS = [drift_sensor, new_rare_event_sensor, training_failure_sensor]
+SENSORS = [drift_sensor, rare_event_capture_sensor, new_rare_event_sensor, training_failure_sensor]

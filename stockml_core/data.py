@@ -8,6 +8,7 @@ optionally ``rare_events.csv`` (name, start, end, description).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,27 @@ def _find(data_dir: Path, stem: str) -> Path:
     )
 
 
+@lru_cache(maxsize=8)
+def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
+
+
+def _read_csv(path: Path, kind: str) -> pd.DataFrame:
+    """The file's rows, parsed once per file version (path, modification time, size).
+
+    A daily run reads one day out of the whole file; a replay reads it once per day. Caching the
+    parse keyed on the file's version keeps that cheap and still sees every change the feed makes.
+    """
+    st = path.stat()
+    return _parsed_csv(str(path), st.st_mtime_ns, st.st_size, kind).copy()
+
+
+def latest_price_date(data_dir: Path) -> pd.Timestamp | None:
+    """The last date the data folder's prices file has (what the feed has delivered so far)."""
+    df = _read_csv(_find(data_dir, "prices"), "prices")
+    return pd.Timestamp(df["date"].max()) if len(df) else None
+
+
 def _require(df: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -82,7 +104,7 @@ def load_prices(
     duplicates, future dates) are left for the blocking checks to reject with their rows named.
     """
     path = _find(data_dir, "prices")
-    df = pd.read_csv(path, dtype={"ticker": str})
+    df = _read_csv(path, "prices")
     _require(df, PRICE_COLUMNS, path)
     df = df[PRICE_COLUMNS].copy()
     df["date"] = pd.to_datetime(df["date"])
@@ -129,7 +151,7 @@ def load_market(
     Every repair uses only data up to the repaired date (forward fills, never back fills).
     """
     path = _find(data_dir, "market")
-    df = pd.read_csv(path)
+    df = _read_csv(path, "market")
     _require(df, ["date", "spx_close", "vix_close", "dgs10"], path)
     for col in MARKET_COLUMNS:
         if col not in df.columns:

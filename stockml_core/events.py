@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+from stockml_core.settings import CaptureSettings
 
 
 def build_catalog(historical: pd.DataFrame, captured: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -30,3 +33,55 @@ def build_archive(samples: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     archive = samples.loc[event.notna()].assign(event=event[event.notna()])
     archive = archive.drop_duplicates(["ticker", "date"], keep="first")
     return archive.sort_values(["date", "ticker"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------ dynamic capture
+
+STRESS_REGIMES = ("crash", "high_volatility")
+
+
+def overlapping(catalog: pd.DataFrame, start, end) -> list[str]:
+    """Names of catalogued events whose window overlaps [start, end]."""
+    if catalog is None or catalog.empty:
+        return []
+    hit = (pd.to_datetime(catalog.start) <= pd.Timestamp(end)) & (pd.to_datetime(catalog.end) >= pd.Timestamp(start))
+    return list(catalog.name[hit])
+
+
+def capture_candidate(day, regimes: pd.DataFrame, drift_score: float | None, catalog: pd.DataFrame,
+                      s: CaptureSettings) -> tuple[dict | None, str]:
+    """The new rare event the data up to ``day`` shows, if every capture condition holds: (event, why).
+
+    Conditions on ``day``: its regime is ``s.regime``; VIX closed above ``s.vix_above`` on the
+    last ``s.vix_days`` consecutive trading days; the drift score is above ``s.min_drift_score``;
+    and the event window overlaps no catalogued event. The window starts on the first day of the
+    stress run (consecutive crash / high-volatility days) that holds ``day`` and ends on ``day``.
+    Uses rows dated <= ``day`` only.
+    """
+    day = pd.Timestamp(day)
+    r = regimes[pd.to_datetime(regimes.date) <= day].sort_values("date")
+    if r.empty or pd.Timestamp(r.date.iloc[-1]) != day:
+        return None, f"no regime for {day:%Y-%m-%d}"
+    regime = str(r.regime.iloc[-1])
+    vix = r.vix_close.to_numpy(dtype="float64")
+    above = vix > s.vix_above
+    streak = len(above) - (np.flatnonzero(~above)[-1] + 1) if (~above).any() else len(above)
+    reasons = []
+    if regime != s.regime:
+        reasons.append(f"regime {regime} is not {s.regime}")
+    if streak < s.vix_days:
+        reasons.append(f"VIX above {s.vix_above:g} on {streak} consecutive day(s) < {s.vix_days}")
+    if drift_score is None or not np.isfinite(drift_score) or drift_score <= s.min_drift_score:
+        reasons.append(f"drift score {drift_score if drift_score is not None else 'n/a'} <= {s.min_drift_score}")
+    if reasons:
+        return None, "; ".join(reasons)
+    stress = r.regime.isin(STRESS_REGIMES).to_numpy()
+    start_idx = np.flatnonzero(~stress)[-1] + 1 if (~stress).any() else 0
+    start = pd.Timestamp(r.date.iloc[start_idx])
+    clash = overlapping(catalog, start, day)
+    if clash:
+        return None, f"window {start:%Y-%m-%d}..{day:%Y-%m-%d} overlaps catalogued {', '.join(clash)}"
+    event = {"name": f"captured_{start:%Y_%m_%d}", "start": f"{start:%Y-%m-%d}", "end": f"{day:%Y-%m-%d}",
+             "description": f"captured on {day:%Y-%m-%d}: {s.regime} regime, VIX above {s.vix_above:g} for {streak} days "
+                            f"(last {vix[-1]:.1f}), drift score {drift_score:.3f}"}
+    return event, "all capture conditions hold"

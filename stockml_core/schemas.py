@@ -189,7 +189,7 @@ class ProductionModelSchema(pa.DataFrameModel):
 
 
 class PredictionsSchema(pa.DataFrameModel):
-    ticker: Series[str] = pa.Field(unique=True)
+    ticker: Series[str]
     date: Series[pd.Timestamp]
     model_version: Series[str]
     regime: Series[str]
@@ -203,29 +203,62 @@ class PredictionsSchema(pa.DataFrameModel):
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
         return (df[["p_down", "p_flat", "p_up"]].sum(axis=1) - 1).abs() < 1e-6
 
+    class Config:
+        unique = ["ticker", "date"]  # one prediction per ticker and trading day (a range run holds several days)
+
 
 class FeatureDriftSchema(pa.DataFrameModel):
-    feature: Series[str] = pa.Field(unique=True)
+    """Per day and feature: ``stockml_core.drift.feature_drift`` (NaN statistics: not testable)."""
+
+    date: Series[pd.Timestamp]
+    feature: Series[str]
+    wasserstein: Series[float] = pa.Field(nullable=True, ge=0)
+    threshold: Series[float] = pa.Field(nullable=True, gt=0)
+    effect: Series[float] = pa.Field(nullable=True, ge=0)
     ks_statistic: Series[float] = pa.Field(nullable=True, ge=0, le=1)
     p_value: Series[float] = pa.Field(nullable=True, ge=0, le=1)
     p_value_bh: Series[float] = pa.Field(nullable=True, ge=0, le=1)
     psi: Series[float] = pa.Field(nullable=True, ge=0)
     mean_shift: Series[float] = pa.Field(nullable=True)
+    n_reference: Series[int] = pa.Field(ge=0)
+    n_current: Series[int] = pa.Field(ge=0)
     drifted: Series[bool]
+
+    class Config:
+        unique = ["date", "feature"]
 
 
 class MixDriftSchema(pa.DataFrameModel):
-    category: Series[str] = pa.Field(unique=True)
+    date: Series[pd.Timestamp]
+    category: Series[str]
     reference_share: Series[float] = pa.Field(ge=0, le=1)
     current_share: Series[float] = pa.Field(ge=0, le=1)
     change: Series[float] = pa.Field(ge=-1, le=1)
 
+    class Config:
+        unique = ["date", "category"]
+
+
+class RareEventWatchSchema(pa.DataFrameModel):
+    date: Series[pd.Timestamp] = pa.Field(unique=True)
+    candidate: Series[str]  # the new event's name, or "" when the conditions do not hold
+    start: Series[pd.Timestamp] = pa.Field(nullable=True)
+    end: Series[pd.Timestamp] = pa.Field(nullable=True)
+    drift_score: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+    reason: Series[str]
+
 
 class DriftReportSchema(pa.DataFrameModel):
-    component: Series[str] = pa.Field(unique=True)
-    value: Series[float] = pa.Field(nullable=True)
+    """Per day: the feature, regime and prediction components and the overall score, all in [0, 1]."""
+
+    date: Series[pd.Timestamp]
+    component: Series[str] = pa.Field(isin=["features", "regime", "predictions", "overall"])
+    value: Series[float] = pa.Field(nullable=True, ge=0, le=1 + 1e-9)  # NaN: no champion, no prediction part
     weight: Series[float] = pa.Field(ge=0, le=1)
     detail: Series[str]
+
+    class Config:
+        unique = ["date", "component"]
 
 
 class ErrorReplayBufferSchema(pa.DataFrameModel):

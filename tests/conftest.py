@@ -1,6 +1,7 @@
 """Shared fixtures: one real materialization of the whole graph on a slice of the real sample."""
 
 import shutil
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ DESIGN_GROUPS: dict[str, list[str]] = {
     "explainability": ["shap_values", "shap_importance"],
     "promotion": ["promotion_decision", "production_model"],
     "monitoring": ["predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
-                   "error_replay_buffer", "sector_performance", "training_runs"],
+                   "rare_event_watch", "error_replay_buffer", "sector_performance", "training_runs"],
 }
 
 SLICE_TICKERS = ["XOM", "JPM", "KO", "IBM", "GE", "AEP"]
@@ -41,21 +42,89 @@ def slice_config(home: Path, data_dir: Path = DEFAULT_DATA_DIR, **overrides) -> 
     return cfg
 
 
-def run_job(job_name: str, instance: DagsterInstance, **config):
+# Partitioned by NYSE trading day (stockml_assets.partitions); the other assets are unpartitioned.
+PARTITIONED_ASSETS = {"raw_prices", "market_context", "feature_matrix", "predictions", "feature_drift", "regime_drift",
+                      "prediction_drift", "drift_report", "rare_event_watch"}
+MONITORING_ONLY = {"predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch"}
+TRAINING_AND_GATE = {"training_set", "rf_model", "xgb_model", "meta_learner", "validation_report", "backtest_report",
+                     "shap_values", "shap_importance", "promotion_decision", "production_model"}
+ALL_ASSETS = {n for names in DESIGN_GROUPS.values() for n in names}
+HISTORY_ASSETS = ALL_ASSETS - MONITORING_ONLY  # stockml_full_job: everything but the per-day monitoring
+
+
+def job_assets(job_name: str) -> set[str]:
+    """The assets a job of the project's definitions materializes (its selection)."""
+    from stockml_assets.definitions import defs
+
+    return {k.to_user_string() for k in defs.resolve_job_def(job_name).asset_layer.executable_asset_keys}
+
+
+def make_instance(dagster_home: Path) -> DagsterInstance:
+    """A throwaway local instance with the project's fast event log (as `stockml init-home` configures it)."""
+    from stockml_assets.instance_storage import event_log_config
+
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    return DagsterInstance.local_temp(str(dagster_home), overrides={
+        "event_log_storage": event_log_config(str(dagster_home / "history" / "runs")), "telemetry": {"enabled": False}})
+
+
+def definitions(**config):
     from stockml_assets.definitions import build_definitions
 
-    defs = build_definitions(**config)
-    return defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
+    return build_definitions(**config)
+
+
+def run_job(job_name: str, instance: DagsterInstance, **config):
+    """An unpartitioned job (retraining_job, ...) on a deployment configured like ``slice_config``."""
+    return definitions(**config).resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def run_history_job(instance: DagsterInstance, first=None, last=None, train: bool = True, **config):
+    """stockml_full_job over the trading days [first, last] (default: the data's whole span) in one run."""
+    from stockml_assets.replay import data_span, run_history
+
+    defs = definitions(**config)
+    if first is None or last is None:
+        span = data_span(defs.resources["stockml"].settings())
+        first, last = first or span[0], last or span[1]
+    return run_history(defs, instance, first, last, train=train)
+
+
+def run_daily_job(instance: DagsterInstance, day, last=None, **config):
+    """daily_job for one trading day's partition (or every day in [day, last] in one run)."""
+    from stockml_assets.replay import run_daily
+
+    return run_daily(definitions(**config), instance, day, last=last)
+
+
+def materialized_keys(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def materialized_partitions(result, asset: str) -> list[str]:
+    return sorted(e.partition for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == asset)
 
 
 @pytest.fixture(scope="session")
 def materialized(tmp_path_factory):
-    """The whole graph materialized once on 6 tickers from 2003, in a tmp home and a tmp instance."""
+    """The whole graph materialized once on 6 tickers from 2003, in a tmp home and a tmp instance:
+    the history run over the slice's trading days (training and the gate), then the daily run for
+    the last day (the champion's predictions, drift, the rare-event watch), as `stockml run` does."""
+    from stockml_assets.replay import data_span
+
     home = tmp_path_factory.mktemp("stockml_home")
-    dagster_home = tmp_path_factory.mktemp("dagster_home")
-    instance = DagsterInstance.local_temp(str(dagster_home), overrides={"telemetry": {"enabled": False}})
-    result = run_job("stockml_full_job", instance, **slice_config(home))
-    return SimpleNamespace(home=home, instance=instance, result=result)
+    instance = make_instance(tmp_path_factory.mktemp("dagster_home"))
+    config = slice_config(home)
+    _, last = data_span(definitions(**config).resources["stockml"].settings())
+    t0 = time.perf_counter()
+    history = run_history_job(instance, SLICE_START, last, **config)
+    t1 = time.perf_counter()
+    daily = run_daily_job(instance, last, **config) if history.success else None
+    t2 = time.perf_counter()
+    print(f"\nmaterialized fixture: history {t1 - t0:.1f} s, daily {t2 - t1:.1f} s")
+    return SimpleNamespace(home=home, instance=instance, result=history, daily=daily, last_day=f"{last:%Y-%m-%d}",
+                           config=config, timings={"history": t1 - t0, "daily": t2 - t1})
 
 
 @pytest.fixture
@@ -80,3 +149,34 @@ def write_slice_folder(dst: Path, tickers=SLICE_TICKERS, start=SLICE_START, end=
     shutil.copy(DEFAULT_DATA_DIR / "market.csv.gz", dst / "market.csv.gz")
     shutil.copy(DEFAULT_DATA_DIR / "rare_events.csv", dst / "rare_events.csv")
     return prices
+
+
+@pytest.fixture
+def fresh_instance(tmp_path):
+    """A private Dagster instance, so a test's runs never change what the session's instance holds."""
+    instance = make_instance(tmp_path / "dagster_home")
+    yield instance
+    instance.dispose()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The daemon end-to-end scenario waits minutes for schedule ticks: start it in the background as
+    the session starts, and run its test (which waits for it) last."""
+    from tests.test_daemon import DAEMON_TEST, start_scenario
+
+    daemon = [i for i in items if i.name == DAEMON_TEST]
+    if not daemon:
+        return
+    items[:] = [i for i in items if i.name != DAEMON_TEST] + daemon
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="stockml-daemon-"))
+    config.stockml_daemon_scenario = (start_scenario(base), base)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    from tests.test_daemon import stop_scenario
+
+    proc, _ = getattr(session.config, "stockml_daemon_scenario", (None, None))
+    if proc is not None:
+        stop_scenario(proc)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from stockml_core.evaluation import BASELINES
 from tests.conftest import write_slice_folder
@@ -30,19 +30,28 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     _, _, run = cli_run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
-    for expected in ["ok  raw_prices", "ok  production_model",  # one progress line per asset
-                     "Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
-                     "Top 10 SHAP features:", "Drift score:", "make ui"]:
-        assert expected in out
+    # The history run over the data's span (training and the gate), then the daily run for its last day.
+    history, daily = out.index("1/2 history: 2006-01-03..2017-11-10"), out.index("2/2 daily run for 2017-11-10")
+    assert history < out.index("ok  raw_prices") < out.index("ok  production_model") < daily  # one line per asset
+    assert daily < out.index("ok  predictions") < out.index("ok  drift_report") < out.index("ok  rare_event_watch")
+    for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
+                     "Top 10 SHAP features:", "Drift score:", " on 2017-11-10", "make ui"]:
+        assert expected in out, expected
     assert "Champion: v0001" in out or "No model passed the gate" in out
 
 
 def test_runs_show_in_the_projects_dagster_instance(cli_run):
     root, _, _ = cli_run
-    assert (root / "dagster_home" / "dagster.yaml").exists()
+    config = (root / "dagster_home" / "dagster.yaml").read_text()
+    assert "LocalEventLogStorage" in config  # the fast event log for partitioned runs
     with DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        runs = instance.get_runs()
-    assert [r.job_name for r in runs] == ["stockml_full_job"] and runs[0].is_success
+        runs = instance.get_runs()  # newest first
+        assert [r.job_name for r in runs] == ["daily_job", "stockml_full_job"] and all(r.is_success for r in runs)
+        assert runs[0].tags["dagster/partition"] == "2017-11-10"
+        assert (runs[1].tags["dagster/asset_partition_range_start"],
+                runs[1].tags["dagster/asset_partition_range_end"]) == ("2006-01-03", "2017-11-10")
+        assert instance.get_latest_materialization_event(AssetKey("drift_report")).asset_materialization.partition == \
+            "2017-11-10"
 
 
 def test_status_json_reports_champion_decision_and_drift(cli_run):
@@ -59,7 +68,7 @@ def test_status_json_reports_champion_decision_and_drift(cli_run):
     assert data["champion"]["baselines"]["always_up"]["auc_ovr"] == 0.5
     assert data["last_decision"]["candidate_version"] == "v0001"
     assert {c["name"] for c in data["last_decision"]["criteria"]} >= {"accuracy_vs_best_baseline", "worst_sector_accuracy"}
-    assert 0.0 <= data["drift_score"] <= 1.0
+    assert 0.0 <= data["drift_score"] <= 1.0 and data["drift_date"] == "2017-11-10"
     assert Path(data["warehouse"]).parent == Path(env["STOCKML_HOME"])
 
 
@@ -79,3 +88,24 @@ def test_override_needs_a_reason_and_a_registered_version(cli_run):
     status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
                                        timeout=120).stdout)
     assert status["champion"]["version"] == "v0001"  # unchanged
+
+
+def test_backfill_runs_a_range_of_days_in_one_daily_run(cli_run):
+    root, env, _ = cli_run
+    done = subprocess.run([*STOCKML, "backfill", "2017-11-06", "2017-11-10", "--job", "daily"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "daily backfill 2017-11-06..2017-11-10" in done.stdout and "succeeded" in done.stdout
+    with DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+        run = instance.get_runs(limit=1)[0]
+    assert run.job_name == "daily_job" and run.is_success
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        "2017-11-06", "2017-11-10")
+    from stockml_core.warehouse import Warehouse
+
+    drift = Warehouse(Path(env["STOCKML_HOME"]) / "warehouse.duckdb").read(
+        'select date, value from "assets"."drift_report" where component = \'overall\' order by date')
+    assert [f"{d:%Y-%m-%d}" for d in drift.date] == ["2017-11-06", "2017-11-07", "2017-11-08", "2017-11-09", "2017-11-10"]
+    status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
+                                       timeout=120).stdout)
+    assert status["drift_date"] == "2017-11-10" and status["drift_score"] == pytest.approx(float(drift.value.iloc[-1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,20 @@ import pytest
 from stockml_core.backtest import next_day_returns, performance, run_backtest, summarize_backtest
 from stockml_core.data import load_prices
 from stockml_core.drift import (
+    FEATURE_DRIFT_COLUMNS,
+    EpisodeState,
     benjamini_hochberg,
     drift_score,
+    feature_component,
     feature_drift,
     mix_shift,
+    prediction_component,
+    prediction_drift,
     psi,
     reference_and_current,
     regime_transition,
+    simulate_policy,
+    step_episode,
 )
 from stockml_core.regimes import REGIMES
 from stockml_core.settings import DriftSettings
@@ -29,13 +37,17 @@ S = DriftSettings()
 # ------------------------------------------------------------------------------------ feature drift
 
 
+def _panel(n_days: int = 300, n_tickers: int = 8, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2016-01-04", periods=n_days)
+    return pd.DataFrame({"date": np.repeat(dates, n_tickers),
+                         "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_days)}), rng, dates
+
+
 @pytest.fixture(scope="module")
 def features() -> pd.DataFrame:
     """300 days x 8 tickers; ``shifted`` moves by 3 sd in the current window, ``stationary`` does not."""
-    rng = np.random.default_rng(0)
-    dates = pd.bdate_range("2016-01-04", periods=300)
-    n_tickers = 8
-    df = pd.DataFrame({"date": np.repeat(dates, n_tickers), "ticker": np.tile([f"T{i}" for i in range(n_tickers)], 300)})
+    df, rng, dates = _panel()
     df["stationary"] = rng.normal(0, 1, len(df))
     current = (df.date >= dates[-S.current_window]).to_numpy()
     df["shifted"] = rng.normal(0, 1, len(df)) + 3.0 * current
@@ -52,31 +64,91 @@ def test_reference_and_current_windows(features) -> None:
     assert not (ref & cur).any()
 
 
-def test_feature_shifted_by_three_sd_is_flagged(features) -> None:
+def test_planted_shift_is_drifted_and_stationary_is_not(features) -> None:
     out = feature_drift(features, ["stationary", "shifted"], S).set_index("feature")
-    assert out.loc["shifted", "drifted"]
+    assert out.loc["shifted", "drifted"] and out.loc["shifted", "effect"] > 1
     assert out.loc["shifted", "mean_shift"] == pytest.approx(3.0, abs=0.3)
     assert out.loc["shifted", "psi"] > 1.0
+    assert not out.loc["stationary", "drifted"] and out.loc["stationary", "effect"] < 1
+    assert abs(out.loc["stationary", "mean_shift"]) < 0.5
 
 
-def test_stationary_feature_is_not_flagged(features) -> None:
-    out = feature_drift(features, ["stationary", "shifted"], S).set_index("feature")
-    assert not out.loc["stationary", "drifted"]
-    assert abs(out.loc["stationary", "mean_shift"]) < 0.3
-    assert out.loc["stationary", "psi"] < 0.1
+def test_wasserstein_is_normalized_by_the_reference_iqr(features) -> None:
+    from scipy.stats import wasserstein_distance
+
+    ref, cur = reference_and_current(features.date, S)
+    r, c = features.shifted[ref].to_numpy(), features.shifted[cur].to_numpy()
+    iqr = np.subtract(*np.quantile(r, [0.75, 0.25])) / 1.349
+    row = feature_drift(features, ["shifted"], S).iloc[0]
+    assert row.wasserstein == pytest.approx(wasserstein_distance(r, c) / iqr, rel=0.02)
+    assert row.effect == pytest.approx(row.wasserstein / row.threshold)
 
 
-def test_feature_drift_is_sorted_by_ks_statistic(features) -> None:
-    out = feature_drift(features, ["stationary", "shifted", "sparse"], S)
-    assert list(out.feature) == ["shifted", "stationary", "sparse"]
-    assert list(out.columns) == ["feature", "ks_statistic", "p_value", "psi", "mean_shift", "n_reference",
-                                 "n_current", "p_value_bh", "drifted"]
+def test_threshold_is_the_quantile_of_reference_windows(features) -> None:
+    from scipy.stats import wasserstein_distance
+
+    ref, _ = reference_and_current(features.date, S)
+    r = features[ref]
+    x = r.stationary.to_numpy()
+    iqr = np.subtract(*np.quantile(x, [0.75, 0.25])) / 1.349
+    days = np.sort(r.date.unique())
+    starts = range(len(days) - S.current_window, -1, -S.calibration_step)
+    dists = [wasserstein_distance(x, r.stationary[r.date.isin(days[i:i + S.current_window])]) / iqr for i in starts]
+    row = feature_drift(features, ["stationary"], S).iloc[0]
+    assert row.threshold == pytest.approx(np.quantile(dists, S.calibration_quantile), rel=0.05)
+
+
+def test_noisier_reference_gives_a_higher_threshold() -> None:
+    """Same marginal spread per row, but one feature wanders from day to day: its own windows differ more."""
+    df, rng, dates = _panel(seed=4)
+    day_shock = np.repeat(rng.normal(0, 1, len(dates)), 8)
+    df["iid"] = rng.normal(0, 1, len(df)) * np.sqrt(2)
+    df["wandering"] = day_shock + rng.normal(0, 1, len(df))
+    out = feature_drift(df, ["iid", "wandering"], S).set_index("feature")
+    assert out.loc["wandering", "threshold"] > 2 * out.loc["iid", "threshold"]
+
+
+def test_date_level_features_are_tested_once_per_date() -> None:
+    df, rng, dates = _panel(seed=5)
+    per_date = rng.normal(0, 1, len(dates))
+    per_date[-2:] += 2.5  # two unusual days in the current window
+    df["vix_like"] = np.repeat(per_date, 8)
+    per_date_out = feature_drift(df, ["vix_like"], S, date_level={"vix_like"}).iloc[0]
+    assert (per_date_out.n_reference, per_date_out.n_current) == (S.reference_window, S.current_window)
+    from scipy.stats import ks_2samp
+
+    expected = ks_2samp(per_date[-(S.current_window + S.reference_window):-S.current_window],
+                        per_date[-S.current_window:], method="exact").pvalue
+    assert per_date_out.p_value == pytest.approx(expected)
+    detected = feature_drift(df, ["vix_like"], S).iloc[0]  # None: detected as identical across tickers
+    assert detected.n_current == S.current_window and detected.p_value == pytest.approx(expected)
+    copies = feature_drift(df, ["vix_like"], S, date_level=set()).iloc[0]  # 8 copies taken as independent
+    assert copies.n_current == 8 * S.current_window and copies.p_value < per_date_out.p_value / 100
+
+
+def test_feature_drift_columns_and_order(features) -> None:
+    out = feature_drift(features, ["stationary", "sparse", "shifted"], S)
+    assert list(out.columns) == FEATURE_DRIFT_COLUMNS
+    assert list(out.feature) == ["shifted", "stationary", "sparse"]  # effect, descending, NaN last
 
 
 def test_feature_without_enough_values_is_not_flagged(features) -> None:
     row = feature_drift(features, ["stationary", "sparse"], S).set_index("feature").loc["sparse"]
-    assert row.n_current == 0 and np.isnan(row.ks_statistic) and np.isnan(row.p_value_bh)
+    assert row.n_current == 0 and np.isnan(row.ks_statistic) and np.isnan(row.p_value_bh) and np.isnan(row.effect)
     assert not row.drifted
+
+
+def test_empty_or_short_history_gives_untestable_rows(features) -> None:
+    for rows in (features.iloc[:0], features.iloc[:8 * S.current_window]):
+        out = feature_drift(rows, ["stationary", "shifted"], S)
+        assert list(out.columns) == FEATURE_DRIFT_COLUMNS and len(out) == 2
+        assert out.effect.isna().all() and not out.drifted.any() and (out.n_reference == 0).all()
+
+
+def test_feature_component_is_the_share_of_tested_features_drifted(features) -> None:
+    out = feature_drift(features, ["stationary", "shifted", "sparse"], S)
+    assert feature_component(out, S) == pytest.approx(0.5)
+    assert feature_component(out.iloc[:0], S) == 0.0
 
 
 def test_benjamini_hochberg_matches_hand_computation() -> None:
@@ -109,6 +181,16 @@ def test_psi_of_a_constant_reference_is_zero() -> None:
     assert psi(np.ones(100), np.arange(10.0), 10) == 0.0
 
 
+def test_feature_drift_psi_and_ks_match_the_reference_functions(features) -> None:
+    from scipy.stats import ks_2samp
+
+    ref, cur = reference_and_current(features.date, S)
+    row = feature_drift(features, ["shifted"], S).iloc[0]
+    r, c = features.shifted[ref].to_numpy(), features.shifted[cur].to_numpy()
+    assert row.psi == pytest.approx(psi(r, c, S.psi_bins))
+    assert row.ks_statistic == pytest.approx(ks_2samp(r, c).statistic)
+
+
 # ------------------------------------------------------------------------------------ regime mix
 
 
@@ -134,23 +216,101 @@ def test_disjoint_mixes_have_total_variation_one() -> None:
     assert tv == pytest.approx(1.0)
 
 
+# ------------------------------------------------------------------------------------ prediction drift
+
+
+def test_prediction_drift_mix_and_confidence() -> None:
+    ref = np.array([[0.6, 0.2, 0.2]] * 5 + [[0.2, 0.2, 0.6]] * 5)  # half down, half up, confidence 0.6
+    cur = np.array([[0.9, 0.05, 0.05]] * 4)  # all down, confidence 0.9
+    component, table, info = prediction_drift(ref, cur, ["down", "flat", "up"])
+    assert table.set_index("category").change.to_dict() == pytest.approx({"down": 0.5, "flat": 0.0, "up": -0.5})
+    assert info["confidence_shift"] == pytest.approx(0.3)
+    assert component == pytest.approx(max(0.5, 0.3 / (2 / 3)))
+    assert prediction_drift(ref, ref, ["down", "flat", "up"])[0] == 0.0
+
+
+def test_prediction_component_is_in_the_unit_interval() -> None:
+    assert prediction_component(0.2, -0.9, 3) == 1.0
+    assert prediction_component(0.4, 0.0, 3) == pytest.approx(0.4)
+    assert prediction_component(float("nan"), float("nan"), 3) == 0.0
+
+
 # ------------------------------------------------------------------------------------ drift score
 
 
-@pytest.mark.parametrize(("shares", "regime", "pred"), [(0, 0, 0), (1, 1, 1), (0.3, 0.6, None), (1, 1, None), (0.2, 0, 0.9)])
-def test_drift_score_is_in_the_unit_interval(shares, regime, pred) -> None:
-    assert 0.0 <= drift_score(shares, regime, pred, S) <= 1.0
+@pytest.mark.parametrize(("feat", "regime", "pred"), [(0, 0, 0), (1, 1, 1), (0.3, 0.6, None), (1, 1, None), (0.2, 0, 0.9)])
+def test_drift_score_is_in_the_unit_interval(feat, regime, pred) -> None:
+    assert 0.0 <= drift_score(feat, regime, pred, S) <= 1.0
 
 
 def test_drift_score_is_the_weighted_mean() -> None:
-    assert drift_score(0.4, 0.2, 0.8, S) == pytest.approx(0.5 * 0.4 + 0.25 * 0.2 + 0.25 * 0.8)
+    total = S.weight_features + S.weight_regime + S.weight_predictions
+    expected = (S.weight_features * 0.4 + S.weight_regime * 0.2 + S.weight_predictions * 0.8) / total
+    assert drift_score(0.4, 0.2, 0.8, S) == pytest.approx(expected)
 
 
 def test_drift_score_respreads_weights_without_prediction_drift() -> None:
-    expected = (0.5 * 0.4 + 0.25 * 0.2) / 0.75
+    expected = (S.weight_features * 0.4 + S.weight_regime * 0.2) / (S.weight_features + S.weight_regime)
     assert drift_score(0.4, 0.2, None, S) == pytest.approx(expected)
     assert drift_score(0.4, 0.2, float("nan"), S) == pytest.approx(expected)
     assert drift_score(1.0, 1.0, None, S) == pytest.approx(1.0)  # full drift still reaches 1
+
+
+# ------------------------------------------------------------------------------------ retraining policy
+
+P = DriftSettings(score_threshold=0.5, persistence_days=3, cooldown_days=10)
+
+
+def _run(scores: list[float], s: DriftSettings = P) -> list[dict]:
+    return simulate_policy(pd.Series(scores, index=pd.bdate_range("2020-01-01", periods=len(scores))), s)
+
+
+def test_one_odd_day_does_not_retrain() -> None:
+    assert _run([0.1] * 5 + [0.9] + [0.1] * 5 + [0.9, 0.9] + [0.1] * 5) == []
+
+
+def test_persistence_triggers_once_per_episode() -> None:
+    triggers = _run([0.1] * 3 + [0.9] * 30)
+    assert len(triggers) == 1
+    t = triggers[0]
+    assert (t["day"], t["episode_start"]) == ("2020-01-08", "2020-01-06")  # third day above
+    assert t["score"] == 0.9 and "3 consecutive" in t["reason"]
+
+
+def test_a_short_dip_does_not_end_the_episode() -> None:
+    assert len(_run([0.9] * 5 + [0.1, 0.1] + [0.9] * 20)) == 1  # 2 < persistence_days below
+
+
+def test_cooldown_suppresses_a_new_episode_then_releases_it() -> None:
+    # episode 1 triggers on day 2 and ends after 3 days below; episode 2 starts on day 6, inside the
+    # cooldown, persists from day 8 on, and triggers on day 12, 10 trading days after the first trigger
+    days = pd.bdate_range("2020-01-01", periods=16).strftime("%Y-%m-%d")
+    triggers = _run([0.9] * 3 + [0.1] * 3 + [0.9] * 10)
+    assert [t["day"] for t in triggers] == [days[2], days[12]]
+    assert triggers[1]["episode_start"] == days[6]
+
+
+def test_new_episode_after_quiet_triggers_again() -> None:
+    days = pd.bdate_range("2020-01-01", periods=26).strftime("%Y-%m-%d")
+    triggers = _run([0.9] * 3 + [0.1] * 20 + [0.9] * 3)
+    assert [(t["episode_start"], t["day"]) for t in triggers] == [(days[0], days[2]), (days[23], days[25])]
+
+
+def test_episode_state_round_trips_and_ignores_replayed_days() -> None:
+    state = EpisodeState()
+    for day in ["2020-01-01", "2020-01-02"]:
+        state, trig = step_episode(state, day, 0.9, P)
+        assert trig is None
+    restored = EpisodeState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state and "episode since 2020-01-01" in restored.summary()
+    same, trig = step_episode(restored, "2020-01-02", 0.9, P)  # a day already seen changes nothing
+    assert same == restored and trig is None
+    _, trig = step_episode(restored, "2020-01-03", 0.9, P)
+    assert trig is not None and trig["episode_start"] == "2020-01-01"
+
+
+def test_nan_score_counts_as_below() -> None:
+    assert _run([0.9, 0.9, float("nan"), 0.9, 0.1]) == []
 
 
 # ------------------------------------------------------------------------------------ backtest

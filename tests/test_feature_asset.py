@@ -1,27 +1,17 @@
-"""The feature_matrix asset extends the stored matrix day by day, and recomputes when history changes."""
+"""The feature_matrix asset computes only its run's trading days, from the stored upstream partitions,
+and the stored matrix always equals a full recompute: after a daily run, after a range run."""
 
 import numpy as np
 import pandas as pd
-from dagster import AssetKey, DagsterInstance
+import pytest
 
-from stockml_core.data import load_market, load_prices
+from stockml_core.data import align_market_to_prices, load_market, load_prices
 from stockml_core.features import FEATURE_NAMES, compute_features
 from stockml_core.warehouse import Warehouse
-from tests.conftest import write_slice_folder
+from tests.conftest import make_instance, materialized_partitions, run_daily_job, run_history_job, write_slice_folder
 
-UPSTREAM = ["market_universe", "raw_prices", "market_context", "feature_matrix"]
 TICKERS = ["XOM", "KO", "JPM"]
-
-
-def _materialize(instance, home, data_dir, end):
-    from stockml_assets.definitions import build_definitions
-
-    defs = build_definitions(home=home, data_dir=data_dir, tickers=TICKERS, start="2012-01-01", end=end, fast=True)
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, asset_selection=[AssetKey(k) for k in UPSTREAM])
-    assert result.success
-    event = instance.get_latest_materialization_event(AssetKey("feature_matrix"))
-    return event.asset_materialization.metadata
+START = "2012-01-01"
 
 
 def _stored(home) -> pd.DataFrame:
@@ -29,37 +19,81 @@ def _stored(home) -> pd.DataFrame:
     return df.assign(date=df["date"].astype("datetime64[ns]"))
 
 
-def test_daily_feature_matrix_is_incremental_and_equals_full(tmp_path):
-    folder = tmp_path / "data"
-    write_slice_folder(folder, tickers=TICKERS, start="2012-01-01")
-    home = tmp_path / "home"
-    (tmp_path / "dagster").mkdir()
-    instance = DagsterInstance.local_temp(str(tmp_path / "dagster"), overrides={"telemetry": {"enabled": False}})
-
-    first = _materialize(instance, home, folder, end="2017-06-30")
-    assert first["computation"].value.startswith("full")
-    second = _materialize(instance, home, folder, end="2017-07-07")  # 4 more trading days (July 4th is a holiday)
-    assert second["computation"].value.startswith("incremental: 12 new rows"), second["computation"].value
-    third = _materialize(instance, home, folder, end="2017-07-07")  # nothing new
-    assert third["computation"].value.startswith("incremental: 0 new rows")
-
-    # The stored matrix equals a full recompute on the same data.
-    prices, _ = load_prices(folder, tickers=tuple(TICKERS), start="2012-01-01", end="2017-07-07")
-    market, _ = load_market(folder, start="2012-01-01", end="2017-07-07")
-    sectors = pd.read_csv(folder / "sectors.csv")
-    from stockml_core.data import align_market_to_prices
-
+def _full(folder, end: str) -> pd.DataFrame:
+    """compute_features over the whole history up to ``end``: what the stored matrix must equal."""
+    prices, _ = load_prices(folder, tickers=tuple(TICKERS), start=START, end=end)
+    market, _ = load_market(folder, start=START, end=end)
     market, _ = align_market_to_prices(market, prices)
-    full = compute_features(prices, market, sectors)
-    stored = _stored(home)
+    sectors = pd.read_csv(folder / "sectors.csv")
+    return compute_features(prices, market, sectors).sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+def _assert_equal_to_full(home, folder, end: str) -> None:
+    stored, full = _stored(home), _full(folder, end)
     pd.testing.assert_frame_equal(stored[["ticker", "date"]], full[["ticker", "date"]])
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(stored[name].to_numpy(np.float64), full[name].to_numpy(np.float64),
                                    rtol=1e-6, atol=1e-6, err_msg=name)
 
-    # A revised past price invalidates the stored matrix: the next run recomputes everything.
-    revised = pd.read_csv(folder / "prices.csv")
-    revised.loc[(revised.ticker == "KO") & (revised.date == "2015-03-02"), ["open", "high", "low", "close"]] *= 1.01
-    revised.to_csv(folder / "prices.csv", index=False)
-    fourth = _materialize(instance, home, folder, end="2017-07-14")
-    assert fourth["computation"].value.startswith("full: price/market history"), fourth["computation"].value
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Ingestion and features (no training) for 2012-01-03..2017-06-30 in one run."""
+    root = tmp_path_factory.mktemp("features")
+    folder = root / "data"
+    write_slice_folder(folder, tickers=TICKERS, start=START)
+    instance = make_instance(root / "dagster")
+    config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True}
+    result = run_history_job(instance, START, "2017-06-30", train=False, **config)
+    assert result.success
+    yield root, folder, instance, config, result
+    instance.dispose()
+
+
+def _copy(history, tmp_path):
+    """A private copy of the history run's warehouse (each test adds its own days)."""
+    import shutil
+
+    _, folder, _, config, _ = history
+    home = tmp_path / "home"
+    shutil.copytree(config["home"], home)
+    return folder, {**config, "home": home}
+
+
+def test_history_run_is_one_run_over_every_day_and_equals_a_full_recompute(history):
+    _, folder, _, config, result = history
+    days = materialized_partitions(result, "feature_matrix")
+    assert days[0] == "2012-01-03" and days[-1] == "2017-06-30" and len(days) > 1000
+    _assert_equal_to_full(config["home"], folder, "2017-06-30")
+
+
+def test_daily_run_after_history_equals_a_full_recompute(history, tmp_path):
+    folder, config = _copy(history, tmp_path)
+    instance = make_instance(tmp_path / "dagster")
+    for day in ["2017-07-03", "2017-07-05", "2017-07-06", "2017-07-07"]:  # July 4th is an NYSE holiday
+        result = run_daily_job(instance, day, **config)
+        assert result.success
+        assert materialized_partitions(result, "feature_matrix") == [day]
+        meta = next(e for e in result.get_asset_materialization_events()
+                    if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+        assert meta["dagster/row_count"].value == len(TICKERS)  # one new day: one row per ticker
+    _assert_equal_to_full(config["home"], folder, "2017-07-07")
+    # Running a day again replaces its partition: no duplicate rows, still equal to a full recompute.
+    assert run_daily_job(instance, "2017-07-07", **config).success
+    _assert_equal_to_full(config["home"], folder, "2017-07-07")
+    instance.dispose()
+
+
+def test_range_run_after_history_equals_a_full_recompute(history, tmp_path):
+    folder, config = _copy(history, tmp_path)
+    instance = make_instance(tmp_path / "dagster")
+    result = run_daily_job(instance, "2017-07-03", last="2017-07-14", **config)
+    assert result.success
+    assert materialized_partitions(result, "feature_matrix") == [
+        "2017-07-03", "2017-07-05", "2017-07-06", "2017-07-07", "2017-07-10", "2017-07-11", "2017-07-12",
+        "2017-07-13", "2017-07-14"]
+    _assert_equal_to_full(config["home"], folder, "2017-07-14")
+    # Drift and the rare-event watch have one block of rows per day of the range.
+    drift = Warehouse(config["home"] / "warehouse.duckdb").read('select * from "assets"."drift_report"')
+    assert drift.groupby("date").size().tolist() == [4] * 9
+    instance.dispose()

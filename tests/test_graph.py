@@ -7,37 +7,81 @@ import pandas as pd
 from dagster import AssetKey
 
 from stockml_assets.definitions import defs
+from stockml_assets.partitions import TRADING_DAYS, day_keys
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
 from tests.conftest import DESIGN_GROUPS as DESIGN_ASSETS
+from tests.conftest import (
+    HISTORY_ASSETS,
+    MONITORING_ONLY,
+    PARTITIONED_ASSETS,
+    SLICE_START,
+    TRAINING_AND_GATE,
+    job_assets,
+    materialized_keys,
+    materialized_partitions,
+)
 
 
 def _table(home, name: str, schema: str = "assets") -> pd.DataFrame:
     return Warehouse(home / "warehouse.duckdb").read(f'select * from "{schema}"."{name}"')
 
 
-def test_every_design_asset_exists_in_its_group_with_a_blocking_check():
+def test_every_design_asset_exists_in_its_group_with_a_blocking_gate():
+    """Unpartitioned assets: a blocking Dagster asset check. Partitioned ones (per NYSE trading day,
+    single-run backfills) validate inside the asset (metadata.validated), proven on real runs below."""
     graph = defs.resolve_asset_graph()
     blocking = {spec.asset_key for node_def in graph.assets_defs for spec in node_def.check_specs
                 if spec.blocking}
+    assert {n for names in DESIGN_ASSETS.values() for n in names} == {k.to_user_string() for k in graph.get_all_asset_keys()}
     for group, names in DESIGN_ASSETS.items():
         for name in names:
             node = graph.get(AssetKey(name))
             assert node.group_name == group, name
-            assert AssetKey(name) in blocking, f"{name} has no blocking check"
+            if name in PARTITIONED_ASSETS:
+                assert node.partitions_def == TRADING_DAYS, name
+                assert node.backfill_policy is not None and node.backfill_policy.max_partitions_per_run is None, name
+            else:
+                assert node.partitions_def is None, name
+                assert AssetKey(name) in blocking, f"{name} has no blocking check"
 
 
 def test_whole_graph_materializes_on_a_real_slice(materialized):
-    assert materialized.result.success
-    done = {e.asset_key.to_user_string() for e in materialized.result.get_asset_materialization_events()}
-    assert done == {n for names in DESIGN_ASSETS.values() for n in names}
+    assert materialized.result.success and materialized.daily.success
+    assert job_assets("stockml_full_job") == HISTORY_ASSETS
+    assert materialized_keys(materialized.result) == HISTORY_ASSETS
+    # The daily run: the day's ingestion and features, predictions, drift and the rare-event watch; no training.
+    daily = job_assets("daily_job")
+    assert MONITORING_ONLY | {"raw_prices", "market_context", "feature_matrix"} <= daily
+    assert not daily & TRAINING_AND_GATE
+    assert materialized_keys(materialized.daily) == daily
+    assert HISTORY_ASSETS | daily == {n for names in DESIGN_ASSETS.values() for n in names}
+    # The history run is one run over every trading day of the slice; the daily run is the last day's.
+    days = day_keys(SLICE_START, materialized.last_day)
+    assert len(days) > 3000
+    for name in PARTITIONED_ASSETS & HISTORY_ASSETS:
+        assert materialized_partitions(materialized.result, name) == days, name
+    for name in PARTITIONED_ASSETS:
+        assert materialized_partitions(materialized.daily, name) == [materialized.last_day], name
 
 
 def test_every_blocking_check_passes_on_real_data(materialized):
     evals = [e.event_specific_data for e in materialized.result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     failed = [e.asset_check_key.name for e in evals if not e.passed and e.asset_check_key.name != "candidate_beats_baselines"]
-    assert len(evals) >= 30 and failed == []
+    checked = {e.asset_key.to_user_string() for e in evals}
+    assert checked == HISTORY_ASSETS - PARTITIONED_ASSETS and len(evals) >= 20 and failed == []
+    # The partitioned assets' in-asset gates passed on every partition they wrote (schema + domain checks).
+    for result in (materialized.result, materialized.daily):
+        for mat in result.get_asset_materialization_events():
+            name = mat.asset_key.to_user_string()
+            if name in PARTITIONED_ASSETS:
+                meta = mat.materialization.metadata
+                assert f"{name}_schema" in meta["checks passed"].value, name
+                assert meta["rows checked"].value > 0, name
+    features = next(e for e in materialized.daily.get_asset_materialization_events()
+                    if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+    assert "features_finite_after_warmup" in features["checks passed"].value
 
 
 def test_feature_matrix_is_stored_with_every_registered_feature(materialized):
@@ -60,7 +104,9 @@ def test_first_passing_model_becomes_champion_and_publishes_predictions(material
     preds = _table(materialized.home, "predictions")
     assert champion.version.tolist() == ["v0001"]
     assert set(preds.ticker) == {"XOM", "JPM", "KO", "IBM", "GE", "AEP"}
-    assert preds.date.nunique() == 1 and (preds.model_version == "v0001").all()
+    # Published by the daily run for the slice's last day, with the champion the history run promoted.
+    assert preds.date.nunique() == 1 and f"{preds.date.iloc[0]:%Y-%m-%d}" == materialized.last_day
+    assert (preds.model_version == "v0001").all()
     np.testing.assert_allclose(preds[["p_down", "p_flat", "p_up"]].sum(axis=1), 1.0, atol=1e-6)
 
 
@@ -92,10 +138,18 @@ def test_promotion_decision_lists_every_criterion_with_value_and_threshold(mater
 
 def test_drift_report_scores_in_unit_interval_and_exposes_it_to_sensors(materialized):
     report = _table(materialized.home, "drift_report")
+    assert list(report.columns) == ["date", "component", "value", "weight", "detail"]
+    assert {f"{d:%Y-%m-%d}" for d in report.date} == {materialized.last_day}
+    assert set(report.component) == {"features", "regime", "predictions", "overall"}
     score = float(report.loc[report.component == "overall", "value"].iloc[0])
     assert 0.0 <= score <= 1.0
+    assert report.set_index("component").weight["predictions"] > 0  # the champion's predictions are part of it
     mat = materialized.instance.get_latest_materialization_event(AssetKey("drift_report")).asset_materialization
+    assert mat.partition == materialized.last_day
     assert abs(mat.metadata["drift_score"].value - score) < 1e-12
+    assert abs(mat.metadata["daily_scores"].value[materialized.last_day] - score) < 1e-12
+    drift = _table(materialized.home, "feature_drift")
+    assert set(drift.feature) == set(FEATURE_NAMES) and {f"{d:%Y-%m-%d}" for d in drift.date} == {materialized.last_day}
 
 
 def test_training_cycle_is_recorded(materialized):

@@ -1,11 +1,14 @@
-"""The warehouse IO manager: tables written by an earlier version with other columns are replaced."""
+"""The warehouse IO manager: tables written by an earlier version with other columns are replaced; trading-day
+partitions are written and replaced one day at a time."""
 
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 from dagster import asset, materialize
 
+from stockml_assets.partitions import PARTITION_EXPR, SINGLE_RUN, TRADING_DAYS, day_keys, range_tags, run_days
 from stockml_assets.resources import WAREHOUSE_SCHEMA, WarehouseIOManager
 
 
@@ -37,3 +40,29 @@ def test_a_table_with_other_columns_is_replaced_not_appended_to(tmp_path) -> Non
     assert materialize([upgraded], resources={"io": io}).success
     with duckdb.connect(str(db)) as con:
         assert con.execute(f"select count(*) from {WAREHOUSE_SCHEMA}.upgraded").fetchall()[0][0] == 2
+
+
+@asset(io_manager_key="io", partitions_def=TRADING_DAYS, backfill_policy=SINGLE_RUN, metadata=PARTITION_EXPR)
+def daily_rows(context) -> pd.DataFrame:
+    first, last = run_days(context)
+    days = pd.to_datetime(day_keys(first, last))
+    version = float(context.run.tags.get("version", "1"))
+    return pd.DataFrame({"date": np.repeat(days, 2), "ticker": ["A", "B"] * len(days), "value": version})
+
+
+def test_partitions_are_created_then_replaced_day_by_day(tmp_path) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    io = WarehouseIOManager(database=str(db), schema=WAREHOUSE_SCHEMA)
+    # A range run creates the table; the materialization of each day carries no per-partition column dump.
+    first = materialize([daily_rows], resources={"io": io}, tags=range_tags("2017-11-06", "2017-11-10"))
+    assert first.success
+    events = first.get_asset_materialization_events()
+    assert sorted(e.partition for e in events) == day_keys("2017-11-06", "2017-11-10")
+    assert all("dataframe_columns" not in e.materialization.metadata for e in events)
+    # One day again, with other values: that day's rows are replaced, every other day is kept.
+    assert materialize([daily_rows], resources={"io": io}, partition_key="2017-11-08", tags={"version": "2"}).success
+    with duckdb.connect(str(db)) as con:
+        stored = con.execute(f"select * from {WAREHOUSE_SCHEMA}.daily_rows order by date, ticker").df()
+    assert len(stored) == 10 and not stored.duplicated(["date", "ticker"]).any()
+    by_day = stored.groupby(stored.date.dt.strftime("%Y-%m-%d")).value.max().to_dict()
+    assert by_day == {"2017-11-06": 1.0, "2017-11-07": 1.0, "2017-11-08": 2.0, "2017-11-09": 1.0, "2017-11-10": 1.0}

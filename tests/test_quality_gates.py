@@ -6,21 +6,40 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
+from stockml_assets.partitions import FEATURE_LOOKBACK_DAYS
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
-from tests.conftest import LENIENT_GATE, run_job, slice_config, write_slice_folder
+from tests.conftest import (
+    LENIENT_GATE,
+    SLICE_START,
+    TRAINING_AND_GATE,
+    job_assets,
+    materialized_keys,
+    materialized_partitions,
+    run_daily_job,
+    run_history_job,
+    run_job,
+    slice_config,
+    write_slice_folder,
+)
 
 
 def _registry(home) -> ModelRegistry:
     return ModelRegistry(Warehouse(home / "warehouse.duckdb"), home / "models")
 
 
-def _check_result(result, name):
-    return next(e.event_specific_data for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.asset_check_key.name == name)
+def _step_failure(result, step: str):
+    """The failed step's data: the error and the dagster.Failure raised by the asset (description, metadata)."""
+    failures = [e.event_specific_data for e in result.all_events if e.is_step_failure and e.step_key == step]
+    assert len(failures) == 1, [e.step_key for e in result.all_events if e.is_step_failure]
+    return failures[0]
 
 
-def test_bad_prices_fail_the_check_with_rows_named_and_change_nothing(materialized, home_copy, tmp_path):
+def _stored_prices(home) -> pd.DataFrame:
+    return Warehouse(home / "warehouse.duckdb").read('select * from "assets"."raw_prices" order by ticker, date')
+
+
+def test_bad_prices_fail_the_step_with_rows_named_and_change_nothing(materialized, home_copy, fresh_instance, tmp_path):
     folder = tmp_path / "bad_data"
     prices = write_slice_folder(folder)
     prices = prices.reset_index(drop=True)
@@ -30,35 +49,44 @@ def test_bad_prices_fail_the_check_with_rows_named_and_change_nothing(materializ
     prices.loc[j, "close"] = -1.0  # a negative close
     dup = prices[(prices.ticker == "IBM") & (prices.date == "2012-07-02")]
     pd.concat([prices, dup]).to_csv(folder / "prices.csv", index=False)
-    wh = Warehouse(home_copy / "warehouse.duckdb")
-    before = wh.read('select count(*) as n from "assets"."raw_prices"').n.iloc[0]
+    before = _stored_prices(home_copy)
 
-    result = run_job("stockml_full_job", materialized.instance, **slice_config(home_copy, data_dir=folder))
+    result = run_history_job(fresh_instance, SLICE_START, materialized.last_day, **slice_config(home_copy, data_dir=folder))
 
     assert not result.success
-    check = _check_result(result, "raw_prices_valid")
-    listed = check.metadata["failure_cases"].value + check.metadata["summary"].value
-    assert not check.passed
+    failure = _step_failure(result, "raw_prices")
+    assert failure.user_failure_data is not None  # raised by the asset's validation (metadata.validated)
+    assert "raw_prices_schema" in failure.user_failure_data.description
+    assert "nothing was stored" in failure.user_failure_data.description
+    listed = failure.user_failure_data.metadata["raw_prices_schema failure_cases"].value
     for row in ["XOM", "2010-03-01", "KO", "2011-05-02", "IBM", "2012-07-02"]:
-        assert row in listed
-    materialized_now = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialized_now == {"market_universe"}  # only the upstream universe; nothing from raw_prices on
-    assert wh.read('select count(*) as n from "assets"."raw_prices"').n.iloc[0] == before
+        assert row in listed, row
+    assert materialized_keys(result) == {"market_universe"}  # only the upstream universe; nothing from raw_prices on
+    # Every stored partition is as it was (not one row added, removed or changed) and the champion stays.
+    pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
     assert _registry(home_copy).champion().version == "v0001"
 
 
-def test_rejected_candidate_never_touches_the_champion(materialized, home_copy):
+def test_rejected_candidate_never_touches_the_champion(materialized, home_copy, fresh_instance):
+    # A week of daily runs first: drift_report holds one score per day, and the gate reads the latest.
+    assert run_daily_job(fresh_instance, "2017-11-06", last=materialized.last_day, **slice_config(home_copy)).success
     strict = {**LENIENT_GATE, "min_sector_accuracy": 0.99}
-    result = run_job("retraining_job", materialized.instance, **slice_config(home_copy, gate=strict))
+    result = run_job("retraining_job", fresh_instance, **slice_config(home_copy, gate=strict))
 
     assert result.success
-    decision = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."promotion_decision"')
+    wh = Warehouse(home_copy / "warehouse.duckdb")
+    decision = wh.read('select * from "assets"."promotion_decision"')
     assert not decision.promoted.any()
+    scores = wh.read('select date, value from "assets"."drift_report" where component = \'overall\' order by date')
+    assert len(scores) == 5 and scores.value.nunique() > 1
+    drift = decision.set_index("name").value["drift_score"]
+    assert drift == pytest.approx(scores.value.iloc[-1])  # the last day's, not any other day's
     assert decision.loc[~decision.passed, "name"].tolist() == ["worst_sector_accuracy"]
     assert decision.candidate_version.iloc[0] == "v0002"
     assert _registry(home_copy).champion().version == "v0001"
+    assert "predictions" not in materialized_keys(result)  # a retrain never publishes; the daily run does
     preds = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."predictions"')
-    assert (preds.model_version == "v0001").all()
+    assert len(preds) and (preds.model_version == "v0001").all()
     meta = result.asset_materializations_for_node("promotion_decision")[0].metadata
     assert meta["verdict"].value == "REJECT" and "worst_sector_accuracy" in meta["reason"].value
     # The rejected candidate's cycle is logged with its trigger, rows, metrics and verdict.
@@ -74,10 +102,10 @@ def test_rejected_candidate_never_touches_the_champion(materialized, home_copy):
 
     job = build_definitions(**slice_config(home_copy)).resolve_job_def("override_job")
     with pytest.raises(DagsterInvalidConfigError, match="reason"):
-        job.execute_in_process(instance=materialized.instance,
+        job.execute_in_process(instance=fresh_instance,
                                run_config={"ops": {"override_champion": {"config": {"version": "v0002"}}}})
     assert _registry(home_copy).champion().version == "v0001"
-    result = job.execute_in_process(instance=materialized.instance, run_config={"ops": {"override_champion": {
+    result = job.execute_in_process(instance=fresh_instance, run_config={"ops": {"override_champion": {
         "config": {"version": "v0002", "reason": "desk wants the sector fix live", "actor": "carol"}}}})
     assert result.success and _registry(home_copy).champion().version == "v0002"
     last = _registry(home_copy).history().iloc[-1]
@@ -86,15 +114,15 @@ def test_rejected_candidate_never_touches_the_champion(materialized, home_copy):
     assert last.samples > 0 and "accuracy" in json.loads(last.metrics) and last.error is None
 
 
-def test_rollback_job_restores_a_named_version_and_records_who_and_why(materialized, home_copy):
-    assert run_job("retraining_job", materialized.instance, **slice_config(home_copy)).success
+def test_rollback_job_restores_a_named_version_and_records_who_and_why(home_copy, fresh_instance):
+    assert run_job("retraining_job", fresh_instance, **slice_config(home_copy)).success
     reg = _registry(home_copy)
     assert reg.champion().version == "v0002"
 
     from stockml_assets.definitions import build_definitions
 
     job = build_definitions(**slice_config(home_copy)).resolve_job_def("rollback_job")
-    result = job.execute_in_process(instance=materialized.instance, run_config={"ops": {"rollback_champion": {
+    result = job.execute_in_process(instance=fresh_instance, run_config={"ops": {"rollback_champion": {
         "config": {"version": "v0001", "reason": "v0002 misbehaves live", "actor": "alice"}}}})
 
     assert result.success and reg.champion().version == "v0001"
@@ -104,19 +132,28 @@ def test_rollback_job_restores_a_named_version_and_records_who_and_why(materiali
 
 
 def test_runs_are_recorded_in_the_dagster_instance(materialized):
-    runs = materialized.instance.get_runs()
-    assert materialized.result.run_id in {r.run_id for r in runs}
+    runs = {r.run_id: r for r in materialized.instance.get_runs()}
+    assert {materialized.result.run_id, materialized.daily.run_id} <= set(runs)
+    assert runs[materialized.result.run_id].job_name == "stockml_full_job"
+    assert runs[materialized.daily.run_id].job_name == "daily_job"
+    assert runs[materialized.daily.run_id].tags["dagster/partition"] == materialized.last_day
+    assert runs[materialized.result.run_id].tags["dagster/asset_partition_range_start"] == "2003-01-02"
     assert materialized.instance.get_latest_materialization_event(AssetKey("production_model")) is not None
+    # The instance knows which trading days each partitioned asset holds.
+    from stockml_assets.partitions import day_keys
+
+    stored = materialized.instance.get_materialized_partitions(AssetKey("raw_prices"))
+    assert stored == set(day_keys(SLICE_START, materialized.last_day))
 
 
-def test_without_a_passing_model_nothing_is_published(tmp_path):
-    from dagster import DagsterInstance
-
+def test_without_a_passing_model_nothing_is_published(tmp_path, fresh_instance):
     impossible = {**LENIENT_GATE, "accuracy_margin": 0.5}
-    with DagsterInstance.ephemeral() as instance:
-        result = run_job("stockml_full_job", instance, **slice_config(
-            tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2007-01-01", gate=impossible))
-    assert result.success  # a rejection is a decision, not a failure
+    config = slice_config(tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2007-01-01", gate=impossible)
+    history = run_history_job(fresh_instance, **config)
+    assert history.success  # a rejection is a decision, not a failure
+    assert not Warehouse(tmp_path / "home" / "warehouse.duckdb").read('select * from "assets"."promotion_decision"').promoted.any()
+    result = run_daily_job(fresh_instance, "2017-11-10", **config)
+    assert result.success
     wh = Warehouse(tmp_path / "home" / "warehouse.duckdb")
     assert wh.read('select * from "assets"."production_model"').empty
     assert wh.read('select * from "assets"."predictions"').empty
@@ -127,27 +164,45 @@ def test_without_a_passing_model_nothing_is_published(tmp_path):
     assert _registry(tmp_path / "home").champion() is None
 
 
-def test_daily_job_refreshes_data_predictions_and_drift_without_training(materialized, home_copy):
-    result = run_job("daily_job", materialized.instance, **slice_config(home_copy))
+def test_daily_job_refreshes_data_predictions_and_drift_without_training(materialized, home_copy, fresh_instance):
+    day = materialized.last_day
+    before = _stored_prices(home_copy)
+    result = run_daily_job(fresh_instance, day, **slice_config(home_copy))
     assert result.success
-    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert {"raw_prices", "feature_matrix", "predictions", "drift_report"} <= done
-    assert not done & {"training_set", "rf_model", "xgb_model", "meta_learner", "production_model"}
+    assert materialized_keys(result) == job_assets("daily_job")
+    assert {"raw_prices", "feature_matrix", "predictions", "drift_report", "rare_event_watch"} <= materialized_keys(result)
+    assert not materialized_keys(result) & TRAINING_AND_GATE
     assert _registry(home_copy).champion().version == "v0001"
-    # Same data as the stored matrix: the daily run takes the incremental path (no new day here).
+    # Only the day's partition is written; every other stored day is untouched.
+    for name in ("raw_prices", "feature_matrix", "predictions", "drift_report"):
+        assert materialized_partitions(result, name) == [day], name
+    pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
     features = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "feature_matrix")
-    assert features.materialization.metadata["computation"].value.startswith("incremental: 0 new rows")
+    meta = features.materialization.metadata
+    assert meta["dagster/row_count"].value == 6 and (meta["first_date"].value, meta["last_date"].value) == (day, day)
+    # The day plus each ticker's lookback window of stored partitions, not the whole history.
+    assert meta["history_rows_read"].value <= 6 * (FEATURE_LOOKBACK_DAYS + 1) < len(before) / 4
+    preds = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."predictions"')
+    assert {f"{d:%Y-%m-%d}" for d in preds.date} == {day} and (preds.model_version == "v0001").all()
 
 
-def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy, tmp_path):
+def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy, fresh_instance, tmp_path):
     folder = tmp_path / "orphan"
     write_slice_folder(folder)
     sectors = pd.read_csv(folder / "sectors.csv")
     sectors[sectors.ticker != "KO"].to_csv(folder / "sectors.csv", index=False)
 
-    result = run_job("stockml_full_job", materialized.instance, **slice_config(home_copy, data_dir=folder, tickers=None))
+    before = _stored_prices(home_copy)
+
+    result = run_history_job(fresh_instance, SLICE_START, materialized.last_day,
+                             **slice_config(home_copy, data_dir=folder, tickers=None))
 
     assert not result.success
-    check = _check_result(result, "every_ticker_has_sector")
-    assert not check.passed and check.metadata["tickers_without_sector"].value == "KO"
+    failure = _step_failure(result, "raw_prices").user_failure_data
+    assert "every_ticker_has_sector" in failure.description and "raw_prices_schema" not in failure.description
+    listed = failure.metadata["every_ticker_has_sector (add them to sectors.csv) failure_cases"].value
+    tickers = {line.split("|")[1].strip() for line in listed.splitlines()[2:]}
+    assert tickers == {"KO"}  # only KO's rows are named
+    assert materialized_keys(result) == {"market_universe"}
+    pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
     assert _registry(home_copy).champion().version == "v0001"

@@ -37,3 +37,14 @@ def test_predictions_must_have_probabilities_summing_to_one():
                           "p_flat": [0.3, 0.4], "p_up": [0.5, 0.4], "signal": ["up", "down"], "confidence": [0.5, 0.5]})
     v = validate("predictions", preds, PredictionsSchema)
     assert not v.passed and "sum to 1" in v.summary() and "KO" in v.summary() and "XOM" not in v.summary()
+
+
+def test_predictions_hold_one_row_per_ticker_and_day():
+    day = {"model_version": "v0001", "regime": "normal", "p_down": 0.2, "p_flat": 0.3, "p_up": 0.5, "signal": "up",
+           "confidence": 0.5}
+    preds = pd.DataFrame([{"ticker": t, "date": pd.Timestamp(d), **day}
+                          for d in ["2017-11-09", "2017-11-10"] for t in ["XOM", "KO"]])
+    assert validate("predictions", preds, PredictionsSchema).passed  # a range run: several days per ticker
+    twice = pd.concat([preds, preds.iloc[[3]]], ignore_index=True)
+    v = validate("predictions", twice, PredictionsSchema)
+    assert not v.passed and "KO" in v.summary() and "2017-11-10" in v.summary()

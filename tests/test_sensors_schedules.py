@@ -1,18 +1,33 @@
-"""The drift sensor and the schedules, evaluated against a real Dagster instance."""
+"""The sensors and the schedules, evaluated against a real Dagster instance."""
 
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from dagster import AssetMaterialization, DagsterInstance, MetadataValue, build_schedule_context, build_sensor_context
 
+from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.definitions import defs
-from stockml_assets.sensors import DRIFT_THRESHOLD
+from stockml_assets.partitions import day_keys
+from stockml_core.settings import DriftSettings
+from tests.conftest import make_instance, write_slice_folder
 
 NY = ZoneInfo("America/New_York")
+DRIFT = DriftSettings()
+HIGH = DRIFT.score_threshold + 0.2
+LOW = DRIFT.score_threshold / 2
+P, COOLDOWN = DRIFT.persistence_days, DRIFT.cooldown_days
+DAYS = day_keys("2020-01-02", "2020-06-30")  # trading days to play scores on
 
 
-def _report_drift(instance: DagsterInstance, score: float) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(asset_key="drift_report", metadata={"drift_score": score}))
+def _report_drift(instance: DagsterInstance, scores: dict[str, float], partitions=None) -> None:
+    """drift_report materializations as a run writes them: one per partition (day), each carrying the run's
+    ``daily_scores``; a daily run has one day, a range run several."""
+    for day in partitions or list(scores):
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key="drift_report", partition=day,
+            metadata={"drift_score": scores[max(scores)], "daily_scores": MetadataValue.json(scores)}))
 
 
 def _tick(instance: DagsterInstance, cursor: str | None):
@@ -20,63 +35,177 @@ def _tick(instance: DagsterInstance, cursor: str | None):
     return sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
 
 
-def test_one_high_drift_materialization_requests_exactly_one_retraining_run():
-    with DagsterInstance.ephemeral() as instance:
-        _report_drift(instance, DRIFT_THRESHOLD + 0.2)
-        first = _tick(instance, None)
-        again = _tick(instance, first.cursor)  # no new materialization: nothing more
+def _play(instance: DagsterInstance, scores: list[float], start: int = 0, cursor: str | None = None):
+    """One daily run and one sensor tick per trading day; (day, run requests) per day, and the cursor."""
+    out = []
+    for day, score in zip(DAYS[start:], scores, strict=False):
+        _report_drift(instance, {day: score})
+        tick = _tick(instance, cursor)
+        cursor = tick.cursor
+        out.append((day, list(tick.run_requests or [])))
+    return out, cursor
 
-    assert len(first.run_requests) == 1
-    request = first.run_requests[0]
-    assert request.run_key.startswith("drift-") and request.tags["stockml/trigger"] == "drift"
+
+def _triggered(played) -> list[tuple[str, object]]:
+    return [(day, rr) for day, rrs in played for rr in rrs]
+
+
+def test_drift_must_persist_before_one_retraining_run_is_requested():
+    assert P >= 2  # the policy this test protects: one day above is noise
+    with DagsterInstance.ephemeral() as instance:
+        played, cursor = _play(instance, [HIGH] * (P + 3))
+        again = _tick(instance, cursor)  # no new materialization: nothing more
+    triggered = _triggered(played)
+    assert [day for day, _ in triggered] == [DAYS[P - 1]]  # on the P-th consecutive day above, not before
+    request = triggered[0][1]
+    assert request.run_key == f"drift-episode-{DAYS[0]}"
+    assert request.tags["stockml/trigger"] == "drift" and request.tags["stockml/day"] == DAYS[P - 1]
+    assert float(request.tags["stockml/drift_score"]) == pytest.approx(HIGH, abs=1e-4)
     assert request.job_name in (None, "retraining_job")
-    assert again.run_requests == [] or again.run_requests is None
+    assert not again.run_requests
 
 
-def test_low_drift_requests_nothing():
+def test_isolated_high_days_and_low_drift_request_nothing():
+    scores = ([HIGH] + [LOW] * (P - 1 if P > 1 else 1)) * 4 + [LOW] * 5
     with DagsterInstance.ephemeral() as instance:
-        _report_drift(instance, DRIFT_THRESHOLD / 2)
-        tick = _tick(instance, None)
-    assert not tick.run_requests
-    assert "below threshold" in (tick.skip_message or "")
+        played, cursor = _play(instance, scores)
+        tick = _tick(instance, cursor)
+    assert _triggered(played) == []
+    assert "no retrain" in (tick.skip_message or "")
 
 
-def test_two_drift_events_get_two_distinct_run_keys():
+def test_one_retrain_per_episode_and_none_within_the_cooldown():
+    # Episode 1 triggers; it ends after P days below; episode 2 starts at once but is held back by the cooldown.
+    scores = [HIGH] * P + [LOW] * P + [HIGH] * (COOLDOWN + P + 5)
     with DagsterInstance.ephemeral() as instance:
-        _report_drift(instance, 0.9)
-        first = _tick(instance, None)
-        _report_drift(instance, 0.95)
-        second = _tick(instance, first.cursor)
-    assert len(first.run_requests) == len(second.run_requests) == 1
-    assert first.run_requests[0].run_key != second.run_requests[0].run_key
+        played, _ = _play(instance, scores)
+    triggered = _triggered(played)
+    assert len(triggered) == 2
+    first, second = triggered
+    assert first[0] == DAYS[P - 1]
+    # The second episode's retrain comes once the cooldown has passed, not one day earlier.
+    assert DAYS.index(second[0]) - DAYS.index(first[0]) == max(COOLDOWN, 2 * P)
+    assert first[1].run_key != second[1].run_key == f"drift-episode-{DAYS[2 * P]}"
 
 
-def test_daily_schedule_skips_nyse_holidays():
+def test_a_range_run_is_read_day_by_day_and_past_days_do_not_replay():
+    with DagsterInstance.ephemeral() as instance:
+        baseline = _tick(instance, None)
+        # One run over P days (one materialization per partition, each with every day's score).
+        days = DAYS[:P]
+        _report_drift(instance, {d: HIGH for d in days})
+        tick = _tick(instance, baseline.cursor)
+        # The same days materialized again (a backfill of the past): no second trigger.
+        _report_drift(instance, {d: HIGH for d in days})
+        again = _tick(instance, tick.cursor)
+    assert [rr.tags["stockml/day"] for rr in tick.run_requests] == [days[-1]]
+    assert not again.run_requests
+
+
+def _report_watch(instance: DagsterInstance, day: str, event: dict) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(
+        asset_key="rare_event_watch", partition=day, metadata={"candidate_event": MetadataValue.json(event)}))
+
+
+def test_rare_event_capture_sensor_requests_one_capture_per_event():
+    sensor = defs.resolve_sensor_def("rare_event_capture_sensor")
+    event = {"name": "captured_2020_03_09", "start": "2020-03-09", "end": "2020-03-16", "description": "test"}
+    with DagsterInstance.ephemeral() as instance:
+        _report_watch(instance, "2020-03-13", {})  # conditions do not hold
+        quiet = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
+        _report_watch(instance, "2020-03-16", event)
+        found = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=quiet.cursor, definitions=defs))
+        same = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=found.cursor, definitions=defs))
+    assert not quiet.run_requests and not same.run_requests
+    assert len(found.run_requests) == 1
+    rr = found.run_requests[0]
+    assert rr.run_key == "capture-captured_2020_03_09" and rr.tags["stockml/trigger"] == "new_event"
+    assert json.loads(rr.tags[CAPTURE_TAG]) == event
+
+
+@pytest.fixture
+def feed(tmp_path, monkeypatch):
+    """A data folder whose feed has delivered prices up to 2016-11-25 (the Friday after Thanksgiving)."""
+    write_slice_folder(tmp_path / "feed", tickers=["XOM", "KO"], start="2016-01-01", end="2016-11-25")
+    monkeypatch.setenv("STOCKML_DATA_DIR", str(tmp_path / "feed"))
+    return tmp_path / "feed"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A local instance (a schedule's context needs an instance reference; an ephemeral one has none)."""
+    inst = make_instance(tmp_path / "dagster_home")
+    yield inst
+    inst.dispose()
+
+
+def _schedule_tick(instance: DagsterInstance, when: datetime):
     schedule = defs.resolve_schedule_def("daily_after_close")
-    thanksgiving = datetime(2017, 11, 23, 18, 30, tzinfo=NY)
-    with DagsterInstance.ephemeral() as instance:
-        result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=thanksgiving))
-    assert not result.run_requests and "holiday" in result.skip_message
+    return schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                                         repository_def=defs.get_repository_def()))
 
 
-def test_daily_schedule_runs_on_trading_days_after_the_close():
+def _processed(instance: DagsterInstance, day: str) -> None:
+    """The last daily run processed ``day`` (its drift_report partition is the newest)."""
+    instance.report_runless_asset_event(AssetMaterialization(asset_key="drift_report", partition=day))
+
+
+def test_daily_schedule_skips_nyse_holidays(feed, instance):
+    thanksgiving = datetime(2016, 11, 24, 18, 30, tzinfo=NY)
+    _processed(instance, "2016-11-23")
+    result = _schedule_tick(instance, thanksgiving)
+    assert not result.run_requests
+    assert "2016-11-24" in result.skip_message and "NYSE" in result.skip_message  # says why: the exchange is closed
+
+
+def test_daily_schedule_requests_the_next_delivered_trading_day(feed, instance):
     schedule = defs.resolve_schedule_def("daily_after_close")
     assert schedule.cron_schedule == "30 18 * * 1-5" and schedule.execution_timezone == "America/New_York"
-    day = datetime(2017, 11, 10, 18, 30, tzinfo=NY)
-    with DagsterInstance.ephemeral() as instance:
-        result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=day))
-    assert len(result.run_requests) == 1 and result.run_requests[0].tags["stockml/trigger"] == "scheduled"
+    assert schedule.job_name == "daily_job"
+    _processed(instance, "2016-11-23")
+    result = _schedule_tick(instance, datetime(2016, 11, 25, 18, 30, tzinfo=NY))
+    assert len(result.run_requests) == 1
+    rr = result.run_requests[0]
+    assert rr.partition_key == "2016-11-25" and rr.run_key == "daily-2016-11-25"  # the holiday is not a partition
+    assert rr.tags["stockml/trigger"] == "scheduled"
 
 
-def test_weekly_full_retrain_is_defined():
+def test_daily_schedule_continues_after_the_newest_day_even_after_a_backfill_of_the_past(feed, instance):
+    _processed(instance, "2016-11-23")
+    _processed(instance, "2016-06-01")  # a backfill of a past day, run after the last daily run
+    result = _schedule_tick(instance, datetime(2016, 11, 25, 18, 30, tzinfo=NY))
+    assert [rr.partition_key for rr in result.run_requests] == ["2016-11-25"]
+
+
+def test_daily_schedule_catches_up_missed_days_in_one_range_run(feed, instance):
+    _processed(instance, "2016-11-18")
+    result = _schedule_tick(instance, datetime(2016, 11, 28, 18, 30, tzinfo=NY))
+    assert len(result.run_requests) == 1
+    rr = result.run_requests[0]
+    # Monday's tick: the feed has delivered up to Friday 25th; the range is every trading day since the 18th.
+    assert rr.tags["dagster/asset_partition_range_start"] == "2016-11-21"
+    assert rr.tags["dagster/asset_partition_range_end"] == "2016-11-25"
+    assert rr.run_key == "daily-2016-11-21-2016-11-25"
+
+
+def test_daily_schedule_waits_for_the_feed(feed, instance):
+    _processed(instance, "2016-11-25")
+    result = _schedule_tick(instance, datetime(2016, 11, 28, 18, 30, tzinfo=NY))
+    assert not result.run_requests
+    assert "no new trading day" in result.skip_message and "2016-11-25" in result.skip_message
+
+
+def test_weekly_full_retrain_targets_the_retraining_job(instance):
     schedule = defs.resolve_schedule_def("weekly_full_retrain")
-    assert schedule.job_name == "stockml_full_job" and schedule.cron_schedule == "0 6 * * 6"
+    assert schedule.job_name == "retraining_job" and schedule.cron_schedule == "0 6 * * 6"
+    result = schedule.evaluate_tick(build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2017, 11, 11, 6, 0, tzinfo=NY)))
+    assert [rr.run_key for rr in result.run_requests] == ["weekly-2017-11-11"]
 
 
 def test_default_executor_is_in_process():
-    assert defs.resolve_job_def("stockml_full_job").executor_def.name == "in_process"
-
-
+    for job in ("stockml_full_job", "daily_job", "retraining_job"):
+        assert defs.resolve_job_def(job).executor_def.name == "in_process"
 
 
 def _report_catalog(instance: DagsterInstance, names: list[str]) -> None:

@@ -1,5 +1,6 @@
-"""The real Dagster webserver serves the project: every designed asset in its group with its checks,
-the sensors and the schedules, all read back through the UI's own ``/graphql`` endpoint.
+"""The real Dagster webserver serves the project: every designed asset in its group with its blocking gate
+(an asset check, or for the trading-day partitioned assets their partitions and single-run backfill),
+the jobs, the sensors and the schedules, all read back through the UI's own ``/graphql`` endpoint.
 
 One webserver (started from ``workspace.yaml`` on 127.0.0.1, a free port, throwaway DAGSTER_HOME and
 STOCKML_HOME) serves every test in this module; it is stopped by its process group id, also on failure.
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import DESIGN_GROUPS
+from tests.conftest import DESIGN_GROUPS, PARTITIONED_ASSETS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
@@ -35,6 +36,10 @@ ASSETS_QUERY = """
   assetNodes {
     assetKey { path }
     groupName
+    isPartitioned
+    partitionDefinition { type description fmt }
+    backfillPolicy { policyType maxPartitionsPerRun }
+    metadataEntries { label }
     assetChecksOrError {
       __typename
       ... on AssetChecks { checks { name blocking } }
@@ -51,6 +56,7 @@ REPOSITORIES_QUERY = """
       nodes {
         name
         location { name }
+        jobs { name }
         sensors { name sensorType }
         schedules { name cronSchedule executionTimezone }
       }
@@ -251,10 +257,12 @@ def test_every_designed_asset_is_in_its_group(asset_nodes: dict[str, dict]):
     assert not wrong_group, f"assets in the wrong group (actual, designed): {wrong_group}"
 
 
-def test_every_asset_has_a_blocking_check(asset_nodes: dict[str, dict]):
+def test_every_unpartitioned_asset_has_a_blocking_check(asset_nodes: dict[str, dict]):
     assert asset_nodes, "the UI serves no assets"
     problems = {}
     for name, node in sorted(asset_nodes.items()):
+        if name in PARTITIONED_ASSETS:
+            continue  # validated inside the asset, per run (next test)
         checks_or_error = node["assetChecksOrError"]
         if checks_or_error["__typename"] != "AssetChecks":
             problems[name] = checks_or_error["__typename"]
@@ -267,9 +275,31 @@ def test_every_asset_has_a_blocking_check(asset_nodes: dict[str, dict]):
     assert not problems, f"assets without a blocking check: {problems}"
 
 
+def test_daily_assets_are_partitioned_by_nyse_trading_day(asset_nodes: dict[str, dict]):
+    partitioned = {name for name, node in asset_nodes.items() if node["isPartitioned"]}
+    assert partitioned == PARTITIONED_ASSETS
+    for name in sorted(PARTITIONED_ASSETS):
+        node = asset_nodes[name]
+        part = node["partitionDefinition"]
+        assert part["type"] == "TIME_WINDOW" and part["fmt"] == "%Y-%m-%d", (name, part)
+        assert "0 0 * * 1-5" in part["description"] and "America/New_York" in part["description"], (name, part)
+        # A backfill over years of days is one run (vectorized), not one run per day.
+        assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN", (name, node["backfillPolicy"])
+        # Its column schema is shown on the definition; its rows are validated in the asset before storing.
+        labels = {entry["label"] for entry in node["metadataEntries"]}
+        assert "dagster/column_schema" in labels, (name, labels)
+
+
+def test_jobs_are_served(repository: dict):
+    jobs = {job["name"] for job in repository["jobs"]}
+    assert {"stockml_full_job", "daily_job", "retraining_job", "rollback_job", "override_job"} <= jobs, jobs
+
+
 def test_sensors_are_served(repository: dict):
     sensors = {sensor["name"]: sensor["sensorType"] for sensor in repository["sensors"]}
-    assert sensors.get("drift_sensor") == "ASSET", sensors
+    assert sensors.get("drift_sensor") == "STANDARD", sensors  # reads drift_report's daily scores itself
+    assert sensors.get("rare_event_capture_sensor") == "STANDARD", sensors
+    assert sensors.get("new_rare_event_sensor") == "STANDARD", sensors
     assert sensors.get("training_failure_sensor") == "RUN_STATUS", sensors
 
 

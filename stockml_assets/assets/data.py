@@ -1,16 +1,36 @@
 """Ingestion, regimes, the rare-event archive, features and labels."""
 
 
+import json
 import time
+from datetime import timedelta
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Failure, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Backoff,
+    Failure,
+    FreshnessPolicy,
+    Jitter,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 
-from stockml_assets.metadata import column_schema, date_range, md_table
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table
+from stockml_assets.metadata import add_metadata, column_schema, date_range, md_table, validated
+from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR, PARTITIONED, run_days
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, captured_events, record_captured_event
 from stockml_core import data as core_data
 from stockml_core.events import build_archive, build_catalog
-from stockml_core.features import ENGINE_VERSION, FAMILIES, FEATURE_NAMES, compute_features, history_fingerprint, registry_frame, update_features
+from stockml_core.features import (
+    ENGINE_VERSION,
+    FAMILIES,
+    FEATURE_NAMES,
+    compute_features_since,
+    registry_frame,
+    warmup_violations,
+)
 from stockml_core.labels import compute_labels
 from stockml_core.regimes import compute_regimes
 from stockml_core.schemas import (
@@ -22,11 +42,20 @@ from stockml_core.schemas import (
     RareEventCatalogSchema,
     RawPricesSchema,
     feature_matrix_schema,
-    validate,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 FeatureMatrixSchema = feature_matrix_schema(FEATURE_NAMES)
+CAPTURE_TAG = "stockml/capture"  # JSON {name, start, end, description} set by the rare-event capture sensor
+# The feed may deliver late or a read may hit a file being replaced: retry, with backoff.
+FEED_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+# The daily assets are due by 20:00 New York on weekdays, from a run after the 16:00 close.
+DAILY_FRESHNESS = FreshnessPolicy.cron(deadline_cron="0 20 * * 1-5", lower_bound_delta=timedelta(hours=4), timezone=NEW_YORK)
+
+
+def warmup_check(features: pd.DataFrame, prior_rows: pd.Series) -> tuple[str, pd.DataFrame]:
+    """Every feature is finite after its warm-up (lookback from the feature registry)."""
+    return "features_finite_after_warmup", warmup_violations(features, prior_rows)
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketUniverseSchema), **TABLE)
@@ -34,59 +63,56 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
     """Tickers with name and GICS sector, from the data folder's sectors.csv."""
     s = stockml.settings()
     df = core_data.load_universe(s.data_dir, s.tickers)
-    context.add_output_metadata({
+    add_metadata(context, {
         "dagster/row_count": len(df), "sectors": df.gics_sector.nunique(),
         "tickers by sector": md_table(df.groupby("gics_sector").ticker.apply(", ".join).reset_index()),
     })
     return df
 
 
-@asset(
-    group_name="ingestion", kinds={"pandas", "duckdb"}, metadata=column_schema(RawPricesSchema),
-    check_specs=[AssetCheckSpec("raw_prices_valid", asset="raw_prices", blocking=True,
-                                description="Pandera RawPricesSchema: positive prices, high >= low, open/close in range, "
-                                            "no (ticker, date) duplicates, no future dates"),
-                 AssetCheckSpec("every_ticker_has_sector", asset="raw_prices", blocking=True,
-                                description="every priced ticker is in market_universe with a GICS sector")],
-    **TABLE,
-)
-def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame):
-    """Daily OHLCV per (ticker, date), validated before it is stored.
+@asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
+       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame) -> pd.DataFrame:
+    """Daily OHLCV per (ticker, date) for the run's trading days, validated before it is stored.
 
-    Bad rows fail the asset after the checks report them, so the last good table stays in the
-    warehouse and nothing downstream runs.
+    Blocking gates, evaluated on exactly the days the run writes: Pandera RawPricesSchema (positive
+    prices, high >= low, open/close in range, no duplicates, no future dates) and every ticker in
+    market_universe. Bad rows fail the step with the rows named, so the last good partitions stay and
+    nothing downstream runs. A day the data folder does not have yet fails with a retry (the feed may
+    be late).
     """
     s = stockml.settings()
+    first, last = run_days(context)
     df, repairs = core_data.load_prices(s.data_dir, s.tickers, s.start, s.end)
-    v = validate("raw_prices", df, RawPricesSchema)
-    yield AssetCheckResult(check_name="raw_prices_valid", passed=v.passed, metadata={
-        "summary": v.summary(), "failures": len(v.failures), "failure_cases": md_table(v.failures, limit=50)})
-    orphans = sorted(set(df.ticker) - set(market_universe.ticker))
-    yield AssetCheckResult(check_name="every_ticker_has_sector", passed=not orphans, metadata={
-        "tickers_without_sector": ", ".join(orphans) or "none"})
-    if not v.passed or orphans:
-        fix = "fix or remove these rows in prices.csv"
-        if orphans:
-            fix += f"; add {', '.join(orphans[:10])} to sectors.csv"
-        raise Failure(description=f"{v.summary()}{'; tickers without sector: ' + ', '.join(orphans) if orphans else ''}. "
-                                  f"Nothing was stored: the previous raw_prices and the champion are unchanged. Fix: {fix}.")
-    yield Output(df, metadata={
-        "dagster/row_count": len(df), "tickers": df.ticker.nunique(), **date_range(df),
-        "repairs": md_table(core_data.repairs_frame(repairs)),
-    })
+    df = df[(df.date >= first) & (df.date <= last)].reset_index(drop=True)
+    if df.empty:
+        raise Failure(description=f"no prices for {first:%Y-%m-%d}..{last:%Y-%m-%d} in {s.data_dir}: the feed has "
+                                  "not delivered these days yet. Nothing was stored; the run retries, and the next "
+                                  "daily run picks the days up once they arrive.")
+    orphans = df.loc[~df.ticker.isin(market_universe.ticker), ["ticker", "date"]]
+    add_metadata(context, {"dagster/row_count": len(df), "tickers": df.ticker.nunique(), "days": df.date.nunique(),
+                           **date_range(df), "repairs": md_table(core_data.repairs_frame(repairs))})
+    return validated(context, "raw_prices", df, RawPricesSchema, ("every_ticker_has_sector (add them to sectors.csv)", orphans))
 
 
-@asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketContextSchema), **TABLE)
-def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame) -> pd.DataFrame:
-    """S&P 500, VIX and 10-year yield per NYSE trading day, with every repair recorded."""
+@asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(MarketContextSchema), **PARTITION_EXPR},
+       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame):
+    """S&P 500, VIX and 10-year yield per NYSE trading day, with every repair recorded.
+
+    Repairs (forward fills) read the file up to the run's last day only, never later rows.
+    """
     s = stockml.settings()
-    df, repairs = core_data.load_market(s.data_dir, s.start, s.end)
+    first, last = run_days(context)
+    end = min(last, pd.Timestamp(s.end)) if s.end else last
+    df, repairs = core_data.load_market(s.data_dir, s.start, end.strftime("%Y-%m-%d"))
     df, extra = core_data.align_market_to_prices(df, raw_prices)
-    context.add_output_metadata({
+    df = df[(df.date >= first) & (df.date <= last)].reset_index(drop=True)
+    add_metadata(context, {
         "dagster/row_count": len(df), **date_range(df),
         "repairs": md_table(core_data.repairs_frame(repairs + extra)),
     })
-    return df
+    return validated(context, "market_context", df, MarketContextSchema)
 
 
 @asset(group_name="regimes", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketRegimesSchema), **TABLE)
@@ -94,65 +120,74 @@ def market_regimes(context: AssetExecutionContext, stockml: StockMLResource, mar
     """Regime per date (crash, high_volatility, recovery, normal) from VIX and drawdown, no look-ahead."""
     df = compute_regimes(market_context, stockml.settings().regimes)
     mix = df.regime.value_counts().rename_axis("regime").reset_index(name="days")
-    context.add_output_metadata({"dagster/row_count": len(df), **date_range(df), "regime mix": md_table(mix),
+    add_metadata(context, {"dagster/row_count": len(df), **date_range(df), "regime mix": md_table(mix),
                                  "latest_regime": str(df.regime.iloc[-1]) if len(df) else ""})
     return df
 
 
 @asset(group_name="archive", kinds={"pandas", "duckdb"}, metadata=column_schema(RareEventCatalogSchema), **TABLE)
 def rare_event_catalog(context: AssetExecutionContext, stockml: StockMLResource, market_context: pd.DataFrame) -> pd.DataFrame:
-    """Named crash events with date windows: the data folder's rare_events.csv plus captured ones."""
-    cat = build_catalog(core_data.load_rare_events(stockml.settings().data_dir))
+    """Named crash events with date windows: the data folder's rare_events.csv plus captured ones.
+
+    A run launched by the rare-event capture sensor carries the event in its ``stockml/capture`` tag;
+    it is recorded in the warehouse's ``captured_events`` table first (never twice, never
+    overlapping a catalogued event). Events that start after the last market day are not known yet
+    and are left out, so a replay of history does not see the future.
+    """
+    s = stockml.settings()
+    historical = core_data.load_rare_events(s.data_dir)
     days = pd.DatetimeIndex(market_context.date)
+    as_of = days.max() if len(days) else None
+    note = "no capture in this run"
+    capture = context.run.tags.get(CAPTURE_TAG)
+    if capture:
+        event = json.loads(capture)
+        added, note = record_captured_event(stockml, event, historical)
+        context.log.info(f"rare event capture: {note}")
+    captured = captured_events(stockml)
+    cat = build_catalog(historical, captured)
+    if as_of is not None:
+        cat = cat[cat.start <= as_of].reset_index(drop=True)
     cat["trading_days"] = [int(((days >= ev.start) & (days <= ev.end)).sum()) for ev in cat.itertuples()]
-    context.add_output_metadata({"dagster/row_count": len(cat), "events": md_table(cat.drop(columns="description")),
-                                 "event_names": MetadataValue.json(sorted(cat.name))})
+    add_metadata(context, {"dagster/row_count": len(cat), "events": md_table(cat.drop(columns="description")),
+                                 "event_names": MetadataValue.json(sorted(cat.name)),
+                                 "historical_event_names": MetadataValue.json(sorted(cat.name[cat.source == "historical"])),
+                                 "captured_event_names": MetadataValue.json(sorted(cat.name[cat.source == "captured"])),
+                                 "capture": note})
     return cat
 
 
-@asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(FeatureMatrixSchema), **TABLE)
-def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
-                   market_context: pd.DataFrame, market_universe: pd.DataFrame) -> pd.DataFrame:
+# The registry is code, the same for every partition: shown once on the asset's definition, not copied
+# into each of a backfill's thousands of per-day materialization events (90 KB each).
+_REGISTRY = registry_frame()
+FEATURE_REGISTRY_METADATA = {
+    "families": md_table(_REGISTRY.groupby("family", sort=False).feature.count().reindex(FAMILIES).reset_index()),
+    "feature registry": md_table(_REGISTRY, limit=500)}
+
+
+@asset(group_name="features", kinds={"pandas", "duckdb"},
+       metadata={**column_schema(FeatureMatrixSchema), **PARTITION_EXPR, **FEATURE_REGISTRY_METADATA},
+       ins={"raw_prices": AssetIn(partition_mapping=FEATURE_HISTORY), "market_context": AssetIn(partition_mapping=FEATURE_HISTORY)},
+       **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def feature_matrix(context: AssetExecutionContext, raw_prices: pd.DataFrame,
+                   market_context: pd.DataFrame, market_universe: pd.DataFrame):
     """One row per (ticker, date) with every registered feature, each using data up to its date.
 
-    Incremental when it can be: if the stored matrix was built by this engine version from the same
-    price and market history (fingerprint in the last materialization's metadata), only the new days
-    are computed, from each ticker's last MAX_LOOKBACK rows; otherwise everything is recomputed.
+    A run computes only its own trading days, reading each ticker's last MAX_LOOKBACK rows before
+    the first of them from the stored price partitions: the daily run computes one day, a backfill
+    of history is one vectorized run. Equal to a full recompute (tested).
     """
+    first, last = run_days(context)
     sectors = market_universe[["ticker", "gics_sector"]]
     started = time.perf_counter()
-    mode, reason = "full", "no stored feature matrix"
-    df = None
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    if "history_fingerprint" in meta and "history_until" in meta:
-        # Compare fingerprints first: the stored table is read only when it can be extended.
-        until = meta["history_until"].value
-        if meta["history_fingerprint"].value != history_fingerprint(raw_prices, market_context, until):
-            reason = "price/market history or engine version changed since the stored matrix"
-        else:
-            stored = previous_table(stockml, "feature_matrix")
-            if stored is not None and not stored.empty:
-                try:
-                    df, added = update_features(stored, raw_prices, market_context, sectors)
-                    mode, reason = "incremental", f"{added} new rows after {until}"
-                except ValueError as exc:
-                    reason = str(exc)
-    if df is None:
-        df = compute_features(raw_prices, market_context, sectors)
+    prices = raw_prices[raw_prices.date <= last]
+    prior = prices[prices.date < first].groupby("ticker").size()
+    df = compute_features_since(prices, first, market_context[market_context.date <= last], sectors)
     elapsed = time.perf_counter() - started
-    context.log.info(f"feature_matrix: {mode} ({reason}) in {elapsed:.2f} s")
-    last_day = pd.Timestamp(df["date"].max()).date() if len(df) else None
-    registry = registry_frame()
-    families = registry.groupby("family", sort=False).feature.count().reindex(FAMILIES).reset_index()
-    context.add_output_metadata({
+    add_metadata(context, {
         "dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
-        "computation": f"{mode}: {reason}", "compute_seconds": round(elapsed, 3),
-        "engine_version": ENGINE_VERSION,
-        **({"history_fingerprint": history_fingerprint(raw_prices, market_context, last_day),
-            "history_until": str(last_day)} if len(df) else {}),
-        "families": md_table(families), "feature registry": md_table(registry, limit=500)})
-    return df
+        "history_rows_read": len(prices), "compute_seconds": round(elapsed, 3), "engine_version": ENGINE_VERSION})
+    return validated(context, "feature_matrix", df, FeatureMatrixSchema, warmup_check(df, prior))
 
 
 @asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema), **TABLE)
@@ -161,7 +196,7 @@ def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices:
     s = stockml.settings().labels
     df = compute_labels(raw_prices, s)
     mix = df.label.value_counts(normalize=True).sort_index()
-    context.add_output_metadata({
+    add_metadata(context, {
         "dagster/row_count": len(df), "horizon_days": s.horizon, "threshold_sigma": s.threshold,
         "class_mix": MetadataValue.json({n: round(float(mix.get(float(i), 0.0)), 4) for i, n in enumerate(["down", "flat", "up"])}),
         "unlabelled_rows (horizon runs past data)": int(df.label.isna().sum()),
@@ -179,5 +214,5 @@ def rare_event_archive(context: AssetExecutionContext, rare_event_catalog: pd.Da
     cols = ["ticker", "date", "event", "label", "fwd_return"] + FEATURE_NAMES
     df = df[cols]
     by_event = df.groupby("event").agg(rows=("ticker", "size"), tickers=("ticker", "nunique")).reset_index()
-    context.add_output_metadata({"dagster/row_count": len(df), "rows by event": md_table(by_event)})
+    add_metadata(context, {"dagster/row_count": len(df), "rows by event": md_table(by_event)})
     return df

@@ -1,7 +1,7 @@
 """Training, evaluation, explainability and promotion: the retraining subgraph."""
 
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    FreshnessPolicy,
     MetadataValue,
     asset,
     asset_check,
@@ -273,7 +274,11 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     last_drift = previous_table(stockml, "drift_report")
     drift = None
     if last_drift is not None and (last_drift.component == "overall").any():
-        drift = float(last_drift.loc[last_drift.component == "overall", "value"].iloc[0])
+        # One block of rows per trading day: the gate reads the latest day's score.
+        overall = last_drift[last_drift.component == "overall"]
+        if "date" in overall.columns:
+            overall = overall.sort_values("date", kind="stable")
+        drift = float(overall.value.iloc[-1])
     decision = evaluate_gate({**headline(validation_report), **replay}, s.gate, drift, champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner["version"])
@@ -287,7 +292,9 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     return df
 
 
-@asset(group_name="promotion", kinds={"duckdb"}, metadata=column_schema(ProductionModelSchema), **TABLE)
+# The weekly retrain re-materializes it (whatever the gate decides): overdue after 8 days.
+@asset(group_name="promotion", kinds={"duckdb"}, metadata=column_schema(ProductionModelSchema),
+       freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)), **TABLE)
 def production_model(context: AssetExecutionContext, stockml: StockMLResource, promotion_decision: pd.DataFrame) -> pd.DataFrame:
     """The champion in the model registry; it changes only when the gate promotes the candidate."""
     reg = stockml.registry()

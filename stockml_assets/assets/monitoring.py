@@ -5,15 +5,19 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetIn, MetadataValue, asset
 
+from stockml_assets.assets.data import DAILY_FRESHNESS
 from stockml_assets.assets.modeling import TABLE
-from stockml_assets.metadata import column_schema, md_plot, md_table
+from stockml_assets.metadata import add_metadata, column_schema, date_range, md_plot, md_table, validated
+from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
-from stockml_assets.resources import StockMLResource, previous_table
+from stockml_assets.resources import StockMLResource, captured_events, previous_table
 from stockml_core import drift as core_drift
+from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
-from stockml_core.features import FEATURE_NAMES
+from stockml_core.events import build_catalog, capture_candidate
+from stockml_core.features import FEATURE_NAMES, registry_frame
 from stockml_core.labels import CLASS_NAMES
 from stockml_core.monitoring import replay_error_rates, update_replay_buffer
 from stockml_core.monitoring import sector_performance as build_sector_performance
@@ -25,11 +29,14 @@ from stockml_core.schemas import (
     FeatureDriftSchema,
     MixDriftSchema,
     PredictionsSchema,
+    RareEventWatchSchema,
     SectorPerformanceSchema,
     TrainingRunsSchema,
 )
 from stockml_core.training import trainable
 
+# Market-wide features: one value per date, the same for every ticker (drift tests them per date).
+DATE_LEVEL = set(registry_frame().query("family == 'market'").feature)
 PREDICTION_COLUMNS = ["ticker", "date", "model_version", "regime", *PROBA_COLUMNS, "signal", "confidence"]
 
 
@@ -37,112 +44,230 @@ def _with_regime(features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
     return features.merge(regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
 
 
-def _champion_proba(stockml: StockMLResource, production_model: pd.DataFrame, rows: pd.DataFrame):
-    """The champion's probabilities for rows (the artefact's hash is verified before loading)."""
-    if production_model.empty or rows.empty:
+def _champion_proba(stockml: StockMLResource, rows: pd.DataFrame):
+    """The current champion's version and probabilities for rows (its artefact's hash verified on load).
+
+    The registry is the champion's source of truth (the production_model table mirrors it); reading
+    it there means a deployment without any champion yet simply publishes nothing.
+    """
+    champ = stockml.registry().champion()
+    if champ is None or rows.empty:
         return None, None
-    version = str(production_model.version.iloc[0])
-    return version, stockml.registry().load(version).predict_proba(rows)
+    return champ.version, stockml.registry().load(champ.version).predict_proba(rows)
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(PredictionsSchema), **TABLE)
-def predictions(context: AssetExecutionContext, stockml: StockMLResource, production_model: pd.DataFrame,
-                feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
-    """The champion's signal and confidence per ticker for the latest date; none without a champion."""
-    latest = _with_regime(feature_matrix[feature_matrix.date == feature_matrix.date.max()], market_regimes)
-    latest = trainable(latest.assign(label=0.0), FEATURE_NAMES)
-    version, proba = _champion_proba(stockml, production_model, latest)
+@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
+       deps=[AssetDep("production_model")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def predictions(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
+                market_regimes: pd.DataFrame):
+    """The champion's signal and confidence per ticker for the run's trading days; none without a champion."""
+    rows = _with_regime(feature_matrix, market_regimes)
+    rows = trainable(rows.assign(label=0.0), FEATURE_NAMES)
+    version, proba = _champion_proba(stockml, rows)
     if proba is None:
-        context.add_output_metadata({"published": False, "dagster/row_count": 0,
-                                     "reason": "no champion: no model has passed the promotion gate"})
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        add_metadata(context, {"published": False, "dagster/row_count": 0,
+                               "reason": "no rows with complete features" if version else
+                                         "no champion: no model has passed the promotion gate"})
+        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
             PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float], strict=True)})
-    out = latest[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
+        return validated(context, "predictions", empty, PredictionsSchema, probabilities_check(empty))
+    out = rows[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
     out[PROBA_COLUMNS] = proba
     out["signal"] = np.array(CLASS_NAMES)[proba.argmax(axis=1)]
     out["confidence"] = proba.max(axis=1)
     out = out[PREDICTION_COLUMNS]
-    context.add_output_metadata({
-        "published": True, "dagster/row_count": len(out), "model_version": version,
-        "date": f"{out.date.max():%Y-%m-%d}", "signals": MetadataValue.json(out.signal.value_counts().to_dict()),
-        "predictions": md_table(out.sort_values("confidence", ascending=False), limit=50),
+    latest = out[out.date == out.date.max()]
+    add_metadata(context, {
+        "published": True, "dagster/row_count": len(out), "model_version": version, **date_range(out),
+        "signals (latest day)": MetadataValue.json(latest.signal.value_counts().to_dict()),
+        "mean_confidence (latest day)": float(latest.confidence.mean()),
+        "predictions (latest day)": md_table(latest.sort_values("confidence", ascending=False), limit=50),
     })
-    return out
+    return validated(context, "predictions", out, PredictionsSchema, probabilities_check(out))
 
 
-@asset(group_name="monitoring", kinds={"scipy", "duckdb"}, metadata=column_schema(FeatureDriftSchema), **TABLE)
-def feature_drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame) -> pd.DataFrame:
-    """Per-feature KS (Benjamini-Hochberg corrected) and PSI of the latest window against the reference."""
+def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Rows whose class probabilities do not sum to 1."""
+    err = (predictions[["p_down", "p_flat", "p_up"]].sum(axis=1) - 1).abs()
+    return "predictions_probabilities_sum_to_one", predictions.loc[err > 1e-6, ["ticker", "date"]]
+
+
+def _days_with_windows(context: AssetExecutionContext, dates: pd.Series, s):
+    """For each trading day of the run that has data: (day, reference mask, current mask) over ``dates``."""
+    first, last = run_days(context)
+    all_days = np.sort(pd.to_datetime(dates).unique())
+    d = pd.to_datetime(dates).to_numpy()
+    for day in all_days[(all_days >= np.datetime64(first)) & (all_days <= np.datetime64(last))]:
+        upto = all_days[all_days <= day]
+        cur_days = upto[-s.current_window:]
+        ref_days = upto[-(s.current_window + s.reference_window):-s.current_window]
+        yield pd.Timestamp(day), np.isin(d, ref_days), np.isin(d, cur_days)
+
+
+@asset(group_name="monitoring", kinds={"scipy", "duckdb"}, metadata={**column_schema(FeatureDriftSchema), **PARTITION_EXPR},
+       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, **PARTITIONED, **TABLE)
+def feature_drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame):
+    """Per trading day and feature: normalized Wasserstein distance against a threshold calibrated on the
+    reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI."""
     s = stockml.settings().drift
-    df = core_drift.feature_drift(feature_matrix, FEATURE_NAMES, s)
-    context.add_output_metadata({"dagster/row_count": len(df), "drifted_features": int(df.drifted.sum()),
-                                 "share_drifted": float(df.drifted.mean()) if len(df) else 0.0,
-                                 "top drifted": md_table(df.head(15))})
-    return df
+    parts = []
+    for day, ref, cur in _days_with_windows(context, feature_matrix.date, s):
+        window = feature_matrix[ref | cur]
+        parts.append(core_drift.feature_drift(window, FEATURE_NAMES, s, date_level=DATE_LEVEL).assign(date=day))
+    df = pd.concat(parts, ignore_index=True) if parts else core_drift.feature_drift(
+        feature_matrix.iloc[:0], FEATURE_NAMES, s, date_level=DATE_LEVEL).assign(date=pd.Timestamp(0))
+    df = df[["date", *[c for c in df.columns if c != "date"]]]
+    last = df[df.date == df.date.max()]
+    add_metadata(context, {"dagster/row_count": len(df), **date_range(df),
+                                 "drifted_features (latest day)": int(last.drifted.sum()),
+                                 "share_drifted (latest day)": float(last.drifted.mean()) if len(last) else 0.0,
+                                 "top drifted (latest day)": md_table(last.head(15))})
+    return validated(context, "feature_drift", df, FeatureDriftSchema)
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(MixDriftSchema), **TABLE)
+@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(MixDriftSchema), **PARTITION_EXPR},
+       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, **PARTITIONED, **TABLE)
 def regime_drift(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame,
-                 feature_matrix: pd.DataFrame) -> pd.DataFrame:
-    """Shift of the regime mix in the latest window against the reference window."""
+                 feature_matrix: pd.DataFrame):
+    """Per trading day: shift of the regime mix in the current window against the reference, naming the transition."""
     s = stockml.settings().drift
-    days = market_regimes[market_regimes.date.isin(feature_matrix.date.unique())]
-    ref, cur = core_drift.reference_and_current(days.date, s)
-    tv, table = core_drift.mix_shift(days.regime[ref], days.regime[cur], list(REGIMES))
-    context.add_output_metadata({"total_variation": tv, "transition": core_drift.regime_transition(table),
-                                 "mix": md_table(table), "plot": md_plot(mix_plot(table, "regime mix"))})
-    return table
+    regimes = market_regimes[market_regimes.date.isin(feature_matrix.date.unique())]
+    parts, transitions = [], {}
+    for day, ref, cur in _days_with_windows(context, regimes.date, s):
+        tv, table = core_drift.mix_shift(regimes.regime[ref], regimes.regime[cur], list(REGIMES))
+        transitions[f"{day:%Y-%m-%d}"] = core_drift.regime_transition(table)
+        parts.append(table.assign(date=day))
+    df = pd.concat(parts, ignore_index=True) if parts else _empty_mix()
+    df = df[MIX_COLUMNS]
+    last = df[df.date == df.date.max()]
+    add_metadata(context, {"total_variation (latest day)": float(0.5 * last.change.abs().sum()),
+                                 "transition (latest day)": next(reversed(transitions.values()), "none"),
+                                 "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
+                                 **({"plot": md_plot(mix_plot(last, "regime mix"))} if len(last) else {})})
+    return validated(context, "regime_drift", df, MixDriftSchema)
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(MixDriftSchema), **TABLE)
-def prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, production_model: pd.DataFrame,
-                     feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
-    """Shift of the champion's predicted class mix and mean confidence, latest window vs reference."""
+MIX_COLUMNS = ["date", "category", "reference_share", "current_share", "change"]
+CONFIDENCE_ROW = "mean_confidence"  # prediction_drift's row for the champion's mean confidence (max probability)
+
+
+def _empty_mix() -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "category": pd.Series(dtype=str),
+                         **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}})
+
+
+@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(MixDriftSchema), **PARTITION_EXPR},
+       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, deps=[AssetDep("production_model")],
+       **PARTITIONED, **TABLE)
+def prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
+                     market_regimes: pd.DataFrame):
+    """Per trading day: shift of the champion's predicted class mix and of its mean confidence, current vs reference.
+
+    The champion scores both windows, so the shift is the data's, not a change of model.
+    """
     s = stockml.settings().drift
-    rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES)
-    ref, cur = core_drift.reference_and_current(rows.date, s)
-    rows = rows[ref | cur]
-    ref, cur = core_drift.reference_and_current(rows.date, s)
-    version, proba = _champion_proba(stockml, production_model, rows)
+    rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
+    version, proba = _champion_proba(stockml, rows)
     if proba is None:
-        context.add_output_metadata({"measured": False, "reason": "no champion, no predictions"})
-        return pd.DataFrame(columns=["category", "reference_share", "current_share", "change"]).astype(
-            {"category": str, "reference_share": float, "current_share": float, "change": float})
-    cls = pd.Series(np.array(CLASS_NAMES)[proba.argmax(axis=1)])
-    tv, table = core_drift.mix_shift(cls[ref], cls[cur], list(CLASS_NAMES))
-    conf_ref, conf_cur = float(proba[ref].max(axis=1).mean()), float(proba[cur].max(axis=1).mean())
-    context.add_output_metadata({"measured": True, "model_version": version, "total_variation": tv,
-                                 "mean_confidence_reference": conf_ref, "mean_confidence_current": conf_cur,
-                                 "mix": md_table(table)})
-    return table
+        add_metadata(context, {"measured": False, "reason": "no champion, no predictions"})
+        return validated(context, "prediction_drift", _empty_mix(), MixDriftSchema)
+    parts, stats = [], {}
+    for day, ref, cur in _days_with_windows(context, rows.date, s):
+        component, table, conf = core_drift.prediction_drift(proba[ref], proba[cur], list(CLASS_NAMES))
+        stats[f"{day:%Y-%m-%d}"] = {"component": component, **conf}
+        confidence = pd.DataFrame([{"category": CONFIDENCE_ROW, "reference_share": conf["mean_confidence_reference"],
+                                    "current_share": conf["mean_confidence_current"], "change": conf["confidence_shift"]}])
+        parts.append(pd.concat([table, confidence], ignore_index=True).assign(date=day))
+    df = pd.concat(parts, ignore_index=True)[MIX_COLUMNS] if parts else _empty_mix()
+    last_stats = next(reversed(stats.values()), {})
+    add_metadata(context, {"measured": True, "model_version": version,
+                                 **{f"{k} (latest day)": float(v) for k, v in last_stats.items()},
+                                 "by day": MetadataValue.json(stats),
+                                 "mix (latest day)": md_table(df[df.date == df.date.max()])})
+    return validated(context, "prediction_drift", df, MixDriftSchema)
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(DriftReportSchema), **TABLE)
-def drift_report(context: AssetExecutionContext, stockml: StockMLResource, feature_drift: pd.DataFrame,
-                 regime_drift: pd.DataFrame, prediction_drift: pd.DataFrame) -> pd.DataFrame:
-    """One drift score in [0, 1]: weighted share of drifted features, regime shift and prediction shift."""
-    s = stockml.settings().drift
-    share = float(feature_drift.drifted.mean()) if len(feature_drift) else 0.0
-    regime_tv = float(0.5 * regime_drift.change.abs().sum())
-    pred_tv = float(0.5 * prediction_drift.change.abs().sum()) if len(prediction_drift) else None
-    score = core_drift.drift_score(share, regime_tv, pred_tv, s)
-    top = feature_drift[feature_drift.drifted].head(5).feature.tolist()
-    rows = [
-        {"component": "features", "value": share, "weight": s.weight_features,
-         "detail": f"{int(feature_drift.drifted.sum())}/{len(feature_drift)} features drifted (BH KS p < {s.ks_alpha}): {', '.join(top) or 'none'}"},
+def drift_components(fd: pd.DataFrame, rd: pd.DataFrame, pdf: pd.DataFrame, s) -> pd.DataFrame:
+    """One day's drift report: the feature, regime and prediction components and the overall score."""
+    fc = core_drift.feature_component(fd, s)
+    regime_tv = float(0.5 * rd.change.abs().sum())
+    pred = None
+    if len(pdf):
+        mix = pdf[pdf.category != CONFIDENCE_ROW]
+        conf = pdf[pdf.category == CONFIDENCE_ROW]
+        pred = core_drift.prediction_component(float(0.5 * mix.change.abs().sum()),
+                                               float(conf.change.iloc[0]) if len(conf) else 0.0, len(mix))
+    score = core_drift.drift_score(fc, regime_tv, pred, s)
+    tested = fd[fd.effect.notna()]
+    top = fd[fd.drifted].head(5).feature.tolist()
+    return pd.DataFrame([
+        {"component": "features", "value": fc, "weight": s.weight_features,
+         "detail": f"{int(fd.drifted.sum())}/{len(tested)} features drifted (BH KS p < {s.ks_alpha} and Wasserstein above "
+                   f"its calibrated threshold): {', '.join(top) or 'none'}"},
         {"component": "regime", "value": regime_tv, "weight": s.weight_regime,
-         "detail": f"transition {core_drift.regime_transition(regime_drift)}"},
-        {"component": "predictions", "value": np.nan if pred_tv is None else pred_tv,
-         "weight": s.weight_predictions if pred_tv is not None else 0.0,
-         "detail": "no champion" if pred_tv is None else "total variation of the predicted class mix"},
+         "detail": f"transition {core_drift.regime_transition(rd) if len(rd) else 'none'}"},
+        {"component": "predictions", "value": np.nan if pred is None else pred,
+         "weight": s.weight_predictions if pred is not None else 0.0,
+         "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)"},
         {"component": "overall", "value": score, "weight": 1.0,
-         "detail": f"retraining threshold {s.score_threshold}: {'ABOVE' if score >= s.score_threshold else 'below'}"},
-    ]
-    df = pd.DataFrame(rows)
-    context.add_output_metadata({"drift_score": score, "threshold": s.score_threshold,
-                                 "above_threshold": score >= s.score_threshold, "components": md_table(df),
-                                 "top drifted features": md_table(feature_drift.head(10))})
-    return df
+         "detail": f"retraining threshold {s.score_threshold} held {s.persistence_days} days: "
+                   f"{'ABOVE' if score >= s.score_threshold else 'below'} today"},
+    ])
+
+
+@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(DriftReportSchema), **PARTITION_EXPR},
+       **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def drift_report(context: AssetExecutionContext, stockml: StockMLResource, feature_drift: pd.DataFrame,
+                 regime_drift: pd.DataFrame, prediction_drift: pd.DataFrame):
+    """Per trading day, one drift score in [0, 1] from feature, regime and prediction drift (recipe in the README)."""
+    s = stockml.settings().drift
+    rows, scores = [], {}
+    for day, fd in feature_drift.groupby("date", sort=True):
+        rd = regime_drift[regime_drift.date == day]
+        pdf = prediction_drift[prediction_drift.date == day]
+        report = drift_components(fd, rd, pdf, s)
+        scores[f"{pd.Timestamp(day):%Y-%m-%d}"] = float(report.value.iloc[-1])
+        rows.append(report.assign(date=pd.Timestamp(day)))
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        {"date": pd.Series(dtype="datetime64[ns]"), "component": pd.Series(dtype=str), "value": pd.Series(dtype=float),
+         "weight": pd.Series(dtype=float), "detail": pd.Series(dtype=str)})
+    df = df[["date", "component", "value", "weight", "detail"]]
+    last_day = max(scores) if scores else None
+    score = scores[last_day] if last_day else float("nan")
+    last_fd = feature_drift[feature_drift.date == feature_drift.date.max()] if len(feature_drift) else feature_drift
+    add_metadata(context, {"drift_score": score, "day": last_day or "", "daily_scores": MetadataValue.json(scores),
+                                 "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
+                                 "components": md_table(df[df.date == df.date.max()]),
+                                 "top drifted features": md_table(last_fd[last_fd.drifted].head(10))})
+    return validated(context, "drift_report", df, DriftReportSchema)
+
+
+@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
+       deps=[AssetDep("rare_event_catalog")], **PARTITIONED, **TABLE)
+def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame,
+                     drift_report: pd.DataFrame):
+    """Per trading day: do the conditions for capturing a new rare event hold (crash regime, VIX above 40 for
+    3+ days, drift score above 0.25, no overlap with a catalogued event)? The capture sensor reads the answer."""
+    s = stockml.settings()
+    catalog = build_catalog(load_rare_events(s.data_dir), captured_events(stockml))
+    rows, candidate = [], None
+    overall = drift_report[drift_report.component == "overall"].set_index("date").value
+    for day in sorted(overall.index):
+        event, why = capture_candidate(day, market_regimes, float(overall[day]), catalog, s.capture)
+        if event:
+            catalog = pd.concat([catalog, pd.DataFrame([event]).assign(
+                start=lambda d: pd.to_datetime(d.start), end=lambda d: pd.to_datetime(d.end))], ignore_index=True)
+            candidate = event
+        rows.append({"date": pd.Timestamp(day), "candidate": event["name"] if event else "",
+                     "start": pd.Timestamp(event["start"]) if event else pd.NaT,
+                     "end": pd.Timestamp(event["end"]) if event else pd.NaT,
+                     "drift_score": float(overall[day]), "reason": why})
+    df = pd.DataFrame(rows, columns=["date", "candidate", "start", "end", "drift_score", "reason"]).astype(
+        {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str,
+         "drift_score": float})
+    add_metadata(context, {"dagster/row_count": len(df), "candidate_event": MetadataValue.json(candidate or {}),
+                                 "latest": md_table(df.tail(5))})
+    return validated(context, "rare_event_watch", df, RareEventWatchSchema)
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)
@@ -159,7 +284,7 @@ def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource
     feats = training_set[["ticker", "date", *FEATURE_NAMES]].assign(date=lambda d: pd.to_datetime(d.date))
     buf = buf.assign(date=pd.to_datetime(buf.date)).merge(feats, on=["ticker", "date"], how="left")
     rates = replay_error_rates(meta_learner["evaluation"])
-    context.add_output_metadata({"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
+    add_metadata(context, {"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
                                  "candidate_promoted": promoted,
                                  "replayed_mistakes_evaluated": rates["replayed_evaluated"],
                                  "repeat_error_rate_before_replay": rates["repeat_error_before"],
@@ -174,7 +299,7 @@ def sector_performance(context: AssetExecutionContext, meta_learner: dict) -> pd
     """Out-of-sample accuracy by sector x regime, by sector and by symbol, weakest named."""
     df = build_sector_performance(meta_learner["evaluation"])
     sectors = df[df.scope == "sector"].sort_values("accuracy")
-    context.add_output_metadata({"dagster/row_count": len(df), "weakest_sectors": ", ".join(sectors.sector.head(3)),
+    add_metadata(context, {"dagster/row_count": len(df), "weakest_sectors": ", ".join(sectors.sector.head(3)),
                                  "by sector": md_table(sectors[["sector", "accuracy", "n"]])})
     return df
 
@@ -208,5 +333,5 @@ def training_runs(context: AssetExecutionContext, stockml: StockMLResource, trai
         "accuracy": v.metrics.get("accuracy"), "balanced_accuracy": v.metrics.get("balanced_accuracy"),
         "metrics": json_dumps(v.metrics), "promoted": bool(promotion_decision.promoted.iloc[0]), "error": None})
     log["samples"] = log.samples.astype("int64")
-    context.add_output_metadata({"dagster/row_count": len(log), "cycles": md_table(log.tail(10))})
+    add_metadata(context, {"dagster/row_count": len(log), "cycles": md_table(log.tail(10))})
     return log

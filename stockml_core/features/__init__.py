@@ -379,8 +379,11 @@ def history_fingerprint(prices: pd.DataFrame, market: pd.DataFrame | None, until
 # ------------------------------------------------------------------------------------- validation
 
 
-def warmup_violations(features: pd.DataFrame) -> pd.DataFrame:
+def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = None) -> pd.DataFrame:
     """List (ticker, date, feature) rows where a feature is non-finite at or after its warm-up.
+
+    ``prior_rows`` (per ticker) counts each ticker's rows before ``features``' first, when
+    ``features`` is a slice of days (a partition) rather than each ticker's whole history.
 
     The warm-up is checked on the ticker's row index for every feature (for market features this
     holds when the market calendar covers the stock's). Optional-input features
@@ -393,6 +396,8 @@ def warmup_violations(features: pd.DataFrame) -> pd.DataFrame:
         return empty
     frame = features.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
     pos = frame.groupby("ticker", sort=False).cumcount().to_numpy()
+    if prior_rows is not None:
+        pos = pos + frame["ticker"].map(prior_rows).fillna(0).to_numpy(dtype=np.int64)
     tickers = frame["ticker"].to_numpy()
     dates = frame["date"].to_numpy()
     parts = []

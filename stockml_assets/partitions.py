@@ -1,0 +1,72 @@
+"""NYSE trading-day partitions for the assets that grow by day, and the windows they read.
+
+One partition per NYSE trading day (weekends, exchange holidays and special closures excluded),
+keyed ``YYYY-MM-DD`` in New York time. The current day's partition exists from midnight New York,
+so the daily run after the close can fill it. Runs over a range of days are single runs (the work
+is vectorized); a downstream day reads a trailing window of upstream days, declared with a
+``TimeWindowPartitionMapping`` so the lineage shows it.
+"""
+
+
+import os
+from datetime import datetime
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    PartitionKeyRange,
+    TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
+)
+
+from stockml_core.calendar import nyse_holidays
+from stockml_core.features import MAX_LOOKBACK
+from stockml_core.settings import DriftSettings
+
+NEW_YORK = "America/New_York"
+FIRST_DAY = os.environ.get("STOCKML_FIRST_DAY", "1990-01-02")
+# Holidays up to next year: the partitions end today, and every event that carries the definition
+# serializes the list, so it stays as short as it can.
+_HOLIDAYS = [datetime(d.year, d.month, d.day) for y in range(int(FIRST_DAY[:4]), datetime.now().year + 2)
+             for d in sorted(nyse_holidays(y)) if d.weekday() < 5]
+
+TRADING_DAYS = TimeWindowPartitionsDefinition(
+    start=FIRST_DAY, cron_schedule="0 0 * * 1-5", fmt="%Y-%m-%d", timezone=NEW_YORK,
+    end_offset=1,  # today's partition exists from midnight, for the run after the close
+    exclusions=_HOLIDAYS,
+)
+SINGLE_RUN = BackfillPolicy.single_run()
+PARTITIONED = {"partitions_def": TRADING_DAYS, "backfill_policy": SINGLE_RUN}
+PARTITION_EXPR = {"partition_expr": "date"}  # the DuckDB column the IO manager slices partitions on
+
+# Features of day t read each ticker's MAX_LOOKBACK rows before t; a margin covers suspended days.
+FEATURE_LOOKBACK_DAYS = int(MAX_LOOKBACK * 1.25)
+FEATURE_HISTORY = TimeWindowPartitionMapping(start_offset=-FEATURE_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
+_d = DriftSettings()
+DRIFT_LOOKBACK_DAYS = _d.reference_window + _d.current_window - 1
+DRIFT_HISTORY = TimeWindowPartitionMapping(start_offset=-DRIFT_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
+SHORT_HISTORY = TimeWindowPartitionMapping(start_offset=-10, allow_nonexistent_upstream_partitions=True)
+
+
+def run_days(context: AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last trading day of the partitions this run materializes (one day, or a range)."""
+    keys = context.partition_key_range
+    return pd.Timestamp(keys.start), pd.Timestamp(keys.end)
+
+
+def day_keys(start, end) -> list[str]:
+    """The partition keys (trading days) in [start, end] (either may be a non-trading day)."""
+    a, b = pd.Timestamp(start).strftime("%Y-%m-%d"), pd.Timestamp(end).strftime("%Y-%m-%d")
+    if b < a:
+        return []
+    # Dagster snaps a key that is not a partition to the next one: keep only days inside [a, b].
+    return [k for k in TRADING_DAYS.get_partition_keys_in_range(PartitionKeyRange(a, b)) if a <= k <= b]
+
+
+def range_tags(start, end) -> dict[str, str]:
+    """Run tags that make one run materialize every partition in [start, end] (a single-run backfill)."""
+    keys = day_keys(start, end)
+    if not keys:
+        raise ValueError(f"no NYSE trading day between {start} and {end}")
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}

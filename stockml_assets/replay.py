@@ -1,0 +1,243 @@
+"""Running the platform in-process: the history run, the daily run, and a replay of history day by day.
+
+``replay`` plays a data folder's history through the real Dagster definitions against a fresh
+instance and warehouse: each trading day the daily job runs for that day's partition, then the
+sensors are evaluated exactly as the daemon would (same code, same cursors), and every run they
+request is executed, so the gate decides as it would in production. Nothing is mocked; the clock
+is the only simulated thing.
+"""
+
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from dagster import DagsterInstance, Definitions, build_sensor_context
+
+from stockml_assets.partitions import day_keys, range_tags
+from stockml_core import data as core_data
+from stockml_core.drift import crash_onsets
+from stockml_core.settings import Settings
+
+REPLAY_SENSORS = ("drift_sensor", "rare_event_capture_sensor", "new_rare_event_sensor")
+TRAINING_ASSETS_OFF_WITHOUT_MODEL = ("stockml_full_job",)
+
+
+def local_instance(path: Path) -> DagsterInstance:
+    """A Dagster instance in a folder, with StockML's fast SQLite event log (see instance_storage)."""
+    from stockml_assets.instance_storage import event_log_config
+
+    path.mkdir(parents=True, exist_ok=True)
+    return DagsterInstance.local_temp(str(path), overrides={
+        "telemetry": {"enabled": False}, "event_log_storage": event_log_config(str(path / "history" / "runs"))})
+
+
+def data_span(s: Settings) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last trading day of the data folder's prices (within the deployment's start/end)."""
+    prices, _ = core_data.load_prices(s.data_dir, s.tickers, s.start, s.end)
+    if prices.empty:
+        raise core_data.DataFolderError(f"{s.data_dir}: no prices for the configured universe and dates")
+    return pd.Timestamp(prices.date.min()), pd.Timestamp(prices.date.max())
+
+
+def failure_messages(result) -> list[str]:
+    """One line per failed step: the step and its root error (a step error's cause is the user's error)."""
+    out = []
+    for ev in result.all_events:
+        if ev.is_step_failure:
+            err = ev.event_specific_data.error
+            while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
+                err = err.cause
+            out.append(f"{ev.step_key}: {err.message.strip()[:2000]}")
+    return out
+
+
+def run_history(defs: Definitions, instance: DagsterInstance, first, last, tags: dict | None = None,
+                train: bool = True, run_config: dict | None = None):
+    """One run over every trading day in [first, last]: ingestion, features, labels, archive and (if
+    ``train``) training through the gate. A single-run backfill: the work is vectorized."""
+    job = defs.resolve_job_def("stockml_full_job")
+    selection = None
+    if not train:
+        from stockml_assets.jobs import RETRAINING
+
+        keep = job.asset_layer.executable_asset_keys - RETRAINING.resolve(defs.resolve_asset_graph()) | \
+            {k for k in job.asset_layer.executable_asset_keys if k.path[-1] in ("labels", "rare_event_catalog")}
+        selection = sorted(keep)
+    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection,
+                                  tags={"stockml/trigger": "manual", **(tags or {}), **range_tags(first, last)},
+                                  run_config=run_config)
+
+
+def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | None = None, last=None,
+              run_config: dict | None = None):
+    """The daily job for one trading day's partition (or, with ``last``, every day in [day, last] in one run)."""
+    job = defs.resolve_job_def("daily_job")
+    tags = {"stockml/trigger": "scheduled", **(tags or {})}
+    if last is not None:
+        return job.execute_in_process(instance=instance, raise_on_error=False, tags={**tags, **range_tags(day, last)},
+                                      run_config=run_config)
+    return job.execute_in_process(instance=instance, partition_key=pd.Timestamp(day).strftime("%Y-%m-%d"),
+                                  raise_on_error=False, tags=tags, run_config=run_config)
+
+
+def evaluate_sensors(defs: Definitions, instance: DagsterInstance, cursors: dict, names=REPLAY_SENSORS) -> list[tuple]:
+    """Evaluate sensors as one daemon tick would: (sensor name, RunRequest) for every run they request."""
+    requests = []
+    for name in names:
+        sensor = defs.resolve_sensor_def(name)
+        ctx = build_sensor_context(instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name)
+        data = sensor.evaluate_tick(ctx)
+        if data.cursor is not None:
+            cursors[name] = data.cursor
+        requests.extend((name, rr) for rr in data.run_requests or [])
+    return requests
+
+
+def _scores(instance: DagsterInstance, day: str) -> float | None:
+    from dagster import AssetKey
+
+    ev = instance.get_latest_materialization_event(AssetKey("drift_report"))
+    meta = ev.asset_materialization.metadata if ev and ev.asset_materialization else {}
+    scores = meta["daily_scores"].value if "daily_scores" in meta else {}
+    return scores.get(day)
+
+
+def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, home: Path | None = None,
+           initial_model: str = "train", log: Callable[[str], None] = print, **resource_config) -> dict:
+    """Play [start, end] day by day through the real definitions; write report.json and report.md to ``out``.
+
+    ``home`` (default ``$STOCKML_HOME/replays/START_END``) is wiped and holds the replay's own warehouse,
+    model registry and Dagster instance. ``initial_model``: "train" trains a champion on the data
+    before ``start`` (through the gate), "none" starts without one.
+    """
+    from stockml_assets.definitions import build_definitions
+    from stockml_core.settings import data_dir_from_env, home_from_env
+
+    t_all = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir else data_dir_from_env()
+    home = Path(home) if home else home_from_env() / "replays" / f"{start}_{end}"
+    if home.exists():
+        shutil.rmtree(home)
+    (home / "dagster").mkdir(parents=True)
+    defs = build_definitions(data_dir=data_dir, home=home / "state", **resource_config)
+    settings = defs.resources["stockml"].settings()
+    first, last = data_span(settings)
+    days = [d for d in day_keys(max(pd.Timestamp(start), first), min(pd.Timestamp(end), last))]
+    if not days:
+        raise ValueError(f"no trading day with data between {start} and {end} (data: {first:%Y-%m-%d}..{last:%Y-%m-%d})")
+    before = [d for d in day_keys(first, days[0]) if d < days[0]]
+    if not before:
+        raise ValueError(f"no data before {days[0]}: the replay needs history for features, drift and the first model")
+    report: dict = {"start": days[0], "end": days[-1], "data_dir": str(data_dir), "home": str(home),
+                    "trading_days": len(days), "initial_model": None, "triggers": [], "retrains": [],
+                    "events_captured": [], "shifts": [], "failed_runs": [], "drift_scores": {}}
+    with local_instance(home / "dagster") as instance:
+        t0 = time.perf_counter()
+        log(f"history {before[0]}..{before[-1]} ({len(before)} trading days), initial model: {initial_model}")
+        res = run_history(defs, instance, before[0], before[-1], train=initial_model == "train")
+        if not res.success:
+            raise RuntimeError("the history run before --start failed: " + "; ".join(failure_messages(res)))
+        champion = defs.resources["stockml"].registry().champion()
+        report["initial_model"] = {"trained_on": f"{before[0]}..{before[-1]}", "seconds": round(time.perf_counter() - t0, 1),
+                                   "champion": champion.version if champion else None}
+        cursors: dict = {}
+        evaluate_sensors(defs, instance, cursors)  # baseline ticks: the sensors see the history as already known
+        seen_keys: set[str] = set()
+        daily_seconds = []
+        for i, day in enumerate(days):
+            t = time.perf_counter()
+            res = run_daily(defs, instance, day, tags={"stockml/replay": "1"})
+            daily_seconds.append(time.perf_counter() - t)
+            if not res.success:
+                report["failed_runs"].append({"date": day, "job": "daily_job", "errors": failure_messages(res)})
+                log(f"{day}: daily run FAILED")
+                continue
+            score = _scores(instance, day)
+            report["drift_scores"][day] = score
+            for sensor_name, rr in evaluate_sensors(defs, instance, cursors):
+                if rr.run_key in seen_keys:
+                    continue
+                seen_keys.add(rr.run_key)
+                tags = dict(rr.tags)
+                trigger = tags.get("stockml/trigger", "manual")
+                report["triggers"].append({"date": day, "sensor": sensor_name, "trigger": trigger, "run_key": rr.run_key,
+                                           "reason": tags.get("stockml/reason") or tags.get("stockml/new_events", ""),
+                                           "score": float(tags["stockml/drift_score"]) if "stockml/drift_score" in tags else score})
+                log(f"{day}: {sensor_name} -> retraining ({rr.run_key})")
+                t = time.perf_counter()
+                job = defs.resolve_job_def(rr.job_name or "retraining_job")
+                run = job.execute_in_process(instance=instance, raise_on_error=False,
+                                             tags={**tags, "dagster/run_key": rr.run_key})
+                retrain = {"date": day, "trigger": trigger, "run_key": rr.run_key, "run_id": run.run_id,
+                           "seconds": round(time.perf_counter() - t, 1), "promoted": False, "candidate_version": None}
+                if run.success:
+                    decision = defs.resources["stockml"].warehouse().read(
+                        'select candidate_version, promoted from "assets"."promotion_decision" limit 1')
+                    retrain.update(promoted=bool(decision.promoted.iloc[0]),
+                                   candidate_version=str(decision.candidate_version.iloc[0]))
+                else:
+                    from stockml_assets.sensors import record_failed_cycle
+
+                    errors = failure_messages(run)
+                    record_failed_cycle(defs.resources["stockml"], run.run_id, trigger, "; ".join(errors)[:2000])
+                    retrain["error"] = "; ".join(errors)[:2000]
+                report["retrains"].append(retrain)
+                if CAPTURE_KEY in tags and run.success:
+                    ev = json.loads(tags[CAPTURE_KEY])
+                    report["events_captured"].append({"name": ev["name"], "start": ev["start"], "end": ev["end"],
+                                                      "captured_on": day})
+            if (i + 1) % 20 == 0:
+                log(f"{day}: {i + 1}/{len(days)} days, {len(report['retrains'])} retrains")
+        report["shifts"] = detection_delays(settings, days, report["triggers"])
+        report["timing"] = {"total_seconds": round(time.perf_counter() - t_all, 1),
+                            "daily_run_seconds_median": round(float(pd.Series(daily_seconds).median()), 2),
+                            "daily_run_seconds_max": round(float(max(daily_seconds)), 2),
+                            "retrain_seconds_total": round(sum(r["seconds"] for r in report["retrains"]), 1)}
+    write_report(report, out)
+    return report
+
+
+CAPTURE_KEY = "stockml/capture"
+
+
+def detection_delays(settings: Settings, days: list[str], triggers: list[dict]) -> list[dict]:
+    """For each crash onset in the replayed days: the first drift trigger on or after it, and the delay in trading days."""
+    market, _ = core_data.load_market(settings.data_dir, None, days[-1])
+    index = {d: i for i, d in enumerate(days)}
+    drift_days = sorted(t["date"] for t in triggers if t["trigger"] == "drift")
+    out = []
+    for onset in crash_onsets(market):
+        key = f"{onset:%Y-%m-%d}"
+        if key not in index:
+            continue
+        detected = next((d for d in drift_days if d >= key), None)
+        out.append({"onset": key, "detected": detected,
+                    "delay_days": index[detected] - index[key] if detected else None})
+    return out
+
+
+def write_report(report: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    lines = [f"# StockML replay {report['start']} .. {report['end']}", "",
+             f"- data: `{report['data_dir']}`; state: `{report['home']}`",
+             f"- trading days replayed: {report['trading_days']}; failed runs: {len(report['failed_runs'])}",
+             f"- initial model: {report['initial_model']}",
+             f"- time: {report.get('timing', {})}", "", "## Triggers", ""]
+    lines += _md(report["triggers"], ["date", "sensor", "trigger", "score", "reason"])
+    lines += ["", "## Retrains", ""] + _md(report["retrains"], ["date", "trigger", "promoted", "candidate_version", "seconds"])
+    lines += ["", "## Events captured", ""] + _md(report["events_captured"], ["name", "start", "end", "captured_on"])
+    lines += ["", "## Regime shifts (crash onsets) and detection delay", ""] + \
+        _md(report["shifts"], ["onset", "detected", "delay_days"])
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _md(rows: list[dict], cols: list[str]) -> list[str]:
+    if not rows:
+        return ["_(none)_"]
+    return [pd.DataFrame(rows).reindex(columns=cols).to_markdown(index=False)]

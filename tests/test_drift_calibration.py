@@ -1,0 +1,105 @@
+"""Tests of the drift policy's history replay: crash onsets, quiet days, daily scores (stockml_core.drift)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockml_core.data import load_market
+from stockml_core.drift import (
+    crash_onsets,
+    daily_drift_scores,
+    date_level_features,
+    feature_drift,
+    quiet_days,
+    simulate_policy,
+)
+from stockml_core.features import registry_frame
+from stockml_core.settings import DriftSettings
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+S = DriftSettings()
+
+
+def _market(spx: list[float], vix: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.bdate_range("2020-01-01", periods=len(spx)), "spx_close": spx, "vix_close": vix})
+
+
+def test_onset_on_the_first_day_of_a_10pct_drawdown_or_vix_above_30() -> None:
+    spx = [100, 101, 95, 91, 90.8, 90, 92]  # peak 101: -10% first at 90.8 (day 4)
+    m = _market(spx, [15] * 7)
+    assert crash_onsets(m) == [m.date[4]]
+    m = _market([100] * 7, [15, 18, 25, 31, 35, 28, 15])  # VIX above 30 first on day 3
+    assert crash_onsets(m) == [m.date[3]]
+    assert crash_onsets(_market([100] * 3, [15, 30, 15])) == []  # 30 is not above 30
+
+
+def test_a_new_onset_needs_a_quiet_day_in_between() -> None:
+    vix = [15, 35, 25, 35, 19, 35]  # day 2 is not quiet (VIX 25), day 4 is
+    m = _market([100] * 6, vix)
+    assert crash_onsets(m) == [m.date[1], m.date[5]]
+    # drawdown still below -5% on the calm-VIX day: not quiet, no new onset
+    m = _market([100, 89, 94, 94, 89], [15, 15, 15, 15, 15])
+    assert crash_onsets(m) == [m.date[1]]
+
+
+def test_quiet_run_asks_for_consecutive_quiet_days_before_a_new_onset() -> None:
+    vix = [15, 35, 19, 19, 25, 35, 19, 19, 19, 35]  # 2 quiet days, then 3, before the later spikes
+    m = _market([100] * len(vix), vix)
+    assert crash_onsets(m) == [m.date[1], m.date[5], m.date[9]]
+    assert crash_onsets(m, quiet_run=3) == [m.date[1], m.date[9]]
+
+
+def test_quiet_days_need_low_vix_and_a_shallow_drawdown() -> None:
+    m = _market([100, 96, 94, 100, 100], [15, 15, 15, 20, 19.9])
+    assert quiet_days(m).tolist() == [True, True, False, False, True]
+    assert quiet_days(m).index.equals(pd.DatetimeIndex(m.date))
+
+
+def test_real_sample_onsets() -> None:
+    market, _ = load_market(DATA, end="2017-11-10")
+    onsets = [f"{d:%Y-%m-%d}" for d in crash_onsets(market)]
+    assert onsets[:3] == ["1990-01-30", "1990-08-06", "1997-10-27"]
+    assert {"2008-01-08", "2015-08-24", "2016-01-13"} <= set(onsets) and len(onsets) == 13
+    assert "2008-09-15" not in onsets  # Lehman: the 2007-08 drawdown never came back above -5%
+
+
+def test_date_level_features_are_the_market_family() -> None:
+    reg = registry_frame()
+    level = date_level_features()
+    assert level == set(reg.feature[reg.family == "market"])
+    assert {"vix_level", "spx_drawdown"} <= level and "beta_spx_60" not in level  # beta is per ticker
+
+
+def test_daily_drift_scores_match_feature_drift_on_each_day() -> None:
+    rng = np.random.default_rng(8)
+    dates = pd.bdate_range("2019-01-01", periods=280)
+    n = 6
+    f = pd.DataFrame({"date": np.repeat(dates, n), "ticker": np.tile([f"T{i}" for i in range(n)], len(dates))})
+    f["a"] = rng.normal(size=len(f)) + 3.0 * (f.date >= dates[-3]).to_numpy()
+    f["b"] = rng.normal(size=len(f))
+    f = f.sample(frac=1.0, random_state=0)  # any row order
+    regimes = pd.DataFrame({"date": dates, "regime": ["normal"] * 277 + ["crash"] * 3})
+    s = DriftSettings()
+    days = dates[-4:]
+    out = daily_drift_scores(f, regimes, ["a", "b"], s, set(), days)
+    assert list(out.index) == list(days)
+    assert {"score", "features", "regime", "n_drifted", "n_tested", "transition"} <= set(out.columns)
+    assert out.score.between(0, 1).all()
+    last = feature_drift(f[f.date.isin(dates[-(s.current_window + s.reference_window):])], ["a", "b"], s, set())
+    assert out.n_drifted.iloc[-1] == last.drifted.sum() == 1
+    assert out.regime.iloc[-1] == pytest.approx(3 / s.current_window)
+    assert out.transition.iloc[-1] == "normal -> crash" and out.transition.iloc[0] == "none"
+    assert out.score.iloc[-1] > out.score.iloc[0]
+
+
+def test_simulate_policy_on_a_planted_episode() -> None:
+    s = DriftSettings()
+    days = pd.bdate_range("2020-01-01", periods=60)
+    scores = pd.Series(0.0, index=days)
+    scores.iloc[20:30] = 1.0
+    triggers = simulate_policy(scores, s)
+    assert len(triggers) == 1
+    assert triggers[0]["day"] == f"{days[20 + s.persistence_days - 1]:%Y-%m-%d}"
+    assert triggers[0]["episode_start"] == f"{days[20]:%Y-%m-%d}"

@@ -1,0 +1,113 @@
+"""`stockml replay` on real slices of the sample: the platform runs itself through history.
+
+Each test plays trading days one by one through the real definitions (daily partitions, sensors
+evaluated each day, the runs they request executed, the gate deciding) in a fresh instance and
+warehouse, and reads the report.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockml_assets.replay import replay
+from stockml_assets.resources import StockMLResource, captured_events, record_captured_event
+from stockml_core.data import load_rare_events
+from stockml_core.settings import DriftSettings
+from tests.conftest import LENIENT_GATE, SLICE_TICKERS, write_slice_folder
+
+REPLAY_CONFIG = {"tickers": SLICE_TICKERS, "fast": True, "gate": LENIENT_GATE}
+REPORT_KEYS = {"triggers", "retrains", "events_captured", "shifts"}
+
+
+SHIFT_DAY = "2006-01-23"
+
+
+def _replay(tmp_path, data_dir, start, end, **kw) -> dict:
+    replay(start, end, tmp_path / "out", data_dir=data_dir, home=tmp_path / "state", log=lambda _: None,
+                    **{**REPLAY_CONFIG, **kw})
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert REPORT_KEYS <= set(on_disk) and (tmp_path / "out" / "report.md").exists()
+    return on_disk
+
+
+def plant_shift(folder, day: str, return_scale: float = 4.0, vix_scale: float = 2.2) -> None:
+    """From ``day`` on, every stock's and the S&P 500's daily returns are scaled up and the VIX multiplied."""
+    prices = pd.read_csv(folder / "prices.csv")
+    out = []
+    for _, g in prices.sort_values(["ticker", "date"]).groupby("ticker"):
+        g = g.copy()
+        after = (g.date >= day).to_numpy()
+        r = np.log(g.close).diff().fillna(0.0).to_numpy()
+        scale = np.exp(np.cumsum(np.where(after, (return_scale - 1) * r, 0.0)))
+        for c in ("open", "high", "low", "close"):
+            g[c] = g[c] * scale
+        out.append(g)
+    pd.concat(out).to_csv(folder / "prices.csv", index=False)
+    market = pd.read_csv(folder / "market.csv.gz")
+    after = market.date >= day
+    for c in ("vix_open", "vix_high", "vix_low", "vix_close"):
+        market.loc[after, c] = market.loc[after, c] * vix_scale
+    r = np.log(market.spx_close).diff().fillna(0.0)
+    spx_scale = np.exp(np.cumsum(np.where(after, 2.0 * r, 0.0)))
+    for c in ("spx_open", "spx_high", "spx_low", "spx_close"):
+        market[c] = market[c] * spx_scale
+    market.to_csv(folder / "market.csv.gz", index=False)
+
+
+def test_quiet_window_then_planted_shift_triggers_exactly_one_retrain(tmp_path) -> None:
+    """One replay of real, quiet January 2006 data (VIX 11-14) with a shift planted on 2006-01-23.
+
+    Before the shift (13 trading days of untouched data) nothing triggers; after it, exactly one
+    drift retrain within 5 trading days, and nothing more during the episode.
+    """
+    folder = tmp_path / "data"
+    write_slice_folder(folder, start="2001-06-01", end="2006-03-31")
+    plant_shift(folder, SHIFT_DAY)
+    report = _replay(tmp_path, folder, "2006-01-03", "2006-02-10")
+    assert report["failed_runs"] == []
+    assert report["initial_model"]["champion"] is not None  # started from a model trained before --start
+    days = list(report["drift_scores"])
+    quiet = days[:days.index(SHIFT_DAY)]
+    assert len(quiet) == 13
+    assert max(report["drift_scores"][d] for d in quiet) < DriftSettings().score_threshold
+    assert all(t["date"] >= SHIFT_DAY for t in report["triggers"]), report["triggers"]
+    drift = [t for t in report["triggers"] if t["trigger"] == "drift"]
+    assert len(drift) == 1 and len(report["retrains"]) == 1, report["triggers"]
+    retrain = report["retrains"][0]
+    assert retrain["trigger"] == "drift" and retrain["candidate_version"]
+    assert 0 <= days.index(retrain["date"]) - days.index(SHIFT_DAY) <= 5, retrain["date"]
+    assert drift[0]["score"] >= DriftSettings().score_threshold
+    assert report["events_captured"] == []
+
+
+def test_replay_of_2011_captures_the_uncatalogued_event_once(tmp_path) -> None:
+    folder = tmp_path / "data"
+    write_slice_folder(folder, start="2005-01-01", end="2011-10-31")
+    events = pd.read_csv(folder / "rare_events.csv")
+    events[events.name != "us_downgrade_2011"].to_csv(folder / "rare_events.csv", index=False)
+    report = _replay(tmp_path, folder, "2011-08-01", "2011-08-24", initial_model="none")
+    captured = report["events_captured"]
+    assert len(captured) == 1, captured
+    assert captured[0]["start"] == "2011-08-04" and captured[0]["end"] == captured[0]["captured_on"] == "2011-08-22"
+    assert sum(t["trigger"] == "new_event" for t in report["triggers"]) == 1
+    # The catalog holds it once, and capturing it again adds nothing.
+    stockml = StockMLResource(data_dir=str(folder), home=str(tmp_path / "state" / "state"))
+    stored = captured_events(stockml)
+    assert list(stored.name) == [captured[0]["name"]]
+    again = {"name": captured[0]["name"] + "_again", "start": captured[0]["start"], "end": captured[0]["end"]}
+    added, why = record_captured_event(stockml, again, load_rare_events(folder))
+    assert not added and "overlaps" in why
+    assert len(captured_events(stockml)) == 1
+
+
+def test_replay_refuses_a_window_without_data_or_history(tmp_path) -> None:
+    folder = tmp_path / "data"
+    write_slice_folder(folder, start="2010-01-01", end="2010-12-31")
+    with pytest.raises(ValueError, match="no trading day with data"):
+        replay("2011-01-03", "2011-12-30", tmp_path / "out", data_dir=folder, home=tmp_path / "state",
+               log=lambda _: None, **REPLAY_CONFIG)
+    with pytest.raises(ValueError, match="no data before 2010-01-04"):
+        replay("2009-06-01", "2010-03-01", tmp_path / "out", data_dir=folder, home=tmp_path / "state",
+               log=lambda _: None, **REPLAY_CONFIG)
