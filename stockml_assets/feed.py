@@ -93,13 +93,12 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()  # what a plain open() would give (mkstemp makes files 0600)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_replace(path: Path, fill) -> None:
+    """Write ``path`` through a temp file in its folder (``fill(tmp_path)`` writes it), then rename it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        fill(tmp)
         os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -107,16 +106,18 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    def fill(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_replace(path, fill)
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_replace(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def copy_static(source: Path, target: Path) -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterInstance, Definitions, build_sensor_context
 
+from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.partitions import day_keys, range_tags
 from stockml_core import data as core_data
 from stockml_core.drift import crash_onsets
 from stockml_core.settings import Settings
 
 REPLAY_SENSORS = ("drift_sensor", "rare_event_capture_sensor", "new_rare_event_sensor")
-TRAINING_ASSETS_OFF_WITHOUT_MODEL = ("stockml_full_job",)
 
 
 def local_instance(path: Path) -> DagsterInstance:
@@ -188,8 +188,8 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                     record_failed_cycle(defs.resources["stockml"], run.run_id, trigger, "; ".join(errors)[:2000])
                     retrain["error"] = "; ".join(errors)[:2000]
                 report["retrains"].append(retrain)
-                if CAPTURE_KEY in tags and run.success:
-                    ev = json.loads(tags[CAPTURE_KEY])
+                if CAPTURE_TAG in tags and run.success:
+                    ev = json.loads(tags[CAPTURE_TAG])
                     report["events_captured"].append({"name": ev["name"], "start": ev["start"], "end": ev["end"],
                                                       "captured_on": day})
             if (i + 1) % 20 == 0:
@@ -201,9 +201,6 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                             "retrain_seconds_total": round(sum(r["seconds"] for r in report["retrains"]), 1)}
     write_report(report, out)
     return report
-
-
-CAPTURE_KEY = "stockml/capture"
 
 
 def detection_delays(settings: Settings, days: list[str], triggers: list[dict]) -> list[dict]:

@@ -17,7 +17,7 @@ from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.events import build_catalog, capture_candidate
-from stockml_core.features import FEATURE_NAMES, registry_frame
+from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
 from stockml_core.monitoring import replay_error_rates, update_replay_buffer
 from stockml_core.monitoring import sector_performance as build_sector_performance
@@ -36,7 +36,7 @@ from stockml_core.schemas import (
 from stockml_core.training import trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
-DATE_LEVEL = set(registry_frame().query("family == 'market'").feature)
+DATE_LEVEL = core_drift.date_level_features()
 PREDICTION_COLUMNS = ["ticker", "date", "model_version", "regime", *PROBA_COLUMNS, "signal", "confidence"]
 
 
