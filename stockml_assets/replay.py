@@ -24,6 +24,8 @@ from stockml_core.drift import crash_onsets
 from stockml_core.settings import Settings
 
 REPLAY_SENSORS = ("drift_sensor", "rare_event_capture_sensor", "new_rare_event_sensor")
+# A replay's runs log warnings and errors to the console; every event still goes to the event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def local_instance(path: Path) -> DagsterInstance:
@@ -137,10 +139,11 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
     report: dict = {"start": days[0], "end": days[-1], "data_dir": str(data_dir), "home": str(home),
                     "trading_days": len(days), "initial_model": None, "triggers": [], "retrains": [],
                     "events_captured": [], "shifts": [], "failed_runs": [], "drift_scores": {}}
-    with local_instance(home / "dagster") as instance:
+    # The replay's warehouse is its own: hold it open for the whole replay (stockml_core.warehouse.held).
+    with local_instance(home / "dagster") as instance, defs.resources["stockml"].warehouse().held():
         t0 = time.perf_counter()
         log(f"history {before[0]}..{before[-1]} ({len(before)} trading days), initial model: {initial_model}")
-        res = run_history(defs, instance, before[0], before[-1], train=initial_model == "train")
+        res = run_history(defs, instance, before[0], before[-1], train=initial_model == "train", run_config=QUIET)
         if not res.success:
             raise RuntimeError("the history run before --start failed: " + "; ".join(failure_messages(res)))
         champion = defs.resources["stockml"].registry().champion()
@@ -152,7 +155,7 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
         daily_seconds = []
         for i, day in enumerate(days):
             t = time.perf_counter()
-            res = run_daily(defs, instance, day, tags={"stockml/replay": "1"})
+            res = run_daily(defs, instance, day, tags={"stockml/replay": "1"}, run_config=QUIET)
             daily_seconds.append(time.perf_counter() - t)
             if not res.success:
                 report["failed_runs"].append({"date": day, "job": "daily_job", "errors": failure_messages(res)})
@@ -172,7 +175,7 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                 log(f"{day}: {sensor_name} -> retraining ({rr.run_key})")
                 t = time.perf_counter()
                 job = defs.resolve_job_def(rr.job_name or "retraining_job")
-                run = job.execute_in_process(instance=instance, raise_on_error=False,
+                run = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
                                              tags={**tags, "dagster/run_key": rr.run_key})
                 retrain = {"date": day, "trigger": trigger, "run_key": rr.run_key, "run_id": run.run_id,
                            "seconds": round(time.perf_counter() - t, 1), "promoted": False, "candidate_version": None}

@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,11 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.warehouse import Warehouse
+
+# Unpickled models by (artefact path, verified SHA-256 of its bytes): see ModelRegistry.load.
+_LOADED: OrderedDict[tuple, Any] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+_LOADED_MAX = 3
 
 __all__ = [
     "ACTIONS",
@@ -453,7 +459,12 @@ class ModelRegistry:
         return mv
 
     def load(self, version: str) -> Any:
-        """Unpickle a version's model after checking the SHA-256 of the very bytes unpickled."""
+        """Unpickle a version's model after checking the SHA-256 of the very bytes unpickled.
+
+        The file is read and hashed on every call; the unpickled model of the last few verified
+        (path, hash) pairs is kept per process and returned instead of unpickling the same bytes
+        again (a daily run scores the champion twice, a replay every day).
+        """
         mv = self.get(version)
         path = Path(mv.artefact_path)
         try:
@@ -463,7 +474,17 @@ class ModelRegistry:
         actual = hashlib.sha256(payload).hexdigest()
         if actual != mv.sha256:
             raise ArtefactIntegrityError(mv.version, mv.artefact_path, mv.sha256, actual)
-        return joblib.load(io.BytesIO(payload))
+        key = (str(path.resolve()), actual)
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+                return _LOADED[key]
+        model = joblib.load(io.BytesIO(payload))
+        with _LOADED_LOCK:
+            _LOADED[key] = model
+            while len(_LOADED) > _LOADED_MAX:
+                _LOADED.popitem(last=False)
+        return model
 
     def versions(self) -> pd.DataFrame:
         """Return one row per version in version order, JSON columns as JSON text."""

@@ -44,6 +44,19 @@ class Warehouse:
         finally:
             con.close()
 
+    @contextmanager
+    def held(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Keep the database open in this process for the block.
+
+        DuckDB shares one open database between the connections of a process: while this one is
+        open, every other connection to the file (Dagster's IO manager's, the registry's) attaches
+        to it in well under a millisecond instead of opening the file again (about 20 ms each, some
+        50 times a daily run). The price: the file stays locked for other processes for the whole
+        block, so it is for in-process work on a warehouse nobody else writes (``stockml replay``).
+        """
+        with self.connect() as con:
+            yield con
+
     def exists(self) -> bool:
         return self.path.exists()
 

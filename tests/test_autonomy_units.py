@@ -1,5 +1,6 @@
 """Units of the autonomy layer: trading-day partitions, rare-event capture, the captured-event store."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,3 +106,37 @@ def test_captured_events_are_stored_once_and_never_overlapping(tmp_path) -> None
                                        historical)
     assert not added and "us_downgrade_2011" in why
     assert list(captured_events(stockml).name) == ["captured_2018_02_05"]
+
+
+def test_score_cache_scores_only_unseen_rows_and_never_serves_a_changed_row() -> None:
+    """prediction_drift re-scores the reference window every day; the cache returns exactly what the model
+    gives, scores only rows it has not seen, and treats a changed row or another model as unseen."""
+    from sklearn.linear_model import LogisticRegression
+
+    from stockml_assets.assets.monitoring import ScoreCache
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ticker": np.repeat(["A", "B"], 50), "date": np.tile(pd.bdate_range("2020-01-01", periods=50), 2),
+                          "x1": rng.normal(size=100), "x2": rng.normal(size=100)})
+    model = LogisticRegression().fit(frame[["x1", "x2"]].to_numpy(), rng.integers(0, 3, 100))
+
+    class Counting:  # the real model, counting the rows it is asked to score
+        scored = 0
+
+        def predict_proba(self, rows):
+            Counting.scored += len(rows)
+            return model.predict_proba(rows[["x1", "x2"]].to_numpy())
+
+    cache, counting = ScoreCache(), Counting()
+    first, second = frame.iloc[:60], frame.iloc[40:]
+    np.testing.assert_array_equal(cache.predict_proba("m1", counting, first), model.predict_proba(first[["x1", "x2"]].to_numpy()))
+    got = cache.predict_proba("m1", counting, second)
+    np.testing.assert_allclose(got, model.predict_proba(second[["x1", "x2"]].to_numpy()), rtol=0, atol=1e-15)
+    assert Counting.scored == 60 + 40  # the 20 overlapping rows came from the cache
+    changed = second.copy()
+    changed.iloc[0, changed.columns.get_loc("x1")] += 1.0
+    got = cache.predict_proba("m1", counting, changed)
+    np.testing.assert_allclose(got[0], model.predict_proba(changed[["x1", "x2"]].to_numpy()[:1])[0], rtol=0, atol=1e-15)
+    assert Counting.scored == 101
+    cache.predict_proba("m2", counting, first)
+    assert Counting.scored == 161

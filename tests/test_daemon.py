@@ -10,8 +10,8 @@ The test only prepares the folders, trains the initial champion in-process (as `
 would), starts and stops the three processes, and reads: Dagster's run records and event log,
 the webserver's /graphql, and (after every process has stopped) the warehouse.
 
-Slow (about 12 minutes on a busy 2-core machine: a 2-minute history run in-process, then one trading
-day per minute and the retrain). It needs the env hooks STOCKML_FAST and
+Slow (about 6 minutes: a history run and one daily run in-process, then three trading days a
+minute apart and the retrain). It needs the env hooks STOCKML_FAST and
 STOCKML_GATE (stockml_assets/resources.py): the daemon builds its definitions from the environment.
 Run it alone: ``pytest tests/test_daemon.py -s``.
 """
@@ -35,15 +35,18 @@ from tests.conftest import LENIENT_GATE, write_slice_folder
 from tests.test_replay import plant_shift
 
 SHIFT_DAY = "2006-01-23"  # returns x4 and VIX x2.2 from this Monday on (tests/test_replay.py)
-# The feed's initial state ends on Friday 2006-01-20 (the first scheduled run measures that quiet
-# day); then one trading day a minute from the shift on. The drift score ramps up as shifted days
-# fill the 5-day current window (measured: 0.06 on D-1, then 0.15, 0.26, 0.39, 0.55, 0.67, 0.71 on
-# D..D+5); with DriftSettings' threshold 0.46 and persistence 3 the retrain follows the run for D+5
-# (2006-01-30): 7 daily runs, then the retrain (about 2 minutes on a busy 2-core machine).
-FEED_START = SHIFT_DAY
+# The drift score ramps up as shifted days fill the 5-day current window (measured: about 0.05 on
+# the quiet days, then 0.15, 0.24, 0.38, 0.56, 0.68, 0.71 on D..D+5); with DriftSettings' threshold
+# 0.46 and persistence 3, the retrain follows the run for D+5 (2006-01-30). The days up to D+2 are
+# the feed's initial state, processed in-process before the processes start (the history run and
+# one daily run over D-3..D+2, which also shows the quiet days stay below the threshold); the feed
+# then releases D+3, D+4 and D+5 one a minute, so the daemon's schedule runs three daily runs and
+# the sensor's retrain follows the third.
+SETUP_FROM = "2006-01-18"  # D-3: the first day the in-process setup measures drift for
+FEED_START = "2006-01-26"  # D+3: the first day the feed releases while the daemon runs
 FEED_EVERY_S = 60  # one trading day a minute, like the schedule's cron below
 FEED_PHASE_S = 40  # start the feed at :40 so its releases land just before the schedule's :00 ticks
-DEADLINE_S = 12 * 60  # from the daemon's start; the condition was met after 571 s
+DEADLINE_S = 9 * 60  # from the daemon's start
 POLL_S = 5
 BIN = Path(sys.executable).parent
 TRIGGER = "stockml/trigger"
@@ -180,7 +183,7 @@ def daemon_scenario(tmp_path: Path) -> None:
     from stockml_assets.cli import init_home
     from stockml_assets.definitions import build_definitions
     from stockml_assets.feed import prepare
-    from stockml_assets.replay import data_span, failure_messages, run_history
+    from stockml_assets.replay import data_span, failure_messages, run_daily, run_history
     from stockml_assets.resources import StockMLResource
 
     assert init_home() == dagster_home.resolve()
@@ -194,10 +197,12 @@ def daemon_scenario(tmp_path: Path) -> None:
     settings = defs.resources["stockml"].settings()
     assert settings.training.xgb_rounds == 60 and settings.gate.min_sector_accuracy == 0.0  # STOCKML_FAST / STOCKML_GATE
     first, last = data_span(settings)
-    assert last < pd.Timestamp(FEED_START)
+    assert last < pd.Timestamp(FEED_START) and f"{last:%Y-%m-%d}" == "2006-01-25"
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
         res = run_history(defs, instance, first, last)
+        assert res.success, failure_messages(res)
+        res = run_daily(defs, instance, SETUP_FROM, last=last, tags={TRIGGER: "manual"})
         assert res.success, failure_messages(res)
     history_s = time.perf_counter() - t0
     champion = StockMLResource(data_dir=str(data), home=str(home)).registry().champion()
@@ -275,7 +280,8 @@ def daemon_scenario(tmp_path: Path) -> None:
         assert float(run.tags["stockml/drift_score"]) >= threshold, run.tags
         assert run.tags["stockml/day"] >= SHIFT_DAY, run.tags
         assert _epoch(retrain.create_timestamp) >= daily[1].end_time, "the retrain came before two daily runs"
-        assert all(scores[d] < threshold for d in scores if d < SHIFT_DAY), scores  # quiet before the shift
+        quiet = [d for d in scores if d < SHIFT_DAY]
+        assert len(quiet) == 3 and all(scores[d] < threshold for d in quiet), scores  # quiet before the shift
         # The webserver serves the same instance (graphql) and listens on loopback only.
         assert web_up_at is not None, diagnostics()
         gql = _graphql(port, '{ runsOrError(filter: {pipelineName: "retraining_job"}) '
@@ -303,7 +309,7 @@ def daemon_scenario(tmp_path: Path) -> None:
         assert len(rows) == 1 and rows.trigger.iloc[0] == "drift", history
     else:
         assert rows.empty
-    summary = [f"history run (in-process, {first:%Y-%m-%d}..{last:%Y-%m-%d}): {history_s:.0f} s",
+    summary = [f"history and setup daily run (in-process, {first:%Y-%m-%d}..{last:%Y-%m-%d}): {history_s:.0f} s",
                f"processes up {stopped - started:.0f} s; condition met after {elapsed:.0f} s; "
                f"webserver answered after {web_up_at - started:.0f} s; test wall time {time.time() - t_test:.0f} s",
                f"retrain {run.run_id[:8]} (score {run.tags['stockml/drift_score']}, day {run.tags['stockml/day']}): "
@@ -315,7 +321,7 @@ def daemon_scenario(tmp_path: Path) -> None:
 
 
 DAEMON_TEST = "test_daemon_schedule_and_drift_sensor_run_the_platform"
-SCENARIO_TIMEOUT_S = 20 * 60
+SCENARIO_TIMEOUT_S = 12 * 60
 
 
 def start_scenario(base: Path) -> subprocess.Popen:

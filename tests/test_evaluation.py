@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,46 @@ def test_metrics_with_a_single_class_have_no_auc() -> None:
     m = classification_metrics(y, np.eye(3)[y])
     assert m["accuracy"] == 1.0
     assert math.isnan(m["auc_ovr"]) and math.isnan(m["balanced_accuracy"])
+
+
+@pytest.mark.parametrize("case", ["balanced", "ties", "missing_class", "two_rows", "predicts_absent_class"])
+def test_metrics_equal_scikit_learn(case: str) -> None:
+    """The numpy metrics are scikit-learn's definitions: checked on random data, ties and small groups."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(7)
+    n = {"two_rows": 2}.get(case, 400)
+    y = rng.integers(0, 3, n)
+    proba = rng.dirichlet([1, 1, 1], n)
+    if case == "ties":
+        proba = np.round(proba, 1) + 1e-9
+        proba /= proba.sum(axis=1, keepdims=True)
+    if case == "missing_class":
+        y[y == 1] = 2
+    if case == "predicts_absent_class":
+        y[y == 0] = 1
+        proba[:, 0] += 2.0
+        proba /= proba.sum(axis=1, keepdims=True)
+    got = classification_metrics(y, proba)
+    clipped = np.clip(proba, 1e-6, 1.0)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    pred = clipped.argmax(axis=1)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert got["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0))
+    assert got["log_loss"] == pytest.approx(log_loss(y, clipped, labels=[0, 1, 2]))
+    if len(np.unique(y)) > 1:
+        with warnings.catch_warnings():  # scikit-learn warns when a predicted class is absent from y
+            warnings.simplefilter("ignore")
+            assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    if len(np.unique(y)) == 3:
+        assert got["auc_ovr"] == pytest.approx(roc_auc_score(y, clipped, multi_class="ovr", labels=[0, 1, 2]))
+    else:
+        assert math.isnan(got["auc_ovr"])
+    d = (y == 0) | (y == 2)
+    if (y[d] == 2).any() and (y[d] == 0).any():
+        assert got["auc_direction"] == pytest.approx(roc_auc_score(y[d] == 2, clipped[d, 2] - clipped[d, 0]))
+    else:
+        assert math.isnan(got["auc_direction"])
 
 
 def test_metrics_of_no_rows() -> None:

@@ -66,3 +66,21 @@ def test_partitions_are_created_then_replaced_day_by_day(tmp_path) -> None:
     assert len(stored) == 10 and not stored.duplicated(["date", "ticker"]).any()
     by_day = stored.groupby(stored.date.dt.strftime("%Y-%m-%d")).value.max().to_dict()
     assert by_day == {"2017-11-06": 1.0, "2017-11-07": 1.0, "2017-11-08": 2.0, "2017-11-09": 1.0, "2017-11-10": 1.0}
+
+
+def test_a_held_warehouse_serves_this_process_and_locks_out_others_until_released(tmp_path) -> None:
+    """Warehouse.held (used by stockml replay): connections inside attach to the open database; another
+    process cannot open the file meanwhile, and can as soon as the block ends."""
+    import subprocess
+    import sys
+
+    from stockml_core.warehouse import Warehouse
+
+    wh = Warehouse(tmp_path / "w.duckdb", lock_timeout_s=0)
+    probe = [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(wh.path)]
+    with wh.held():
+        with wh.connect() as con:
+            con.execute("create table t as select 1 as x")
+        assert wh.read("select x from t").x.tolist() == [1]
+        assert subprocess.run(probe, capture_output=True).returncode != 0
+    assert subprocess.run(probe, capture_output=True).returncode == 0

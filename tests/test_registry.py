@@ -121,6 +121,7 @@ def test_load_returns_an_equivalent_model(registry: ModelRegistry) -> None:
 def test_tampered_artefact_cannot_be_loaded_or_promoted(three: ModelRegistry) -> None:
     """A flipped byte is caught before unpickling and before promotion; the champion stays put."""
     three.promote("v0001", reason="first champion")
+    three.load("v0002")  # loaded (and kept in memory) while intact: a later change is still caught
     _tamper(three.get("v0002").artefact_path)
 
     with pytest.raises(ArtefactIntegrityError, match="v0002") as info:

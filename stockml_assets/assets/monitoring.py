@@ -53,7 +53,37 @@ def _champion_proba(stockml: StockMLResource, rows: pd.DataFrame):
     champ = stockml.registry().champion()
     if champ is None or rows.empty:
         return None, None
-    return champ.version, stockml.registry().load(champ.version).predict_proba(rows)
+    model = stockml.registry().load(champ.version)
+    return champ.version, CHAMPION_SCORES.predict_proba(f"{champ.version}:{champ.sha256}", model, rows)
+
+
+class ScoreCache:
+    """Probabilities a model gave rows, by the model's identity and each row's content (a 64-bit hash of
+    every column the model is given). ``prediction_drift`` scores the reference window's 250 days with
+    the champion every day; with this, a daily run scores only the rows it has not seen, and any
+    change to a row's values (or a new champion) is a miss, never a stale hit. Per process, bounded."""
+
+    def __init__(self, max_rows: int = 200_000, max_models: int = 2) -> None:
+        self.max_rows, self.max_models = max_rows, max_models
+        self._by_model: dict[str, pd.DataFrame] = {}
+
+    def predict_proba(self, model_key: str, model, rows: pd.DataFrame) -> np.ndarray:
+        keys = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+        known = self._by_model.pop(model_key, None)  # re-inserted below: most recently used last
+        found = known.reindex(keys).to_numpy() if known is not None else np.full((len(rows), 3), np.nan)
+        missing = np.isnan(found).any(axis=1)
+        if missing.any():
+            found[missing] = model.predict_proba(rows[missing])
+            fresh = pd.DataFrame(found[missing], index=keys[missing])
+            known = fresh if known is None else pd.concat([known, fresh])
+            known = known[~known.index.duplicated(keep="last")].iloc[-self.max_rows:]
+        self._by_model[model_key] = known
+        while len(self._by_model) > self.max_models:
+            self._by_model.pop(next(iter(self._by_model)))
+        return found
+
+
+CHAMPION_SCORES = ScoreCache()
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
@@ -95,8 +125,8 @@ def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def _days_with_windows(context: AssetExecutionContext, dates: pd.Series, s):
     """For each trading day of the run that has data: (day, reference mask, current mask) over ``dates``."""
     first, last = run_days(context)
-    all_days = np.sort(pd.to_datetime(dates).unique())
-    d = pd.to_datetime(dates).to_numpy()
+    d = np.asarray(dates, dtype="datetime64[ns]")
+    all_days = np.unique(d)
     for day in all_days[(all_days >= np.datetime64(first)) & (all_days <= np.datetime64(last))]:
         upto = all_days[all_days <= day]
         cur_days = upto[-s.current_window:]
