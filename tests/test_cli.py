@@ -17,11 +17,12 @@ STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """`stockml run` on a user's own data folder (STOCKML_DATA_DIR) with its own STOCKML_HOME."""
+    """`stockml run` on a user's own data folder (STOCKML_DATA_DIR) with its own STOCKML_HOME (the smaller
+    models of STOCKML_FAST: this tests the command, not the models)."""
     root = tmp_path_factory.mktemp("cli")
-    write_slice_folder(root / "data", tickers=["XOM", "KO", "JPM", "IBM"], start="2006-01-01")
+    write_slice_folder(root / "data", tickers=["XOM", "KO", "JPM", "IBM"], start="2010-01-01")
     env = {**os.environ, "STOCKML_DATA_DIR": str(root / "data"), "STOCKML_HOME": str(root / "home"),
-           "DAGSTER_HOME": str(root / "dagster_home")}
+           "DAGSTER_HOME": str(root / "dagster_home"), "STOCKML_FAST": "1"}
     run = subprocess.run([*STOCKML, "run"], env=env, capture_output=True, text=True, timeout=600)
     return root, env, run
 
@@ -31,7 +32,7 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     # The history run over the data's span (training and the gate), then the daily run for its last day.
-    history, daily = out.index("1/2 history: 2006-01-03..2017-11-10"), out.index("2/2 daily run for 2017-11-10")
+    history, daily = out.index("1/2 history: 2010-01-04..2017-11-10"), out.index("2/2 daily run for 2017-11-10")
     assert history < out.index("ok  raw_prices") < out.index("ok  production_model") < daily  # one line per asset
     assert daily < out.index("ok  predictions") < out.index("ok  drift_report") < out.index("ok  rare_event_watch")
     for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
@@ -49,7 +50,7 @@ def test_runs_show_in_the_projects_dagster_instance(cli_run):
         assert [r.job_name for r in runs] == ["daily_job", "stockml_full_job"] and all(r.is_success for r in runs)
         assert runs[0].tags["dagster/partition"] == "2017-11-10"
         assert (runs[1].tags["dagster/asset_partition_range_start"],
-                runs[1].tags["dagster/asset_partition_range_end"]) == ("2006-01-03", "2017-11-10")
+                runs[1].tags["dagster/asset_partition_range_end"]) == ("2010-01-04", "2017-11-10")
         assert instance.get_latest_materialization_event(AssetKey("drift_report")).asset_materialization.partition == \
             "2017-11-10"
 

@@ -148,7 +148,7 @@ def test_runs_are_recorded_in_the_dagster_instance(materialized):
 
 def test_without_a_passing_model_nothing_is_published(tmp_path, fresh_instance):
     impossible = {**LENIENT_GATE, "accuracy_margin": 0.5}
-    config = slice_config(tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2007-01-01", gate=impossible)
+    config = slice_config(tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2010-01-01", gate=impossible)
     history = run_history_job(fresh_instance, **config)
     assert history.success  # a rejection is a decision, not a failure
     assert not Warehouse(tmp_path / "home" / "warehouse.duckdb").read('select * from "assets"."promotion_decision"').promoted.any()

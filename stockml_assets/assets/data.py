@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pandas as pd
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     Backoff,
@@ -20,7 +21,14 @@ from dagster import (
 
 from stockml_assets.metadata import add_metadata, column_schema, date_range, md_table, validated
 from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR, PARTITIONED, run_days
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, captured_events, record_captured_event
+from stockml_assets.resources import (
+    DUCKDB_POOL,
+    WAREHOUSE_IO,
+    StockMLResource,
+    captured_events,
+    previous_table,
+    record_captured_event,
+)
 from stockml_core import data as core_data
 from stockml_core.events import build_archive, build_catalog
 from stockml_core.features import (
@@ -115,10 +123,20 @@ def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw
     return validated(context, "market_context", df, MarketContextSchema)
 
 
-@asset(group_name="regimes", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketRegimesSchema), **TABLE)
-def market_regimes(context: AssetExecutionContext, stockml: StockMLResource, market_context: pd.DataFrame) -> pd.DataFrame:
-    """Regime per date (crash, high_volatility, recovery, normal) from VIX and drawdown, no look-ahead."""
-    df = compute_regimes(market_context, stockml.settings().regimes)
+@asset(group_name="regimes", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketRegimesSchema),
+       deps=[AssetDep("market_context")], **TABLE)
+def market_regimes(context: AssetExecutionContext, stockml: StockMLResource) -> pd.DataFrame:
+    """Regime per date (crash, high_volatility, recovery, normal) from VIX and drawdown, no look-ahead.
+
+    Reads every stored market_context partition straight from the warehouse. As an IO-managed input
+    Dagster would enumerate all of the calendar's partition keys (some 7,000) three times a run to
+    load and version it: half a second of every daily run.
+    """
+    market_context = previous_table(stockml, "market_context")
+    if market_context is None:
+        raise Failure(description="market_context has no stored partition yet: run the history job "
+                                  "(`stockml run` or `stockml backfill`) first.")
+    df = compute_regimes(market_context.sort_values("date").reset_index(drop=True), stockml.settings().regimes)
     mix = df.regime.value_counts().rename_axis("regime").reset_index(name="days")
     add_metadata(context, {"dagster/row_count": len(df), **date_range(df), "regime mix": md_table(mix),
                                  "latest_regime": str(df.regime.iloc[-1]) if len(df) else ""})
