@@ -13,8 +13,11 @@ single-user instance; a shared deployment uses Postgres storage (DESIGN.md's sca
 from collections import OrderedDict
 from contextlib import contextmanager
 
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import serialize_value
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event
 from sqlalchemy.pool import SingletonThreadPool
@@ -41,8 +44,41 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         # (they stay "missing"), and the run itself shows the failure.
         return True
 
+    def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
+        """One "planned" row per check and run, not one per partition of a range run.
+
+        A partition-range run of a job without the training assets plans every asset check with the
+        run's whole partition range, although our checks are all on unpartitioned tables. Dagster then
+        writes one row per trading day, each with its own serialized copy of the event (about 35 KB: the
+        calendar with its holidays), and the evaluation, which carries no partition, completes none of
+        them, so the UI shows them planned forever: 4 checks x 1,660 days took most of a 2011 replay's
+        history run. One row with no partition is what the evaluation then completes.
+        """
+        planned = event.dagster_event.event_specific_data
+        subset = planned.partitions_subset
+        if subset is None or len(subset) <= 1:
+            return super()._store_asset_check_evaluation_planned(event, event_id)
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert().values(
+                asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=None,
+                run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                evaluation_event=serialize_value(event), evaluation_event_timestamp=self._event_insert_timestamp(event),
+                evaluation_event_storage_id=event_id))
+
+    def has_table(self, table_name: str) -> bool:
+        """Whether the index shard has a table, remembered once true (Dagster asks on every event,
+        through a new engine each time: a fifth of a history run's event writing). Tables are only
+        ever added, by migrations."""
+        if table_name in self._tables_present:
+            return True
+        present = super().has_table(table_name)
+        if present:
+            self._tables_present.add(table_name)
+        return present
+
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict = OrderedDict()
+        self._tables_present: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod

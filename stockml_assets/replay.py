@@ -91,7 +91,8 @@ def evaluate_sensors(defs: Definitions, instance: DagsterInstance, cursors: dict
     requests = []
     for name in names:
         sensor = defs.resolve_sensor_def(name)
-        ctx = build_sensor_context(instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name)
+        ctx = build_sensor_context(instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name,
+                                   resources={"stockml": defs.resources["stockml"]})
         data = sensor.evaluate_tick(ctx)
         if data.cursor is not None:
             cursors[name] = data.cursor

@@ -1,7 +1,7 @@
 """Sensors: drift and new rare events launch retraining; failed training cycles are recorded.
 
-The sensors read only Dagster's event log (materialization metadata), never the DuckDB warehouse,
-so they never contend with a run for the warehouse's single writer lock.
+The sensors read Dagster's event log (materialization metadata) and the data folder's rare_events.csv,
+never the DuckDB warehouse, so they never contend with a run for the warehouse's single writer lock.
 """
 
 
@@ -9,6 +9,7 @@ import json
 import os
 from datetime import UTC, datetime
 
+import pandas as pd
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -27,6 +28,7 @@ from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.assets.monitoring import record_training_run
 from stockml_assets.jobs import full_job, retraining_job
 from stockml_assets.resources import StockMLResource
+from stockml_core.data import DataFolderError, load_rare_events
 from stockml_core.drift import EpisodeState, step_episode
 from stockml_core.settings import DriftSettings
 
@@ -106,22 +108,27 @@ def rare_event_capture_sensor(context: SensorEvaluationContext):
 
 
 @sensor(job=retraining_job, name="new_rare_event_sensor", minimum_interval_seconds=60, default_status=SENSOR_STATUS,
-        description="Launch retraining when the data folder's rare_events.csv gains an event, so the archive "
-                    "grows into the next model (captured events retrain through the capture sensor).")
-def new_rare_event_sensor(context: SensorEvaluationContext):
+        description="Launch retraining when the data folder's rare_events.csv holds an event (started by the last "
+                    "ingested trading day) that the stored catalog lacks, so the archive grows into the next model. "
+                    "An event a retrain has already catalogued (drift, weekly) needs no second one; captured events "
+                    "retrain through the capture sensor.")
+def new_rare_event_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
     event = context.instance.get_latest_materialization_event(AssetKey("rare_event_catalog"))
     mat = event.asset_materialization if event else None
-    key = "historical_event_names" if mat is not None and "historical_event_names" in mat.metadata else "event_names"
-    if mat is None or key not in mat.metadata:
+    if mat is None or "historical_event_names" not in mat.metadata:
         return SkipReason("rare_event_catalog not materialized yet")
-    names = sorted(mat.metadata[key].value)
-    known = json.loads(context.cursor) if context.cursor else None
-    new = sorted(set(names) - set(known or []))
-    context.update_cursor(json.dumps(sorted(set(names) | set(known or []))))
-    if known is None:
-        return SkipReason(f"baseline of {len(names)} catalogued events recorded")
+    prices = context.instance.get_latest_materialization_event(AssetKey("raw_prices"))
+    as_of = prices.asset_materialization.partition if prices and prices.asset_materialization else None
+    try:
+        events = load_rare_events(stockml.settings().data_dir)
+    except DataFolderError as exc:
+        return SkipReason(f"rare_events.csv cannot be read: {exc}")
+    if as_of:  # an event that starts after the last ingested day is not known yet (replays see no future)
+        events = events[events.start <= pd.Timestamp(as_of)]
+    new = sorted(set(events.name) - set(mat.metadata["historical_event_names"].value))
     if not new:
-        return SkipReason("no new rare event")
+        return SkipReason(f"no new rare event: the catalog holds all {len(events)} events of rare_events.csv "
+                          f"that start by {as_of or 'today'}")
     return RunRequest(run_key="new-event-" + "-".join(new), tags={TRIGGER_TAG: "new_event",
                                                                    "stockml/new_events": ",".join(new)})
 

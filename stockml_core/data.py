@@ -54,7 +54,13 @@ def _find(data_dir: Path, stem: str) -> Path:
 
 @lru_cache(maxsize=8)
 def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
+    df = pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
+    if "date" in df.columns:  # dates parsed once per file version too; a malformed one is left for the loaders to report
+        try:
+            df["date"] = pd.to_datetime(df["date"], format="ISO8601")
+        except (ValueError, TypeError):
+            pass
+    return df
 
 
 def _read_csv(path: Path, kind: str) -> pd.DataFrame:

@@ -67,6 +67,19 @@ def test_history_run_is_one_run_over_every_day_and_equals_a_full_recompute(histo
     _assert_equal_to_full(config["home"], folder, "2017-06-30")
 
 
+def test_a_range_run_plans_each_check_once_and_completes_it(history):
+    """The instance's event log stores one planned row per check of a range run (not one per trading day,
+    stuck as planned), and the check's evaluation completes it."""
+    from dagster import AssetCheckKey, AssetKey
+
+    _, _, instance, _, result = history
+    for asset in ("market_regimes", "labels"):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(asset), f"{asset}_schema"), limit=10_000)
+        ours = [r for r in records if r.run_id == result.run_id]
+        assert [r.status.value for r in ours] == ["SUCCEEDED"], (asset, len(ours))
+
+
 def test_daily_run_after_history_equals_a_full_recompute(history, tmp_path):
     folder, config = _copy(history, tmp_path)
     instance = make_instance(tmp_path / "dagster")

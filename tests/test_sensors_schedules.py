@@ -4,6 +4,7 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from dagster import AssetMaterialization, DagsterInstance, MetadataValue, build_schedule_context, build_sensor_context
 
@@ -209,22 +210,36 @@ def test_default_executor_is_in_process():
 
 
 def _report_catalog(instance: DagsterInstance, names: list[str]) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(asset_key="rare_event_catalog",
-                                                             metadata={"event_names": MetadataValue.json(names)}))
+    instance.report_runless_asset_event(AssetMaterialization(
+        asset_key="rare_event_catalog", metadata={"historical_event_names": MetadataValue.json(names)}))
 
 
-def test_a_new_rare_event_requests_retraining_once():
+def test_an_event_added_to_rare_events_csv_requests_retraining_once(tmp_path):
+    """The data folder's rare_events.csv gains an event: one retrain, none once a run has catalogued it, and
+    none for an event that starts after the last ingested day."""
+    from stockml_assets.resources import StockMLResource
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame([("gulf_war_1990", "1990-07-17", "1990-10-11"), ("us_downgrade_2011", "2011-07-22", "2011-10-03"),
+                  ("crash_2016", "2016-01-04", "2016-02-11"), ("future_2030", "2030-01-02", "2030-02-01")],
+                 columns=["name", "start", "end"]).assign(description="x").to_csv(data / "rare_events.csv", index=False)
     sensor = defs.resolve_sensor_def("new_rare_event_sensor")
+    resources = {"stockml": StockMLResource(data_dir=str(data), home=str(tmp_path / "home"))}
+
+    def tick(instance):
+        return sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=resources))
+
     with DagsterInstance.ephemeral() as instance:
+        assert not tick(instance).run_requests  # nothing catalogued yet: the history run will
+        instance.report_runless_asset_event(AssetMaterialization(asset_key="raw_prices", partition="2017-11-10"))
         _report_catalog(instance, ["gulf_war_1990", "us_downgrade_2011"])
-        baseline = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
-        _report_catalog(instance, ["gulf_war_1990", "us_downgrade_2011", "crash_2018"])
-        grown = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=baseline.cursor, definitions=defs))
-        same = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=grown.cursor, definitions=defs))
-    assert not baseline.run_requests
-    assert len(grown.run_requests) == 1 and grown.run_requests[0].tags["stockml/trigger"] == "new_event"
-    assert "crash_2018" in grown.run_requests[0].run_key
-    assert not same.run_requests
+        grown = tick(instance)
+        _report_catalog(instance, ["crash_2016", "gulf_war_1990", "us_downgrade_2011"])  # the retrain's catalog
+        after = tick(instance)
+    assert [rr.run_key for rr in grown.run_requests] == ["new-event-crash_2016"]
+    assert grown.run_requests[0].tags["stockml/trigger"] == "new_event"
+    assert not after.run_requests and "holds all 3 events" in after.skip_message
 
 
 def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):

@@ -156,12 +156,15 @@ def feature_drift(context: AssetExecutionContext, stockml: StockMLResource, feat
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(MixDriftSchema), **PARTITION_EXPR},
-       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, **PARTITIONED, **TABLE)
-def regime_drift(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame,
-                 feature_matrix: pd.DataFrame):
-    """Per trading day: shift of the regime mix in the current window against the reference, naming the transition."""
+       **PARTITIONED, **TABLE)
+def regime_drift(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame):
+    """Per trading day: shift of the regime mix in the current window against the reference, naming the transition.
+
+    The windows are the trading days up to each day (market_regimes has one row per trading day with
+    prices, the same days the features have), so only days up to the one measured are read.
+    """
     s = stockml.settings().drift
-    regimes = market_regimes[market_regimes.date.isin(feature_matrix.date.unique())]
+    regimes = market_regimes
     parts, transitions = [], {}
     for day, ref, cur in _days_with_windows(context, regimes.date, s):
         tv, table = core_drift.mix_shift(regimes.regime[ref], regimes.regime[cur], list(REGIMES))
