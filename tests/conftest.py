@@ -1,5 +1,6 @@
 """Shared fixtures: one real materialization of the whole graph on a slice of the real sample."""
 
+import os
 import shutil
 import time
 import warnings
@@ -13,6 +14,9 @@ from dagster import DagsterInstance
 from stockml_core.settings import DEFAULT_DATA_DIR
 
 warnings.filterwarnings("ignore", category=UserWarning)
+# The suite shares 2 cores with the daemon scenario running in the background: OpenMP threads (XGBoost)
+# that spin while they wait would burn the core the other process needs. Set before XGBoost loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # DESIGN.md's asset graph: asset -> group.
 DESIGN_GROUPS: dict[str, list[str]] = {
