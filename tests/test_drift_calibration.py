@@ -1,6 +1,5 @@
 """Tests of the drift policy's history replay: crash onsets, quiet days, daily scores (stockml_core.drift)."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,8 @@ from stockml_core.drift import (
     simulate_policy,
 )
 from stockml_core.features import registry_frame
-from stockml_core.settings import DriftSettings
+from stockml_core.settings import DEFAULT_DATA_DIR, DriftSettings
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 S = DriftSettings()
 
 
@@ -58,7 +56,7 @@ def test_quiet_days_need_low_vix_and_a_shallow_drawdown() -> None:
 
 
 def test_real_sample_onsets() -> None:
-    market, _ = load_market(DATA, end="2017-11-10")
+    market, _ = load_market(DEFAULT_DATA_DIR, end="2017-11-10")
     onsets = [f"{d:%Y-%m-%d}" for d in crash_onsets(market)]
     assert onsets[:3] == ["1990-01-30", "1990-08-06", "1997-10-27"]
     assert {"2008-01-08", "2015-08-24", "2016-01-13"} <= set(onsets) and len(onsets) == 13

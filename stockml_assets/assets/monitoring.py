@@ -164,10 +164,9 @@ def regime_drift(context: AssetExecutionContext, stockml: StockMLResource, marke
     prices, the same days the features have), so only days up to the one measured are read.
     """
     s = stockml.settings().drift
-    regimes = market_regimes
     parts, transitions = [], {}
-    for day, ref, cur in _days_with_windows(context, regimes.date, s):
-        tv, table = core_drift.mix_shift(regimes.regime[ref], regimes.regime[cur], list(REGIMES))
+    for day, ref, cur in _days_with_windows(context, market_regimes.date, s):
+        tv, table = core_drift.mix_shift(market_regimes.regime[ref], market_regimes.regime[cur], list(REGIMES))
         transitions[f"{day:%Y-%m-%d}"] = core_drift.regime_transition(table)
         parts.append(table.assign(date=day))
     df = pd.concat(parts, ignore_index=True) if parts else _empty_mix()
