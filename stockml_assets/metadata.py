@@ -40,7 +40,8 @@ def date_range(df: pd.DataFrame, col: str = "date") -> dict:
     return {"first_date": f"{pd.Timestamp(df[col].min()):%Y-%m-%d}", "last_date": f"{pd.Timestamp(df[col].max()):%Y-%m-%d}"}
 
 
-def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame]) -> pd.DataFrame:
+def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame],
+              output_name: str = "result") -> pd.DataFrame:
     """Validate the partitions a run writes, inside the asset, before anything is stored.
 
     A partitioned asset's blocking gate: on failure the step fails with the failure cases (its
@@ -62,10 +63,10 @@ def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tupl
                                   "partitions and the champion are unchanged. Fix the rows listed in failure_cases.",
                       metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed}, allow_retries=False)
     checks = [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
-    add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)})
+    add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)}, output_name=output_name)
     return value
 
 
-def add_metadata(context, metadata: dict) -> None:
-    """Output metadata of an asset's value (named, since assets with checks have several outputs)."""
-    context.add_output_metadata(metadata, output_name="result")
+def add_metadata(context, metadata: dict, output_name: str = "result") -> None:
+    """Output metadata of an asset's value (named: assets with checks, and multi-assets, have several outputs)."""
+    context.add_output_metadata(metadata, output_name=output_name)

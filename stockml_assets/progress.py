@@ -23,14 +23,16 @@ class _ProgressHandler(logging.Handler):
             return
         step = meta.get("step_key") or event.step_key
         if step and (kind == "STEP_FAILURE" or step in _asset_steps()):
-            print(f"  {_SHOWN[kind]:>6}  {step}", flush=True)
+            print(f"  {_SHOWN[kind]:>6}  {_asset_steps().get(step, step)}", flush=True)
 
 
 @functools.cache  # called for every log record of a run: compute the names once
-def _asset_steps() -> frozenset[str]:
+def _asset_steps() -> dict[str, str]:
+    """Asset step -> what to print: its name, and for a multi-asset step the assets it writes."""
     from stockml_assets.definitions import ASSETS  # loaded by then; a top-level import would be circular
 
-    return frozenset(a.op.name for a in ASSETS)
+    return {a.op.name: a.op.name if len(a.keys) == 1 else
+            f"{a.op.name} ({', '.join(k.path[-1] for k in sorted(a.keys, key=lambda k: k.path))})" for a in ASSETS}
 
 
 @logger(config_schema={"log_level": Field(str, is_required=False, default_value="DEBUG")},

@@ -239,6 +239,23 @@ def mix_shift(reference: pd.Series, current: pd.Series, categories: list) -> tup
     return float(0.5 * np.abs(table.change).sum()), table
 
 
+MARKET_STATES = (*REGIMES[:-1], "correction", "normal")  # crash, high_volatility, recovery, correction, normal
+assert REGIMES[-1] == "normal"
+
+
+def market_states(regimes: pd.DataFrame, s: DriftSettings) -> pd.Series:
+    """The market state per row of ``market_regimes``: its regime, except that a ``normal`` day with the
+    S&P 500 at or below ``correction_drawdown`` from its running peak and a 20-day return at or below
+    ``correction_return_20d`` is ``correction``. Same inputs as the regime, so no look-ahead either.
+
+    The four regimes (the models' input) miss a market that falls steadily while the VIX stays below
+    25; the drift score's regime part measures the mix of these five states instead.
+    """
+    correction = (regimes.regime.to_numpy() == "normal") & (regimes.spx_drawdown.to_numpy() <= s.correction_drawdown) \
+        & (regimes.spx_return_20d.to_numpy() <= s.correction_return_20d)
+    return pd.Series(np.where(correction, "correction", regimes.regime.to_numpy()), index=regimes.index, name="state")
+
+
 def regime_transition(table: pd.DataFrame) -> str:
     """Name the main regime transition, e.g. ``normal -> crash``."""
     if table.change.abs().max() < 1e-9:
@@ -288,8 +305,8 @@ def drift_score(feature_component: float, regime_tv: float, prediction_component
     """One score in [0, 1]: the weighted mean of the feature, regime and prediction components.
 
     score = (w_f F + w_r R + w_p P) / (w_f + w_r + w_p), with F = ``feature_component`` (share of the
-    tested features drifted), R = total variation of the regime mix (current vs reference window),
-    P = ``prediction_component``, w = ``weight_features``, ``weight_regime``, ``weight_predictions``.
+    tested features drifted), R = total variation of the mix of ``market_states`` (current vs reference
+    window), P = ``prediction_component``, w = ``weight_features``, ``weight_regime``, ``weight_predictions``.
     Without a champion (P None or NaN) P and w_p are left out: (w_f F + w_r R) / (w_f + w_r).
     """
     parts = [(s.weight_features, feature_component), (s.weight_regime, regime_tv)]
@@ -413,14 +430,16 @@ def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_na
                        date_level: set[str] | None, days) -> pd.DataFrame:
     """Per day of ``days``: the drift score (no prediction part) from the trailing windows ending that day.
 
-    ``features`` as for ``feature_drift`` (any row order), ``regimes`` with date and regime. A day
-    without feature rows uses the last day before it. Columns: score, features (component), regime
-    (TV), n_drifted, n_tested, transition; indexed by date.
+    ``features`` as for ``feature_drift`` (any row order), ``regimes`` as ``compute_regimes`` returns
+    them (date, regime, spx_drawdown, spx_return_20d): the regime part is the shift of the mix of
+    ``market_states``. A day without feature rows uses the last day before it. Columns: score,
+    features (component), regime (TV), n_drifted, n_tested, transition; indexed by date.
     """
     f = features.sort_values("date", kind="stable").reset_index(drop=True)
     all_days, first = np.unique(f.date.to_numpy(), return_index=True)
     ends = np.append(first[1:], len(f))
-    reg = regimes[regimes.date.isin(all_days)].set_index("date").regime.reindex(all_days)
+    states = regimes.assign(state=market_states(regimes, s))
+    reg = states[states.date.isin(all_days)].set_index("date").state.reindex(all_days)
     rows = []
     for day in pd.to_datetime(pd.Index(days)):
         k = np.searchsorted(all_days, day.to_datetime64(), "right") - 1
@@ -430,7 +449,7 @@ def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_na
         table = feature_drift(f.iloc[first[k0]:ends[k]], feature_names, s, date_level)
         r = reg.iloc[k0:k + 1]
         n_cur = min(s.current_window, len(r))
-        tv, mix = mix_shift(r.iloc[:len(r) - n_cur], r.iloc[len(r) - n_cur:], list(REGIMES))
+        tv, mix = mix_shift(r.iloc[:len(r) - n_cur], r.iloc[len(r) - n_cur:], list(MARKET_STATES))
         tv = tv if len(r) > n_cur else 0.0  # no reference yet: no regime shift
         fc = feature_component(table, s)
         rows.append({"date": day, "score": drift_score(fc, tv, None, s), "features": fc, "regime": tv,

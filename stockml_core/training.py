@@ -59,7 +59,7 @@ def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.
         chosen = replay.nlargest(cap, "error_score")[["ticker", "date"]].assign(replay=True)
         chosen["date"] = pd.to_datetime(chosen.date)
         ts = ts.merge(chosen, on=["ticker", "date"], how="left")
-        is_replay = ts.pop("replay").fillna(False).astype(bool).to_numpy()
+        is_replay = ts.pop("replay").eq(True).to_numpy()
         ts.loc[is_replay, "source"] = "replay"
         ts.loc[is_replay, "weight"] = s.training.replay_weight
     ts["label"] = ts.label.astype(int)

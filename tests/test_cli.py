@@ -34,7 +34,8 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     # The history run over the data's span (training and the gate), then the daily run for its last day.
     history, daily = out.index("1/2 history: 2010-01-04..2017-11-10"), out.index("2/2 daily run for 2017-11-10")
     assert history < out.index("ok  raw_prices") < out.index("ok  production_model") < daily  # one line per asset
-    assert daily < out.index("ok  predictions") < out.index("ok  drift_report") < out.index("ok  rare_event_watch")
+    drift = out.index("ok  drift (drift_report, feature_drift, prediction_drift, regime_drift)")
+    assert daily < out.index("ok  predictions") < out.index("ok  rare_event_watch") and daily < drift < out.index("ok  rare_event_watch")
     for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
                      "Top 10 SHAP features:", "Drift score:", " on 2017-11-10", "make ui"]:
         assert expected in out, expected

@@ -7,14 +7,17 @@ import pytest
 
 from stockml_core.data import load_market
 from stockml_core.drift import (
+    MARKET_STATES,
     crash_onsets,
     daily_drift_scores,
     date_level_features,
     feature_drift,
+    market_states,
     quiet_days,
     simulate_policy,
 )
 from stockml_core.features import registry_frame
+from stockml_core.regimes import compute_regimes
 from stockml_core.settings import DEFAULT_DATA_DIR, DriftSettings
 
 S = DriftSettings()
@@ -63,6 +66,33 @@ def test_real_sample_onsets() -> None:
     assert "2008-09-15" not in onsets  # Lehman: the 2007-08 drawdown never came back above -5%
 
 
+def test_a_falling_normal_market_is_a_correction_state() -> None:
+    reg = pd.DataFrame({"regime": ["normal", "normal", "normal", "high_volatility", "recovery", "crash"],
+                        "spx_drawdown": [-0.09, -0.09, -0.07, -0.09, -0.12, -0.20],
+                        "spx_return_20d": [-0.06, -0.04, -0.06, -0.06, 0.01, -0.10]})
+    # only the first: the second falls too little, the third is too close to its peak, the others
+    # are in a regime already
+    assert market_states(reg, S).tolist() == ["correction", "normal", "normal", "high_volatility", "recovery", "crash"]
+    assert set(MARKET_STATES) == {"crash", "high_volatility", "recovery", "correction", "normal"}
+
+
+def test_market_states_on_the_sample_catch_january_2008_and_ignore_the_future() -> None:
+    market, _ = load_market(DEFAULT_DATA_DIR)
+    market = market[(market.date >= "2006-01-01") & (market.date <= "2009-12-31")].reset_index(drop=True)
+    reg = compute_regimes(market)
+    states = market_states(reg, S).set_axis(pd.DatetimeIndex(reg.date))
+    # the days after the 2008-01-08 crash onset: the S&P 500 10% below its peak and 7% down over 20
+    # days, the VIX back under 25: regime normal, state correction; the quiet first half of 2007 has none
+    assert reg.set_index("date").regime["2008-01-09"] == "normal" and states["2008-01-09"] == "correction"
+    assert (states["2007-01-01":"2007-06-30"] == "normal").all()
+    # no look-ahead: the states up to 2008-01-09 are the same when the later prices are changed
+    cut = market.date <= "2008-01-09"
+    changed = market.assign(spx_close=np.where(cut, market.spx_close, market.spx_close * 3),
+                            vix_close=np.where(cut, market.vix_close, 80.0))
+    again = market_states(compute_regimes(changed), S)
+    assert again[cut.to_numpy()].tolist() == states[cut.to_numpy()].tolist()
+
+
 def test_date_level_features_are_the_market_family() -> None:
     reg = registry_frame()
     level = date_level_features()
@@ -78,7 +108,8 @@ def test_daily_drift_scores_match_feature_drift_on_each_day() -> None:
     f["a"] = rng.normal(size=len(f)) + 3.0 * (f.date >= dates[-3]).to_numpy()
     f["b"] = rng.normal(size=len(f))
     f = f.sample(frac=1.0, random_state=0)  # any row order
-    regimes = pd.DataFrame({"date": dates, "regime": ["normal"] * 277 + ["crash"] * 3})
+    regimes = pd.DataFrame({"date": dates, "regime": ["normal"] * 277 + ["crash"] * 3, "spx_drawdown": 0.0,
+                            "spx_return_20d": 0.0})
     s = DriftSettings()
     days = dates[-4:]
     out = daily_drift_scores(f, regimes, ["a", "b"], s, set(), days)
@@ -90,6 +121,12 @@ def test_daily_drift_scores_match_feature_drift_on_each_day() -> None:
     assert out.regime.iloc[-1] == pytest.approx(3 / s.current_window)
     assert out.transition.iloc[-1] == "normal -> crash" and out.transition.iloc[0] == "none"
     assert out.score.iloc[-1] > out.score.iloc[0]
+    # the regime part is the mix of market states: a falling market under a calm VIX shifts it too
+    falling = regimes.assign(regime="normal", spx_drawdown=np.r_[[0.0] * 277, [-0.1] * 3],
+                             spx_return_20d=np.r_[[0.0] * 277, [-0.06] * 3])
+    out = daily_drift_scores(f, falling, ["a", "b"], s, set(), days)
+    assert out.regime.iloc[-1] == pytest.approx(3 / s.current_window)
+    assert out.transition.iloc[-1] == "normal -> correction"
 
 
 def test_simulate_policy_on_a_planted_episode() -> None:

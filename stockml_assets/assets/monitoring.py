@@ -1,11 +1,12 @@
 """Monitoring: the champion's predictions, drift, the error replay buffer and per-sector accuracy."""
 
 
+import functools
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, AssetIn, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetIn, AssetKey, AssetOut, MetadataValue, asset, multi_asset
 
 from stockml_assets.assets.data import DAILY_FRESHNESS
 from stockml_assets.assets.modeling import TABLE
@@ -21,7 +22,6 @@ from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
 from stockml_core.monitoring import replay_error_rates, update_replay_buffer
 from stockml_core.monitoring import sector_performance as build_sector_performance
-from stockml_core.regimes import REGIMES
 from stockml_core.registry import json_dumps
 from stockml_core.schemas import (
     DriftReportSchema,
@@ -134,12 +134,7 @@ def _days_with_windows(context: AssetExecutionContext, dates: pd.Series, s):
         yield pd.Timestamp(day), np.isin(d, ref_days), np.isin(d, cur_days)
 
 
-@asset(group_name="monitoring", kinds={"scipy", "duckdb"}, metadata={**column_schema(FeatureDriftSchema), **PARTITION_EXPR},
-       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, **PARTITIONED, **TABLE)
-def feature_drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame):
-    """Per trading day and feature: normalized Wasserstein distance against a threshold calibrated on the
-    reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI."""
-    s = stockml.settings().drift
+def _feature_drift(context: AssetExecutionContext, s, feature_matrix: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     parts = []
     for day, ref, cur in _days_with_windows(context, feature_matrix.date, s):
         window = feature_matrix[ref | cur]
@@ -148,35 +143,39 @@ def feature_drift(context: AssetExecutionContext, stockml: StockMLResource, feat
         feature_matrix.iloc[:0], FEATURE_NAMES, s, date_level=DATE_LEVEL).assign(date=pd.Timestamp(0))
     df = df[["date", *[c for c in df.columns if c != "date"]]]
     last = df[df.date == df.date.max()]
-    add_metadata(context, {"dagster/row_count": len(df), **date_range(df),
-                                 "drifted_features (latest day)": int(last.drifted.sum()),
-                                 "share_drifted (latest day)": float(last.drifted.mean()) if len(last) else 0.0,
-                                 "top drifted (latest day)": md_table(last.head(15))})
-    return validated(context, "feature_drift", df, FeatureDriftSchema)
+    return df, {"dagster/row_count": len(df), **date_range(df),
+                "drifted_features (latest day)": int(last.drifted.sum()),
+                "share_drifted (latest day)": float(last.drifted.mean()) if len(last) else 0.0,
+                "top drifted (latest day)": md_table(last.head(15))}
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(MixDriftSchema), **PARTITION_EXPR},
-       **PARTITIONED, **TABLE)
-def regime_drift(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame):
-    """Per trading day: shift of the regime mix in the current window against the reference, naming the transition.
-
-    The windows are the trading days up to each day (market_regimes has one row per trading day with
-    prices, the same days the features have), so only days up to the one measured are read.
-    """
-    s = stockml.settings().drift
+def _regime_drift(context: AssetExecutionContext, s, market_regimes: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    states = core_drift.market_states(market_regimes, s)
     parts, transitions = [], {}
     for day, ref, cur in _days_with_windows(context, market_regimes.date, s):
-        tv, table = core_drift.mix_shift(market_regimes.regime[ref], market_regimes.regime[cur], list(REGIMES))
+        tv, table = core_drift.mix_shift(states[ref], states[cur], list(core_drift.MARKET_STATES))
         transitions[f"{day:%Y-%m-%d}"] = core_drift.regime_transition(table)
         parts.append(table.assign(date=day))
     df = pd.concat(parts, ignore_index=True) if parts else _empty_mix()
     df = df[MIX_COLUMNS]
     last = df[df.date == df.date.max()]
-    add_metadata(context, {"total_variation (latest day)": float(0.5 * last.change.abs().sum()),
-                                 "transition (latest day)": next(reversed(transitions.values()), "none"),
-                                 "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
-                                 **({"plot": md_plot(mix_plot(last, "regime mix"))} if len(last) else {})})
-    return validated(context, "regime_drift", df, MixDriftSchema)
+    return df, {"total_variation (latest day)": float(0.5 * last.change.abs().sum()),
+                "transition (latest day)": next(reversed(transitions.values()), "none"),
+                "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
+                **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {})}
+
+
+def _mix_plot_md(table: pd.DataFrame, title: str) -> MetadataValue:
+    """``mix_plot`` as markdown metadata; the same mix (to 4 decimals) reuses the PNG drawn last time
+    (drawing one takes ~0.1 s, and the mix of most days equals the day before's)."""
+    return _mix_plot_cached(title, tuple(table.category), tuple(table.reference_share.round(4)),
+                            tuple(table.current_share.round(4)))
+
+
+@functools.lru_cache(maxsize=32)
+def _mix_plot_cached(title: str, categories: tuple, reference: tuple, current: tuple) -> MetadataValue:
+    return md_plot(mix_plot(pd.DataFrame({"category": categories, "reference_share": reference,
+                                          "current_share": current}), title))
 
 
 MIX_COLUMNS = ["date", "category", "reference_share", "current_share", "change"]
@@ -188,21 +187,12 @@ def _empty_mix() -> pd.DataFrame:
                          **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}})
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(MixDriftSchema), **PARTITION_EXPR},
-       ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)}, deps=[AssetDep("production_model")],
-       **PARTITIONED, **TABLE)
-def prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
-                     market_regimes: pd.DataFrame):
-    """Per trading day: shift of the champion's predicted class mix and of its mean confidence, current vs reference.
-
-    The champion scores both windows, so the shift is the data's, not a change of model.
-    """
-    s = stockml.settings().drift
+def _prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame,
+                      market_regimes: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
     version, proba = _champion_proba(stockml, rows)
     if proba is None:
-        add_metadata(context, {"measured": False, "reason": "no champion, no predictions"})
-        return validated(context, "prediction_drift", _empty_mix(), MixDriftSchema)
+        return _empty_mix(), {"measured": False, "reason": "no champion, no predictions"}
     parts, stats = [], {}
     for day, ref, cur in _days_with_windows(context, rows.date, s):
         component, table, conf = core_drift.prediction_drift(proba[ref], proba[cur], list(CLASS_NAMES))
@@ -212,11 +202,9 @@ def prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, f
         parts.append(pd.concat([table, confidence], ignore_index=True).assign(date=day))
     df = pd.concat(parts, ignore_index=True)[MIX_COLUMNS] if parts else _empty_mix()
     last_stats = next(reversed(stats.values()), {})
-    add_metadata(context, {"measured": True, "model_version": version,
-                                 **{f"{k} (latest day)": float(v) for k, v in last_stats.items()},
-                                 "by day": MetadataValue.json(stats),
-                                 "mix (latest day)": md_table(df[df.date == df.date.max()])})
-    return validated(context, "prediction_drift", df, MixDriftSchema)
+    return df, {"measured": True, "model_version": version,
+                **{f"{k} (latest day)": float(v) for k, v in last_stats.items()},
+                "by day": MetadataValue.json(stats), "mix (latest day)": md_table(df[df.date == df.date.max()])}
 
 
 def drift_components(fd: pd.DataFrame, rd: pd.DataFrame, pdf: pd.DataFrame, s) -> pd.DataFrame:
@@ -237,7 +225,7 @@ def drift_components(fd: pd.DataFrame, rd: pd.DataFrame, pdf: pd.DataFrame, s) -
          "detail": f"{int(fd.drifted.sum())}/{len(tested)} features drifted (BH KS p < {s.ks_alpha} and Wasserstein above "
                    f"its calibrated threshold): {', '.join(top) or 'none'}"},
         {"component": "regime", "value": regime_tv, "weight": s.weight_regime,
-         "detail": f"transition {core_drift.regime_transition(rd) if len(rd) else 'none'}"},
+         "detail": f"transition {core_drift.regime_transition(rd) if len(rd) else 'none'} (mix of market states)"},
         {"component": "predictions", "value": np.nan if pred is None else pred,
          "weight": s.weight_predictions if pred is not None else 0.0,
          "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)"},
@@ -247,12 +235,8 @@ def drift_components(fd: pd.DataFrame, rd: pd.DataFrame, pdf: pd.DataFrame, s) -
     ])
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(DriftReportSchema), **PARTITION_EXPR},
-       **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
-def drift_report(context: AssetExecutionContext, stockml: StockMLResource, feature_drift: pd.DataFrame,
-                 regime_drift: pd.DataFrame, prediction_drift: pd.DataFrame):
-    """Per trading day, one drift score in [0, 1] from feature, regime and prediction drift (recipe in the README)."""
-    s = stockml.settings().drift
+def _drift_report(s, feature_drift: pd.DataFrame, regime_drift: pd.DataFrame,
+                  prediction_drift: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     rows, scores = [], {}
     for day, fd in feature_drift.groupby("date", sort=True):
         rd = regime_drift[regime_drift.date == day]
@@ -267,11 +251,70 @@ def drift_report(context: AssetExecutionContext, stockml: StockMLResource, featu
     last_day = max(scores) if scores else None
     score = scores[last_day] if last_day else float("nan")
     last_fd = feature_drift[feature_drift.date == feature_drift.date.max()] if len(feature_drift) else feature_drift
-    add_metadata(context, {"drift_score": score, "day": last_day or "", "daily_scores": MetadataValue.json(scores),
-                                 "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
-                                 "components": md_table(df[df.date == df.date.max()]),
-                                 "top drifted features": md_table(last_fd[last_fd.drifted].head(10))})
-    return validated(context, "drift_report", df, DriftReportSchema)
+    return df, {"drift_score": score, "day": last_day or "", "daily_scores": MetadataValue.json(scores),
+                "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
+                "components": md_table(df[df.date == df.date.max()]),
+                "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
+
+
+def _drift_out(schema, description: str, **kwargs) -> AssetOut:
+    return AssetOut(kinds=kwargs.pop("kinds", {"pandas", "duckdb"}), description=description,
+                    metadata={**column_schema(schema), **PARTITION_EXPR}, io_manager_key=TABLE["io_manager_key"], **kwargs)
+
+
+DRIFT_ASSETS = ("feature_drift", "regime_drift", "prediction_drift", "drift_report")
+
+
+@multi_asset(
+    name="drift", group_name="monitoring", pool=TABLE["pool"], **PARTITIONED,
+    outs={
+        "feature_drift": _drift_out(
+            FeatureDriftSchema, kinds={"scipy", "duckdb"},
+            description="Per trading day and feature: normalized Wasserstein distance against a threshold calibrated "
+                        "on the reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI."),
+        "regime_drift": _drift_out(
+            MixDriftSchema,
+            description="Per trading day: shift of the mix of market states in the current window against the reference, "
+                        "naming the transition. The states are the regimes, with a falling normal market (S&P 500 8%+ "
+                        "below its peak and 5%+ down over 20 days) as correction."),
+        "prediction_drift": _drift_out(
+            MixDriftSchema,
+            description="Per trading day: shift of the champion's predicted class mix and of its mean confidence, current "
+                        "vs reference. The champion scores both windows, so the shift is the data's, not a change of model."),
+        "drift_report": _drift_out(
+            DriftReportSchema, freshness_policy=DAILY_FRESHNESS,
+            description="Per trading day, one drift score in [0, 1] from feature, regime and prediction drift "
+                        "(recipe in the README)."),
+    },
+    ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)},
+    deps=[AssetDep("production_model")],
+    internal_asset_deps={
+        "feature_drift": {AssetKey("feature_matrix")},
+        "regime_drift": {AssetKey("market_regimes")},
+        "prediction_drift": {AssetKey("feature_matrix"), AssetKey("market_regimes"), AssetKey("production_model")},
+        "drift_report": {AssetKey("feature_drift"), AssetKey("regime_drift"), AssetKey("prediction_drift")},
+    },
+)
+def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
+          market_regimes: pd.DataFrame):
+    """Feature, regime and prediction drift and the day's drift report, one step for the four assets.
+
+    They read the same windows (the run's days and the 254 trading days before each), so one step
+    loads them once; each asset is still its own table, schema gate and node in the lineage. The
+    windows are the trading days up to each day, so only days up to the one measured are read.
+    """
+    s = stockml.settings().drift
+    fd, fd_meta = _feature_drift(context, s, feature_matrix)
+    rd, rd_meta = _regime_drift(context, s, market_regimes)
+    pdf, pdf_meta = _prediction_drift(context, stockml, s, feature_matrix, market_regimes)
+    report, report_meta = _drift_report(s, fd, rd, pdf)
+    values = {}
+    for name, df, meta, schema in (("feature_drift", fd, fd_meta, FeatureDriftSchema), ("regime_drift", rd, rd_meta, MixDriftSchema),
+                                   ("prediction_drift", pdf, pdf_meta, MixDriftSchema),
+                                   ("drift_report", report, report_meta, DriftReportSchema)):
+        add_metadata(context, meta, output_name=name)
+        values[name] = validated(context, name, df, schema, output_name=name)
+    return tuple(values[name] for name in DRIFT_ASSETS)
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
