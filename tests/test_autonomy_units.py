@@ -140,3 +140,16 @@ def test_score_cache_scores_only_unseen_rows_and_never_serves_a_changed_row() ->
     assert Counting.scored == 101
     cache.predict_proba("m2", counting, first)
     assert Counting.scored == 161
+
+
+def test_market_state_plot_is_reused_only_for_the_same_mix() -> None:
+    """regime_drift draws its mix plot once per distinct mix: the same shares give the same PNG (no
+    redraw), any other share a new one, so the UI never shows a stale plot."""
+    from stockml_assets.assets.monitoring import _mix_plot_md
+
+    mix = pd.DataFrame({"category": ["crash", "correction", "normal"], "reference_share": [0.0, 0.1, 0.9],
+                        "current_share": [0.0, 0.2, 0.8]})
+    first = _mix_plot_md(mix, "market state mix")
+    assert _mix_plot_md(mix.copy(), "market state mix") is first
+    moved = _mix_plot_md(mix.assign(current_share=[0.0, 0.4, 0.6]), "market state mix")
+    assert moved is not first and moved.value != first.value and moved.value.startswith("![plot](data:image/png;base64,")
