@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import special, stats
 
 from stockml_core.features.registry import registry_frame
-from stockml_core.regimes import REGIMES
 from stockml_core.settings import DriftSettings
 
 FEATURE_DRIFT_COLUMNS = ["feature", "wasserstein", "threshold", "effect", "ks_statistic", "p_value", "p_value_bh",
@@ -239,8 +238,7 @@ def mix_shift(reference: pd.Series, current: pd.Series, categories: list) -> tup
     return float(0.5 * np.abs(table.change).sum()), table
 
 
-MARKET_STATES = (*REGIMES[:-1], "correction", "normal")  # crash, high_volatility, recovery, correction, normal
-assert REGIMES[-1] == "normal"
+MARKET_STATES = ("crash", "high_volatility", "recovery", "correction", "normal")  # the regimes plus correction
 
 
 def market_states(regimes: pd.DataFrame, s: DriftSettings) -> pd.Series:

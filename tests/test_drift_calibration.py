@@ -17,7 +17,7 @@ from stockml_core.drift import (
     simulate_policy,
 )
 from stockml_core.features import registry_frame
-from stockml_core.regimes import compute_regimes
+from stockml_core.regimes import REGIMES, compute_regimes
 from stockml_core.settings import DEFAULT_DATA_DIR, DriftSettings
 
 S = DriftSettings()
@@ -73,7 +73,7 @@ def test_a_falling_normal_market_is_a_correction_state() -> None:
     # only the first: the second falls too little, the third is too close to its peak, the others
     # are in a regime already
     assert market_states(reg, S).tolist() == ["correction", "normal", "normal", "high_volatility", "recovery", "crash"]
-    assert set(MARKET_STATES) == {"crash", "high_volatility", "recovery", "correction", "normal"}
+    assert set(MARKET_STATES) == {*REGIMES, "correction"}
 
 
 def test_market_states_on_the_sample_catch_january_2008_and_ignore_the_future() -> None:
