@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``stockml_core`` importab
     sys.path.insert(0, str(ROOT))
 
 from stockml_core import models, training  # noqa: E402
+from stockml_core.evaluation import classification_metrics  # noqa: E402
 from stockml_core.features import FEATURE_NAMES  # noqa: E402
 from stockml_core.settings import Settings  # noqa: E402
 from stockml_core.warehouse import Warehouse  # noqa: E402
@@ -37,8 +38,8 @@ def oof_scores(ts, kind: str, s: Settings) -> tuple[float, float, float]:
     oof = models.out_of_fold(kind, X, y, w, training.folds_for(ts, s), s.training)
     seconds = time.perf_counter() - t
     ok = ~np.isnan(oof).any(axis=1)
-    p = np.clip(oof[ok][np.arange(ok.sum()), y[ok]], 1e-12, 1.0)
-    return float((oof[ok].argmax(axis=1) == y[ok]).mean()), float(-np.log(p).mean()), seconds
+    m = classification_metrics(y[ok], oof[ok])  # the validation report's own definitions
+    return m["accuracy"], m["log_loss"], seconds
 
 
 def main() -> int:

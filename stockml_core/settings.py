@@ -56,10 +56,10 @@ class TrainingSettings:
     replay_max_share: float = 0.20
     archive_weight: float = 1.0
     # Trees and rounds chosen on the walk-forward out-of-fold predictions of a real training set
-    # (33 stocks, recent 2007-2015 + archive, 91k rows; README "Model settings"): 60 trees score as
-    # 100 (accuracy 0.439, log loss 1.061) in 60% of the time; 100 XGBoost rounds score better than
-    # 150 (0.412 / 1.068 against 0.404 / 1.074) in two thirds of the time; `stockml run`'s training
-    # set (to 2017-11) confirms both (benchmarks/model_settings.py).
+    # (33 stocks, recent 2008-2015 + archive, 91k rows; README "Model settings"): 60 trees score as
+    # 100 (accuracy 0.439, log loss 1.061) in 63% of the time; 100 XGBoost rounds score better than
+    # 150 (0.412 / 1.068 against 0.404 / 1.074) in 72% of the time; two training sets of `stockml run`
+    # (to 2017-11) confirm both (benchmarks/model_settings.py).
     rf_trees: int = 60
     rf_max_depth: int = 8
     rf_min_samples_leaf: int = 50

@@ -257,32 +257,35 @@ def _drift_report(s, feature_drift: pd.DataFrame, regime_drift: pd.DataFrame,
                 "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
 
 
-def _drift_out(schema, description: str, **kwargs) -> AssetOut:
+# The drift step's assets, in the order the step returns them, with the schema that gates each.
+DRIFT_SCHEMAS = {"feature_drift": FeatureDriftSchema, "regime_drift": MixDriftSchema,
+                 "prediction_drift": MixDriftSchema, "drift_report": DriftReportSchema}
+
+
+def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
     return AssetOut(kinds=kwargs.pop("kinds", {"pandas", "duckdb"}), description=description,
-                    metadata={**column_schema(schema), **PARTITION_EXPR}, io_manager_key=TABLE["io_manager_key"], **kwargs)
-
-
-DRIFT_ASSETS = ("feature_drift", "regime_drift", "prediction_drift", "drift_report")
+                    metadata={**column_schema(DRIFT_SCHEMAS[name]), **PARTITION_EXPR},
+                    io_manager_key=TABLE["io_manager_key"], **kwargs)
 
 
 @multi_asset(
     name="drift", group_name="monitoring", pool=TABLE["pool"], **PARTITIONED,
     outs={
         "feature_drift": _drift_out(
-            FeatureDriftSchema, kinds={"scipy", "duckdb"},
+            "feature_drift", kinds={"scipy", "duckdb"},
             description="Per trading day and feature: normalized Wasserstein distance against a threshold calibrated "
                         "on the reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI."),
         "regime_drift": _drift_out(
-            MixDriftSchema,
+            "regime_drift",
             description="Per trading day: shift of the mix of market states in the current window against the reference, "
                         "naming the transition. The states are the regimes, with a falling normal market (S&P 500 8%+ "
                         "below its peak and 5%+ down over 20 days) as correction."),
         "prediction_drift": _drift_out(
-            MixDriftSchema,
+            "prediction_drift",
             description="Per trading day: shift of the champion's predicted class mix and of its mean confidence, current "
                         "vs reference. The champion scores both windows, so the shift is the data's, not a change of model."),
         "drift_report": _drift_out(
-            DriftReportSchema, freshness_policy=DAILY_FRESHNESS,
+            "drift_report", freshness_policy=DAILY_FRESHNESS,
             description="Per trading day, one drift score in [0, 1] from feature, regime and prediction drift "
                         "(recipe in the README)."),
     },
@@ -304,17 +307,13 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
     windows are the trading days up to each day, so only days up to the one measured are read.
     """
     s = stockml.settings().drift
-    fd, fd_meta = _feature_drift(context, s, feature_matrix)
-    rd, rd_meta = _regime_drift(context, s, market_regimes)
-    pdf, pdf_meta = _prediction_drift(context, stockml, s, feature_matrix, market_regimes)
-    report, report_meta = _drift_report(s, fd, rd, pdf)
-    values = {}
-    for name, df, meta, schema in (("feature_drift", fd, fd_meta, FeatureDriftSchema), ("regime_drift", rd, rd_meta, MixDriftSchema),
-                                   ("prediction_drift", pdf, pdf_meta, MixDriftSchema),
-                                   ("drift_report", report, report_meta, DriftReportSchema)):
+    tables = {"feature_drift": _feature_drift(context, s, feature_matrix),
+              "regime_drift": _regime_drift(context, s, market_regimes),
+              "prediction_drift": _prediction_drift(context, stockml, s, feature_matrix, market_regimes)}
+    tables["drift_report"] = _drift_report(s, *(tables[name][0] for name in ("feature_drift", "regime_drift", "prediction_drift")))
+    for name, (_, meta) in tables.items():
         add_metadata(context, meta, output_name=name)
-        values[name] = validated(context, name, df, schema, output_name=name)
-    return tuple(values[name] for name in DRIFT_ASSETS)
+    return tuple(validated(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
