@@ -8,6 +8,7 @@ from dagster import AssetKey
 
 from stockml_assets.definitions import defs
 from stockml_assets.partitions import TRADING_DAYS, day_keys
+from stockml_core.drift import MARKET_STATES
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
@@ -150,6 +151,11 @@ def test_drift_report_scores_in_unit_interval_and_exposes_it_to_sensors(material
     assert abs(mat.metadata["daily_scores"].value[materialized.last_day] - score) < 1e-12
     drift = _table(materialized.home, "feature_drift")
     assert set(drift.feature) == set(FEATURE_NAMES) and {f"{d:%Y-%m-%d}" for d in drift.date} == {materialized.last_day}
+    # the regime part is the mix of market states (the regimes plus correction), and it is what the report weighs
+    mix = _table(materialized.home, "regime_drift")
+    assert set(mix.category) == set(MARKET_STATES) and {f"{d:%Y-%m-%d}" for d in mix.date} == {materialized.last_day}
+    regime = float(report.loc[report.component == "regime", "value"].iloc[0])
+    assert abs(regime - 0.5 * mix.change.abs().sum()) < 1e-12
 
 
 def test_training_cycle_is_recorded(materialized):
