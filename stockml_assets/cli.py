@@ -68,9 +68,10 @@ def collect_status(settings: Settings | None = None) -> dict:
     s = settings or Settings()
     wh = Warehouse(s.warehouse_path)
     out: dict = {"warehouse": str(s.warehouse_path), "champion": None, "last_decision": None, "drift_score": None,
-                 "drift_date": None}
+                 "drift_date": None, "data_quality": None}
     if not wh.exists():
         return out
+    out["data_quality"] = data_quality(wh)
     reg = ModelRegistry(wh, s.artefact_dir)
     champ = reg.champion()
     if champ:
@@ -93,6 +94,16 @@ def collect_status(settings: Settings | None = None) -> dict:
     return out
 
 
+def data_quality(wh: Warehouse) -> dict:
+    """Rows ingested, rows quarantined by rule, tickers affected, suspected corporate actions."""
+    from stockml_core.quality import QuarantineStore
+
+    rows = 0
+    if wh.has_table("raw_prices", "assets"):
+        rows = int(wh.read('select count(*) as n from "assets"."raw_prices"').n.iloc[0])
+    return {"rows_ingested": rows, **QuarantineStore(wh).summary()}
+
+
 def print_status(st: dict) -> None:
     champ = st["champion"]
     if champ:
@@ -110,6 +121,11 @@ def print_status(st: dict) -> None:
             t = "n/a" if c["threshold"] is None else f"{c['threshold']:.4f}"
             print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {v} {c['op']} {t}  ({c['detail']})")
     print(f"Drift score: {_fmt(st['drift_score']) + ' on ' + st['drift_date'] if st['drift_score'] is not None else 'not measured'}")
+    dq = st.get("data_quality")
+    if dq:
+        rules = ", ".join(f"{r} {n}" for r, n in dq["by_rule"].items()) or "none"
+        print(f"Data quality: {dq['rows_ingested']:,} price rows ingested; {dq['rows_quarantined']} quarantined ({rules}) "
+              f"in {len(dq['tickers_affected'])} tickers; {len(dq['suspected_corporate_actions'])} suspected corporate actions")
 
 
 def summary(s: Settings) -> None:

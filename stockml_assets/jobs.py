@@ -7,7 +7,7 @@ from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
 
 # Daily: the new trading day's data, features, the champion's predictions, drift, and the rare-event watch.
-DAILY = AssetSelection.assets("raw_prices", "market_context", "market_regimes", "feature_matrix",
+DAILY = AssetSelection.assets("raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix",
                               "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
                               "rare_event_watch")
 # Retraining: labels, the archive, training, evaluation, explanations and the gate. It never re-measures

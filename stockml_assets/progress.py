@@ -14,12 +14,21 @@ class _ProgressHandler(logging.Handler):
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
         kind = getattr(event, "event_type_value", None)
+        message = str(meta.get("orig_message") or "")
+        if event is None and message.startswith("progress: "):  # a long step's own progress (per fold)
+            print(f"          {meta.get('step_key') or ''}: {message[len('progress: '):]}", flush=True)
+            return
         if kind not in _SHOWN:
             return
         if kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed:
-                print(f"  check {data.asset_check_key.name} on {data.asset_key.to_user_string()}: FAILED", file=sys.stderr)
+                meta_ = data.metadata or {}
+                why = meta_.get("summary")
+                sev = getattr(getattr(data, "severity", None), "value", "ERROR")
+                print(f"  check {data.asset_check_key.name} on {data.asset_key.to_user_string()}: "
+                      f"{'WARN' if sev == 'WARN' else 'FAILED'}{': ' + str(why.value)[:600] if why is not None else ''}",
+                      file=sys.stderr)
             return
         step = meta.get("step_key") or event.step_key
         if step and (kind == "STEP_FAILURE" or step in _asset_steps()):

@@ -54,6 +54,13 @@ def failure_messages(result) -> list[str]:
             while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
                 err = err.cause
             out.append(f"{ev.step_key}: {err.message.strip()[:2000]}")
+        elif ev.event_type_value == "ASSET_CHECK_EVALUATION":  # a failed blocking check stops the run without a step failure
+            data = ev.event_specific_data
+            if not data.passed and getattr(data.severity, "value", "ERROR") == "ERROR":
+                why = (data.metadata or {}).get("summary")
+                out.append(f"{data.asset_key.to_user_string()}: check {data.asset_check_key.name} failed"
+                           + (f": {str(why.value)[:2000]}" if why is not None else "")
+                           + "; nothing downstream ran, the stored data and the champion are unchanged")
     return out
 
 

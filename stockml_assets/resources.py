@@ -5,13 +5,14 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource, FilesystemIOManager
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from stockml_core.registry import ModelRegistry
-from stockml_core.settings import GateSettings, Settings, TrainingSettings, data_dir_from_env, home_from_env
+from stockml_core.settings import Settings, TrainingSettings, data_dir_from_env, home_from_env
 from stockml_core.warehouse import CONNECTION_CONFIG, Warehouse
 
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
@@ -73,6 +74,8 @@ class StockMLResource(ConfigurableResource):
     end: str | None = None
     fast: bool = False  # smaller models, for tests and quick looks; never the default
     gate: dict[str, float] = {}  # overrides of GateSettings fields, e.g. {"min_sector_accuracy": 0.32}
+    training: dict[str, Any] = {}  # overrides of TrainingSettings fields, e.g. {"n_folds": 3, "rf_trees": 100}
+    quality: dict[str, Any] = {}  # overrides of QualitySettings fields, e.g. {"max_bad_share_day": 0.02}
 
     def settings(self) -> Settings:
         s = Settings(data_dir=Path(self.data_dir), home=Path(self.home),
@@ -81,12 +84,9 @@ class StockMLResource(ConfigurableResource):
         if self.fast:
             s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
                                          xgb_rounds=60, n_folds=3, test_years=3.0))
-        if self.gate:
-            unknown = set(self.gate) - set(GateSettings.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"unknown gate settings {sorted(unknown)}; known: {sorted(GateSettings.__dataclass_fields__)}")
-            s = s.with_(gate=replace(s.gate, **self.gate))
-        return s
+        return s.with_(gate=overridden(s.gate, self.gate, "STOCKML_GATE"),
+                       training=overridden(s.training, self.training, "STOCKML_TRAINING"),
+                       quality=overridden(s.quality, self.quality, "STOCKML_QUALITY"))
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings().warehouse_path)
@@ -94,6 +94,21 @@ class StockMLResource(ConfigurableResource):
     def registry(self) -> ModelRegistry:
         s = self.settings()
         return ModelRegistry(Warehouse(s.warehouse_path), s.artefact_dir)
+
+
+def overridden(section, changes: dict, env: str):
+    """``section`` (a settings dataclass) with ``changes`` applied; an unknown field names the known ones."""
+    if not changes:
+        return section
+    known = set(type(section).__dataclass_fields__)
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown {type(section).__name__} fields {sorted(unknown)} (from {env} or the resource config); "
+                         f"known: {sorted(known)}")
+    return replace(section, **changes)
+
+
+OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY"}
 
 
 def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
@@ -112,8 +127,12 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     # environment (the daemon and the webserver build their definitions from it).
     if "fast" not in kwargs and os.environ.get("STOCKML_FAST") == "1":
         kwargs["fast"] = True
-    if "gate" not in kwargs and os.environ.get("STOCKML_GATE"):
-        kwargs["gate"] = json.loads(os.environ["STOCKML_GATE"])
+    for key, env in OVERRIDES_FROM_ENV.items():  # threshold, training and quality overrides as JSON
+        if key not in kwargs and os.environ.get(env):
+            try:
+                kwargs[key] = json.loads(os.environ[env])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{env} is not JSON ({exc}); e.g. {env}='{{\"field\": value}}'") from None
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),

@@ -91,38 +91,125 @@ def _examples(dates: pd.Series, n: int = 5) -> str:
 
 def load_universe(data_dir: Path, tickers: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Tickers with name and GICS sector."""
+    return load_universe_checked(data_dir, tickers)[0]
+
+
+def load_universe_checked(data_dir: Path, tickers: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list[Repair]]:
+    """Tickers with name and GICS sector, plus the repairs: an empty company name (optional) becomes the ticker."""
     path = _find(data_dir, "sectors")
-    df = pd.read_csv(path, dtype=str)
-    _require(df, ["ticker", "name", "gics_sector"], path)
-    df = df[["ticker", "name", "gics_sector"]]
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    _require(df, ["ticker", "gics_sector"], path)
+    if "name" not in df.columns:
+        df["name"] = ""
+    df = df[["ticker", "name", "gics_sector"]].apply(lambda c: c.str.strip())
     if tickers:
         df = df[df.ticker.isin(tickers)]
-    return df.sort_values("ticker").reset_index(drop=True)
+    repairs: list[Repair] = []
+    unnamed = df.name == ""
+    if unnamed.any():
+        repairs.append(Repair("market_universe", "empty company name", int(unnamed.sum()), "filled with the ticker",
+                              "the name is optional (shown, never modelled); the ticker identifies the company",
+                              ", ".join(df.ticker[unnamed].head(5))))
+        df.loc[unnamed, "name"] = df.ticker[unnamed]
+    return df.sort_values("ticker").reset_index(drop=True), repairs
+
+
+@dataclass(frozen=True)
+class PriceRows:
+    """The price file's rows as read: numbers parsed, the index is the row's position in the file."""
+
+    frame: pd.DataFrame  # PRICE_COLUMNS, sorted by (ticker, date); index: row number in the file (0 = first data line)
+    text: pd.DataFrame | None  # the raw text of price fields that did not parse as numbers (None: all did)
+    repairs: list[Repair]
+
+
+def _parse_dates(values: pd.Series, path: Path) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[ns]")
+    try:
+        return pd.to_datetime(values, format="ISO8601").astype("datetime64[ns]")
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
+        bad = values[parsed.isna()].head(3)
+        raise DataFolderError(
+            f"{path}: the date column is not ISO dates (YYYY-MM-DD): {', '.join(repr(str(v)) for v in bad)} at data line(s) "
+            f"{', '.join(str(i + 1) for i in bad.index)}; write dates as YYYY-MM-DD. Nothing was read.") from None
+
+
+def load_corporate_actions(data_dir: Path) -> pd.DataFrame:
+    """The data folder's optional ``corporate_actions.csv`` (ticker, date, split_ratio: new shares per old share)."""
+    path = data_dir / "corporate_actions.csv"
+    if not path.exists():
+        return pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"),
+                             "split_ratio": pd.Series(dtype="float64")})
+    df = pd.read_csv(path, dtype={"ticker": str})
+    _require(df, ["ticker", "date", "split_ratio"], path)
+    df["date"] = _parse_dates(df["date"], path)
+    df["split_ratio"] = pd.to_numeric(df["split_ratio"], errors="coerce")
+    bad = df[~(df.split_ratio > 0)]
+    if len(bad):
+        raise DataFolderError(f"{path}: split_ratio must be a positive number (rows {list(bad.index + 1)}); e.g. 2 for a 2-for-1 split")
+    return df[["ticker", "date", "split_ratio"]]
+
+
+def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None,
+                    start: str | None = None, end: str | None = None) -> PriceRows:
+    """The price file's rows in [start, end], parsed but not judged (``stockml_core.quality`` screens them).
+
+    A malformed file (missing columns, dates that are not ISO dates) raises ``DataFolderError``. A
+    field that is not a number becomes NaN here and its text is kept, so the screening can quarantine
+    the row with what it said. Splits listed in ``corporate_actions.csv`` are applied (recorded).
+    """
+    from stockml_core.quality import apply_corporate_actions
+
+    path = _find(data_dir, "prices")
+    df = _read_csv(path, "prices")
+    _require(df, PRICE_COLUMNS, path)
+    df = df[PRICE_COLUMNS]
+    if tickers:
+        df = df[df.ticker.isin(tickers)]
+    df = df.assign(date=_parse_dates(df["date"], path))
+    text = {}
+    numbers = {}
+    for col in ["open", "high", "low", "close", "volume"]:
+        if df[col].dtype == object:  # text somewhere in the column
+            text[col] = df[col]
+        numbers[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df = df.assign(**numbers)
+    if start:
+        df = df[df.date >= pd.Timestamp(start)]
+    if end:
+        df = df[df.date <= pd.Timestamp(end)]
+    df = df.sort_values(["ticker", "date"], kind="stable")
+    raw = None
+    if text:
+        raw = pd.DataFrame({c: (text[c] if c in text else pd.Series(np.nan, index=text[next(iter(text))].index))
+                            for c in ["open", "high", "low", "close", "volume"]}).reindex(df.index)
+    repairs: list[Repair] = []
+    actions = load_corporate_actions(data_dir)
+    if len(actions):
+        df, n = apply_corporate_actions(df, actions)
+        repairs.append(Repair(
+            "raw_prices", "corporate actions listed in corporate_actions.csv", n, "prices before each date / ratio, volume x ratio",
+            "the user's own list of splits; the history before a split is brought to the current share count",
+            ", ".join(f"{a.ticker} {a.date:%Y-%m-%d} x{a.split_ratio:g}" for a in actions.head(5).itertuples())))
+    return PriceRows(df, raw, repairs + _price_quirks(df))
 
 
 def load_prices(
     data_dir: Path, tickers: tuple[str, ...] | None = None,
     start: str | None = None, end: str | None = None,
 ) -> tuple[pd.DataFrame, list[Repair]]:
-    """Daily OHLCV rows as stored, plus the record of accepted quirks.
+    """Daily OHLCV rows as read (index reset), plus the record of accepted quirks.
 
-    Price rows are never silently changed: impossible rows (high < low, non-positive prices,
-    duplicates, future dates) are left for the blocking checks to reject with their rows named.
+    Price rows are never silently changed; ``stockml_core.quality.screen_prices`` quarantines the
+    rows that fail a row rule.
     """
-    path = _find(data_dir, "prices")
-    df = _read_csv(path, "prices")
-    _require(df, PRICE_COLUMNS, path)
-    df = df[PRICE_COLUMNS].copy()
-    df["date"] = pd.to_datetime(df["date"])
-    for col in ["open", "high", "low", "close", "volume"]:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    if tickers:
-        df = df[df.ticker.isin(tickers)]
-    if start:
-        df = df[df.date >= pd.Timestamp(start)]
-    if end:
-        df = df[df.date <= pd.Timestamp(end)]
-    df = df.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    rows = read_price_rows(data_dir, tickers, start, end)
+    return rows.frame.reset_index(drop=True), rows.repairs
+
+
+def _price_quirks(df: pd.DataFrame) -> list[Repair]:
     repairs: list[Repair] = []
     zero_volume = df.volume == 0
     if zero_volume.any():
@@ -146,7 +233,7 @@ def load_prices(
         "only companies listed at the end of the sample are present; backtest returns are "
         "biased upward and are reported next to buy-and-hold of the same universe",
     ))
-    return df, repairs
+    return repairs
 
 
 def load_market(

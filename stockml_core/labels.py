@@ -20,17 +20,25 @@ CLASS_NAMES = ("down", "flat", "up")
 MIN_SCALE = 1e-4  # floor of the daily volatility (a flat history would make every move a barrier touch)
 
 
-def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None) -> pd.DataFrame:
-    """One label per (ticker, date), sorted by (ticker, date); see the module docstring."""
+def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None,
+                   holes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One label per (ticker, date), sorted by (ticker, date); see the module docstring.
+
+    ``holes`` (ticker, date): quarantined trading days. A label whose forward path, volatility or
+    past return would span one is NaN (the ticker's history is cut there), never bridged.
+    """
+    from stockml_core.quality import segment_ids
+
     s = settings or LabelSettings()
     p = prices.sort_values(["ticker", "date"]).reset_index(drop=True)
     close = p.close.to_numpy(dtype="float64")
-    by = p.groupby("ticker", sort=False).close
+    segment = segment_ids(p, holes)
+    by = p.groupby(segment, sort=False).close
     # Forward path: the return from t to t+j for j = 1..h, one column each (NaN past the data).
     path = np.column_stack([by.shift(-j).to_numpy(dtype="float64") / close - 1.0 for j in range(1, s.horizon + 1)])
     fwd_return = path[:, -1]
     daily = by.pct_change()
-    vol = daily.groupby(p.ticker, sort=False).rolling(s.vol_window, min_periods=s.vol_window).std()
+    vol = daily.groupby(segment, sort=False).rolling(s.vol_window, min_periods=s.vol_window).std()
     vol = vol.reset_index(level=0, drop=True).sort_index().to_numpy()
     scale = np.maximum(vol, MIN_SCALE) * np.sqrt(s.horizon)
     barrier = s.threshold * scale

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +21,8 @@ from stockml_core.splits import Fold
 def _check_classes(y: np.ndarray, what: str) -> None:
     missing = sorted(set(CLASSES) - set(np.unique(y).astype(int)))
     if missing:
-        raise ValueError(f"{what}: training rows lack classes {missing}; widen the training window")
+        raise ValueError(f"{what}: training rows lack classes {missing}; widen the training window "
+                         "(TrainingSettings.recent_years, or fewer folds: n_folds, via STOCKML_TRAINING)")
 
 
 def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> RandomForestClassifier:
@@ -46,14 +49,37 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings
 FITTERS = {"rf": fit_random_forest, "xgb": fit_xgboost}
 
 
+class FitProgress:
+    """One line per finished fit of a model: rows, elapsed time and an estimate of the time left.
+
+    The estimate assumes fit time proportional to training rows (trees: close to it).
+    """
+
+    def __init__(self, kind: str, rows_per_fit: list[int], sink: Callable[[str], None] | None) -> None:
+        self.kind, self.rows, self.sink = kind, rows_per_fit, sink
+        self.started = time.perf_counter()
+
+    def done(self, i: int, rows: int) -> None:
+        if self.sink is None:
+            return
+        elapsed = time.perf_counter() - self.started
+        fitted = sum(self.rows[:i + 1])
+        left = elapsed / max(fitted, 1) * sum(self.rows[i + 1:])
+        what = f"fold {i + 1}/{len(self.rows) - 1}" if i < len(self.rows) - 1 else "final fit"
+        self.sink(f"{self.kind} {what}: {rows:,} training rows, {elapsed:.0f} s elapsed, ~{left:.0f} s left")
+
+
 def out_of_fold(
     kind: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, folds: list[Fold], s: TrainingSettings,
+    progress: FitProgress | None = None,
 ) -> np.ndarray:
     """Out-of-fold class probabilities (NaN on rows that are in no test block)."""
     oof = np.full((len(X), len(CLASSES)), np.nan)
-    for f in folds:
+    for i, f in enumerate(folds):
         model = FITTERS[kind](X[f.train_idx], y[f.train_idx], w[f.train_idx], s)
         oof[f.test_idx] = model.predict_proba(X[f.test_idx])
+        if progress is not None:
+            progress.done(i, len(f.train_idx))
     return oof
 
 

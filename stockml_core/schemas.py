@@ -51,6 +51,22 @@ class RawPricesSchema(pa.DataFrameModel):
         return df.date <= pd.Timestamp.now().normalize()
 
 
+class QuarantinedPricesSchema(pa.DataFrameModel):
+    """Price rows kept out of every model: one row per (input row, rule failed), with the values as read and the fix."""
+
+    ticker: Series[str] = pa.Field(description="ticker as in the price file")
+    date: Series[pd.Timestamp] = pa.Field(description="date as in the price file")
+    rule: Series[str] = pa.Field(description="the row rule failed (stockml_core.quality.RULES)")
+    detail: Series[str] = pa.Field(description="the values or evidence that fail it")
+    fix: Series[str] = pa.Field(description="how to fix the row at its source")
+    open: Series[float] = pa.Field(nullable=True)
+    high: Series[float] = pa.Field(nullable=True)
+    low: Series[float] = pa.Field(nullable=True)
+    close: Series[float] = pa.Field(nullable=True)
+    volume: Series[float] = pa.Field(nullable=True)
+    source_row: Series[int] = pa.Field(ge=0, description="data line of the price file (0 = first line after the header)")
+
+
 class MarketContextSchema(pa.DataFrameModel):
     """S&P 500, VIX and 10-year yield per NYSE trading day (S&P OHLV may be empty, see repairs)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,11 +73,33 @@ def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:
             for k in ["source", "regime", "sector", "event"] if k in ts}
 
 
+def test_span_years(ts: pd.DataFrame, s: Settings) -> float:
+    """The walk-forward test span: ``test_years``, shortened on a short history to ``max_test_share`` of
+    the trainable span (so the first fold still trains on the rest).
+
+    Raises ``ValueError`` naming the minimum when the trainable span is below ``min_history_years``.
+    """
+    t = s.training
+    span = (ts.date.max() - ts.date.min()).days / 365.25 if len(ts) else 0.0
+    if span < t.min_history_years:
+        raise ValueError(
+            f"the training set spans {span:.2f} years of trainable rows (labelled, every feature past its warm-up of up to "
+            f"{_max_lookback()} rows); the walk-forward evaluation needs at least {t.min_history_years:g} years "
+            "(TrainingSettings.min_history_years, STOCKML_TRAINING='{\"min_history_years\": ...}'): provide a longer history")
+    return min(t.test_years, t.max_test_share * span)
+
+
+def _max_lookback() -> int:
+    from stockml_core.features import MAX_LOOKBACK
+
+    return MAX_LOOKBACK
+
+
 def folds_for(ts: pd.DataFrame, s: Settings) -> list[Fold]:
-    """Purged walk-forward folds over the last ``test_years`` of the training set (expanding, or
+    """Purged walk-forward folds over the last ``test_span_years`` of the training set (expanding, or
     sliding over ``train_window_days`` trading days)."""
     last = ts.date.max()
-    test_start = last - pd.DateOffset(days=int(round(s.training.test_years * 365.25)))
+    test_start = last - pd.DateOffset(days=int(round(test_span_years(ts, s) * 365.25)))
     return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon,
                                train_window=s.training.train_window_days)
 
@@ -98,12 +121,19 @@ class BaseModelResult:
     folds: list[Fold]
 
 
-def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings) -> BaseModelResult:
+def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings,
+                     progress: Callable[[str], None] | None = None) -> BaseModelResult:
+    """Fit ``kind`` on every walk-forward fold (out-of-fold probabilities), then on the whole set.
+
+    ``progress`` receives one line per fit: rows, elapsed seconds and an estimate of the time left.
+    """
     X = ts[feature_names].to_numpy(dtype="float32")
     y, w = ts.label.to_numpy(), ts.weight.to_numpy()
     folds = folds_for(ts, s)
-    oof = models.out_of_fold(kind, X, y, w, folds, s.training)
+    report = models.FitProgress(kind, [len(f.train_idx) for f in folds] + [len(X)], progress)
+    oof = models.out_of_fold(kind, X, y, w, folds, s.training, report)
     final = models.FITTERS[kind](X, y, w, s.training)
+    report.done(len(folds), len(X))
     return BaseModelResult(kind, final, oof, folds)
 
 

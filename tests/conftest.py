@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # DESIGN.md's asset graph: asset -> group.
 DESIGN_GROUPS: dict[str, list[str]] = {
-    "ingestion": ["market_universe", "raw_prices", "market_context"],
+    "ingestion": ["market_universe", "raw_prices", "quarantined_prices", "market_context"],
     "regimes": ["market_regimes"],
     "archive": ["rare_event_catalog", "rare_event_archive"],
     "features": ["feature_matrix", "labels"],

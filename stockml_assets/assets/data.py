@@ -7,6 +7,9 @@ from datetime import timedelta
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetIn,
@@ -14,6 +17,7 @@ from dagster import (
     Failure,
     FreshnessPolicy,
     Jitter,
+    MaterializeResult,
     MetadataValue,
     RetryPolicy,
     asset,
@@ -30,6 +34,7 @@ from stockml_assets.resources import (
     record_captured_event,
 )
 from stockml_core import data as core_data
+from stockml_core import quality
 from stockml_core.events import build_archive, build_catalog
 from stockml_core.features import (
     ENGINE_VERSION,
@@ -37,6 +42,7 @@ from stockml_core.features import (
     FEATURE_NAMES,
     compute_features_since,
     registry_frame,
+    row_positions,
     warmup_violations,
 )
 from stockml_core.labels import compute_labels
@@ -46,6 +52,7 @@ from stockml_core.schemas import (
     MarketContextSchema,
     MarketRegimesSchema,
     MarketUniverseSchema,
+    QuarantinedPricesSchema,
     RareEventArchiveSchema,
     RareEventCatalogSchema,
     RawPricesSchema,
@@ -61,19 +68,17 @@ FEED_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, ji
 DAILY_FRESHNESS = FreshnessPolicy.cron(deadline_cron="0 20 * * 1-5", lower_bound_delta=timedelta(hours=4), timezone=NEW_YORK)
 
 
-def warmup_check(features: pd.DataFrame, prior_rows: pd.Series) -> tuple[str, pd.DataFrame]:
-    """Every feature is finite after its warm-up (lookback from the feature registry)."""
-    return "features_finite_after_warmup", warmup_violations(features, prior_rows)
-
-
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketUniverseSchema), **TABLE)
 def market_universe(context: AssetExecutionContext, stockml: StockMLResource) -> pd.DataFrame:
-    """Tickers with name and GICS sector, from the data folder's sectors.csv."""
+    """Tickers with name and GICS sector, from the data folder's sectors.csv (a missing name is the ticker)."""
     s = stockml.settings()
-    df = core_data.load_universe(s.data_dir, s.tickers)
+    df, repairs = core_data.load_universe_checked(s.data_dir, s.tickers)
+    for r in repairs:
+        context.log.warning(f"market_universe: {r.rows} {r.quirk}: {r.action} ({r.examples})")
     add_metadata(context, {
         "dagster/row_count": len(df), "sectors": df.gics_sector.nunique(),
         "tickers by sector": md_table(df.groupby("gics_sector").ticker.apply(", ".join).reset_index()),
+        "repairs": md_table(core_data.repairs_frame(repairs)),
     })
     return df
 
@@ -81,26 +86,63 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
        **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE)
 def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame) -> pd.DataFrame:
-    """Daily OHLCV per (ticker, date) for the run's trading days, validated before it is stored.
+    """Daily OHLCV per (ticker, date) for the run's trading days: the rows that pass every row rule.
 
-    Blocking gates, evaluated on exactly the days the run writes: Pandera RawPricesSchema (positive
-    prices, high >= low, open/close in range, no duplicates, no future dates) and every ticker in
-    market_universe. Bad rows fail the step with the rows named, so the last good partitions stay and
-    nothing downstream runs. A day the data folder does not have yet fails with a retry (the feed may
-    be late).
+    Rows failing a row rule (impossible OHLC, missing or non-numeric fields, duplicates, future or
+    non-trading dates, unknown tickers) and likely corporate-action errors are quarantined into the
+    warehouse's ``quarantined_prices`` table with their rule, values and fix; the good rows go on.
+    A broken feed (bad rows above the QualitySettings limits) or a malformed file fails the step:
+    nothing is stored, the last good partitions and the champion stay. A day the data folder does not
+    have yet fails with a retry (the feed may be late).
     """
     s = stockml.settings()
     first, last = run_days(context)
-    df, repairs = core_data.load_prices(s.data_dir, s.tickers, s.start, s.end)
-    df = df[(df.date >= first) & (df.date <= last)].reset_index(drop=True)
-    if df.empty:
+    try:
+        rows = core_data.read_price_rows(s.data_dir, s.tickers, s.start, s.end)
+    except core_data.DataFolderError as exc:  # a malformed file is no late feed: no retry
+        raise Failure(description=f"raw_prices: {exc}", allow_retries=False) from None
+    screening = quality.screen_run(rows, market_universe.ticker, first, last, pd.Timestamp.now().normalize(), s.quality)
+    if screening.rows_checked == 0:
         raise Failure(description=f"no prices for {first:%Y-%m-%d}..{last:%Y-%m-%d} in {s.data_dir}: the feed has "
                                   "not delivered these days yet. Nothing was stored; the run retries, and the next "
                                   "daily run picks the days up once they arrive.")
-    orphans = df.loc[~df.ticker.isin(market_universe.ticker), ["ticker", "date"]]
+    reasons = quality.refusals(screening, s.quality)
+    if reasons:
+        raise Failure(description=quality.refusal_message(screening, reasons), allow_retries=False,
+                      metadata={"quarantine_would_be": md_table(screening.quarantined, limit=50),
+                                "bad rows by rule and ticker": md_table(screening.counts(), limit=50)})
+    df = screening.good
     add_metadata(context, {"dagster/row_count": len(df), "tickers": df.ticker.nunique(), "days": df.date.nunique(),
-                           **date_range(df), "repairs": md_table(core_data.repairs_frame(repairs))})
-    return validated(context, "raw_prices", df, RawPricesSchema, ("every_ticker_has_sector (add them to sectors.csv)", orphans))
+                           **date_range(df), "repairs": md_table(core_data.repairs_frame(rows.repairs)),
+                           "rows_quarantined": int(screening.quarantined[["ticker", "date"]].drop_duplicates().shape[0]),
+                           "quarantined (first rows)": md_table(screening.quarantined.drop(columns="fix"), limit=20)})
+    df = validated(context, "raw_prices", df, RawPricesSchema)
+    quality.QuarantineStore(stockml.warehouse()).replace(first, last, screening.quarantined)
+    return df
+
+
+@asset(group_name="ingestion", kinds={"duckdb"}, deps=[AssetDep("raw_prices")], pool=DUCKDB_POOL,
+       metadata=column_schema(QuarantinedPricesSchema),
+       check_specs=[AssetCheckSpec("no_quarantined_prices", asset="quarantined_prices", blocking=False,
+                                   description="WARN when price rows are quarantined: counts per rule and ticker, the first rows")])
+def quarantined_prices(context: AssetExecutionContext, stockml: StockMLResource) -> MaterializeResult:
+    """Every price row kept out of the models, with its rule, values and fix (the warehouse's quarantined_prices).
+
+    Written by raw_prices for the days it ingests; the features and labels treat each quarantined
+    trading day as a break in the ticker's history (windows spanning it are NaN).
+    """
+    store = quality.QuarantineStore(stockml.warehouse())
+    q = store.read()
+    by_rule = q.groupby("rule").agg(rows=("ticker", "size"), tickers=("ticker", "nunique")).reset_index()
+    counts = quality.Screening(q.iloc[:0], q, 0).counts()
+    meta = {"dagster/row_count": len(q), "rows quarantined by rule": md_table(by_rule),
+            "by rule and ticker": md_table(counts, limit=50), "first rows": md_table(q.drop(columns="fix"), limit=20),
+            "summary": MetadataValue.json(store.summary())}
+    check = AssetCheckResult(check_name="no_quarantined_prices", passed=q.empty, severity=AssetCheckSeverity.WARN,
+                             metadata={"summary": quality.summary_line(q), "rows": len(q), "by rule": md_table(by_rule),
+                                       "by rule and ticker": md_table(counts, limit=50),
+                                       "first rows": md_table(q.drop(columns="fix"), limit=20)})
+    return MaterializeResult(metadata=meta, check_results=[check])
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(MarketContextSchema), **PARTITION_EXPR},
@@ -186,38 +228,48 @@ FEATURE_REGISTRY_METADATA = {
 @asset(group_name="features", kinds={"pandas", "duckdb"},
        metadata={**column_schema(FeatureMatrixSchema), **PARTITION_EXPR, **FEATURE_REGISTRY_METADATA},
        ins={"raw_prices": AssetIn(partition_mapping=FEATURE_HISTORY), "market_context": AssetIn(partition_mapping=FEATURE_HISTORY)},
-       **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
-def feature_matrix(context: AssetExecutionContext, raw_prices: pd.DataFrame,
+       deps=[AssetDep("quarantined_prices")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
                    market_context: pd.DataFrame, market_universe: pd.DataFrame):
     """One row per (ticker, date) with every registered feature, each using data up to its date.
 
     A run computes only its own trading days, reading each ticker's last MAX_LOOKBACK rows before
     the first of them from the stored price partitions: the daily run computes one day, a backfill
-    of history is one vectorized run. Equal to a full recompute (tested).
+    of history is one vectorized run. Equal to a full recompute (tested). A quarantined trading day
+    breaks its ticker's history: every window spanning it is NaN, as in a warm-up.
     """
     first, last = run_days(context)
     sectors = market_universe[["ticker", "gics_sector"]]
     started = time.perf_counter()
-    prices = raw_prices[raw_prices.date <= last]
-    prior = prices[prices.date < first].groupby("ticker").size()
-    df = compute_features_since(prices, first, market_context[market_context.date <= last], sectors)
+    holes = quality.QuarantineStore(stockml.warehouse()).holes(last)
+    prices = raw_prices[raw_prices.date <= last].sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+    positions = row_positions(prices, holes)[(prices.date >= first).to_numpy()]
+    df = compute_features_since(prices, first, market_context[market_context.date <= last], sectors, holes=holes)
     elapsed = time.perf_counter() - started
     add_metadata(context, {
         "dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
-        "history_rows_read": len(prices), "compute_seconds": round(elapsed, 3), "engine_version": ENGINE_VERSION})
-    return validated(context, "feature_matrix", df, FeatureMatrixSchema, warmup_check(df, prior))
+        "history_rows_read": len(prices), "quarantine_breaks": len(holes), "compute_seconds": round(elapsed, 3),
+        "engine_version": ENGINE_VERSION})
+    return validated(context, "feature_matrix", df, FeatureMatrixSchema,
+                     ("features_finite_after_warmup", warmup_violations(df, positions=positions)))
 
 
-@asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema), **TABLE)
+@asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema),
+       deps=[AssetDep("quarantined_prices")], **TABLE)
 def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame) -> pd.DataFrame:
-    """Forward-horizon classes (down / flat / up), scaled by trailing volatility, with the forward return."""
+    """Forward-horizon classes (down / flat / up), scaled by trailing volatility, with the forward return.
+
+    A label whose forward path or volatility window spans a quarantined trading day is NaN.
+    """
     s = stockml.settings().labels
-    df = compute_labels(raw_prices, s)
+    holes = quality.QuarantineStore(stockml.warehouse()).holes()
+    df = compute_labels(raw_prices, s, holes)
     mix = df.label.value_counts(normalize=True).sort_index()
     add_metadata(context, {
         "dagster/row_count": len(df), "horizon_days": s.horizon, "threshold_sigma": s.threshold,
         "class_mix": MetadataValue.json({n: round(float(mix.get(float(i), 0.0)), 4) for i, n in enumerate(["down", "flat", "up"])}),
         "unlabelled_rows (horizon runs past data)": int(df.label.isna().sum()),
+        "quarantine_breaks": len(holes),
     })
     return df
 

@@ -48,6 +48,7 @@ from stockml_core.schemas import (
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
+PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
 
 
 @asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema), **TABLE)
@@ -77,7 +78,7 @@ def _fold_table(result: training.BaseModelResult) -> pd.DataFrame:
 
 
 def _base_model(kind: str, context: AssetExecutionContext, stockml: StockMLResource, ts: pd.DataFrame):
-    result = training.train_base_model(kind, ts, FEATURE_NAMES, stockml.settings())
+    result = training.train_base_model(kind, ts, FEATURE_NAMES, stockml.settings(), progress=lambda m: context.log.info(PROGRESS + m))
     rows = np.isfinite(result.oof).all(axis=1)
     m = classification_metrics(ts.label.to_numpy()[rows], result.oof[rows])
     context.add_output_metadata({"walk-forward folds": md_table(_fold_table(result)),

@@ -39,11 +39,12 @@ from stockml_core.features.registry import (
     markdown_table,
     registry_frame,
 )
+from stockml_core.quality import segment_starts
 
 __all__ = [
     "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "SECTOR_FEATURES",
     "ENGINE_VERSION", "FeatureSpec", "compute_features", "compute_features_since", "feature_spec", "history_fingerprint",
-    "markdown_table", "registry_frame", "update_features", "warmup_violations",
+    "markdown_table", "registry_frame", "row_positions", "update_features", "warmup_violations",
 ]
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -248,14 +249,16 @@ def _families(families) -> tuple[str, ...]:
 
 
 def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
-                     sectors: pd.DataFrame | None = None, families=None) -> pd.DataFrame:
+                     sectors: pd.DataFrame | None = None, families=None, holes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Compute every registry feature for each (ticker, date) row, using only data up to that date.
 
     Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
     ``families`` (default: all of ``FAMILIES``) restricts the columns to those families' features, in
     registry order. The per-ticker families share one kernel pass, so leaving some of them out saves
     their storage, not their arithmetic; leaving out ``beta``, ``market`` or ``cross_section`` skips
-    those stages.
+    those stages. ``holes`` (ticker, date): quarantined trading days (``stockml_core.quality``); each
+    breaks its ticker's history there, so every per-ticker window that would span it is NaN, exactly
+    as during a warm-up (the history restarts after the hole).
     """
     families = _families(families)
     names, rows, n_rows, cs_src, cs_kind, cs_dst = _layout(families)
@@ -265,17 +268,17 @@ def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
     dates = frame["date"].to_numpy()
     out = np.empty((n_rows, n), dtype=np.float32)
     if n:
-        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out)
+        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out, holes)
     df = pd.DataFrame(out[:len(names)].T, columns=names, copy=False)
     df.insert(0, "date", dates)
     df.insert(0, "ticker", tickers)
     return df
 
 
-def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out) -> None:
+def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out,
+          holes=None) -> None:
     n = len(frame)
-    is_start = np.ones(n, dtype=bool)
-    is_start[1:] = ticker_codes[1:] != ticker_codes[:-1]
+    is_start = segment_starts(ticker_codes, dates, _coded_holes(holes, ticker_names))
     starts = np.append(np.flatnonzero(is_start), n).astype(np.int64)
     date_codes, unique_dates = pd.factorize(dates, sort=True)
     date_codes = date_codes.astype(np.int64)
@@ -307,11 +310,32 @@ def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, r
         kernels.cross_section(out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, n_sectors, _CS_CHUNK)
 
 
+def _coded_holes(holes: pd.DataFrame | None, ticker_names: np.ndarray) -> pd.DataFrame | None:
+    """Holes with the ticker replaced by its code in ``ticker_names`` (the kernel's ticker key)."""
+    if holes is None or holes.empty:
+        return None
+    code = pd.Series(np.arange(len(ticker_names)), index=pd.Index(ticker_names))
+    h = holes[holes["ticker"].isin(code.index)]
+    return pd.DataFrame({"ticker": code.loc[h["ticker"]].to_numpy(), "date": pd.to_datetime(h["date"]).to_numpy()})
+
+
+def row_positions(prices: pd.DataFrame, holes: pd.DataFrame | None = None) -> np.ndarray:
+    """Per row of ``prices`` sorted by (ticker, date): its row index since the ticker's start or its last hole.
+
+    The warm-up axis of the per-ticker features (``warmup_violations(positions=...)``).
+    """
+    frame, codes, names = _prepare(prices)
+    starts = segment_starts(codes, frame["date"].to_numpy(), _coded_holes(holes, names))
+    seg = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    return np.arange(len(frame)) - first[seg]
+
+
 # ------------------------------------------------------------------------------------ incremental
 
 
 def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | None = None,
-                           sectors: pd.DataFrame | None = None) -> pd.DataFrame:
+                           sectors: pd.DataFrame | None = None, holes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Features of the rows dated >= ``since`` only, from each ticker's last ``MAX_LOOKBACK`` rows before.
 
     Equal to ``compute_features(prices, ...)`` restricted to those rows: every per-ticker feature
@@ -327,7 +351,7 @@ def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | N
     row = np.arange(len(frame))
     first_new = pd.Series(np.where(new, row, np.iinfo(np.int64).max)).groupby(ticker_codes).transform("min")
     keep = row >= first_new.to_numpy() - MAX_LOOKBACK
-    part = compute_features(frame[keep], market, sectors)
+    part = compute_features(frame[keep], market, sectors, holes=holes)
     return part[part["date"] >= since].reset_index(drop=True)
 
 
@@ -379,11 +403,14 @@ def history_fingerprint(prices: pd.DataFrame, market: pd.DataFrame | None, until
 # ------------------------------------------------------------------------------------- validation
 
 
-def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = None) -> pd.DataFrame:
+def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = None,
+                      positions: np.ndarray | None = None) -> pd.DataFrame:
     """List (ticker, date, feature) rows where a feature is non-finite at or after its warm-up.
 
     ``prior_rows`` (per ticker) counts each ticker's rows before ``features``' first, when
     ``features`` is a slice of days (a partition) rather than each ticker's whole history.
+    ``positions`` (per row of ``features`` in (ticker, date) order) gives each row's warm-up position
+    directly (``row_positions``: a quarantined hole restarts it).
 
     The warm-up is checked on the ticker's row index for every feature (for market features this
     holds when the market calendar covers the stock's). Optional-input features
@@ -396,7 +423,9 @@ def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = Non
         return empty
     frame = features.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
     pos = frame.groupby("ticker", sort=False).cumcount().to_numpy()
-    if prior_rows is not None:
+    if positions is not None:
+        pos = np.asarray(positions)
+    elif prior_rows is not None:
         pos = pos + frame["ticker"].map(prior_rows).fillna(0).to_numpy(dtype=np.int64)
     tickers = frame["ticker"].to_numpy()
     dates = frame["date"].to_numpy()
