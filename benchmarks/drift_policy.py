@@ -39,7 +39,7 @@ from stockml_core.drift import (  # noqa: E402
 )
 from stockml_core.features import FEATURE_NAMES, compute_features  # noqa: E402
 from stockml_core.regimes import compute_regimes  # noqa: E402
-from stockml_core.settings import DEFAULT_DATA_DIR, DriftSettings  # noqa: E402
+from stockml_core.settings import SAMPLE_DATA_DIR, DriftSettings  # noqa: E402
 
 MAX_DELAY = 5  # trading days from onset to trigger
 QUIET_BUDGET = 1.0  # triggers per 250 quiet trading days
@@ -130,7 +130,7 @@ def _parse_set(items: list[str], s: DriftSettings) -> DriftSettings:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data", type=Path, default=SAMPLE_DATA_DIR)
     ap.add_argument("--start", default="1990-01-01")
     ap.add_argument("--end", default="2017-12-31")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))

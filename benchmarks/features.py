@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` and ``stoc
 from stockml_core.data import load_market, load_prices, load_universe  # noqa: E402
 from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features  # noqa: E402
 
-DATA = ROOT / "data"
+DATA = ROOT / "data" / "sample"
 OHLCV = ["open", "high", "low", "close", "volume"]
 TARGET_TA_RATIO = 100.0
 TARGET_ROWS_PER_S = 1_000_000

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.calendar import nyse_holidays
-from stockml_core.settings import DEFAULT_DATA_DIR
+from stockml_core.settings import BUNDLED_RARE_EVENTS
 
 PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "volume"]
 MAX_FILL_DAYS = 5  # longer gaps are not carried forward: a stale value would pose as news
@@ -370,7 +370,7 @@ def load_rare_events(data_dir: Path) -> pd.DataFrame:
     """The historical rare-event catalog of a data folder (``rare_events.csv``)."""
     path = data_dir / "rare_events.csv"
     if not path.exists():  # a user's folder without its own catalog uses the bundled one
-        path = DEFAULT_DATA_DIR / "rare_events.csv"
+        path = BUNDLED_RARE_EVENTS
     df = pd.read_csv(path, dtype=str)
     _require(df, ["name", "start", "end", "description"], path)
     df["start"] = pd.to_datetime(df["start"])

@@ -186,9 +186,10 @@ def corporate_action_suspects(df: pd.DataFrame, s: QualitySettings) -> pd.DataFr
 
     # Reversal: |move| >= threshold at i, and some close within reversal_days after it is back
     # within reversal_back (log) of the close before the move.
-    big = np.flatnonzero(np.abs(move) >= s.reversal_move)
-    for i in big:  # the big moves are few (dozens in a million rows)
-        for j in range(1, s.reversal_days + 1):
+    smallest = min(s.reversal_move, -np.log1p(-s.spinoff_gap), np.log(min(SPLIT_RATIOS)) - 2 * s.split_tolerance)
+    big = np.flatnonzero(np.abs(move) >= smallest)
+    for i in big:  # the big moves are few (a few hundred in a million rows)
+        for j in range(1, s.reversal_days + 1 if abs(move[i]) >= s.reversal_move else 1):
             k = i + j
             if k >= n or t[k] != t[i]:
                 break
@@ -322,7 +323,8 @@ def summary_line(q: pd.DataFrame) -> str:
 
 def holes(quarantined: pd.DataFrame) -> pd.DataFrame:
     """The (ticker, date) trading days a quarantine leaves without a usable price (breaks of the series)."""
-    q = quarantined[quarantined.rule.map(lambda r: RULES[r].hole)]
+    hole_rules = [name for name, rule in RULES.items() if rule.hole]
+    q = quarantined.loc[quarantined.rule.isin(hole_rules).to_numpy(dtype=bool)]
     return q[["ticker", "date"]].drop_duplicates().reset_index(drop=True)
 
 

@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+DATA_ROOT = PROJECT_ROOT / "data"
+BROAD_DATA_DIR = DATA_ROOT / "us-broad"  # 258 real US stocks 1995-2017 with their real bad rows: the default
+SAMPLE_DATA_DIR = DATA_ROOT / "sample"  # 33 real US stocks 1990-2017: the fast tests' data
+DEFAULT_DATA_DIR = BROAD_DATA_DIR
+BUNDLED_RARE_EVENTS = DATA_ROOT / "rare_events.csv"  # used when a data folder has no rare_events.csv of its own
 
 
 def data_dir_from_env() -> Path:
-    """The market data folder: ``STOCKML_DATA_DIR`` or the embedded sample in ``data/``."""
+    """The market data folder: ``STOCKML_DATA_DIR`` or the embedded ``data/us-broad``."""
     return Path(os.environ.get("STOCKML_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
 def home_from_env() -> Path:
     """Runtime state (warehouse, model artefacts): ``STOCKML_HOME`` or ``data/runtime``."""
-    return Path(os.environ.get("STOCKML_HOME") or DEFAULT_DATA_DIR / "runtime").resolve()
+    return Path(os.environ.get("STOCKML_HOME") or DATA_ROOT / "runtime").resolve()
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ class QualitySettings:
     max_bad_share_day: float = 0.01  # refuse when more than this share of one day's tickers fail (at least 1 allowed)
     detect_corporate_actions: bool = True
     # Detection thresholds, checked on us-broad's 48 daily moves beyond +/-40% (crashes, takeovers, news):
-    # none of them is flagged; a planted LNT-like print and a planted unadjusted split are (tests).
+    # none of them is flagged; the one suspect in its 1.09M rows is real (UNP 1996-10-16, -33% overnight on
+    # 1.9x volume: the Union Pacific Resources spin-off, unadjusted); planted LNT-like prints and unadjusted
+    # splits are flagged (tests/test_quality.py).
     # Looser reversal rules (|move| 0.35, 3 days, back within 10%) flagged seven real 2008 crisis
     # round trips (AIG, KEY, UNM, WYN, ...), and 2 days still AIG 2008-09-17 (-45%, +31%, +43%): a
     # bad print comes back the next day and almost exactly.

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from stockml_core.settings import DEFAULT_DATA_DIR
+from stockml_core.settings import BUNDLED_RARE_EVENTS, SAMPLE_DATA_DIR
 
 warnings.filterwarnings("ignore", category=UserWarning)
 # The suite shares 2 cores with the daemon scenario running in the background: OpenMP threads (XGBoost)
@@ -39,7 +39,7 @@ LENIENT_GATE = {"accuracy_margin": -1.0, "balanced_accuracy_margin": -1.0, "cras
                 "min_sector_accuracy": 0.0, "max_drift_score": 1.0, "max_relative_degradation": 1.0}
 
 
-def slice_config(home: Path, data_dir: Path = DEFAULT_DATA_DIR, **overrides) -> dict:
+def slice_config(home: Path, data_dir: Path = SAMPLE_DATA_DIR, **overrides) -> dict:
     cfg = {"home": home, "data_dir": data_dir, "tickers": SLICE_TICKERS, "start": SLICE_START, "fast": True,
            "gate": LENIENT_GATE}
     cfg.update(overrides)
@@ -143,15 +143,15 @@ def home_copy(materialized, tmp_path) -> Path:
 def write_slice_folder(dst: Path, tickers=SLICE_TICKERS, start=SLICE_START, end=None) -> pd.DataFrame:
     """A data folder in the documented layout holding a slice of the real sample; returns its prices."""
     dst.mkdir(parents=True, exist_ok=True)
-    prices = pd.read_csv(DEFAULT_DATA_DIR / "prices.csv.gz")
+    prices = pd.read_csv(SAMPLE_DATA_DIR / "prices.csv.gz")
     prices = prices[prices.ticker.isin(tickers) & (prices.date >= start)]
     if end:
         prices = prices[prices.date <= end]
     prices.to_csv(dst / "prices.csv", index=False)
-    sectors = pd.read_csv(DEFAULT_DATA_DIR / "sectors.csv")
+    sectors = pd.read_csv(SAMPLE_DATA_DIR / "sectors.csv")
     sectors[sectors.ticker.isin(tickers)].to_csv(dst / "sectors.csv", index=False)
-    shutil.copy(DEFAULT_DATA_DIR / "market.csv.gz", dst / "market.csv.gz")
-    shutil.copy(DEFAULT_DATA_DIR / "rare_events.csv", dst / "rare_events.csv")
+    shutil.copy(SAMPLE_DATA_DIR / "market.csv.gz", dst / "market.csv.gz")
+    shutil.copy(BUNDLED_RARE_EVENTS, dst / "rare_events.csv")
     return prices
 
 

@@ -9,7 +9,7 @@ from stockml_assets.resources import StockMLResource, captured_events, record_ca
 from stockml_core.calendar import trading_days
 from stockml_core.data import load_rare_events
 from stockml_core.events import capture_candidate, overlapping
-from stockml_core.settings import DEFAULT_DATA_DIR, CaptureSettings
+from stockml_core.settings import SAMPLE_DATA_DIR, CaptureSettings
 
 # ------------------------------------------------------------------------------------ partitions
 
@@ -93,8 +93,8 @@ def test_capture_uses_no_later_day() -> None:
 
 
 def test_captured_events_are_stored_once_and_never_overlapping(tmp_path) -> None:
-    stockml = StockMLResource(data_dir=str(DEFAULT_DATA_DIR), home=str(tmp_path))
-    historical = load_rare_events(DEFAULT_DATA_DIR)
+    stockml = StockMLResource(data_dir=str(SAMPLE_DATA_DIR), home=str(tmp_path))
+    historical = load_rare_events(SAMPLE_DATA_DIR)
     assert captured_events(stockml).empty
     event = {"name": "captured_2018_02_05", "start": "2018-02-05", "end": "2018-02-09", "description": "test"}
     assert record_captured_event(stockml, event, historical)[0]

@@ -10,7 +10,7 @@ import pytest
 
 from stockml_core.calendar import is_trading_day, nyse_holidays, trading_days
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 @pytest.fixture(scope="module")

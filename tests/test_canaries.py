@@ -18,7 +18,7 @@ import pytest
 
 from stockml_core import data as core_data
 from stockml_core.canary import canary_settings, evaluation_cycle, quick_features, random_walk_market
-from stockml_core.settings import DEFAULT_DATA_DIR
+from stockml_core.settings import SAMPLE_DATA_DIR
 
 NAMES = quick_features(every=6)
 FAST = {"rf_trees": 20, "xgb_rounds": 25}
@@ -35,9 +35,9 @@ def test_random_walk_has_no_signal() -> None:
 
 
 def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:
-    prices, _ = core_data.load_prices(DEFAULT_DATA_DIR, None, "2008-01-01")
-    market, _ = core_data.load_market(DEFAULT_DATA_DIR, "2008-01-01")
-    universe = core_data.load_universe(DEFAULT_DATA_DIR)
+    prices, _ = core_data.load_prices(SAMPLE_DATA_DIR, None, "2008-01-01")
+    market, _ = core_data.load_market(SAMPLE_DATA_DIR, "2008-01-01")
+    universe = core_data.load_universe(SAMPLE_DATA_DIR)
     h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=4.0, **FAST), shuffle_seed=3,
                             feature_names=NAMES)
     assert h["n"] > 15_000

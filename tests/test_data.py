@@ -20,9 +20,9 @@ from stockml_core.data import (
     load_universe,
     repairs_frame,
 )
-from stockml_core.settings import DEFAULT_DATA_DIR, data_dir_from_env
+from stockml_core.settings import BROAD_DATA_DIR, DEFAULT_DATA_DIR, data_dir_from_env
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 MISSING_VIX_DAYS = ["1991-03-01", "1997-01-31", "1997-11-26", "1999-12-31"]
 
 
@@ -240,4 +240,4 @@ def test_data_dir_comes_from_the_env_var(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STOCKML_DATA_DIR", str(tmp_path))
     assert data_dir_from_env() == tmp_path.resolve()
     monkeypatch.delenv("STOCKML_DATA_DIR")
-    assert data_dir_from_env() == DEFAULT_DATA_DIR.resolve() == DATA.resolve()
+    assert data_dir_from_env() == DEFAULT_DATA_DIR.resolve() == BROAD_DATA_DIR.resolve()

@@ -30,7 +30,7 @@ from stockml_core.drift import (
 from stockml_core.regimes import REGIMES
 from stockml_core.settings import DriftSettings
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 S = DriftSettings()
 
 

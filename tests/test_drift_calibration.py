@@ -18,7 +18,7 @@ from stockml_core.drift import (
 )
 from stockml_core.features import registry_frame
 from stockml_core.regimes import REGIMES, compute_regimes
-from stockml_core.settings import DEFAULT_DATA_DIR, DriftSettings
+from stockml_core.settings import SAMPLE_DATA_DIR, DriftSettings
 
 S = DriftSettings()
 
@@ -59,7 +59,7 @@ def test_quiet_days_need_low_vix_and_a_shallow_drawdown() -> None:
 
 
 def test_real_sample_onsets() -> None:
-    market, _ = load_market(DEFAULT_DATA_DIR, end="2017-11-10")
+    market, _ = load_market(SAMPLE_DATA_DIR, end="2017-11-10")
     onsets = [f"{d:%Y-%m-%d}" for d in crash_onsets(market)]
     assert onsets[:3] == ["1990-01-30", "1990-08-06", "1997-10-27"]
     assert {"2008-01-08", "2015-08-24", "2016-01-13"} <= set(onsets) and len(onsets) == 13
@@ -77,7 +77,7 @@ def test_a_falling_normal_market_is_a_correction_state() -> None:
 
 
 def test_market_states_on_the_sample_catch_january_2008_and_ignore_the_future() -> None:
-    market, _ = load_market(DEFAULT_DATA_DIR)
+    market, _ = load_market(SAMPLE_DATA_DIR)
     market = market[(market.date >= "2006-01-01") & (market.date <= "2009-12-31")].reset_index(drop=True)
     reg = compute_regimes(market)
     states = market_states(reg, S).set_axis(pd.DatetimeIndex(reg.date))

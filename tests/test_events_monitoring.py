@@ -19,7 +19,7 @@ from stockml_core.monitoring import (
     worst_mistakes,
 )
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 # ------------------------------------------------------------------------------------ events

@@ -25,7 +25,7 @@ from stockml_core.features import (
 )
 from stockml_core.features.registry import CROSS_SECTION
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 MARKET_COLS = ["spx_close", "vix_close", "dgs10"]
 # Per-ticker features: warm-up counted on the ticker's own rows (market family counts market rows).
 TICKER_AXIS = [s.name for s in FEATURE_REGISTRY if s.family != "market"]

@@ -13,7 +13,7 @@ from stockml_core.labels import compute_labels
 from stockml_core.regimes import REGIMES, compute_regimes
 from stockml_core.settings import LabelSettings
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 MARKET_VALUES = ["spx_close", "vix_close", "dgs10"]
 H = LabelSettings().horizon
 N_CUTS = 6

@@ -39,15 +39,16 @@ def _stored_prices(home) -> pd.DataFrame:
     return Warehouse(home / "warehouse.duckdb").read('select * from "assets"."raw_prices" order by ticker, date')
 
 
-def test_bad_prices_fail_the_step_with_rows_named_and_change_nothing(materialized, home_copy, fresh_instance, tmp_path):
+def test_a_broken_feed_day_fails_the_step_with_rows_named_and_changes_nothing(materialized, home_copy, fresh_instance, tmp_path):
     folder = tmp_path / "bad_data"
     prices = write_slice_folder(folder)
     prices = prices.reset_index(drop=True)
-    i = prices.index[(prices.ticker == "XOM") & (prices.date == "2010-03-01")][0]
-    j = prices.index[(prices.ticker == "KO") & (prices.date == "2011-05-02")][0]
+    day = "2010-03-01"  # three of the six tickers broken on one day: a broken feed, not a few bad prints
+    i = prices.index[(prices.ticker == "XOM") & (prices.date == day)][0]
+    j = prices.index[(prices.ticker == "KO") & (prices.date == day)][0]
     prices.loc[i, "high"] = prices.loc[i, "low"] * 0.9  # high < low
     prices.loc[j, "close"] = -1.0  # a negative close
-    dup = prices[(prices.ticker == "IBM") & (prices.date == "2012-07-02")]
+    dup = prices[(prices.ticker == "IBM") & (prices.date == day)]
     pd.concat([prices, dup]).to_csv(folder / "prices.csv", index=False)
     before = _stored_prices(home_copy)
 
@@ -55,15 +56,40 @@ def test_bad_prices_fail_the_step_with_rows_named_and_change_nothing(materialize
 
     assert not result.success
     failure = _step_failure(result, "raw_prices")
-    assert failure.user_failure_data is not None  # raised by the asset's validation (metadata.validated)
-    assert "raw_prices_schema" in failure.user_failure_data.description
-    assert "nothing was stored" in failure.user_failure_data.description
-    listed = failure.user_failure_data.metadata["raw_prices_schema failure_cases"].value
-    for row in ["XOM", "2010-03-01", "KO", "2011-05-02", "IBM", "2012-07-02"]:
+    assert failure.user_failure_data is not None  # raised by the asset's screening (stockml_core.quality)
+    text = failure.user_failure_data.description
+    assert "feed looks broken" in text and "1.0% of the day's tickers" in text and "Nothing was stored" in text
+    assert "2010-03-01 (3 of 6 tickers)" in text
+    listed = failure.user_failure_data.metadata["quarantine_would_be"].value
+    for row in ["XOM", "KO", "IBM", day, "high_below_low", "non_positive_price", "duplicate"]:
         assert row in listed, row
     assert materialized_keys(result) == {"market_universe"}  # only the upstream universe; nothing from raw_prices on
     # Every stored partition is as it was (not one row added, removed or changed) and the champion stays.
     pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
+    assert _registry(home_copy).champion().version == "v0001"
+
+
+def test_a_few_bad_prints_are_quarantined_and_the_run_goes_on(materialized, home_copy, fresh_instance, tmp_path):
+    folder = tmp_path / "few_bad"
+    prices = write_slice_folder(folder).reset_index(drop=True)
+    i = prices.index[(prices.ticker == "XOM") & (prices.date == "2010-03-01")][0]
+    j = prices.index[(prices.ticker == "KO") & (prices.date == "2011-05-02")][0]
+    prices.loc[i, "high"] = prices.loc[i, "low"] * 0.9
+    prices.loc[j, "close"] = -1.0
+    prices.to_csv(folder / "prices.csv", index=False)
+
+    result = run_history_job(fresh_instance, SLICE_START, materialized.last_day, train=False,
+                             **slice_config(home_copy, data_dir=folder))
+
+    assert result.success
+    q = Warehouse(home_copy / "warehouse.duckdb").read("select ticker, date, rule from quarantined_prices order by ticker")
+    assert [(t, f"{d:%Y-%m-%d}", r) for t, d, r in q.itertuples(index=False)] == [
+        ("KO", "2011-05-02", "non_positive_price"), ("XOM", "2010-03-01", "high_below_low")]
+    stored = _stored_prices(home_copy)
+    assert len(stored) == len(prices) - 2
+    features = Warehouse(home_copy / "warehouse.duckdb").read(
+        'select date, ret_1 from "assets"."feature_matrix" where ticker = ? and date >= ? order by date limit 2', ["XOM", "2010-03-01"])
+    assert f"{features.date.iloc[0]:%Y-%m-%d}" == "2010-03-02" and features.ret_1.isna().iloc[0]  # the hole is not bridged
     assert _registry(home_copy).champion().version == "v0001"
 
 
@@ -199,10 +225,12 @@ def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy,
 
     assert not result.success
     failure = _step_failure(result, "raw_prices").user_failure_data
-    assert "every_ticker_has_sector" in failure.description and "raw_prices_schema" not in failure.description
-    listed = failure.metadata["every_ticker_has_sector (add them to sectors.csv) failure_cases"].value
-    tickers = {line.split("|")[1].strip() for line in listed.splitlines()[2:]}
+    # A sixth of the rows belong to an unknown ticker: far above the run's limit, so the run is refused.
+    assert "unknown_ticker" in failure.description and "0.10% of a run's rows" in failure.description
+    listed = failure.metadata["bad rows by rule and ticker"].value
+    tickers = {line.split("|")[2].strip() for line in listed.splitlines()[2:]}
     assert tickers == {"KO"}  # only KO's rows are named
+    assert "add the ticker to sectors.csv" in failure.metadata["quarantine_would_be"].value
     assert materialized_keys(result) == {"market_universe"}
     pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
     assert _registry(home_copy).champion().version == "v0001"

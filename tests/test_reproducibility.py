@@ -11,7 +11,7 @@ from stockml_core.events import build_archive, build_catalog
 from stockml_core.features import FEATURE_NAMES, compute_features
 from stockml_core.labels import compute_labels
 from stockml_core.regimes import compute_regimes
-from stockml_core.settings import DEFAULT_DATA_DIR, Settings, TrainingSettings
+from stockml_core.settings import SAMPLE_DATA_DIR, Settings, TrainingSettings
 
 TICKERS = ("XOM", "KO", "JPM", "IBM")
 
@@ -19,13 +19,13 @@ TICKERS = ("XOM", "KO", "JPM", "IBM")
 def _cycle(seed: int) -> tuple[dict, np.ndarray]:
     s = Settings(tickers=TICKERS, start="2004-01-01")
     s = s.with_(training=replace(TrainingSettings(), rf_trees=20, xgb_rounds=30, n_folds=3, test_years=3.0, seed=seed))
-    prices, _ = core_data.load_prices(DEFAULT_DATA_DIR, s.tickers, s.start)
-    market, _ = core_data.load_market(DEFAULT_DATA_DIR, s.start)
-    universe = core_data.load_universe(DEFAULT_DATA_DIR, s.tickers)
+    prices, _ = core_data.load_prices(SAMPLE_DATA_DIR, s.tickers, s.start)
+    market, _ = core_data.load_market(SAMPLE_DATA_DIR, s.start)
+    universe = core_data.load_universe(SAMPLE_DATA_DIR, s.tickers)
     features = compute_features(prices, market, universe[["ticker", "gics_sector"]])
     labels = compute_labels(prices, s.labels)
     samples = training.model_samples(features, labels, compute_regimes(market), universe)
-    archive = build_archive(samples[samples.label.notna()], build_catalog(core_data.load_rare_events(DEFAULT_DATA_DIR)))
+    archive = build_archive(samples[samples.label.notna()], build_catalog(core_data.load_rare_events(SAMPLE_DATA_DIR)))
     ts = training.build_training_set(samples, archive, None, FEATURE_NAMES, s)
     rf = training.train_base_model("rf", ts, FEATURE_NAMES, s)
     xgb = training.train_base_model("xgb", ts, FEATURE_NAMES, s)

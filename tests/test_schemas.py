@@ -4,11 +4,11 @@ import pandas as pd
 
 from stockml_core.data import load_prices
 from stockml_core.schemas import PredictionsSchema, RawPricesSchema, validate
-from stockml_core.settings import DEFAULT_DATA_DIR
+from stockml_core.settings import SAMPLE_DATA_DIR
 
 
 def _prices() -> pd.DataFrame:
-    prices, _ = load_prices(DEFAULT_DATA_DIR, ("XOM",), "2017-10-01")
+    prices, _ = load_prices(SAMPLE_DATA_DIR, ("XOM",), "2017-10-01")
     return prices
 
 

@@ -17,7 +17,7 @@ from stockml_core.settings import Settings, TrainingSettings
 from stockml_core.splits import purged_walk_forward
 from stockml_core.training import build_training_set, folds_for, model_samples, trainable
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 TICKERS = ("JPM", "KO", "XOM", "MSFT")
 H = 5
 N_FOLDS = 4
