@@ -119,6 +119,35 @@ def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
     return wh.read(f'select * from "{WAREHOUSE_SCHEMA}"."{table}"')  # names are ours, never data
 
 
+def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = None,
+                      windows: pd.DataFrame | None = None, keys: pd.DataFrame | None = None,
+                      latest: bool = False) -> pd.DataFrame:
+    """The stored feature_matrix rows a step needs, selected in DuckDB instead of loading the whole table.
+
+    Rows dated after ``after``, or inside any (start, end) of ``windows``, or at a (ticker, date) of
+    ``keys``, or (``latest``) on the last stored date; in (ticker, date) order. At 258 tickers x 23
+    years the whole matrix is a gigabyte; a training set needs half of it, the latest SHAP rows 1/5,000.
+    """
+    clauses, params = [], []
+    if after is not None:
+        clauses.append("f.date > ?")
+        params.append(pd.Timestamp(after).to_pydatetime())
+    for a, b in ([] if windows is None else windows[["start", "end"]].itertuples(index=False)):
+        clauses.append("f.date between ? and ?")  # the SQL is ours; every value is a parameter
+        params += [pd.Timestamp(a).to_pydatetime(), pd.Timestamp(b).to_pydatetime()]
+    if keys is not None:
+        clauses.append("exists (select 1 from wanted_keys k where k.ticker = f.ticker and k.date = f.date)")
+    if latest:
+        clauses.append('f.date = (select max(date) from "assets"."feature_matrix")')
+    where = " or ".join(clauses) or "false"
+    with stockml.warehouse().connect() as con:
+        if keys is not None:
+            con.register("wanted_keys", keys[["ticker", "date"]].assign(date=pd.to_datetime(keys["date"])))
+        df = con.execute(f'select f.* from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date',
+                         params).df()
+    return df.assign(date=pd.to_datetime(df["date"]).astype("datetime64[ns]"))
+
+
 def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:
     """All resources for one deployment (defaults: STOCKML_DATA_DIR and STOCKML_HOME)."""
     data_dir = Path(data_dir) if data_dir else data_dir_from_env()

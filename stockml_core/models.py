@@ -28,9 +28,11 @@ def _check_classes(y: np.ndarray, what: str) -> None:
 def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> RandomForestClassifier:
     """A depth-bounded RandomForest (bounded so that its TreeSHAP stays cheap)."""
     _check_classes(y, "rf_model")
+    per_tree = s.rf_max_samples if s.rf_max_rows_per_tree is None or s.rf_max_samples * len(X) <= s.rf_max_rows_per_tree \
+        else int(s.rf_max_rows_per_tree)
     model = RandomForestClassifier(
         n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
-        max_features="sqrt", max_samples=s.rf_max_samples, n_jobs=s.n_jobs, random_state=s.seed,
+        max_features="sqrt", max_samples=per_tree, n_jobs=s.n_jobs, random_state=s.seed,
     )
     return model.fit(X, y.astype(int), sample_weight=w)
 
@@ -40,7 +42,8 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings
     _check_classes(y, "xgb_model")
     model = XGBClassifier(
         n_estimators=s.xgb_rounds, max_depth=s.xgb_max_depth, learning_rate=s.xgb_learning_rate,
-        subsample=0.8, colsample_bytree=0.8, min_child_weight=20, tree_method="hist",
+        subsample=s.xgb_subsample, colsample_bytree=s.xgb_colsample_bytree, max_bin=s.xgb_max_bin,
+        min_child_weight=20, tree_method="hist",
         objective="multi:softprob", n_jobs=s.n_jobs, random_state=s.seed,
     )
     return model.fit(X, y.astype(int), sample_weight=w)

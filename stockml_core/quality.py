@@ -266,9 +266,9 @@ def refusals(screening: Screening, s: QualitySettings) -> list[str]:
                    f"{s.max_bad_share_run:.2%} of a run's rows (at least {s.min_bad_rows} allowed); by rule: "
                    + ", ".join(f"{r} {c}" for r, c in rules.items()))
     if len(q):
-        per_day = q.drop_duplicates("source_row").groupby("date").size()
-        good_day = screening.good.groupby("date").ticker.nunique()
-        tickers = good_day.reindex(per_day.index).fillna(0) + per_day
+        per_day = q.groupby("date").ticker.nunique()  # tickers with a bad row that day
+        day_rows = pd.concat([screening.good[["date", "ticker"]], q[["date", "ticker"]]])
+        tickers = day_rows[day_rows.date.isin(per_day.index)].groupby("date").ticker.nunique().reindex(per_day.index)
         limit = np.maximum(1.0, s.max_bad_share_day * tickers)
         over = per_day[per_day > limit]
         if len(over):

@@ -69,10 +69,14 @@ class TrainingSettings:
     rf_trees: int = 60
     rf_max_depth: int = 8
     rf_min_samples_leaf: int = 50
-    rf_max_samples: float = 0.5  # bootstrap half the rows per tree: 2x faster, more diverse trees
+    rf_max_samples: float = 0.5  # bootstrap half the rows per tree: 2x faster, more diverse trees ...
+    rf_max_rows_per_tree: int | None = None  # ... and never more than this many (None: no cap)
     xgb_rounds: int = 100
     xgb_max_depth: int = 4
     xgb_learning_rate: float = 0.05
+    xgb_subsample: float = 0.8  # rows per tree
+    xgb_colsample_bytree: float = 0.8  # features per tree (the histograms are built for these only)
+    xgb_max_bin: int = 256
     seed: int = 7
     n_jobs: int = 2
 

@@ -39,6 +39,15 @@ def trainable(samples: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
     return samples.loc[ok]
 
 
+RECENT_MARGIN_DAYS = 30  # the set's last trainable date may precede the last labelled one by a few days
+
+
+def recent_cutoff(labels: pd.DataFrame, s: Settings) -> pd.Timestamp:
+    """A date before which no row of the recent window can lie (``build_training_set`` decides exactly)."""
+    last = pd.Timestamp(labels.date[labels.label.notna()].max())
+    return last - pd.DateOffset(days=int(round(s.training.recent_years * 365.25)) + RECENT_MARGIN_DAYS)
+
+
 def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.DataFrame | None,
                        feature_names: list[str], s: Settings) -> pd.DataFrame:
     """Recent window + every rare-event sample + error-replay samples, weighted.

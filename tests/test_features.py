@@ -519,7 +519,7 @@ def test_update_features_appends_new_days(long_panel, market, sectors) -> None:
 
 
 def test_readme_feature_table_is_generated_from_the_registry() -> None:
-    readme = (DATA.parent / "README.md").read_text()
+    readme = (DATA.parent.parent / "README.md").read_text()
     start, end = "<!-- feature-table:start -->", "<!-- feature-table:end -->"
     assert start in readme and end in readme
     table = readme.split(start)[1].split(end)[0].strip()

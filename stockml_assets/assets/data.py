@@ -31,6 +31,7 @@ from stockml_assets.resources import (
     StockMLResource,
     captured_events,
     previous_table,
+    read_feature_rows,
     record_captured_event,
 )
 from stockml_core import data as core_data
@@ -57,6 +58,7 @@ from stockml_core.schemas import (
     RareEventCatalogSchema,
     RawPricesSchema,
     feature_matrix_schema,
+    validate,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
@@ -124,7 +126,9 @@ def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_
 @asset(group_name="ingestion", kinds={"duckdb"}, deps=[AssetDep("raw_prices")], pool=DUCKDB_POOL,
        metadata=column_schema(QuarantinedPricesSchema),
        check_specs=[AssetCheckSpec("no_quarantined_prices", asset="quarantined_prices", blocking=False,
-                                   description="WARN when price rows are quarantined: counts per rule and ticker, the first rows")])
+                                   description="WARN when price rows are quarantined: counts per rule and ticker, the first rows"),
+                    AssetCheckSpec("quarantined_prices_schema", asset="quarantined_prices", blocking=True,
+                                   description="Pandera QuarantinedPricesSchema: every row names its rule, values and fix")])
 def quarantined_prices(context: AssetExecutionContext, stockml: StockMLResource) -> MaterializeResult:
     """Every price row kept out of the models, with its rule, values and fix (the warehouse's quarantined_prices).
 
@@ -142,7 +146,10 @@ def quarantined_prices(context: AssetExecutionContext, stockml: StockMLResource)
                              metadata={"summary": quality.summary_line(q), "rows": len(q), "by rule": md_table(by_rule),
                                        "by rule and ticker": md_table(counts, limit=50),
                                        "first rows": md_table(q.drop(columns="fix"), limit=20)})
-    return MaterializeResult(metadata=meta, check_results=[check])
+    v = validate("quarantined_prices", q, QuarantinedPricesSchema)
+    schema = AssetCheckResult(check_name="quarantined_prices_schema", passed=v.passed, metadata={
+        "summary": v.summary(), "rows": len(q), "failure_cases": md_table(v.failures, limit=50)})
+    return MaterializeResult(metadata=meta, check_results=[check, schema])
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(MarketContextSchema), **PARTITION_EXPR},
@@ -274,11 +281,16 @@ def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices:
     return df
 
 
-@asset(group_name="archive", kinds={"pandas", "duckdb"}, metadata=column_schema(RareEventArchiveSchema), **TABLE)
-def rare_event_archive(context: AssetExecutionContext, rare_event_catalog: pd.DataFrame, feature_matrix: pd.DataFrame,
+@asset(group_name="archive", kinds={"pandas", "duckdb"}, metadata=column_schema(RareEventArchiveSchema),
+       deps=[AssetDep("feature_matrix")], **TABLE)
+def rare_event_archive(context: AssetExecutionContext, stockml: StockMLResource, rare_event_catalog: pd.DataFrame,
                        labels: pd.DataFrame) -> pd.DataFrame:
-    """Feature + label samples from every event window, deduplicated on (ticker, date)."""
-    samples = feature_matrix.merge(labels[["ticker", "date", "label", "fwd_return"]], on=["ticker", "date"])
+    """Feature + label samples from every event window, deduplicated on (ticker, date).
+
+    Reads only the feature rows inside the event windows from the warehouse (not the whole matrix).
+    """
+    features = read_feature_rows(stockml, windows=rare_event_catalog)
+    samples = features.merge(labels[["ticker", "date", "label", "fwd_return"]], on=["ticker", "date"])
     samples = samples[samples.label.notna()]
     df = build_archive(samples, rare_event_catalog)
     cols = ["ticker", "date", "event", "label", "fwd_return"] + FEATURE_NAMES

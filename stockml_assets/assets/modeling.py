@@ -8,6 +8,7 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetDep,
     AssetExecutionContext,
     FreshnessPolicy,
     MetadataValue,
@@ -17,7 +18,7 @@ from dagster import (
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
 from stockml_assets.plots import bar_plot, equity_plot
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table, read_feature_rows
 from stockml_core import training
 from stockml_core.backtest import next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
@@ -51,15 +52,25 @@ TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
 
 
-@asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema), **TABLE)
-def training_set(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
+@asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema),
+       deps=[AssetDep("feature_matrix")], **TABLE)
+def training_set(context: AssetExecutionContext, stockml: StockMLResource,
                  labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame,
                  rare_event_archive: pd.DataFrame) -> pd.DataFrame:
-    """Recent window + the whole rare-event archive + error-replay samples (weighted)."""
+    """Recent window + the whole rare-event archive + error-replay samples (weighted).
+
+    Reads only the feature rows the set can hold (the recent window, with a margin, and the archive's
+    rows) from the warehouse, not the whole matrix.
+    """
     s = stockml.settings()
-    samples = training.model_samples(feature_matrix, labels, market_regimes, market_universe)
+    after = training.recent_cutoff(labels, s)
+    features = read_feature_rows(stockml, after=after, keys=rare_event_archive)
+    samples = training.model_samples(features, labels, market_regimes, market_universe)
     replay = previous_table(stockml, "error_replay_buffer")
     ts = training.build_training_set(samples, rare_event_archive, replay, FEATURE_NAMES, s)
+    if ts.date[ts.source != "archive"].min() - pd.Timedelta(days=7) <= after:  # the window may reach past the margin
+        samples = training.model_samples(read_feature_rows(stockml, after=pd.Timestamp(0)), labels, market_regimes, market_universe)
+        ts = training.build_training_set(samples, rare_event_archive, replay, FEATURE_NAMES, s)
     comp = training.composition(ts)
     context.add_output_metadata({
         "dagster/row_count": len(ts), **date_range(ts), "composition": MetadataValue.json(comp),
@@ -211,12 +222,13 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
     return curve
 
 
-@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema), **TABLE)
+@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema),
+       deps=[AssetDep("feature_matrix")], **TABLE)
 def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                training_set: pd.DataFrame, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
+                training_set: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
     """Per-prediction SHAP values of both base models: the latest date and a validation sample."""
     model = meta_learner["model"]
-    latest = feature_matrix[feature_matrix.date == feature_matrix.date.max()].merge(
+    latest = read_feature_rows(stockml, latest=True).merge(
         market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
     latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
     ev_keys = meta_learner["evaluation"][["ticker", "date"]]
