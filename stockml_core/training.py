@@ -24,19 +24,32 @@ KEY_COLUMNS = ["ticker", "date", "sector", "regime", "source", "label", "past_re
 
 def model_samples(features: pd.DataFrame, labels: pd.DataFrame, regimes: pd.DataFrame,
                   universe: pd.DataFrame) -> pd.DataFrame:
-    """Features joined with labels, the date's regime and the ticker's sector (all rows kept)."""
-    df = features.merge(labels[["ticker", "date", "label", "past_return", "fwd_return"]],
-                        on=["ticker", "date"], how="left")
-    df = df.merge(regimes[["date", "regime"]], on="date", how="left")
-    df["regime"] = df.regime.fillna("normal")
-    return df.merge(universe[["ticker", "gics_sector"]].rename(columns={"gics_sector": "sector"}),
-                    on="ticker", how="left")
+    """Features joined with labels, the date's regime and the ticker's sector (all rows kept).
+
+    The joins run on the keys alone and the columns are added to a shallow copy: the feature columns
+    (a gigabyte at 258 tickers x 23 years) are never copied.
+    """
+    keys = features[["ticker", "date"]]
+    df = features.copy(deep=False)
+    lab = keys.merge(labels[["ticker", "date", "label", "past_return", "fwd_return"]], on=["ticker", "date"], how="left")
+    for col in ("label", "past_return", "fwd_return"):
+        df[col] = lab[col].to_numpy()
+    df["regime"] = keys[["date"]].merge(regimes[["date", "regime"]], on="date", how="left").regime.fillna("normal").to_numpy()
+    df["sector"] = keys.ticker.map(universe.drop_duplicates("ticker").set_index("ticker").gics_sector).to_numpy()
+    return df
+
+
+def trainable_mask(samples: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """Rows with a label and every feature finite (past their warm-up), column by column (no float64 copy)."""
+    ok = samples.label.notna().to_numpy().copy()
+    for name in feature_names:
+        ok &= np.isfinite(samples[name].to_numpy())
+    return ok
 
 
 def trainable(samples: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
     """Rows with a label and every feature finite (past their warm-up)."""
-    ok = samples.label.notna() & np.isfinite(samples[feature_names].to_numpy(dtype="float64")).all(axis=1)
-    return samples.loc[ok]
+    return samples.loc[trainable_mask(samples, feature_names)]
 
 
 RECENT_MARGIN_DAYS = 30  # the set's last trainable date may precede the last labelled one by a few days
@@ -56,24 +69,28 @@ def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.
     cycle got confidently wrong: they are re-weighted ``replay_weight`` times, not duplicated, worst
     errors first, capped at ``replay_max_share`` of the set; buffer rows outside the set are ignored.
     """
-    rows = trainable(samples, feature_names)
-    last = rows.date.max()
-    recent = rows.date > last - pd.DateOffset(days=int(round(s.training.recent_years * 365.25)))
-    event = rows[["ticker", "date"]].merge(archive[["ticker", "date", "event"]], on=["ticker", "date"],
-                                           how="left").event.set_axis(rows.index)
-    keep = recent | event.notna()
-    ts = rows.loc[keep].assign(event=event[keep], source=np.where(recent[keep], "recent", "archive"),
-                               weight=np.where(recent[keep], 1.0, s.training.archive_weight))
+    ok = np.flatnonzero(trainable_mask(samples, feature_names))
+    dates = samples.date.to_numpy()[ok]
+    last = dates.max()
+    recent = dates > np.datetime64(pd.Timestamp(last) - pd.DateOffset(days=int(round(s.training.recent_years * 365.25))))
+    keys = samples[["ticker", "date"]].iloc[ok]
+    event = keys.merge(archive[["ticker", "date", "event"]], on=["ticker", "date"], how="left").event.to_numpy()
+    keep = recent | pd.notna(event)
+    rows = ok[keep]
+    order = np.lexsort((samples.ticker.to_numpy()[rows], dates[keep]))  # by (date, ticker): one copy of the rows
+    ts = samples.take(rows[order]).reset_index(drop=True)
+    ts["event"] = event[keep][order]
+    ts["source"] = np.where(recent[keep][order], "recent", "archive")
+    ts["weight"] = np.where(recent[keep][order], 1.0, s.training.archive_weight)
     if replay is not None and len(replay):
         cap = int(s.training.replay_max_share * len(ts))
         chosen = replay.nlargest(cap, "error_score")[["ticker", "date"]].assign(replay=True)
         chosen["date"] = pd.to_datetime(chosen.date)
-        ts = ts.merge(chosen, on=["ticker", "date"], how="left")
-        is_replay = ts.pop("replay").eq(True).to_numpy()
+        is_replay = ts[["ticker", "date"]].merge(chosen, on=["ticker", "date"], how="left").replay.eq(True).to_numpy()
         ts.loc[is_replay, "source"] = "replay"
         ts.loc[is_replay, "weight"] = s.training.replay_weight
     ts["label"] = ts.label.astype(int)
-    return ts.sort_values(["date", "ticker"]).reset_index(drop=True)
+    return ts
 
 
 def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
@@ -40,6 +41,21 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
                      "Top 10 SHAP features:", "Drift score:", " on 2017-11-10", "make ui"]:
         assert expected in out, expected
     assert "Champion: v0001" in out or "No model passed the gate" in out
+    # Long steps report as they go: each fold's fit with its rows, time and an estimate of what is left.
+    assert "rf_model: rf fold 1/3:" in out and "xgb_model: xgb final fit:" in out and "s left" in out
+    assert "Data quality: " in out and "0 quarantined" in out
+
+
+def test_a_refused_run_says_on_the_terminal_what_failed_and_why(tmp_path):
+    write_slice_folder(tmp_path / "data", tickers=["XOM", "KO"], start="2016-01-01")
+    sectors = pd.read_csv(tmp_path / "data" / "sectors.csv")
+    pd.concat([sectors, sectors[sectors.ticker == "KO"]]).to_csv(tmp_path / "data" / "sectors.csv", index=False)
+    env = {**os.environ, "STOCKML_DATA_DIR": str(tmp_path / "data"), "STOCKML_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster_home"), "STOCKML_FAST": "1"}
+    run = subprocess.run([*STOCKML, "run"], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1
+    out = run.stdout
+    assert "FAILED" in out and "check market_universe_schema failed" in out and "KO" in out and "uniqueness" in out, out[-3000:]
 
 
 def test_runs_show_in_the_projects_dagster_instance(cli_run):

@@ -421,7 +421,12 @@ def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = Non
                           "feature": pd.Series(dtype=object)})
     if features.empty:
         return empty
-    frame = features.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
+    frame = features
+    codes, _ = pd.factorize(frame["ticker"])
+    d = frame["date"].to_numpy().view(np.int64)
+    step = np.diff(codes)
+    if len(frame) > 1 and not ((step >= 0).all() and (np.diff(d)[step == 0] > 0).all()):  # sorted input is not copied
+        frame = features.sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
     pos = frame.groupby("ticker", sort=False).cumcount().to_numpy()
     if positions is not None:
         pos = np.asarray(positions)
