@@ -7,7 +7,7 @@ the out-of-fold accuracy, log loss and daily rank IC of the up-minus-down score,
 CPU seconds the fold fits took and their ratio to the defaults' in the same run. A variant is
 ``MODEL:FIELD=VALUE[,FIELD=VALUE]`` over ``TrainingSettings`` fields, e.g.
 
-    .venv/bin/python benchmarks/model_settings.py rf:rf_max_rows_per_tree=50000 xgb:xgb_colsample_bytree=0.5,xgb_subsample=0.5
+    .venv/bin/python benchmarks/model_settings.py rf:rf_max_rows_per_tree=50000 xgb:xgb_max_bin=64 --models rf xgb
 
 Choosing among settings on these out-of-fold rows is a (small) selection on the test folds: the
 defaults stay with round numbers and do not chase the best score.

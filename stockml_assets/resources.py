@@ -83,7 +83,7 @@ class StockMLResource(ConfigurableResource):
                      start=self.start, end=self.end)
         if self.fast:
             s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
-                                         xgb_rounds=60, n_folds=3, test_years=3.0))
+                                         xgb_rounds=30, n_folds=3, test_years=3.0))
         return s.with_(gate=overridden(s.gate, self.gate, "STOCKML_GATE"),
                        training=overridden(s.training, self.training, "STOCKML_TRAINING"),
                        quality=overridden(s.quality, self.quality, "STOCKML_QUALITY"))

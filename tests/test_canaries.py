@@ -2,7 +2,7 @@
 folds, base models, stacking, validation report) on markets with a known amount of signal.
 
 - A random walk has nothing to find: the reported directional AUC stays within 0.5 +/- 0.02 and the
-  daily cross-sectional IC within +/- 0.01. (The one-vs-rest AUC is not 0.5 there: whether the
+  daily cross-sectional IC within three standard errors (0.029). (The one-vs-rest AUC is not 0.5 there: whether the
   triple barrier is touched at all - flat or not - follows the volatility estimate the barriers use,
   which range features can judge. It is reported, not used as a canary.)
 - The real sample with its (label, forward return) pairs shuffled across rows: the same holds.
@@ -14,6 +14,7 @@ so that they run in about a minute; every feature is separately proven free of l
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from stockml_core import data as core_data
@@ -28,10 +29,15 @@ def test_random_walk_has_no_signal() -> None:
     prices, market, universe = random_walk_market(n_tickers=250, n_days=700, seed=11)
     h, report = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.6, **FAST), feature_names=NAMES)
     assert h["n"] > 50_000
+    # The mean daily IC's standard error under no signal: 1/sqrt(names - 1) a day, over the test days
+    # counted once per horizon (5-day forward returns overlap): 0.0097 here (250 names, 212 days). The
+    # old +/- 0.01 was one standard error, a coin flip per model; a leak shows tenfold (planted: > 0.05).
+    days = h["n"] / 250
+    se = (1 / np.sqrt(249)) / np.sqrt(days / 5)
     for model in ("candidate", "rf", "xgb", "logistic_momentum"):
         got = report[(report.scope == "overall") & (report.model == model)].set_index("metric").value
         assert abs(got["auc_direction"] - 0.5) <= 0.02, (model, got["auc_direction"])
-        assert abs(got["ic"]) <= 0.01 and abs(got["rank_ic"]) <= 0.01, (model, got["ic"], got["rank_ic"])
+        assert abs(got["ic"]) <= 3 * se and abs(got["rank_ic"]) <= 3 * se, (model, got["ic"], got["rank_ic"], se)
 
 
 def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:

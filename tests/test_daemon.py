@@ -197,7 +197,7 @@ def daemon_scenario(tmp_path: Path) -> None:
     prepare(source, data, FEED_START)
     defs = build_definitions()  # from the environment, like the daemon's
     settings = defs.resources["stockml"].settings()
-    assert settings.training.xgb_rounds == 60 and settings.gate.min_sector_accuracy == 0.0  # STOCKML_FAST / STOCKML_GATE
+    assert settings.training.xgb_rounds == 30 and settings.gate.min_sector_accuracy == 0.0  # STOCKML_FAST / STOCKML_GATE
     first, last = data_span(settings)
     assert last < pd.Timestamp(FEED_START) and f"{last:%Y-%m-%d}" == "2006-01-25"
     t0 = time.perf_counter()
