@@ -1,8 +1,9 @@
 """Jobs: the whole graph, the daily work, retraining, and rollback to a named version."""
 
 
-from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+from dagster import AssetSelection, Config, HookContext, OpExecutionContext, define_asset_job, job, op, success_hook
 
+from stockml_assets import release_freed_memory
 from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
 
@@ -19,12 +20,19 @@ RETRAINING = AssetSelection.assets("labels") | AssetSelection.groups(
 HISTORY = AssetSelection.all() - AssetSelection.assets(
     "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch")
 
-full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS,
+@success_hook
+def release_memory(context: HookContext) -> None:
+    """Return the memory a step freed to the OS before the next step of the run starts."""
+    release_freed_memory()
+
+
+HOOKS = {release_memory}
+full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS, hooks=HOOKS,
                             description="Ingest a range of trading days (one run), rebuild the features and archive, "
                                         "train and let the gate decide (what `stockml run` runs before the daily run).")
-daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS,
+daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks=HOOKS,
                              description="After the close: ingest the day, its features, predictions, drift, rare-event watch.")
-retraining_job = define_asset_job("retraining_job", selection=RETRAINING,
+retraining_job = define_asset_job("retraining_job", selection=RETRAINING, hooks=HOOKS,
                                   description="Train, evaluate, explain and let the gate decide.")
 
 
