@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stockml_core.calendar import nyse_holidays
+from stockml_core.calendar import trading_days
 from stockml_core.settings import QualitySettings
 from stockml_core.warehouse import Warehouse
 
@@ -147,11 +147,10 @@ def row_rule_failures(df: pd.DataFrame, raw_text: pd.DataFrame | None, known_tic
     add((df.high >= df.low) & ((hi > df.high) | (lo < df.low)), "open_close_outside_range", _values)
     add(df.duplicated(["ticker", "date"], keep=False), "duplicate", "(ticker, date) appears more than once")
     add(df.date > today, "future_date", lambda r: "dated " + r.date.dt.strftime("%Y-%m-%d") + f", after today {today:%Y-%m-%d}")
-    years = range(int(df.date.dt.year.min()), int(df.date.dt.year.max()) + 1) if len(df) else range(0)
-    holidays = pd.to_datetime(sorted({h for y in years for h in nyse_holidays(y)}))
     weekend = df.date.dt.weekday >= 5
+    open_days = trading_days(df.date.min(), df.date.max()) if len(df) else pd.DatetimeIndex([])  # the one calendar
     add(weekend, "non_trading_day", lambda r: r.date.dt.day_name() + " " + r.date.dt.strftime("%Y-%m-%d"))
-    add(~weekend & df.date.isin(holidays), "non_trading_day", lambda r: "NYSE holiday " + r.date.dt.strftime("%Y-%m-%d"))
+    add(~weekend & ~df.date.isin(open_days), "non_trading_day", lambda r: "NYSE holiday " + r.date.dt.strftime("%Y-%m-%d"))
     if known_tickers is not None:
         add(~df.ticker.isin(set(known_tickers)), "unknown_ticker",
             lambda r: "ticker " + r.ticker.astype(str) + " has no row in sectors.csv")
