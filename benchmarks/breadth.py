@@ -85,6 +85,7 @@ def main() -> int:
 
     from stockml_assets.cli import init_home
     from stockml_assets.definitions import defs
+    from stockml_assets.execution import execute
     from stockml_assets.replay import data_span, failure_messages, run_daily, run_history
     from stockml_core.settings import Settings
 
@@ -118,8 +119,8 @@ def main() -> int:
         print(f"\nstockml run (history + daily): {total:.1f} s wall, {(c1.user - c0.user) + (c1.system - c0.system):.1f} s CPU, "
               f"peak {peak / GIB:.2f} GiB (targets <= 600 s, <= 6 GiB): "
               f"{'met' if total <= 600 and peak <= 6 * GIB else 'NOT met'}; load average {os.getloadavg()[0]:.2f}")
-        timed("retraining cycle (retraining_job)", lambda: defs.resolve_job_def("retraining_job").execute_in_process(
-            instance=instance, raise_on_error=False, tags={"stockml/trigger": "scheduled"}, run_config=progress), 300)
+        timed("retraining cycle (retraining_job)", lambda: execute(
+            defs.resolve_job_def("retraining_job"), instance, tags={"stockml/trigger": "scheduled"}, run_config=progress), 300)
         timed("daily run (after the retrain)", lambda: run_daily(defs, instance, last, run_config=progress), 10)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0

@@ -244,11 +244,12 @@ def _champion_job(job: str, op: str, args) -> int:
     from dagster import DagsterInstance
 
     from stockml_assets.definitions import defs
+    from stockml_assets.execution import execute
 
     init_home()
     with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, raise_on_error=False, tags={"stockml/trigger": "manual"},
+        result = execute(
+            defs.resolve_job_def(job), instance, tags={"stockml/trigger": "manual"},
             run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}})
     what = "rollback" if job == "rollback_job" else "override"
     if not result.success:

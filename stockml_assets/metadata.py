@@ -50,6 +50,14 @@ def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tupl
     a 7,000-day backfill spent minutes writing those rows, so these checks run in the asset.)
     ``extra``: (check name, failure cases) pairs of domain checks; empty means passed.
     """
+    checks = check_or_fail(asset_name, value, model, *extra)
+    add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)}, output_name=output_name)
+    return value
+
+
+def check_or_fail(asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame]) -> list[str]:
+    """``validated``'s checks: the names of the checks passed, or a ``Failure`` naming the failed ones
+    with their failure cases (nothing stored)."""
     from dagster import Failure
 
     from stockml_core import schemas
@@ -62,9 +70,7 @@ def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tupl
         raise Failure(description=f"{asset_name}: {names} failed ({v.summary()}); nothing was stored, the previous "
                                   "partitions and the champion are unchanged. Fix the rows listed in failure_cases.",
                       metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed}, allow_retries=False)
-    checks = [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
-    add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)}, output_name=output_name)
-    return value
+    return [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
 
 
 def add_metadata(context, metadata: dict, output_name: str = "result") -> None:

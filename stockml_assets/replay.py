@@ -18,6 +18,7 @@ import pandas as pd
 from dagster import DagsterInstance, Definitions, build_sensor_context
 
 from stockml_assets.assets.data import CAPTURE_TAG
+from stockml_assets.execution import execute
 from stockml_assets.partitions import day_keys, range_tags
 from stockml_core import data as core_data
 from stockml_core.drift import crash_onsets
@@ -76,9 +77,9 @@ def run_history(defs: Definitions, instance: DagsterInstance, first, last, tags:
         keep = job.asset_layer.executable_asset_keys - RETRAINING.resolve(defs.resolve_asset_graph()) | \
             {k for k in job.asset_layer.executable_asset_keys if k.path[-1] in ("labels", "rare_event_catalog")}
         selection = sorted(keep)
-    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection,
-                                  tags={"stockml/trigger": "manual", **(tags or {}), **range_tags(first, last)},
-                                  run_config=run_config)
+    return execute(job, instance, asset_selection=selection,
+                   tags={"stockml/trigger": "manual", **(tags or {}), **range_tags(first, last)},
+                   run_config=run_config)
 
 
 def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | None = None, last=None,
@@ -87,10 +88,8 @@ def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | No
     job = defs.resolve_job_def("daily_job")
     tags = {"stockml/trigger": "scheduled", **(tags or {})}
     if last is not None:
-        return job.execute_in_process(instance=instance, raise_on_error=False, tags={**tags, **range_tags(day, last)},
-                                      run_config=run_config)
-    return job.execute_in_process(instance=instance, partition_key=pd.Timestamp(day).strftime("%Y-%m-%d"),
-                                  raise_on_error=False, tags=tags, run_config=run_config)
+        return execute(job, instance, tags={**tags, **range_tags(day, last)}, run_config=run_config)
+    return execute(job, instance, partition_key=pd.Timestamp(day).strftime("%Y-%m-%d"), tags=tags, run_config=run_config)
 
 
 def evaluate_sensors(defs: Definitions, instance: DagsterInstance, cursors: dict, names=REPLAY_SENSORS) -> list[tuple]:
@@ -183,8 +182,7 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                 log(f"{day}: {sensor_name} -> retraining ({rr.run_key})")
                 t = time.perf_counter()
                 job = defs.resolve_job_def(rr.job_name or "retraining_job")
-                run = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
-                                             tags={**tags, "dagster/run_key": rr.run_key})
+                run = execute(job, instance, run_config=QUIET, tags={**tags, "dagster/run_key": rr.run_key})
                 retrain = {"date": day, "trigger": trigger, "run_key": rr.run_key, "run_id": run.run_id,
                            "seconds": round(time.perf_counter() - t, 1), "promoted": False, "candidate_version": None}
                 if run.success:

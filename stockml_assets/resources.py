@@ -3,6 +3,7 @@
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,14 @@ class StockMLResource(ConfigurableResource):
     gate: dict[str, float] = {}  # overrides of GateSettings fields, e.g. {"min_sector_accuracy": 0.32}
     training: dict[str, Any] = {}  # overrides of TrainingSettings fields, e.g. {"n_folds": 3, "rf_trees": 100}
     quality: dict[str, Any] = {}  # overrides of QualitySettings fields, e.g. {"max_bad_share_day": 0.02}
+    feature_block_rows: int | None = None  # rows per block of a history run's features (Settings.feature_block_rows)
 
     def settings(self) -> Settings:
         s = Settings(data_dir=Path(self.data_dir), home=Path(self.home),
                      tickers=tuple(self.tickers) if self.tickers else None,
                      start=self.start, end=self.end)
+        if self.feature_block_rows:
+            s = s.with_(feature_block_rows=int(self.feature_block_rows))
         if self.fast:
             s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
                                          xgb_rounds=30, n_folds=3, test_years=3.0))
@@ -146,6 +150,42 @@ def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = 
         df = con.execute(f'select f.* from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date',
                          params).df()
     return df.assign(date=pd.to_datetime(df["date"]).astype("datetime64[ns]"))
+
+
+def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Timestamp, last: pd.Timestamp,
+                           blocks: Iterable[pd.DataFrame]) -> int:
+    """Replace a partitioned table's rows dated in [first, last] by ``blocks``, in one transaction.
+
+    What the warehouse IO manager does for a partitioned asset's output (delete the run's days,
+    insert its rows), for an asset that produces its rows block by block: each block is inserted as
+    it comes (and can be freed), and nothing is visible until the last one is in. If a block fails
+    (its checks raise while the iterator makes it) the transaction is rolled back: the stored
+    partitions stay exactly as they were. Returns the rows written.
+    """
+    name = f'"{WAREHOUSE_SCHEMA}"."{table}"'  # identifiers are ours, never data
+    rows = 0
+    with stockml.warehouse().connect() as con:
+        def run(sql: str, params: list | None = None) -> list:  # DuckDB 2: every result is fetched before the next call
+            return con.execute(sql, params or []).fetchall()
+
+        run(f'create schema if not exists "{WAREHOUSE_SCHEMA}"')
+        run("begin transaction")
+        try:
+            exists = run("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                         [WAREHOUSE_SCHEMA, table])[0][0]
+            if exists:
+                run(f"delete from {name} where date >= ? and date < ?",
+                    [first.to_pydatetime(), (last + pd.Timedelta(days=1)).to_pydatetime()])
+            for block in blocks:
+                con.register("block", block)
+                run(f"insert into {name} select * from block" if exists else f"create table {name} as select * from block")
+                con.unregister("block")
+                exists, rows = True, rows + len(block)
+            run("commit")
+        except BaseException:
+            run("rollback")
+            raise
+    return rows
 
 
 def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:

@@ -38,8 +38,12 @@ def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSe
 
 
 def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> XGBClassifier:
-    """A histogram XGBoost softmax classifier."""
+    """A histogram XGBoost softmax classifier, on at most ``xgb_max_rows`` rows (a seeded sample)."""
     _check_classes(y, "xgb_model")
+    if s.xgb_max_rows is not None and len(X) > s.xgb_max_rows:
+        keep = np.sort(np.random.default_rng(s.seed).choice(len(X), int(s.xgb_max_rows), replace=False))
+        X, y, w = X[keep], y[keep], w[keep]
+        _check_classes(y, "xgb_model")
     model = XGBClassifier(
         n_estimators=s.xgb_rounds, max_depth=s.xgb_max_depth, learning_rate=s.xgb_learning_rate,
         subsample=s.xgb_subsample, colsample_bytree=s.xgb_colsample_bytree, max_bin=s.xgb_max_bin,

@@ -43,7 +43,9 @@ def history(tmp_path_factory):
     folder = root / "data"
     write_slice_folder(folder, tickers=TICKERS, start=START)
     instance = make_instance(root / "dagster")
-    config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True}
+    # Blocks of at least 2 x MAX_LOOKBACK days: the 1,380-day history is computed and stored in three.
+    config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True,
+              "feature_block_rows": 1}
     result = run_history_job(instance, START, "2017-06-30", train=False, **config)
     assert result.success
     yield root, folder, instance, config, result
@@ -65,6 +67,35 @@ def test_history_run_is_one_run_over_every_day_and_equals_a_full_recompute(histo
     days = materialized_partitions(result, "feature_matrix")
     assert days[0] == "2012-01-03" and days[-1] == "2017-06-30" and len(days) > 1000
     _assert_equal_to_full(config["home"], folder, "2017-06-30")
+
+
+def test_history_features_are_stored_in_blocks_in_one_transaction(history, tmp_path):
+    _, _, _, config, result = history
+    meta = next(e for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+    assert meta["blocks"].value == 3 and meta["dagster/row_count"].value == len(_stored(config["home"]))
+    # A block that fails while the iterator makes it (a check raising) rolls the whole write back.
+    from stockml_assets.resources import StockMLResource, replace_partition_rows
+
+    _, copied = _copy(history, tmp_path)
+    res = StockMLResource(data_dir=str(copied["data_dir"]), home=str(copied["home"]))
+    before = _stored(copied["home"])
+    first, last = pd.Timestamp("2014-01-02"), pd.Timestamp("2017-06-30")
+
+    def failing():
+        yield before[before.date.between(first, pd.Timestamp("2014-12-31"))].assign(ret_1=0.0)
+        raise RuntimeError("block 2 failed its checks")
+
+    with pytest.raises(RuntimeError, match="block 2"):
+        replace_partition_rows(res, "feature_matrix", first, last, failing())
+    pd.testing.assert_frame_equal(_stored(copied["home"]), before)
+    # The same write completed replaces exactly [first, last].
+    kept = before[before.date < first]
+    assert replace_partition_rows(res, "feature_matrix", first, last, iter([before[before.date >= first].assign(ret_1=0.5)])) \
+        == int((before.date >= first).sum())
+    after = _stored(copied["home"])
+    pd.testing.assert_frame_equal(after[after.date < first], kept)
+    assert (after.ret_1[after.date >= first] == 0.5).all()
 
 
 def test_a_range_run_plans_each_check_once_and_completes_it(history):

@@ -16,8 +16,10 @@ from stockml_core.features import (
     MARKET_FEATURES,
     MAX_LOOKBACK,
     SECTOR_FEATURES,
+    block_days,
     compute_features,
     compute_features_since,
+    feature_blocks,
     feature_spec,
     markdown_table,
     update_features,
@@ -502,6 +504,26 @@ def test_incremental_day_equals_full_recompute(long_panel, market, sectors) -> N
     last = days[-1]
     tail = long_panel.groupby("ticker", group_keys=False).apply(lambda g: g.iloc[-(MAX_LOOKBACK + 1):])
     _assert_features_close(compute_features_since(tail, last, market, sectors), full[full["date"] == last])
+
+
+def test_feature_blocks_equal_the_full_recompute(long_panel, market, sectors) -> None:
+    # Blocks of 2 x MAX_LOOKBACK days (the floor), from a first day inside PSA's warm-up, with a hole.
+    holes = long_panel[(long_panel.ticker == "KO")].iloc[[900]][["ticker", "date"]]
+    full = compute_features(long_panel, market, sectors, holes=holes)
+    first = pd.Timestamp("2005-06-01")
+    panel = long_panel.sort_values(["ticker", "date"]).reset_index(drop=True)
+    blocks = list(feature_blocks(panel, first, market, sectors, holes=holes, max_rows=1))
+    days = np.sort(panel.date[panel.date >= first].unique())
+    assert [(a, b) for a, b, _, _ in blocks] == block_days(days, 6, 1)
+    assert len(blocks) == int(np.ceil(len(days) / (2 * MAX_LOOKBACK))) >= 3
+    for a, b, part, rows in blocks:
+        assert part.date.between(a, b).all()
+        pd.testing.assert_frame_equal(part[["ticker", "date"]], panel.iloc[rows][["ticker", "date"]].reset_index(drop=True))
+    got = pd.concat([p for _, _, p, _ in blocks]).sort_values(["ticker", "date"]).reset_index(drop=True)
+    _assert_features_close(got, full[full.date >= first])
+    # A budget above the panel is one block; a first day after the data, none.
+    assert len(list(feature_blocks(panel, first, market, sectors, max_rows=10**9))) == 1
+    assert list(feature_blocks(panel, days[-1] + np.timedelta64(1, "D"), market, sectors)) == []
 
 
 def test_update_features_appends_new_days(long_panel, market, sectors) -> None:

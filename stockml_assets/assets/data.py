@@ -23,7 +23,7 @@ from dagster import (
     asset,
 )
 
-from stockml_assets.metadata import add_metadata, column_schema, date_range, md_table, validated
+from stockml_assets.metadata import add_metadata, check_or_fail, column_schema, date_range, md_table, validated
 from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.resources import (
     DUCKDB_POOL,
@@ -33,6 +33,7 @@ from stockml_assets.resources import (
     previous_table,
     read_feature_rows,
     record_captured_event,
+    replace_partition_rows,
 )
 from stockml_core import data as core_data
 from stockml_core import quality
@@ -41,7 +42,7 @@ from stockml_core.features import (
     ENGINE_VERSION,
     FAMILIES,
     FEATURE_NAMES,
-    compute_features_since,
+    feature_blocks,
     registry_frame,
     row_positions,
     warmup_violations,
@@ -237,28 +238,46 @@ FEATURE_REGISTRY_METADATA = {
        ins={"raw_prices": AssetIn(partition_mapping=FEATURE_HISTORY), "market_context": AssetIn(partition_mapping=FEATURE_HISTORY)},
        deps=[AssetDep("quarantined_prices")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
 def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
-                   market_context: pd.DataFrame, market_universe: pd.DataFrame):
+                   market_context: pd.DataFrame, market_universe: pd.DataFrame) -> MaterializeResult:
     """One row per (ticker, date) with every registered feature, each using data up to its date.
 
     A run computes only its own trading days, reading each ticker's last MAX_LOOKBACK rows before
     the first of them from the stored price partitions: the daily run computes one day, a backfill
-    of history is one vectorized run. Equal to a full recompute (tested). A quarantined trading day
-    breaks its ticker's history: every window spanning it is NaN, as in a warm-up.
+    of history is one vectorized run, computed, checked and stored in blocks of trading days of about
+    ``Settings.feature_block_rows`` rows (one transaction: a failed block leaves the stored
+    partitions as they were). Equal to a full recompute (tested). A quarantined trading day breaks
+    its ticker's history: every window spanning it is NaN, as in a warm-up.
     """
     first, last = run_days(context)
+    s = stockml.settings()
     sectors = market_universe[["ticker", "gics_sector"]]
     started = time.perf_counter()
     holes = quality.QuarantineStore(stockml.warehouse()).holes(last)
     prices = raw_prices[raw_prices.date <= last].sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
-    positions = row_positions(prices, holes)[(prices.date >= first).to_numpy()]
-    df = compute_features_since(prices, first, market_context[market_context.date <= last], sectors, holes=holes)
+    del raw_prices
+    positions = row_positions(prices, holes)
+    market = market_context[market_context.date <= last]
+    span = {"first": None, "last": None, "blocks": 0, "checks": []}
+
+    def checked():
+        for a, b, part, rows in feature_blocks(prices, first, market, sectors, holes=holes, max_rows=s.feature_block_rows):
+            span["checks"] = check_or_fail("feature_matrix", part, FeatureMatrixSchema,
+                                           ("features_finite_after_warmup", warmup_violations(part, positions=positions[rows])))
+            if len(part):
+                span["first"] = span["first"] or part.date.min()
+                span["last"] = part.date.max()
+            span["blocks"] += 1
+            context.log.debug(f"feature_matrix: {a:%Y-%m-%d}..{b:%Y-%m-%d}: {len(part):,} rows checked")
+            yield part
+
+    rows = replace_partition_rows(stockml, "feature_matrix", first, last, checked())
     elapsed = time.perf_counter() - started
-    add_metadata(context, {
-        "dagster/row_count": len(df), "features": len(FEATURE_NAMES), **date_range(df),
+    dates = pd.DataFrame({"date": [d for d in (span["first"], span["last"]) if d is not None]})
+    return MaterializeResult(metadata={
+        "dagster/row_count": rows, "features": len(FEATURE_NAMES), **date_range(dates),
         "history_rows_read": len(prices), "quarantine_breaks": len(holes), "compute_seconds": round(elapsed, 3),
-        "engine_version": ENGINE_VERSION})
-    return validated(context, "feature_matrix", df, FeatureMatrixSchema,
-                     ("features_finite_after_warmup", warmup_violations(df, positions=positions)))
+        "blocks": span["blocks"], "engine_version": ENGINE_VERSION,
+        "checks passed": ", ".join(span["checks"]), "rows checked": rows})
 
 
 @asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema),

@@ -43,7 +43,8 @@ from stockml_core.quality import segment_starts
 
 __all__ = [
     "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "SECTOR_FEATURES",
-    "ENGINE_VERSION", "FeatureSpec", "compute_features", "compute_features_since", "feature_spec", "history_fingerprint",
+    "ENGINE_VERSION", "FeatureSpec", "block_days", "compute_features", "compute_features_since", "feature_blocks",
+    "feature_spec", "history_fingerprint",
     "markdown_table", "registry_frame", "row_positions", "update_features", "warmup_violations",
 ]
 
@@ -353,6 +354,56 @@ def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | N
     keep = row >= first_new.to_numpy() - MAX_LOOKBACK
     part = compute_features(frame[keep], market, sectors, holes=holes)
     return part[part["date"] >= since].reset_index(drop=True)
+
+
+def block_days(days: np.ndarray, tickers: int, max_rows: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Consecutive (first, last) runs of ``days`` holding about ``max_rows`` rows at ``tickers`` names each.
+
+    A block is never shorter than ``2 * MAX_LOOKBACK`` days, so the look-back rows a block reads
+    before its first day (up to ``MAX_LOOKBACK`` per ticker) cost at most half again its own rows.
+    """
+    days = np.unique(np.asarray(days, dtype="datetime64[ns]"))
+    if not len(days):
+        return []
+    per = max(int(np.ceil(max_rows / max(tickers, 1))), 2 * MAX_LOOKBACK)
+    return [(pd.Timestamp(days[i]), pd.Timestamp(days[min(i + per, len(days)) - 1])) for i in range(0, len(days), per)]
+
+
+def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None,
+                   holes: pd.DataFrame | None = None, max_rows: int = 1_000_000):
+    """The features of the rows dated >= ``first``, as consecutive blocks of trading days.
+
+    Yields ``(block_first, block_last, features, rows)`` per block, in date order: ``features`` equals
+    ``compute_features_since(prices, first, ...)`` restricted to the block's days (tested), ``rows``
+    the positions in ``prices`` (sorted by (ticker, date)) of the block's rows. Each block is computed
+    from its own rows and each ticker's ``MAX_LOOKBACK`` rows before it, so a history of any length
+    is computed in memory proportional to ``max_rows`` (see ``block_days``) instead of the whole panel.
+    """
+    frame, codes, _ = _prepare(prices)
+    dates = frame["date"].to_numpy()
+    new = np.flatnonzero(dates >= np.datetime64(pd.Timestamp(first), "ns"))
+    if not len(new):
+        return
+    # Rows are sorted by (ticker, date): a (ticker, day) key is sorted too, and one searchsorted per
+    # block finds each ticker's first row dated >= a and its last dated <= b.
+    all_days, day_of_row = np.unique(dates, return_inverse=True)
+    n_days = len(all_days) + 1
+    key = codes * n_days + day_of_row
+    tickers = np.arange(int(codes.max()) + 1 if len(codes) else 0, dtype=np.int64)
+    start = np.searchsorted(key, tickers * n_days)
+    n_tickers = int(np.unique(codes[new]).size)
+    for a, b in block_days(dates[new], n_tickers, max_rows):
+        lo = np.datetime64(a, "ns")
+        # Each ticker's rows up to b, from MAX_LOOKBACK rows before its first row dated >= a.
+        first_new = np.searchsorted(key, tickers * n_days + np.searchsorted(all_days, lo))
+        last_in = np.searchsorted(key, tickers * n_days + np.searchsorted(all_days, np.datetime64(b, "ns"), side="right"))
+        take_from = np.maximum(first_new - MAX_LOOKBACK, start)
+        has = last_in > first_new
+        lengths = (last_in - take_from)[has]
+        idx = np.repeat(take_from[has] - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
+        part = compute_features_since(frame.iloc[idx], a, market, sectors, holes=holes)
+        rows = idx[dates[idx] >= lo]
+        yield a, b, part, rows
 
 
 def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None,
