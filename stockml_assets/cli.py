@@ -77,8 +77,10 @@ def collect_status(settings: Settings | None = None) -> dict:
     if champ:
         metrics = dict(champ.metrics)
         baselines = metrics.pop("baselines", {})
+        base_models = metrics.pop("base_models", {})
         out["champion"] = {"version": champ.version, "sha256": champ.sha256, "metrics": _clean(metrics),
                            "baselines": {b: _clean(m) for b, m in baselines.items()},
+                           "base_models": {b: _clean(m) for b, m in base_models.items()},
                            "created_at": str(champ.created_at)}
     if wh.has_table("promotion_decision", "assets"):
         d = wh.read('select * from "assets"."promotion_decision"')
@@ -110,7 +112,8 @@ def print_status(st: dict) -> None:
         m = champ["metrics"]
         print(f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}...)")
         print("  out-of-sample: " + ", ".join(f"{k} {_fmt(float(m[k]))}" for k in
-              ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"] if m.get(k) is not None))
+              ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
+                                                if m.get(k) is not None))
     else:
         print("Champion: none - no model has passed the promotion gate yet; no predictions are published.")
     d = st["last_decision"]
@@ -139,8 +142,11 @@ def summary(s: Settings) -> None:
         from stockml_core.evaluation import comparison_table
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
-        print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "n"]]
-              .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
+                                     "rank_ic_t", "n"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print("  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
+              f"{s.labels.horizon}-day returns; "
+              "|t| < 2 is no evidence of ranking skill)")
     status = collect_status(s)
     print_status(status)
     champ = status["champion"]

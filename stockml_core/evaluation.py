@@ -98,12 +98,54 @@ def reliability_table(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> pd.Da
     return pd.DataFrame(rows, columns=["class", "bin", "rows", "predicted", "observed"])
 
 
-def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray) -> dict[str, float]:
-    """Daily cross-sectional IC and rank IC of a score against the forward return (mean, ICIR)."""
+def hac_t(x: np.ndarray, lags: int, kernel: str = "bartlett") -> float:
+    """t-statistic of the mean of ``x`` with a heteroskedasticity- and autocorrelation-consistent standard
+    error on ``lags`` lags: ``bartlett`` weights 1 - k / (lags + 1) (Newey-West), ``uniform`` weights 1
+    (Hansen-Hodrick). NaN with fewer than 2 values or a variance that is not positive.
+    """
+    x = np.asarray(x, dtype="float64")
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    d = x - x.mean()
+    var = float(d @ d) / n
+    for k in range(1, min(int(lags), n - 1) + 1):
+        w = 1.0 - k / (lags + 1.0) if kernel == "bartlett" else 1.0
+        var += 2.0 * w * float(d[k:] @ d[:-k]) / n
+    return float(x.mean() / np.sqrt(var / n)) if var > 0 else float("nan")
+
+
+def overlap_t(daily: np.ndarray, horizon: int) -> float:
+    """t-statistic of a mean daily IC of ``horizon``-day forward returns, which overlap by ``horizon - 1`` days.
+
+    Neighbouring days' ICs share most of their returns: without skill the daily series is a moving
+    average of order h - 1, and a plain t-statistic overstates the evidence (by about sqrt(h)). The
+    standard error is Hansen-Hodrick's (uniform weights on h - 1 lags: exact for that moving average);
+    where that variance is not positive, Newey-West's on 2(h - 1) lags. Measured on 2,000 no-skill
+    series of 1,000 days at h = 5 (``tests/test_evaluation.py``): |t| > 1.96 in 4.6% of them, against
+    38% for the plain t and 9.9% for Newey-West on h - 1 lags.
+    """
+    lags = max(int(horizon) - 1, 0)
+    t = hac_t(daily, lags, "uniform")
+    return t if np.isfinite(t) or lags == 0 else hac_t(daily, 2 * lags, "bartlett")
+
+
+def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray,
+                             horizon: int = 5) -> dict[str, float]:
+    """Daily cross-sectional IC and rank IC of a score against the ``horizon``-day forward return.
+
+    ``ic`` / ``rank_ic``: the mean over days of the Pearson / Spearman correlation across the day's
+    names (days with at least 3); ``icir`` / ``rank_icir``: mean / standard deviation of the daily
+    series; ``ic_t`` / ``rank_ic_t``: the mean's t-statistic corrected for the overlap of h-day returns
+    (``overlap_t``); ``days``: the days averaged.
+    """
+    nan = {"ic": np.nan, "rank_ic": np.nan, "icir": np.nan, "rank_icir": np.nan, "ic_t": np.nan, "rank_ic_t": np.nan,
+           "days": 0.0}
     df = pd.DataFrame({"date": np.asarray(dates), "s": score, "r": fwd_return}).dropna()
     df = df[df.groupby("date").s.transform("size") >= 3]
     if df.empty:
-        return {"ic": np.nan, "rank_ic": np.nan, "icir": np.nan}
+        return nan
     g = df.groupby("date")
     ranks = df.assign(s=g.s.rank(), r=g.r.rank())
 
@@ -117,6 +159,9 @@ def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np
     return {
         "ic": float(ic.mean()), "rank_ic": float(ric.mean()),
         "icir": float(ic.mean() / ic.std()) if ic.std() > 0 else np.nan,
+        "rank_icir": float(ric.mean() / ric.std()) if ric.std() > 0 else np.nan,
+        "ic_t": overlap_t(ic.to_numpy(), horizon), "rank_ic_t": overlap_t(ric.to_numpy(), horizon),
+        "days": float(len(ric)),
     }
 
 
@@ -157,12 +202,13 @@ def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list
             for k, v in metrics.items()]
 
 
-def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
+def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     """Long table (scope, group, model, metric, value) of out-of-sample metrics.
 
     Classification metrics for every scope (overall, regime, sector, symbol, fold, and the
     training-set ``source`` when the frame has it: recent / archive / replay); the daily
-    cross-sectional IC, rank IC and ICIR for overall, regime, sector and fold (within the group's names).
+    cross-sectional IC, rank IC, ICIR and their t-statistics (corrected for the overlap of ``horizon``-day
+    returns: ``overlap_t``) for overall, regime, sector and fold (within the group's names).
 
     ``oof`` holds one row per evaluated sample: date, ticker, sector, regime, fold, label,
     fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
@@ -185,7 +231,7 @@ def validation_report(oof: pd.DataFrame) -> pd.DataFrame:
             for g, rows_of_g in groups[scope]:
                 m = classification_metrics(y_all[rows_of_g], proba_all[rows_of_g])
                 if scope not in ("symbol", "source"):  # a daily cross-section needs several symbols
-                    m.update(information_coefficients(dates[rows_of_g], score[rows_of_g], fwd[rows_of_g]))
+                    m.update(information_coefficients(dates[rows_of_g], score[rows_of_g], fwd[rows_of_g], horizon))
                 rows += _rows(scope, g, model, m)
     return pd.DataFrame(rows, columns=["scope", "group", "model", "metric", "value"])
 
@@ -198,7 +244,8 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
 
     out: dict[str, float | str] = {k: get("overall", "all", model, k) for k in
                                    ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction",
-                                    "log_loss", "brier", "ic", "rank_ic", "icir"]}
+                                    "log_loss", "brier", "ic", "rank_ic", "icir", "rank_icir", "ic_t", "rank_ic_t",
+                                    "days"]}
     out["ece"] = get("overall", "all", model, "ece")
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
     out["crash_n"] = get("regime", "crash", model, "n")
@@ -209,7 +256,7 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
     else:
         out["worst_sector_accuracy"], out["worst_sector"] = float("nan"), ""
     for b in BASELINES:
-        for k in ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"]:
+        for k in ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_ic_t"]:
             out[f"{b}_{k}"] = get("overall", "all", b, k)
         out[f"{b}_crash_accuracy"] = get("regime", "crash", b, "accuracy")
     return out
@@ -220,5 +267,5 @@ def comparison_table(report: pd.DataFrame) -> pd.DataFrame:
     overall = report[report.scope == "overall"]
     table = overall.pivot_table(index="model", columns="metric", values="value", sort=False)
     cols = [c for c in ["accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction", "log_loss", "brier", "ece",
-                        "ic", "rank_ic", "icir", "n"] if c in table.columns]
+                        "ic", "rank_ic", "rank_ic_t", "icir", "n"] if c in table.columns]
     return table[cols].reset_index()

@@ -79,10 +79,12 @@ def test_status_json_reports_champion_decision_and_drift(cli_run):
         raise AssertionError(f"status JSON holds {token}: not standard JSON")
 
     data = json.loads(status.stdout, parse_constant=no_nan)
-    keys = {"accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir"}
+    keys = {"accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir", "ic_t",
+            "rank_ic_t", "days"}
     assert keys <= set(data["champion"]["metrics"])
-    assert set(data["champion"]["baselines"]) == set(BASELINES)
-    assert all(keys <= set(m) for m in data["champion"]["baselines"].values())
+    assert set(data["champion"]["baselines"]) == set(BASELINES) and set(data["champion"]["base_models"]) == {"rf", "xgb"}
+    assert all(keys <= set(m) for m in [*data["champion"]["baselines"].values(), *data["champion"]["base_models"].values()])
+    assert data["champion"]["metrics"]["days"] > 100 and data["champion"]["metrics"]["rank_ic_t"] is not None
     assert data["champion"]["baselines"]["always_up"]["auc_ovr"] == 0.5
     assert data["last_decision"]["candidate_version"] == "v0001"
     assert {c["name"] for c in data["last_decision"]["criteria"]} >= {"accuracy_vs_best_baseline", "worst_sector_accuracy"}

@@ -16,9 +16,11 @@ from stockml_core.evaluation import (
     classification_metrics,
     comparison_table,
     expected_calibration_error,
+    hac_t,
     headline,
     information_coefficients,
     logistic_momentum_probabilities,
+    overlap_t,
     reliability_table,
     validation_report,
 )
@@ -143,7 +145,48 @@ def test_ic_of_noise_is_near_zero() -> None:
 def test_ic_ignores_dates_with_fewer_than_three_names() -> None:
     p = _panel(5, 2, seed=7)
     ic = information_coefficients(p.date, p.fwd_return.to_numpy(), p.fwd_return.to_numpy())
-    assert all(math.isnan(v) for v in ic.values())
+    assert ic.pop("days") == 0 and all(math.isnan(v) for v in ic.values())
+
+
+def test_hac_t_by_hand() -> None:
+    x = np.array([0.3, -0.1, 0.2, 0.5, 0.0, 0.1])
+    d = x - x.mean()
+    n = len(x)
+    g1, g2 = (d[1:] @ d[:-1]) / n, (d[2:] @ d[:-2]) / n
+    assert hac_t(x, 0) == pytest.approx(x.mean() / np.sqrt(d @ d / n / n))  # no lags: the plain t
+    assert hac_t(x, 2) == pytest.approx(x.mean() / np.sqrt((d @ d / n + 2 * (2 / 3) * g1 + 2 * (1 / 3) * g2) / n))
+    y = np.array([0.3, 0.2, 0.4, 0.1, -0.1, 0.0, 0.2, 0.3])  # positively autocorrelated
+    e = y - y.mean()
+    hh = (e @ e + 2 * (e[1:] @ e[:-1]) + 2 * (e[2:] @ e[:-2])) / len(y)
+    assert hh > 0 and hac_t(y, 2, "uniform") == pytest.approx(y.mean() / np.sqrt(hh / len(y)))
+    assert math.isnan(hac_t(np.array([0.1]), 4)) and math.isnan(hac_t(np.zeros(10), 4))
+    # A Hansen-Hodrick variance that is not positive falls back to Newey-West on 2(h - 1) lags.
+    zigzag = np.tile([1.0, -1.0], 50) + 0.01  # variance 1, first autocovariance -1: 1 - 2 < 0 at h = 2
+    assert math.isnan(hac_t(zigzag, 1, "uniform"))
+    assert overlap_t(zigzag, 2) == hac_t(zigzag, 2, "bartlett") and np.isfinite(overlap_t(zigzag, 2))
+    assert overlap_t(y, 3) == hac_t(y, 2, "uniform")
+
+
+def test_overlap_t_is_calibrated_on_overlapping_returns_where_the_plain_t_is_not() -> None:
+    # Daily ICs of 5-day returns with no skill: each day's IC shares 4 of its 5 days with the next (MA(4)).
+    rng = np.random.default_rng(11)
+    shocks = rng.normal(size=(2000, 1004))
+    ics = np.stack([shocks[:, k:k + 1000] for k in range(5)]).sum(axis=0)
+    plain = np.array([hac_t(row, 0) for row in ics])
+    nw = np.array([hac_t(row, 4) for row in ics])
+    ours = np.array([overlap_t(row, 5) for row in ics])
+    assert (np.abs(plain) > 1.96).mean() > 0.3  # the plain t "finds" skill in a third of the trials
+    assert (np.abs(nw) > 1.96).mean() > 0.08  # Newey-West on h - 1 lags still twice too often
+    assert 0.03 < (np.abs(ours) > 1.96).mean() < 0.065  # about as often as it should (5%)
+
+
+def test_ic_t_statistic_and_days() -> None:
+    p = _panel(250, 30, seed=5)
+    skill = p.fwd_return.to_numpy() + np.random.default_rng(8).normal(0, 0.1, len(p))
+    ic = information_coefficients(p.date, skill, p.fwd_return.to_numpy(), horizon=1)
+    assert ic["days"] == 250 and ic["rank_ic_t"] > 5 and ic["ic_t"] > 5 and ic["rank_icir"] > 0
+    noise = information_coefficients(p.date, np.random.default_rng(6).normal(size=len(p)), p.fwd_return.to_numpy())
+    assert abs(noise["rank_ic_t"]) < 3
 
 
 # ------------------------------------------------------------------------------------ baselines

@@ -129,14 +129,24 @@ def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.B
     return _oof_check(xgb_model, stockml.settings().labels.horizon)
 
 
-STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir")
+STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir",
+                  "ic_t", "rank_ic_t", "days")
 
 
-def _oos_metrics(ev: pd.DataFrame, model: str) -> dict[str, float]:
+def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]:
     proba = ev[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
     m = classification_metrics(ev.label.to_numpy(), proba)
-    m.update(information_coefficients(ev.date, proba[:, 2] - proba[:, 0], ev.fwd_return.to_numpy()))
+    m.update(information_coefficients(ev.date, proba[:, 2] - proba[:, 0], ev.fwd_return.to_numpy(), horizon))
     return m
+
+
+def stack_versus_parts(metrics: dict[str, dict[str, float]]) -> str:
+    """Whether the stacked candidate ranks better than the better of its base models on the same rows."""
+    best = max(("rf", "xgb"), key=lambda m: metrics[m]["rank_ic"] if np.isfinite(metrics[m]["rank_ic"]) else -np.inf)
+    c, b = metrics["candidate"], metrics[best]
+    verdict = "beats" if c["rank_ic"] > b["rank_ic"] else "does not beat"
+    return (f"the stacked candidate (rank IC {c['rank_ic']:.4f}, t {c['rank_ic_t']:.2f}) {verdict} its better base model, "
+            f"{best} (rank IC {b['rank_ic']:.4f}, t {b['rank_ic_t']:.2f}), on the same {int(c['n']):,} out-of-sample rows")
 
 
 @asset(group_name="training", kinds={"scikitlearn", "duckdb"}, pool=DUCKDB_POOL)
@@ -145,16 +155,21 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate."""
     s = stockml.settings()
     bundle, ev = training.stack(training_set, rf_model, xgb_model, FEATURE_NAMES, s)
-    metrics = _oos_metrics(ev, "candidate")
-    # The baselines' metrics on the same rows travel with the version (``stockml status --json``).
-    metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b).items() if k in STATUS_METRICS} for b in BASELINES}
+    h = s.labels.horizon
+    metrics = _oos_metrics(ev, "candidate", h)
+    # The baselines' and the base models' metrics on the same rows travel with the version (``stockml status --json``).
+    metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in BASELINES}
+    metrics["base_models"] = {m: {k: v for k, v in _oos_metrics(ev, m, h).items() if k in STATUS_METRICS} for m in ("rf", "xgb")}
+    stack_note = stack_versus_parts({"candidate": metrics, **metrics["base_models"]})
+    context.log.info(f"meta_learner: {stack_note}")
     lineage = {"dagster_run_id": context.run_id, "data_first_date": training_set.date.min(),
                "data_last_date": training_set.date.max(), "features": FEATURE_NAMES,
                "settings": s.as_dict(), "evaluated_from": ev.date.min()}
     replay = training.replay_correction(bundle, training_set)
     version = stockml.registry().register(bundle, {**metrics, **replay}, lineage, training.composition(training_set))
     context.add_output_metadata({"candidate_version": version.version, "sha256": version.sha256,
-                                 **{f"oos_{k}": float(v) for k, v in metrics.items() if k != "baselines"},
+                                 **{f"oos_{k}": float(v) for k, v in metrics.items() if k not in ("baselines", "base_models")},
+                                 "stack vs its parts": stack_note,
                                  "replayed_mistakes": replay["replay_n"],
                                  "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
     return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay}
@@ -168,10 +183,12 @@ def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
 
 
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(ValidationReportSchema), **TABLE)
-def validation_report(context: AssetExecutionContext, meta_learner: dict) -> pd.DataFrame:
-    """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines."""
+def validation_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict) -> pd.DataFrame:
+    """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines.
+
+    IC t-statistics are Newey-West with horizon - 1 lags (the overlap of the h-day returns)."""
     ev = meta_learner["evaluation"]
-    report = build_validation_report(ev)
+    report = build_validation_report(ev, stockml.settings().labels.horizon)
     h = headline(report)
     replay = replay_error_rates(ev)
     reliability = reliability_table(ev.label.to_numpy(), ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy())
