@@ -47,17 +47,21 @@ def build_folder(folder: Path, names: int, years: int) -> dict:
     universe = load_universe(BROAD)
     good = quality.screen_prices(prices, universe.ticker, pd.Timestamp.now().normalize(), QualitySettings()).good
     panel, sectors = build_panel(good, universe[["ticker", "gics_sector"]], names, years)
+    del prices, good
     folder.mkdir(parents=True, exist_ok=True)
-    panel.to_csv(folder / "prices.csv", index=False, float_format="%.6g", date_format="%Y-%m-%d")
+    step = 1_000_000  # written in slices: the text of 15M rows at once would take gigabytes
+    for i in range(0, len(panel), step):
+        panel.iloc[i:i + step].to_csv(folder / "prices.csv", index=False, float_format="%.6g", date_format="%Y-%m-%d",
+                                      mode="w" if i == 0 else "a", header=i == 0)
     sectors.assign(name=sectors.ticker)[["ticker", "name", "gics_sector"]].to_csv(folder / "sectors.csv", index=False)
     (folder / "market.csv.gz").write_bytes((BROAD / "market.csv.gz").read_bytes())
     return {"rows": len(panel), "names": names, "first": f"{panel.date.min():%Y-%m-%d}", "last": f"{panel.date.max():%Y-%m-%d}"}
 
 
 def run_one(names: int, years: int, work: Path) -> dict:
-    """Build the folder, run the history job in this process, return per-step seconds and peaks."""
+    """Run the history job on the built folder in this process; return per-step seconds and peaks."""
     base = work / f"n{names}"
-    shape = build_folder(base / "data", names, years)
+    shape = json.loads((base / "shape.json").read_text())
     os.environ.update({"STOCKML_DATA_DIR": str(base / "data"), "STOCKML_HOME": str(base / "home"),
                        "DAGSTER_HOME": str(base / "dagster_home"), "STOCKML_AUTOMATION": "off"})
     import gc
@@ -117,9 +121,14 @@ def main() -> int:
     ap.add_argument("--names", type=int, nargs="*", default=[375, 750, 1500, 3000])
     ap.add_argument("--years", type=int, default=20)
     ap.add_argument("--work", type=Path, default=None, help="folder for the data and state (default: a new temporary one)")
-    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # the child: one size
+    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child: one size's run ...
+    ap.add_argument("--build", type=int, default=None, help=argparse.SUPPRESS)  # ... or its data folder
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="stockml-scale-"))
+    if a.build is not None:  # in a process of its own: the run's memory is the run's
+        shape = build_folder(work / f"n{a.build}" / "data", a.build, a.years)
+        (work / f"n{a.build}" / "shape.json").write_text(json.dumps(shape))
+        return 0
     if a.one is not None:
         out = run_one(a.one, a.years, work)
         (work / f"n{a.one}" / "result.json").write_text(json.dumps(out, indent=1))
@@ -129,11 +138,14 @@ def main() -> int:
     results = []
     for n in a.names:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--years", str(a.years), "--work", str(work)],
-                              capture_output=True, text=True)
+        for role in ("--build", "--one"):
+            proc = subprocess.run([sys.executable, __file__, role, str(n), "--years", str(a.years), "--work", str(work)],
+                                  capture_output=True, text=True)
+            if proc.returncode and role == "--build":
+                break
         path = work / f"n{n}" / "result.json"
         if not path.exists():
-            print(f"{n} names: the run did not finish (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            print(f"{n} names: the run did not finish (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
             break
         r = json.loads(path.read_text())
         results.append(r)

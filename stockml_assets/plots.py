@@ -26,6 +26,19 @@ def equity_plot(curve: pd.DataFrame):
     return fig
 
 
+def book_plot(books: dict, names: list[str], version: str):
+    """Net equity of the decile books of ``names`` (candidate first), titled with the model version."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name in names:
+        b = books[name]
+        ax.plot(b.date, b.net_equity, label=f"{name} (net of costs)")
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_title(f"{version}: long top / short bottom decile, out-of-sample")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def mix_plot(table: pd.DataFrame, title: str):
     fig, ax = plt.subplots(figsize=(6, 3))
     x = range(len(table))

@@ -77,6 +77,7 @@ class StockMLResource(ConfigurableResource):
     gate: dict[str, float] = {}  # overrides of GateSettings fields, e.g. {"min_sector_accuracy": 0.32}
     training: dict[str, Any] = {}  # overrides of TrainingSettings fields, e.g. {"n_folds": 3, "rf_trees": 100}
     quality: dict[str, Any] = {}  # overrides of QualitySettings fields, e.g. {"max_bad_share_day": 0.02}
+    labels: dict[str, Any] = {}  # overrides of LabelSettings fields, e.g. {"target": "market_neutral"}
     feature_block_rows: int | None = None  # rows per block of a history run's features (Settings.feature_block_rows)
 
     def settings(self) -> Settings:
@@ -90,7 +91,8 @@ class StockMLResource(ConfigurableResource):
                                          xgb_rounds=30, n_folds=3, test_years=3.0))
         return s.with_(gate=overridden(s.gate, self.gate, "STOCKML_GATE"),
                        training=overridden(s.training, self.training, "STOCKML_TRAINING"),
-                       quality=overridden(s.quality, self.quality, "STOCKML_QUALITY"))
+                       quality=overridden(s.quality, self.quality, "STOCKML_QUALITY"),
+                       labels=overridden(s.labels, self.labels, "STOCKML_LABELS"))
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings().warehouse_path)
@@ -112,7 +114,8 @@ def overridden(section, changes: dict, env: str):
     return replace(section, **changes)
 
 
-OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY"}
+OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY",
+                      "labels": "STOCKML_LABELS"}
 
 
 def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:

@@ -66,3 +66,46 @@ def summarize_backtest(curve: pd.DataFrame) -> pd.DataFrame:
         perf["avg_daily_turnover"] = float(curve.turnover.mean()) if name != "buy_and_hold" else 0.0
         rows.append({"portfolio": name, **perf})
     return pd.DataFrame(rows)
+
+
+def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quantile: float = 0.1,
+                cost_bps: float = 5.0) -> pd.DataFrame:
+    """A long top-``quantile`` / short bottom-``quantile`` book held ``horizon`` days, net of costs.
+
+    Each day t the names with a score (known at the close of t) are ranked; the top and bottom
+    ``quantile`` (at least one name each) get equal weights of +1 and -1 in that day's sub-book, held
+    for ``horizon`` days; the book is the average of the last ``horizon`` sub-books (Jegadeesh-Titman
+    overlapping portfolios: the holding period matches the target's horizon, and a day's turnover is
+    about 2 / horizon of a daily rebalance's). A name's position earns its t -> t+1 return
+    (``returns``: ticker, date, next_return; a missing return earns 0 and is not traded into).
+    Costs: ``cost_bps`` per side on the day's turnover (sum of |weight change|).
+    Returns one row per date: gross and net return, turnover, long and short names, net equity.
+    """
+    df = signals.merge(returns, on=["ticker", "date"], how="left").dropna(subset=["score"])
+    if df.empty:
+        return pd.DataFrame(columns=["date", "gross_return", "net_return", "turnover", "names", "net_equity"])
+    g = df.groupby("date").score
+    n = g.transform("size").to_numpy()
+    k = np.maximum(np.floor(n * quantile), 1.0)
+    top = g.rank(ascending=False, method="first").to_numpy() <= k
+    bottom = g.rank(ascending=True, method="first").to_numpy() <= k
+    df = df.assign(weight=np.where(top, 1.0, 0.0) / k - np.where(bottom & ~top, 1.0, 0.0) / k)
+    books = df.pivot_table(index="date", columns="ticker", values="weight", fill_value=0.0, sort=True)
+    weights = books.rolling(horizon, min_periods=1).sum() / horizon  # the last h sub-books, each 1/h of the capital
+    rets = df.pivot_table(index="date", columns="ticker", values="next_return", sort=True).reindex_like(weights)
+    gross = (weights * rets.fillna(0.0)).sum(axis=1)
+    turnover = weights.diff().abs().sum(axis=1)
+    turnover.iloc[0] = weights.iloc[0].abs().sum()
+    net = gross - turnover * cost_bps / 1e4
+    out = pd.DataFrame({"date": weights.index, "gross_return": gross.to_numpy(), "net_return": net.to_numpy(),
+                        "turnover": turnover.to_numpy(), "names": (books != 0).sum(axis=1).to_numpy()})
+    out["net_equity"] = (1 + out.net_return).cumprod()
+    return out.reset_index(drop=True)
+
+
+def book_summary(curve: pd.DataFrame) -> dict[str, float]:
+    """Gross and net annual return and Sharpe, max drawdown (net) and average daily turnover of a book."""
+    gross, net = performance(curve.gross_return), performance(curve.net_return)
+    return {"gross_annual_return": gross["annual_return"], "gross_sharpe": gross["sharpe"],
+            "net_annual_return": net["annual_return"], "net_sharpe": net["sharpe"], "net_max_drawdown": net["max_drawdown"],
+            "avg_daily_turnover": float(curve.turnover.mean()) if len(curve) else float("nan")}

@@ -6,6 +6,13 @@ barrier the close crosses on days t+1 ... t+h (up: the upper one, down: the lowe
 is crossed by t+h (the vertical barrier) the label is flat. The h-day forward return is kept beside
 it for the information coefficient, and ``barrier_day`` says on which day (1..h) the label was
 decided (h for flat). Labels look forward by definition; they are NaN where t+h runs past the data.
+
+Cross-sectional targets (``LabelSettings.target``): ``excess_return`` is the forward return minus
+the day's cross-sectional mean (``market_neutral``) or the mean of the ticker's GICS sector that day
+(``sector_neutral``); the class is its per-date tercile (down / flat / up relative to peers that
+day, about a third each by construction) and ``target_rank`` its per-date percentile rank in (0, 1].
+A day (or a sector-day) with fewer than ``min_names`` forward returns has no cross-sectional label.
+The common move of the market, which no model forecasts well, is gone from what the models learn.
 """
 
 from __future__ import annotations
@@ -17,19 +24,24 @@ from stockml_core.settings import LabelSettings
 
 CLASSES = (0, 1, 2)
 CLASS_NAMES = ("down", "flat", "up")
+TARGETS = ("triple_barrier", "market_neutral", "sector_neutral")
 MIN_SCALE = 1e-4  # floor of the daily volatility (a flat history would make every move a barrier touch)
 
 
 def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None,
-                   holes: pd.DataFrame | None = None) -> pd.DataFrame:
+                   holes: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None) -> pd.DataFrame:
     """One label per (ticker, date), sorted by (ticker, date); see the module docstring.
 
     ``holes`` (ticker, date): quarantined trading days. A label whose forward path, volatility or
     past return would span one is NaN (the ticker's history is cut there), never bridged.
+    ``sectors`` (ticker, gics_sector): needed by the ``sector_neutral`` target (or a ``gics_sector``
+    column in ``prices``).
     """
     from stockml_core.quality import segment_ids
 
     s = settings or LabelSettings()
+    if s.target not in TARGETS:
+        raise ValueError(f"unknown label target {s.target!r}; choose one of {TARGETS} (LabelSettings.target)")
     p = prices.sort_values(["ticker", "date"]).reset_index(drop=True)
     close = p.close.to_numpy(dtype="float64")
     segment = segment_ids(p, holes)
@@ -54,12 +66,39 @@ def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None,
     label[undefined] = np.nan
     day[undefined] = np.nan
     past_return = close / by.shift(s.horizon).to_numpy(dtype="float64") - 1.0  # known at t
+    group = p.date.to_numpy()
+    if s.target == "sector_neutral":
+        sector = p["gics_sector"] if "gics_sector" in p.columns else \
+            p.ticker.map(None if sectors is None else sectors.drop_duplicates("ticker").set_index("ticker").gics_sector)
+        if sector.isna().any():
+            raise ValueError(f"sector_neutral labels need a GICS sector for every ticker; missing for "
+                             f"{sorted(p.ticker[sector.isna()].unique())[:10]}")
+        group = [group, sector.to_numpy()]
+    excess, rank = cross_sectional(fwd_return, group, s.min_names)
+    if s.target != "triple_barrier":
+        label = np.minimum(np.floor(rank * 3.0 - 1e-9), 2.0)  # terciles of (0, 1]: (0, 1/3] down, ..., (2/3, 1] up
+        day = np.where(np.isfinite(label), float(s.horizon), np.nan)
     return pd.DataFrame({
         "ticker": p.ticker.to_numpy(),
         "date": p.date.to_numpy(),
         "past_return": past_return,
         "fwd_return": fwd_return,
+        "excess_return": excess,
+        "target_rank": rank,
         "vol_scale": scale,
         "label": label,
         "barrier_day": day,
     })
+
+
+def cross_sectional(values: np.ndarray, by, min_names: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (a date, or date and sector): ``values`` minus the group mean, and their percentile rank
+    in (0, 1] (average ranks for ties). NaN values, and groups with fewer than ``min_names`` finite
+    values, give NaN."""
+    v = pd.Series(values, dtype="float64")
+    g = v.groupby(by if not isinstance(by, list) else [pd.Series(b) for b in by], sort=False)
+    n = g.transform("count").to_numpy()
+    ok = np.isfinite(v.to_numpy()) & (n >= min_names)
+    excess = np.where(ok, v.to_numpy() - g.transform("mean").to_numpy(), np.nan)
+    rank = np.where(ok, g.rank(method="average").to_numpy() / np.maximum(n, 1), np.nan)
+    return excess, rank

@@ -127,6 +127,8 @@ class LabelsSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp]
     past_return: Series[float] = pa.Field(nullable=True)
     fwd_return: Series[float] = pa.Field(nullable=True)
+    excess_return: Series[float] = pa.Field(nullable=True)
+    target_rank: Series[float] = pa.Field(nullable=True, gt=0, le=1)
     vol_scale: Series[float] = pa.Field(nullable=True, gt=0)
     label: Series[float] = pa.Field(nullable=True, isin=CLASS_LABELS)
     barrier_day: Series[float] = pa.Field(nullable=True, ge=1)

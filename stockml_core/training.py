@@ -11,10 +11,14 @@ import pandas as pd
 from stockml_core import models
 from stockml_core.evaluation import (
     BASELINES,
+    LINEAR_BASELINE,
     MOMENTUM_BASELINE_FEATURES,
     PROBA_COLUMNS,
+    RANK_BASELINES,
     baseline_probabilities,
+    linear_scores,
     logistic_momentum_probabilities,
+    rank_probabilities,
 )
 from stockml_core.settings import Settings
 from stockml_core.splits import Fold, purged_walk_forward
@@ -193,6 +197,16 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
             majority = int(pd.Series(y[f.train_idx]).mode().iloc[0])
             parts.append(baseline_probabilities(b, int(test.sum()), majority, ev.past_return[test].to_numpy()))
         ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = np.vstack(parts)
+    ev_dates = ev.date.to_numpy()
+    for b, (feature, sign) in RANK_BASELINES.items():  # each day's names ranked by one feature: nothing fitted
+        ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, sign * ts[feature].to_numpy()[ev_mask])
+    X = ts[list(feature_names)].to_numpy(dtype="float32")
+    linear = np.full(int(ev_mask.sum()), np.nan)
+    for f in rf.folds[1:]:  # fitted on the same purged training rows as the models
+        test = fold_row[ev_mask] == f.fold
+        linear[test] = linear_scores(X[f.train_idx], ts.date.to_numpy()[f.train_idx], ts.fwd_return.to_numpy()[f.train_idx],
+                                     X[ev_mask][test])
+    ev[[f"{LINEAR_BASELINE}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, linear)
     return bundle, ev
 
 

@@ -12,7 +12,11 @@ import pandas as pd
 
 # Every in-process connection to one DuckDB file must use the same configuration, or DuckDB refuses
 # it; Dagster's DuckDB IO manager is configured with exactly this (see stockml_assets.resources).
-CONNECTION_CONFIG = {"custom_user_agent": "stockml"}
+# DuckDB's buffer pool may otherwise grow to 80% of the machine's memory and keeps what it wrote
+# cached: a history run's feature writes (1.9M rows x 223 features at 375 names) held 1.2 GB per
+# million rows until the transaction ended, and the process kept it. Capped, DuckDB spills to
+# ``warehouse.duckdb.tmp`` instead (reading 1.9M feature rows back into pandas under the cap works).
+CONNECTION_CONFIG = {"custom_user_agent": "stockml", "memory_limit": "1GB"}
 
 
 class Warehouse:

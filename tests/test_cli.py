@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from stockml_core.evaluation import BASELINES
+from stockml_core.evaluation import ALL_BASELINES
 from tests.conftest import write_slice_folder
 
 STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
@@ -80,9 +80,9 @@ def test_status_json_reports_champion_decision_and_drift(cli_run):
 
     data = json.loads(status.stdout, parse_constant=no_nan)
     keys = {"accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir", "ic_t",
-            "rank_ic_t", "days"}
+            "rank_ic_t", "days", "net_sharpe", "turnover"}
     assert keys <= set(data["champion"]["metrics"])
-    assert set(data["champion"]["baselines"]) == set(BASELINES) and set(data["champion"]["base_models"]) == {"rf", "xgb"}
+    assert set(data["champion"]["baselines"]) == set(ALL_BASELINES) and set(data["champion"]["base_models"]) == {"rf", "xgb"}
     assert all(keys <= set(m) for m in [*data["champion"]["baselines"].values(), *data["champion"]["base_models"].values()])
     assert data["champion"]["metrics"]["days"] > 100 and data["champion"]["metrics"]["rank_ic_t"] is not None
     assert data["champion"]["baselines"]["always_up"]["auc_ovr"] == 0.5

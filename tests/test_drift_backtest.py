@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.backtest import next_day_returns, performance, run_backtest, summarize_backtest
+from stockml_core.backtest import book_summary, decile_book, next_day_returns, performance, run_backtest, summarize_backtest
 from stockml_core.data import load_prices
 from stockml_core.drift import (
     FEATURE_DRIFT_COLUMNS,
@@ -404,3 +404,43 @@ def test_performance_of_a_known_series() -> None:
 
 def test_performance_of_no_returns_is_nan() -> None:
     assert all(np.isnan(v) for v in performance(pd.Series([], dtype=float)).values())
+
+
+def _random_market(n_tickers=40, n_days=120, seed=0):
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-01", periods=n_days)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_days, n_tickers)), axis=0))
+    prices = pd.DataFrame({"ticker": np.tile([f"T{i:02d}" for i in range(n_tickers)], n_days),
+                           "date": np.repeat(dates, n_tickers), "close": close.ravel()})
+    return prices, next_day_returns(prices)
+
+
+def test_decile_book_holds_h_overlapping_sub_books_and_charges_costs():
+    prices, rets = _random_market()
+    # A fixed ranking (the ticker's number): the book fills over h days, then never trades.
+    signals = rets[["ticker", "date"]].assign(score=rets.ticker.str[1:].astype(int))
+    book = decile_book(signals, rets, horizon=5, quantile=0.1, cost_bps=10.0)
+    assert (book.names == 8).all()  # 4 long + 4 short of 40
+    np.testing.assert_allclose(book.turnover.iloc[:5], 0.4)  # each day 1/5 of the capital: 2 x 1/5 gross
+    assert (book.turnover.iloc[5:] < 1e-12).all()
+    np.testing.assert_allclose(book.net_return, book.gross_return - book.turnover * 10.0 / 1e4)
+    long_ret = rets[rets.ticker.isin([f"T{i}" for i in range(36, 40)])].groupby("date").next_return.mean()
+    short_ret = rets[rets.ticker.isin([f"T{i:02d}" for i in range(4)])].groupby("date").next_return.mean()
+    np.testing.assert_allclose(book.gross_return.iloc[10:], (long_ret - short_ret).fillna(0).iloc[10:].to_numpy())
+    s = book_summary(book)
+    assert {"net_sharpe", "gross_sharpe", "avg_daily_turnover", "net_max_drawdown"} <= set(s)
+
+
+def test_decile_book_earns_a_planted_signal_and_sees_no_future():
+    prices, rets = _random_market(seed=1)
+    fwd = prices.sort_values(["ticker", "date"]).groupby("ticker").close.shift(-5) / prices.sort_values(["ticker", "date"]).close - 1
+    oracle = prices.sort_values(["ticker", "date"])[["ticker", "date"]].assign(score=fwd.to_numpy())
+    noise = oracle.assign(score=np.random.default_rng(2).normal(size=len(oracle)))
+    good = book_summary(decile_book(oracle, rets, horizon=5))
+    bad = book_summary(decile_book(noise, rets, horizon=5))
+    assert good["gross_sharpe"] > 5 and abs(bad["gross_sharpe"]) < 3 and bad["avg_daily_turnover"] > good["avg_daily_turnover"] * 0.5
+    # Returns after day 60 changed: the book's returns up to day 59 stay, bit for bit.
+    cut = rets.date.unique()[60]
+    moved = rets.assign(next_return=np.where(rets.date >= cut, rets.next_return * 3 + 0.01, rets.next_return))
+    a, b = decile_book(noise, rets, horizon=5), decile_book(noise, moved, horizon=5)
+    pd.testing.assert_frame_equal(a[a.date < cut][["gross_return", "turnover"]], b[b.date < cut][["gross_return", "turnover"]])

@@ -19,8 +19,10 @@ from stockml_core.evaluation import (
     hac_t,
     headline,
     information_coefficients,
+    linear_scores,
     logistic_momentum_probabilities,
     overlap_t,
+    rank_probabilities,
     reliability_table,
     validation_report,
 )
@@ -347,3 +349,30 @@ def test_calibration_error_and_reliability_table() -> None:
     assert set(table["class"]) == {"down", "flat", "up"} and table.rows.sum() == 3 * len(y)
     full = table[table.rows > 500]
     assert np.allclose(full.predicted, full.observed, atol=0.03)
+
+
+# ------------------------------------------------------------------------------------ ranking baselines
+
+
+def test_rank_probabilities_carry_the_days_ranking() -> None:
+    p = _panel(40, 15, seed=21)
+    score = p.fwd_return.to_numpy() * 3 + 1.0  # a monotone transform of the truth
+    proba = rank_probabilities(p.date.to_numpy(), score)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert (proba >= 0).all() and (proba[:, 1] == 1 / 3).all()
+    ic = information_coefficients(p.date, proba[:, 2] - proba[:, 0], p.fwd_return.to_numpy())
+    assert ic["rank_ic"] == pytest.approx(1.0)
+    # A missing score is the day's middle: neither long nor short.
+    score[:5] = np.nan
+    assert np.allclose(rank_probabilities(p.date.to_numpy(), score)[:5], [1 / 3, 1 / 3, 1 / 3])
+
+
+def test_linear_baseline_learns_a_planted_signal_out_of_sample() -> None:
+    rng = np.random.default_rng(3)
+    train, test = _panel(200, 30, seed=31), _panel(60, 30, seed=32)
+    X_train, X_test = rng.normal(size=(len(train), 8)).astype("float32"), rng.normal(size=(len(test), 8)).astype("float32")
+    X_train[::7, 3] = np.nan  # missing inputs take the training median
+    fwd = lambda X, n: 0.01 * np.nan_to_num(X[:, 2]) + rng.normal(0, 0.02, n)  # noqa: E731
+    score = linear_scores(X_train, train.date.to_numpy(), fwd(X_train, len(train)), X_test)
+    ic = information_coefficients(test.date, score, fwd(X_test, len(test)), horizon=1)
+    assert ic["rank_ic"] > 0.3 and ic["rank_ic_t"] > 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from stockml_core.labels import compute_labels
 from stockml_core.settings import LabelSettings
@@ -62,3 +63,64 @@ def test_tail_without_a_full_horizon_is_nan_and_tickers_do_not_mix() -> None:
         assert g.label.iloc[-5:].isna().all() and g.barrier_day.iloc[-5:].isna().all()
         assert g.label.iloc[:20].isna().all()  # no 20-day trailing volatility yet
         assert g.label.iloc[20:-5].notna().all()
+
+
+# ----------------------------------------------------------------------------- cross-sectional targets
+
+
+def _panel(n_tickers: int = 12, n_days: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-01", periods=n_days)
+    rows = []
+    for i in range(n_tickers):
+        close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n_days)))
+        rows.append(pd.DataFrame({"ticker": f"T{i:02d}", "date": dates, "open": close, "high": close, "low": close,
+                                  "close": close, "volume": 1e6}))
+    sectors = pd.DataFrame({"ticker": [f"T{i:02d}" for i in range(n_tickers)],
+                            "gics_sector": ["Energy" if i % 2 else "Utilities" for i in range(n_tickers)]})
+    return pd.concat(rows, ignore_index=True), sectors
+
+
+def test_market_neutral_terciles_rank_each_day_against_its_peers() -> None:
+    prices, sectors = _panel()
+    lab = compute_labels(prices, LabelSettings(target="market_neutral"))
+    day = lab[lab.date == lab.date.unique()[10]]
+    np.testing.assert_allclose(day.excess_return, day.fwd_return - day.fwd_return.mean())
+    # Terciles by the day's ranks: the 4 lowest of 12 down, the 4 highest up, about a third each overall.
+    order = day.sort_values("fwd_return").label.to_numpy()
+    assert list(order) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    mix = lab.label.value_counts(normalize=True)
+    assert all(abs(mix[c] - 1 / 3) < 0.01 for c in (0.0, 1.0, 2.0))
+    # The common move of the day is gone: adding the same return to every name changes no label.
+    shifted = prices.copy()
+    bump = shifted.date.map(dict(zip(shifted.date.unique(), np.linspace(1.0, 1.5, shifted.date.nunique()), strict=True)))
+    shifted[["open", "high", "low", "close"]] = shifted[["open", "high", "low", "close"]].mul(bump ** 3, axis=0)
+    again = compute_labels(shifted, LabelSettings(target="market_neutral"))
+    finite = lab.label.notna()
+    # (1 + r_i) x f_t for a common factor f_t: every name's rank that day, hence its label, is kept.
+    pd.testing.assert_series_equal(again.label[finite], lab.label[finite])
+    # No forward return, or too few names that day: no label.
+    assert lab.label[lab.fwd_return.isna()].isna().all()
+    few = compute_labels(prices[prices.ticker < "T04"], LabelSettings(target="market_neutral"))
+    assert few.label.isna().all() and few.target_rank.isna().all()
+
+
+def test_sector_neutral_targets_use_the_sector_mean_and_need_every_sector() -> None:
+    prices, sectors = _panel()
+    lab = compute_labels(prices, LabelSettings(target="sector_neutral"), sectors=sectors).merge(sectors, on="ticker")
+    day = lab[lab.date == lab.date.unique()[3]]
+    for _, g in day.groupby("gics_sector"):
+        np.testing.assert_allclose(g.excess_return, g.fwd_return - g.fwd_return.mean())
+        assert sorted(g.label) == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="GICS sector"):
+        compute_labels(prices, LabelSettings(target="sector_neutral"), sectors=sectors.iloc[1:])
+    with pytest.raises(ValueError, match="unknown label target"):
+        compute_labels(prices, LabelSettings(target="alpha"))
+
+
+def test_the_triple_barrier_default_is_unchanged_and_carries_the_excess_return() -> None:
+    prices, _ = _panel()
+    lab = compute_labels(prices)
+    assert set(lab.barrier_day.dropna().unique()) <= set(range(1, 6))
+    day = lab[lab.date == lab.date.unique()[10]]
+    np.testing.assert_allclose(day.excess_return, day.fwd_return - day.fwd_return.mean())

@@ -282,17 +282,20 @@ def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw
 
 @asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema),
        deps=[AssetDep("quarantined_prices")], **TABLE)
-def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame) -> pd.DataFrame:
-    """Forward-horizon classes (down / flat / up), scaled by trailing volatility, with the forward return.
+def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
+           market_universe: pd.DataFrame) -> pd.DataFrame:
+    """Forward-horizon classes (down / flat / up) with the forward return and the market-neutral excess return.
 
-    A label whose forward path or volatility window spans a quarantined trading day is NaN.
+    The classes are LabelSettings.target: volatility-scaled triple barriers, or the per-date terciles
+    of the market- or sector-neutral forward return. A label whose forward path or volatility window
+    spans a quarantined trading day is NaN.
     """
     s = stockml.settings().labels
     holes = quality.QuarantineStore(stockml.warehouse()).holes()
-    df = compute_labels(raw_prices, s, holes)
+    df = compute_labels(raw_prices, s, holes, market_universe[["ticker", "gics_sector"]])
     mix = df.label.value_counts(normalize=True).sort_index()
     add_metadata(context, {
-        "dagster/row_count": len(df), "horizon_days": s.horizon, "threshold_sigma": s.threshold,
+        "dagster/row_count": len(df), "target": s.target, "horizon_days": s.horizon, "threshold_sigma": s.threshold,
         "class_mix": MetadataValue.json({n: round(float(mix.get(float(i), 0.0)), 4) for i, n in enumerate(["down", "flat", "up"])}),
         "unlabelled_rows (horizon runs past data)": int(df.label.isna().sum()),
         "quarantine_breaks": len(holes),

@@ -17,11 +17,12 @@ from dagster import (
 )
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
-from stockml_assets.plots import bar_plot, equity_plot
+from stockml_assets.plots import bar_plot, book_plot, equity_plot
 from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table, read_feature_rows
 from stockml_core import training
-from stockml_core.backtest import next_day_returns, run_backtest, summarize_backtest
+from stockml_core.backtest import book_summary, decile_book, next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
+    ALL_BASELINES,
     BASELINES,
     PROBA_COLUMNS,
     classification_metrics,
@@ -140,6 +141,25 @@ def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]
     return m
 
 
+def decile_books(ev: pd.DataFrame, returns: pd.DataFrame, s) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Every model's and baseline's long top / short bottom decile book on the evaluation rows
+    (``backtest.decile_book``: held for the label horizon, net of ``cost_bps``) and their summaries."""
+    books, table = {}, []
+    for model in [m for m in ("candidate", "rf", "xgb", *ALL_BASELINES) if f"{m}__p_up" in ev.columns]:
+        sig = ev[["date", "ticker"]].assign(score=ev[f"{model}__p_up"] - ev[f"{model}__p_down"])
+        books[model] = decile_book(sig, returns, s.labels.horizon, 0.1, s.cost_bps)
+        table.append({"model": model, **book_summary(books[model])})
+    return books, pd.DataFrame(table)
+
+
+def evaluation_returns(stockml: StockMLResource, ev: pd.DataFrame) -> pd.DataFrame:
+    """Next-day returns over the evaluation span, from the stored prices (only the rows it needs)."""
+    prices = stockml.warehouse().read('select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
+                                      [pd.Timestamp(ev.date.min()).to_pydatetime(),
+                                       (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=10)).to_pydatetime()])
+    return next_day_returns(prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]")))
+
+
 def stack_versus_parts(metrics: dict[str, dict[str, float]]) -> str:
     """Whether the stacked candidate ranks better than the better of its base models on the same rows."""
     best = max(("rf", "xgb"), key=lambda m: metrics[m]["rank_ic"] if np.isfinite(metrics[m]["rank_ic"]) else -np.inf)
@@ -158,9 +178,13 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     h = s.labels.horizon
     metrics = _oos_metrics(ev, "candidate", h)
     # The baselines' and the base models' metrics on the same rows travel with the version (``stockml status --json``).
-    metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in BASELINES}
+    metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in ALL_BASELINES}
     metrics["base_models"] = {m: {k: v for k, v in _oos_metrics(ev, m, h).items() if k in STATUS_METRICS} for m in ("rf", "xgb")}
     stack_note = stack_versus_parts({"candidate": metrics, **metrics["base_models"]})
+    _, books = decile_books(ev, evaluation_returns(stockml, ev), s)
+    for row in books.itertuples(index=False):  # the decile book's net Sharpe and turnover travel with the version
+        target = metrics if row.model == "candidate" else metrics["base_models"].get(row.model, metrics["baselines"].get(row.model))
+        target.update(net_sharpe=float(row.net_sharpe), turnover=float(row.avg_daily_turnover))
     context.log.info(f"meta_learner: {stack_note}")
     lineage = {"dagster_run_id": context.run_id, "data_first_date": training_set.date.min(),
                "data_last_date": training_set.date.max(), "features": FEATURE_NAMES,
@@ -223,18 +247,31 @@ def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResu
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(BacktestReportSchema), **TABLE)
 def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
                     raw_prices: pd.DataFrame) -> pd.DataFrame:
-    """Daily long top-k / short bottom-k on the out-of-sample signals, with costs, vs buy-and-hold."""
+    """Daily long top-k / short bottom-k on the out-of-sample signals, with costs, vs buy-and-hold; and
+    at breadth, every model's and baseline's long top-decile / short bottom-decile book held for the
+    label horizon (overlapping sub-books), gross and net of costs, on the same days."""
     s = stockml.settings()
     ev = meta_learner["evaluation"]
     signals = ev[["date", "ticker"]].assign(score=ev.candidate__p_up - ev.candidate__p_down)
-    curve = run_backtest(signals, next_day_returns(raw_prices), s.top_k, s.cost_bps)
+    returns = next_day_returns(raw_prices)
+    curve = run_backtest(signals, returns, s.top_k, s.cost_bps)
     summary = summarize_backtest(curve)
     strat = summary.iloc[0]
+    books, table = decile_books(ev, returns, s)
+    base = table[table.model.isin(ALL_BASELINES)]
+    best = base.loc[base.net_sharpe.idxmax()] if base.net_sharpe.notna().any() else None
+    cand = table.iloc[0]
     context.add_output_metadata({
         "dagster/row_count": len(curve), **date_range(curve), "top_k": s.top_k, "cost_bps_per_side": s.cost_bps,
         **{f"strategy_{k}": float(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
         "buy_and_hold_sharpe": float(summary.iloc[1].sharpe),
         "strategy vs buy-and-hold": md_table(summary), "equity curve": md_plot(equity_plot(curve)),
+        "decile book: net_sharpe (candidate)": float(cand.net_sharpe),
+        "decile book: best baseline": "" if best is None else str(best.model),
+        "decile book: best baseline net_sharpe": float("nan") if best is None else float(best.net_sharpe),
+        f"decile books (top / bottom 10%, held {s.labels.horizon} days, {s.cost_bps:g} bp a side), every model": md_table(table),
+        "decile book equity (candidate vs best baseline)": md_plot(book_plot(
+            books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner["version"])),
     })
     return curve
 
