@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from stockml_core.warehouse import Warehouse  # noqa: E402
 
 
 def main() -> int:
+    warnings.filterwarnings("ignore", message=".*sklearn.utils.parallel.delayed.*")  # joblib noise, once per tree
     base = Settings()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warehouse", type=Path, default=base.warehouse_path)

@@ -214,20 +214,48 @@ def rank_probabilities(dates: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.column_stack([2.0 * (1.0 - u) / 3.0, np.full(len(u), 1.0 / 3.0), 2.0 * u / 3.0])
 
 
-def linear_scores(X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
-    """A ridge regression on every feature (median-imputed, standardized) of each training day's
-    percentile rank of the forward return, fitted on the fold's purged training rows; its test scores."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def linear_scores(X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.ndarray, X_test: np.ndarray,
+                  alpha: float = 1.0, chunk: int = 100_000) -> np.ndarray:
+    """A ridge regression on every feature of each training day's percentile rank of the forward return,
+    fitted on the fold's purged training rows; its test scores.
 
+    Features are standardized with the training rows' mean and standard deviation, a missing value
+    takes the mean (0 after standardizing); the ridge solves (Z'Z + alpha I) w = Z'(y - mean y) from
+    float64 sums over row chunks of the float32 matrix. The same model as scikit-learn's
+    ``make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), Ridge(alpha))`` (tested), without
+    its copies of the matrix: at 375 names (950k training rows x 223 features) the pipeline with a
+    median imputer took the meta_learner step from 23 s to 204 s and its memory to 17 GiB.
+    """
     target = pd.Series(np.asarray(fwd_train, dtype="float64")).groupby(np.asarray(dates_train)).rank(pct=True).to_numpy()
-    ok = np.isfinite(target)
-    X = np.where(np.isfinite(X_train), X_train, np.nan).astype("float32", copy=False)
-    model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), Ridge(alpha=1.0))
-    model.fit(X[ok], target[ok] - 0.5)
-    return model.predict(np.where(np.isfinite(X_test), X_test, np.nan).astype("float32", copy=False))
+    rows = np.flatnonzero(np.isfinite(target))
+    k = X_train.shape[1]
+    total, sq, count = np.zeros(k), np.zeros(k), np.zeros(k)
+    for i in range(0, len(rows), chunk):
+        x = X_train[rows[i:i + chunk]].astype("float64")
+        x[~np.isfinite(x)] = np.nan
+        total += np.nansum(x, axis=0)
+        sq += np.nansum(x * x, axis=0)
+        count += np.isfinite(x).sum(axis=0)
+    mean = np.divide(total, count, out=np.zeros(k), where=count > 0)
+    # the variance after imputing the mean (as a scaler after an imputer sees it): over all rows
+    var = (np.divide(sq, count, out=np.zeros(k), where=count > 0) - mean**2) * count / max(len(rows), 1)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    sd[sd <= 1e-12] = 1.0  # a constant column contributes nothing
+
+    def standardized(x: np.ndarray) -> np.ndarray:
+        z = (x.astype("float64") - mean) / sd
+        z[~np.isfinite(z)] = 0.0  # missing: the training mean
+        return z
+
+    y = target[rows] - target[rows].mean()
+    gram, rhs = np.zeros((k, k)), np.zeros(k)
+    for i in range(0, len(rows), chunk):
+        z = standardized(X_train[rows[i:i + chunk]])
+        gram += z.T @ z
+        rhs += z.T @ y[i:i + chunk]
+    w = np.linalg.solve(gram + alpha * np.eye(k), rhs)
+    return np.concatenate([standardized(X_test[i:i + chunk]) @ w for i in range(0, len(X_test), chunk)]) if len(X_test) \
+        else np.zeros(0)
 
 
 def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list[dict]:

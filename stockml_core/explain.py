@@ -57,3 +57,20 @@ def importance(shap_values: pd.DataFrame) -> pd.DataFrame:
                                     "importance_score": score.to_numpy(),
                                     "rank": np.arange(1, len(score) + 1)}))
     return pd.concat(frames, ignore_index=True)
+
+
+def family_shares(imp: pd.DataFrame) -> pd.DataFrame:
+    """The overall importance by feature family (``importance``'s 'all' rows; shares sum to one).
+
+    The ``market`` family holds one value per date for every name (S&P 500, VIX, yields): it cannot
+    rank the names of a day by itself, only through its interactions with per-name features, so its
+    share says how much of a model's attention goes to timing the market rather than ranking stocks.
+    """
+    from stockml_core.features import feature_spec
+
+    rows = imp[imp.regime == "all"]
+    fam = rows.feature_name.map(lambda n: feature_spec(n).family)
+    out = rows.groupby(fam).importance_score.sum().rename_axis("family").reset_index(name="share")
+    out["share"] = out.share / out.share.sum()
+    out["market_wide"] = out.family == "market"
+    return out.sort_values("share", ascending=False).reset_index(drop=True)

@@ -367,6 +367,27 @@ def test_rank_probabilities_carry_the_days_ranking() -> None:
     assert np.allclose(rank_probabilities(p.date.to_numpy(), score)[:5], [1 / 3, 1 / 3, 1 / 3])
 
 
+def test_linear_baseline_is_scikit_learns_ridge_on_mean_imputed_standardized_features() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    train, test = _panel(30, 20, seed=41), _panel(10, 20, seed=42)
+    X_train = rng.normal(size=(len(train), 6)).astype("float32") * [1, 2, 3, 4, 5, 6]
+    X_train[::5, 1] = np.nan
+    X_train[:, 5] = 3.0  # a constant column
+    X_test = rng.normal(size=(len(test), 6)).astype("float32")
+    X_test[::3, 2] = np.nan
+    fwd = train.fwd_return.to_numpy() + 0.01 * X_train[:, 0]
+    ours = linear_scores(X_train, train.date.to_numpy(), fwd, X_test, alpha=2.0, chunk=64)
+    y = pd.Series(fwd).groupby(train.date.to_numpy()).rank(pct=True).to_numpy()
+    ref = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), Ridge(alpha=2.0)).fit(X_train, y - y.mean())
+    np.testing.assert_allclose(ours, ref.predict(X_test) - ref.predict(X_test).mean() + ours.mean(), atol=1e-5)
+    np.testing.assert_allclose(np.corrcoef(ours, ref.predict(X_test))[0, 1], 1.0, atol=1e-9)
+
+
 def test_linear_baseline_learns_a_planted_signal_out_of_sample() -> None:
     rng = np.random.default_rng(3)
     train, test = _panel(200, 30, seed=31), _panel(60, 30, seed=32)

@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from dagster import AssetKey
 
 from stockml_assets.definitions import defs
 from stockml_assets.partitions import TRADING_DAYS, day_keys
 from stockml_core.drift import MARKET_STATES
+from stockml_core.explain import family_shares
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
@@ -127,6 +129,9 @@ def test_shap_analysis_table_ranks_every_feature_per_version(materialized):
     overall = shap[shap.regime == "all"].sort_values("rank")
     assert len(overall) == len(FEATURE_NAMES) and overall["rank"].tolist() == list(range(1, len(FEATURE_NAMES) + 1))
     assert overall.importance_score.is_monotonic_decreasing and (shap.model_version == "v0001").all()
+    # The share of the market-wide family (one value per date) is reported beside it.
+    fam = family_shares(shap[shap.model_version == "v0001"])
+    assert fam.share.sum() == pytest.approx(1.0) and fam.market_wide.sum() == 1 and "market" in set(fam.family)
 
 
 def test_promotion_decision_lists_every_criterion_with_value_and_threshold(materialized):

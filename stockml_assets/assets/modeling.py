@@ -34,7 +34,7 @@ from stockml_core.evaluation import (
 from stockml_core.evaluation import (
     validation_report as build_validation_report,
 )
-from stockml_core.explain import importance, shap_long
+from stockml_core.explain import family_shares, importance, shap_long
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
 from stockml_core.promotion import evaluate_gate
@@ -312,11 +312,15 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
                     "rank, computed_at from stored_importance")
         con.execute("commit")
     top = imp[imp.regime == "all"].head(10)
+    families = family_shares(imp)
+    market_share = float(families.share[families.market_wide].sum())
     per_regime = imp[imp["rank"] <= 5].pivot_table(index="rank", columns="regime", values="feature_name", aggfunc="first").reset_index()
     context.add_output_metadata({
         "dagster/row_count": len(imp), "model_version": version,
         "top 10 features": md_table(top[["rank", "feature_name", "importance_score"]]),
         "top 5 by regime": md_table(per_regime),
+        "importance by feature family": md_table(families),
+        "market-wide share (one value per date: ranks no stock by itself)": market_share,
         "importance plot": md_plot(bar_plot(top.feature_name[::-1], top.importance_score[::-1], "mean |SHAP| (normalised)")),
     })
     return imp
