@@ -41,6 +41,7 @@ class StepMemory(logging.Handler):
         self.peak: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.at_start: dict[str, int] = {}  # resident memory when the step started (what earlier steps left)
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
@@ -52,6 +53,7 @@ class StepMemory(logging.Handler):
         if kind == "STEP_START" and step:
             self.step = step
             self.started[step] = time.perf_counter()
+            self.at_start[step] = rss()
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and step in self.started:
             self.seconds[step] = time.perf_counter() - self.started[step]
 
@@ -60,7 +62,7 @@ class StepMemory(logging.Handler):
             self.peak[self.step] = max(self.peak.get(self.step, 0), rss())
 
     def reset(self) -> None:
-        self.peak, self.started, self.seconds, self.step = {}, {}, {}, "(setup)"
+        self.peak, self.started, self.seconds, self.at_start, self.step = {}, {}, {}, {}, "(setup)"
 
 
 def report(name: str, wall: float, cpu: float, mem: StepMemory, target_s: float, target_gib: float | None) -> None:

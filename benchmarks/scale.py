@@ -90,7 +90,8 @@ def run_one(names: int, years: int, work: Path) -> dict:
             "wall": wall, "cpu": (c1.user - c0.user) + (c1.system - c0.system), "load_start": load0,
             "load_end": os.getloadavg()[0], "rss_before_gib": start_rss / GIB,
             "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
-            "steps": {k: {"seconds": v, "peak_gib": mem.peak.get(k, 0) / GIB} for k, v in mem.seconds.items()}}
+            "steps": {k: {"seconds": v, "peak_gib": mem.peak.get(k, 0) / GIB, "start_gib": mem.at_start.get(k, 0) / GIB}
+                      for k, v in mem.seconds.items()}}
 
 
 def table(results: list[dict]) -> str:

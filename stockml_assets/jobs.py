@@ -22,15 +22,21 @@ HISTORY = AssetSelection.all() - AssetSelection.assets(
 
 @success_hook
 def release_memory(context: HookContext) -> None:
-    """Return the memory a step freed to the OS before the next step of the run starts."""
+    """Free what a step left (cycles included) and return it to the OS before the next step starts."""
     release_freed_memory()
+
+
+@success_hook
+def trim_memory(context: HookContext) -> None:
+    """Return the memory a daily step freed to the OS (no cycle collection: the steps are small, the run is timed)."""
+    release_freed_memory(collect=False)
 
 
 HOOKS = {release_memory}
 full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS, hooks=HOOKS,
                             description="Ingest a range of trading days (one run), rebuild the features and archive, "
                                         "train and let the gate decide (what `stockml run` runs before the daily run).")
-daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks=HOOKS,
+daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks={trim_memory},
                              description="After the close: ingest the day, its features, predictions, drift, rare-event watch.")
 retraining_job = define_asset_job("retraining_job", selection=RETRAINING, hooks=HOOKS,
                                   description="Train, evaluate, explain and let the gate decide.")
