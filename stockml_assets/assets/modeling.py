@@ -181,8 +181,8 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in ALL_BASELINES}
     metrics["base_models"] = {m: {k: v for k, v in _oos_metrics(ev, m, h).items() if k in STATUS_METRICS} for m in ("rf", "xgb")}
     stack_note = stack_versus_parts({"candidate": metrics, **metrics["base_models"]})
-    _, books = decile_books(ev, evaluation_returns(stockml, ev), s)
-    for row in books.itertuples(index=False):  # the decile book's net Sharpe and turnover travel with the version
+    books, book_table = decile_books(ev, evaluation_returns(stockml, ev), s)
+    for row in book_table.itertuples(index=False):  # the decile book's net Sharpe and turnover travel with the version
         target = metrics if row.model == "candidate" else metrics["base_models"].get(row.model, metrics["baselines"].get(row.model))
         target.update(net_sharpe=float(row.net_sharpe), turnover=float(row.avg_daily_turnover))
     context.log.info(f"meta_learner: {stack_note}")
@@ -196,7 +196,8 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
                                  "stack vs its parts": stack_note,
                                  "replayed_mistakes": replay["replay_n"],
                                  "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
-    return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay}
+    return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay,
+            "books": books, "book_table": book_table}
 
 
 @asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
@@ -210,7 +211,7 @@ def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
 def validation_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict) -> pd.DataFrame:
     """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines.
 
-    IC t-statistics are Newey-West with horizon - 1 lags (the overlap of the h-day returns)."""
+    IC t-statistics are corrected for the overlap of the h-day returns (``evaluation.overlap_t``)."""
     ev = meta_learner["evaluation"]
     report = build_validation_report(ev, stockml.settings().labels.horizon)
     h = headline(report)
@@ -253,11 +254,10 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
     s = stockml.settings()
     ev = meta_learner["evaluation"]
     signals = ev[["date", "ticker"]].assign(score=ev.candidate__p_up - ev.candidate__p_down)
-    returns = next_day_returns(raw_prices)
-    curve = run_backtest(signals, returns, s.top_k, s.cost_bps)
+    curve = run_backtest(signals, next_day_returns(raw_prices), s.top_k, s.cost_bps)
     summary = summarize_backtest(curve)
     strat = summary.iloc[0]
-    books, table = decile_books(ev, returns, s)
+    books, table = meta_learner["books"], meta_learner["book_table"]  # computed once, with the version's metrics
     base = table[table.model.isin(ALL_BASELINES)]
     best = base.loc[base.net_sharpe.idxmax()] if base.net_sharpe.notna().any() else None
     cand = table.iloc[0]
