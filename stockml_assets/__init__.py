@@ -25,24 +25,44 @@ def _libc():
     return _LIBC
 
 
-def release_freed_memory(collect: bool = True) -> None:
+# A full collection costs 0.2-0.9 s with Dagster loaded, whatever the heap holds; below this resident size
+# there is too little to win back to pay for it (a 6-ticker history run spent 3 of its 58 s collecting).
+COLLECT_ABOVE_BYTES = 1 << 31  # 2 GiB
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux ``/proc/self/statm``; 0 where it cannot be read)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_freed_memory(collect: bool = True, above: int = COLLECT_ABOVE_BYTES) -> bool:
     """Free what a step left in reference cycles, then hand the heap's free pages back to the OS (glibc
-    ``malloc_trim``); called after every step.
+    ``malloc_trim``); called after every step. Returns whether it collected.
 
     Step inputs and outputs (a training set of a gigabyte at 375 names) can sit in reference cycles
     through Dagster's step contexts and events; Python's cyclic collector reaches its oldest generation
     rarely, so without a collection here each step's frames stayed resident into the next steps
     (measured at 375 names x 20 years, ``benchmarks/scale.py``: ``rf_model`` started at 4.11 GiB
-    resident without it, 0.69 GiB with it; the history run's peak fell from 8.54 to 5.36 GiB). A full collection costs about
-    0.2-0.9 s with Dagster loaded, so the daily job's small steps skip it (``collect=False``).
+    resident without it, 0.69 GiB with it; the history run's peak fell from 8.54 to 5.36 GiB). A full
+    collection costs about 0.2-0.9 s with Dagster loaded, so it runs only when the process holds more
+    than ``above`` bytes (a small run skips it), and the daily job's small steps skip it
+    (``collect=False``).
     """
     import gc
 
-    if collect:
+    collected = bool(collect and resident_bytes() > above)
+    if collected:
         gc.collect()
     libc = _libc()
     if libc and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+    return collected
 
 
 def _return_freed_memory_to_the_os() -> None:

@@ -61,6 +61,19 @@ def _clean(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
+DECISION_KEYS = ("name", "outcome", "value", "op", "threshold", "passed", "applicable", "detail")
+SKILL_KEYS = ("rank_ic", "rank_ic_t", "rank_icir", "ic", "net_sharpe", "turnover", "auc_direction", "accuracy")
+
+
+def skill_table(metrics: dict) -> pd.DataFrame:
+    """One row per model of a version's recorded metrics (candidate, base models, baselines): rank IC, its
+    t, ICIR, net Sharpe and turnover of the decile book, side by side."""
+    rows = [{"model": "candidate", **{k: metrics.get(k) for k in SKILL_KEYS}}]
+    for group in ("base_models", "baselines"):
+        rows += [{"model": m, **{k: v.get(k) for k in SKILL_KEYS}} for m, v in metrics.get(group, {}).items()]
+    return pd.DataFrame(rows).astype({k: "float64" for k in SKILL_KEYS})
+
+
 def collect_status(settings: Settings | None = None) -> dict:
     """The champion, its metrics, the last decision and the last drift score, as a dict."""
     from stockml_core.registry import ModelRegistry
@@ -87,8 +100,8 @@ def collect_status(settings: Settings | None = None) -> dict:
         if len(d):
             out["last_decision"] = {
                 "candidate_version": str(d.candidate_version.iloc[0]), "promoted": bool(d.promoted.iloc[0]),
-                "criteria": [_clean(r)
-                             for r in d[["name", "value", "op", "threshold", "passed", "detail"]].to_dict("records")]}
+                "failed": [str(n) for n in d.name[~d.passed.astype(bool)]],
+                "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")]}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])
         out["drift_score"] = float(dr.value.iloc[0]) if len(dr) else None
@@ -120,9 +133,13 @@ def print_status(st: dict) -> None:
     if d:
         print(f"Last decision: candidate {d['candidate_version']} -> {'PROMOTED' if d['promoted'] else 'REJECTED'}")
         for c in d["criteria"]:
+            outcome = c.get("outcome") or ("pass" if c["passed"] else "fail")
+            if outcome == "not applicable":
+                print(f"  [n/a ] {c['name']}: {c['detail']}")
+                continue
             v = "n/a" if c["value"] is None else f"{c['value']:.4f}"
             t = "n/a" if c["threshold"] is None else f"{c['threshold']:.4f}"
-            print(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {v} {c['op']} {t}  ({c['detail']})")
+            print(f"  [{'pass' if outcome == 'pass' else 'FAIL'}] {c['name']}: {v} {c['op']} {t}  ({c['detail']})")
     print(f"Drift score: {_fmt(st['drift_score']) + ' on ' + st['drift_date'] if st['drift_score'] is not None else 'not measured'}")
     dq = st.get("data_quality")
     if dq:
@@ -148,6 +165,13 @@ def summary(s: Settings) -> None:
               f"{s.labels.horizon}-day returns; "
               "|t| < 2 is no evidence of ranking skill)")
     status = collect_status(s)
+    if status["last_decision"]:
+        from stockml_core.registry import ModelRegistry
+
+        cand = ModelRegistry(wh, s.artefact_dir).get(status["last_decision"]["candidate_version"])
+        print(f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
+              f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):")
+        print(skill_table(cand.metrics).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
     print_status(status)
     champ = status["champion"]
     if wh.has_table("shap_analysis"):

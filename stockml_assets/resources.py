@@ -51,7 +51,16 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
             # materialization event: for the 223-feature matrix, 44 KB of nested objects serialized
             # per trading day, most of a history backfill's time.
             table = f'"{table_slice.schema}"."{table_slice.table}"'
-            connection.execute(f"insert into {table} select * from obj" if stored else f"create table {table} as select * from obj")
+            if stored and stored != [str(c) for c in obj.columns]:
+                # An earlier version's table keeps its partitions: a new column is added (NULL in the old
+                # rows), and rows go in by column name. Names and types are the asset's, never data.
+                types = dict(connection.execute("select column_name, column_type from (describe select * from obj)").fetchall())
+                for col in [c for c in obj.columns if str(c) not in stored]:
+                    connection.execute(f'alter table {table} add column "{col}" {types[str(col)]}')
+                    context.log.info(f"{table_slice.table}: column {col} added (NULL in the rows stored before)")
+                connection.execute(f"insert into {table} by name select * from obj")
+            else:
+                connection.execute(f"insert into {table} select * from obj" if stored else f"create table {table} as select * from obj")
             context.add_output_metadata({"dagster/storage_kind": "duckdb"})
             return
         super().handle_output(context, table_slice, obj, connection)

@@ -109,3 +109,16 @@ def book_summary(curve: pd.DataFrame) -> dict[str, float]:
     return {"gross_annual_return": gross["annual_return"], "gross_sharpe": gross["sharpe"],
             "net_annual_return": net["annual_return"], "net_sharpe": net["sharpe"], "net_max_drawdown": net["max_drawdown"],
             "avg_daily_turnover": float(curve.turnover.mean()) if len(curve) else float("nan")}
+
+
+def decile_books(evaluation: pd.DataFrame, returns: pd.DataFrame, models: list[str], horizon: int,
+                 cost_bps: float) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Each model's long top / short bottom decile book (``decile_book``) on the evaluation rows, scored by
+    its up-minus-down probability (``<model>__p_up`` - ``<model>__p_down``), and one summary row per model
+    (``book_summary``); models without columns are skipped."""
+    books, table = {}, []
+    for model in [m for m in models if f"{m}__p_up" in evaluation.columns]:
+        sig = evaluation[["date", "ticker"]].assign(score=evaluation[f"{model}__p_up"] - evaluation[f"{model}__p_down"])
+        books[model] = decile_book(sig, returns, horizon, 0.1, cost_bps)
+        table.append({"model": model, **book_summary(books[model])})
+    return books, pd.DataFrame(table)

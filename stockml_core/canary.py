@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from stockml_core import training
-from stockml_core.evaluation import headline, validation_report
+from stockml_core.backtest import decile_books, next_day_returns
+from stockml_core.evaluation import ALL_BASELINES, headline, validation_report
 from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features
 from stockml_core.labels import compute_labels
+from stockml_core.promotion import with_books
 from stockml_core.regimes import compute_regimes
 from stockml_core.settings import Settings
 
@@ -28,11 +30,12 @@ SECTORS = ("Energy", "Materials", "Industrials", "Consumer Discretionary", "Cons
 
 
 def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: float = 0.0,
-                       start: str = "2005-01-03") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                       start: str = "2005-01-03", shape: str = "linear") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(prices, market, universe) of ``n_tickers`` independent random walks on business days.
 
     Daily log returns are N(0, 1.5%) (plus, with ``planted``, ``planted`` x 1.5% x yesterday's
-    standardized log-volume shock); log volumes are i.i.d.; high and low add independent half-normal
+    standardized log-volume shock z, or with ``shape="u"`` x (|z| - 0.8): names with unusual volume
+    either way rise, ordinary ones fall, which no linear ranking of z can see); log volumes are i.i.d.; high and low add independent half-normal
     ranges. The market's S&P 500 is the equal-weight index of the stocks; VIX and the 10-year yield
     are independent mean-reverting noise.
     """
@@ -42,7 +45,8 @@ def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: floa
     shock = rng.normal(size=(n_tickers, n_days))  # standardized log-volume innovations
     ret = rng.normal(0.0, sigma, size=(n_tickers, n_days))
     if planted:
-        ret[:, 1:] += planted * sigma * shock[:, :-1]
+        signal = shock[:, :-1] if shape == "linear" else np.abs(shock[:, :-1]) - 0.8  # E|z| = 0.80
+        ret[:, 1:] += planted * sigma * signal
     close = 50.0 * np.exp(np.cumsum(ret, axis=1))
     open_ = close * np.exp(rng.normal(0.0, 0.004, size=close.shape))
     top = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.006, size=close.shape)))
@@ -70,21 +74,27 @@ def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: floa
 
 def evaluation_cycle(prices: pd.DataFrame, market: pd.DataFrame, universe: pd.DataFrame, settings: Settings,
                      shuffle_seed: int | None = None, feature_names: list[str] | None = None) -> tuple[dict, pd.DataFrame]:
-    """One training cycle's out-of-sample evaluation: (headline metrics, long validation report).
+    """One training cycle's out-of-sample evaluation: (the gate's evidence, long validation report).
 
-    With ``shuffle_seed`` the (label, forward return) pairs are permuted across rows before
-    training: no feature can predict them any more. ``feature_names`` (default: all) trains on a
+    The evidence is ``evaluation.headline`` with every model's decile-book net Sharpe and turnover
+    (``promotion.with_books``): what ``promotion.evaluate_gate`` judges in production.
+
+    With ``shuffle_seed`` the targets (label, forward and excess return, rank) are permuted across the
+    tickers of each date before training: every day keeps its own returns (the market's move, its
+    dispersion), but which name earns them is random, so no feature can rank them any more. ``feature_names`` (default: all) trains on a
     subset, to keep a canary fast (every feature is proven free of look-ahead on its own).
     """
     names = list(FEATURE_NAMES if feature_names is None else feature_names)
     features = compute_features(prices, market, universe[["ticker", "gics_sector"]])
     labels = compute_labels(prices, settings.labels)
     if shuffle_seed is not None:
-        ok = labels.label.notna().to_numpy()
-        perm = np.random.default_rng(shuffle_seed).permutation(np.flatnonzero(ok))
-        for col in ("label", "fwd_return"):
+        rows = np.flatnonzero(labels.label.notna().to_numpy())
+        day = labels.date.to_numpy()[rows]
+        by_day = rows[np.lexsort((rows, day))]  # each date's rows, in order ...
+        shuffled = rows[np.lexsort((np.random.default_rng(shuffle_seed).random(len(rows)), day))]  # ... and permuted
+        for col in ("label", "fwd_return", "excess_return", "target_rank"):
             values = labels[col].to_numpy().copy()
-            values[ok] = values[perm]
+            values[by_day] = values[shuffled]
             labels[col] = values
     samples = training.model_samples(features, labels, compute_regimes(market), universe)
     no_events = pd.DataFrame({"ticker": pd.Series(dtype=str), "date": pd.Series(dtype="datetime64[ns]"),
@@ -93,8 +103,10 @@ def evaluation_cycle(prices: pd.DataFrame, market: pd.DataFrame, universe: pd.Da
     rf = training.train_base_model("rf", ts, names, settings)
     xgb = training.train_base_model("xgb", ts, names, settings)
     _, ev = training.stack(ts, rf, xgb, names, settings)
-    report = validation_report(ev)
-    return headline(report), report
+    report = validation_report(ev, settings.labels.horizon)
+    _, books = decile_books(ev, next_day_returns(prices), ["candidate", "rf", "xgb", *ALL_BASELINES],
+                            settings.labels.horizon, settings.cost_bps)
+    return with_books(headline(report), books), report
 
 
 def canary_settings(**training_changes) -> Settings:

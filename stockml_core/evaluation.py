@@ -310,6 +310,8 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
     out["ece"] = get("overall", "all", model, "ece")
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
     out["crash_n"] = get("regime", "crash", model, "n")
+    out["crash_rank_ic"] = get("regime", "crash", model, "rank_ic")
+    out["crash_days"] = get("regime", "crash", model, "days")
     sectors = report[(report.scope == "sector") & (report.model == model) & (report.metric == "accuracy")]
     if len(sectors):
         worst = sectors.loc[sectors.value.idxmin()]
@@ -320,6 +322,7 @@ def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float 
         for k in ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_ic_t"]:
             out[f"{b}_{k}"] = get("overall", "all", b, k)
         out[f"{b}_crash_accuracy"] = get("regime", "crash", b, "accuracy")
+        out[f"{b}_crash_rank_ic"] = get("regime", "crash", b, "rank_ic")
     return out
 
 

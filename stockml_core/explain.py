@@ -74,3 +74,16 @@ def family_shares(imp: pd.DataFrame) -> pd.DataFrame:
     out["share"] = out.share / out.share.sum()
     out["market_wide"] = out.family == "market"
     return out.sort_values("share", ascending=False).reset_index(drop=True)
+
+
+def top_contributions(model: StackedModel, rows: pd.DataFrame, k: int = 3) -> list[str]:
+    """Why each row got its score: the ``k`` features with the largest |SHAP value| in the XGBoost part's
+    up-minus-down margin (XGBoost's native, exact TreeSHAP contributions), as ``"ret_5 -0.041; ..."``
+    (positive: pushes the name towards the long side). One string per row, in row order."""
+    if rows.empty:
+        return []
+    values = xgb_shap(model.xgb, rows[model.feature_names].to_numpy(dtype="float32"))
+    top = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    names = np.asarray(model.feature_names)
+    picked = np.take_along_axis(values, top, axis=1)
+    return ["; ".join(f"{n} {v:+.4f}" for n, v in zip(names[t], p, strict=True)) for t, p in zip(top, picked, strict=True)]

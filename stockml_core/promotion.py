@@ -1,21 +1,34 @@
-"""The promotion gate: every criterion with its value, threshold and verdict."""
+"""The promotion gate: every criterion with its value, threshold and verdict.
+
+The gate promotes only on evidence of directional, cross-sectional skill, measured out-of-sample on
+the same rows as every baseline (``evaluation.ALL_BASELINES``): the daily rank IC above the best
+baseline's, its overlap-corrected t-statistic, and the net Sharpe of the long top / short bottom decile
+book. The crash, sector, replay and champion criteria guard the rest. A criterion whose evidence does
+not exist (no crash days, no champion, no replayed mistakes) is *not applicable* and says why; a
+missing value where the evidence should exist fails.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
-from stockml_core.evaluation import BASELINES
+from stockml_core.evaluation import ALL_BASELINES, information_coefficients
 from stockml_core.settings import GateSettings
 
-KEY_METRICS = ("accuracy", "balanced_accuracy", "auc_ovr")
+CHAMPION_METRIC = "rank_ic"  # what a candidate may not lose against the champion's record
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One gate criterion: ``value`` must compare to ``threshold`` as ``op`` says."""
+    """One gate criterion: ``value`` must compare to ``threshold`` as ``op`` says.
+
+    ``applicable`` is False where the evidence does not exist (the criterion then passes and ``detail``
+    says why); ``value`` and ``threshold`` may be NaN only then.
+    """
 
     name: str
     value: float
@@ -23,6 +36,12 @@ class Criterion:
     threshold: float
     passed: bool
     detail: str
+    applicable: bool = True
+
+    @property
+    def outcome(self) -> str:
+        """``pass``, ``fail`` or ``not applicable``: what a reader is shown (never ``nan``)."""
+        return "not applicable" if not self.applicable else ("pass" if self.passed else "fail")
 
 
 @dataclass(frozen=True)
@@ -39,12 +58,13 @@ class GateDecision:
     @property
     def reason(self) -> str:
         if self.promoted:
-            return f"all {len(self.criteria)} criteria passed"
+            judged = sum(c.applicable for c in self.criteria)
+            return f"all {judged} applicable criteria passed ({len(self.criteria) - judged} not applicable)"
         return "rejected: " + "; ".join(f"{c.name} {c.value:.4f} not {c.op} {c.threshold:.4f}" for c in self.failed)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([asdict(c) for c in self.criteria],
-                            columns=["name", "value", "op", "threshold", "passed", "detail"])
+        rows = [{**asdict(c), "outcome": c.outcome} for c in self.criteria]
+        return pd.DataFrame(rows, columns=["name", "value", "op", "threshold", "passed", "detail", "applicable", "outcome"])
 
 
 def _criterion(name: str, value: float, op: str, threshold: float, detail: str) -> Criterion:
@@ -53,77 +73,151 @@ def _criterion(name: str, value: float, op: str, threshold: float, detail: str) 
     return Criterion(name, float(value), op, float(threshold), bool(ok), detail)
 
 
-def _best(candidate: dict[str, float | str], metric: str) -> float:
-    """The best baseline value of a metric, ignoring baselines where it is undefined (NaN if all are)."""
-    values = [float(candidate[f"{b}_{metric}"]) for b in BASELINES]
-    values = [v for v in values if not math.isnan(v)]
-    return max(values) if values else float("nan")
+def _not_applicable(name: str, value: float, op: str, detail: str) -> Criterion:
+    return Criterion(name, float(value), op, float("nan"), True, detail, applicable=False)
+
+
+def _num(evidence: dict, key: str) -> float:
+    v = evidence.get(key, float("nan"))
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _count(evidence: dict, key: str) -> int:
+    v = _num(evidence, key)
+    return 0 if math.isnan(v) else int(v)
+
+
+def best_baseline(evidence: dict, metric: str) -> tuple[str, float]:
+    """The baseline with the highest value of a metric (its name and value; ``("", nan)`` if none has one)."""
+    values = [(b, _num(evidence, f"{b}_{metric}")) for b in ALL_BASELINES]
+    values = [(b, v) for b, v in values if not math.isnan(v)]
+    return max(values, key=lambda bv: bv[1]) if values else ("", float("nan"))
+
+
+def with_books(headline: dict, book_table: pd.DataFrame) -> dict:
+    """The headline metrics plus every model's decile-book ``net_sharpe`` and ``turnover``
+    (``<model>_net_sharpe``; the candidate's without prefix): the gate's evidence."""
+    out = dict(headline)
+    for row in book_table.itertuples(index=False):
+        prefix = "" if row.model == "candidate" else f"{row.model}_"
+        out[f"{prefix}net_sharpe"] = float(row.net_sharpe)
+        out[f"{prefix}turnover"] = float(row.avg_daily_turnover)
+    return out
+
+
+def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int,
+                      horizon: int) -> dict[str, float | str]:
+    """The candidate against production on the most recent scored days.
+
+    ``evaluation``: the candidate's out-of-sample rows (ticker, date, fwd_return, candidate__p_*);
+    ``published``: the predictions the platform published (ticker, date, model_version, p_down, p_up),
+    each made by the champion of its day before its outcome was known. On the last ``days`` dates
+    where both exist with a forward return, the rank IC of each one's up-minus-down score on the same
+    rows. Both are out-of-sample there: the candidate's rows are walk-forward test rows, production's
+    were live. ``recent_days`` 0 where they never meet (first cycle, or nothing published yet).
+    """
+    empty = {"recent_days": 0.0, "recent_rank_ic": float("nan"), "production_recent_rank_ic": float("nan"),
+             "recent_versions": ""}
+    if published is None or published.empty or evaluation.empty:
+        return empty
+    live = published[["ticker", "date", "model_version", "p_down", "p_up"]].copy()
+    live["date"] = pd.to_datetime(live.date).astype("datetime64[ns]")
+    cand = evaluation[["ticker", "date", "fwd_return", "candidate__p_down", "candidate__p_up"]].copy()
+    cand["date"] = pd.to_datetime(cand.date).astype("datetime64[ns]")
+    both = cand.merge(live, on=["ticker", "date"], how="inner").dropna(subset=["fwd_return"])
+    if both.empty:
+        return empty
+    last = np.sort(both.date.unique())[-days:]
+    both = both[both.date.isin(last)]
+    c = information_coefficients(both.date, (both.candidate__p_up - both.candidate__p_down).to_numpy(),
+                                 both.fwd_return.to_numpy(), horizon)
+    p = information_coefficients(both.date, (both.p_up - both.p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
+    return {"recent_days": float(c["days"]), "recent_rank_ic": c["rank_ic"], "production_recent_rank_ic": p["rank_ic"],
+            "recent_versions": ", ".join(sorted(both.model_version.astype(str).unique())),
+            "recent_first": str(pd.Timestamp(last[0]).date()), "recent_last": str(pd.Timestamp(last[-1]).date())}
 
 
 def evaluate_gate(
     candidate: dict[str, float | str],
     settings: GateSettings,
-    drift_score: float | None = None,
     champion: dict[str, float] | None = None,
 ) -> GateDecision:
-    """Judge a candidate's headline metrics (see ``evaluation.headline``) against the gate.
+    """Judge a candidate's evidence against the gate.
 
-    A missing value (NaN) fails its criterion: the gate never promotes on absent evidence, except
-    that with no crash rows in the evaluation the crash criterion is reported as not applicable.
+    ``candidate``: ``evaluation.headline`` of the validation report, ``with_books`` (net Sharpe of every
+    decile book), the replay correction (``replay_n``, ``repeat_error_rate``,
+    ``champion_repeat_error_rate``) and ``recent_comparison``; ``champion``: the champion's recorded
+    metrics (``None`` without one).
     """
-    best_acc = _best(candidate, "accuracy")
-    best_bacc = _best(candidate, "balanced_accuracy")
-    crit = [
-        _criterion("accuracy_vs_best_baseline", float(candidate["accuracy"]), ">=",
-                   best_acc + settings.accuracy_margin,
-                   f"best naive baseline accuracy {best_acc:.4f} + margin {settings.accuracy_margin}"),
-        _criterion("balanced_accuracy_vs_best_baseline", float(candidate["balanced_accuracy"]), ">=",
-                   best_bacc + settings.balanced_accuracy_margin,
-                   f"best naive baseline balanced accuracy {best_bacc:.4f} + margin {settings.balanced_accuracy_margin}"),
-    ]
-    crash = float(candidate["crash_accuracy"])
-    crash_base = _best(candidate, "crash_accuracy")
-    if math.isnan(crash):
-        crit.append(Criterion("crash_regime_accuracy", float("nan"), ">=", float("nan"), True,
-                              "no crash-regime days in the evaluation folds: not applicable"))
+    g = settings
+    crit: list[Criterion] = []
+    base, best_ric = best_baseline(candidate, "rank_ic")
+    crit.append(_criterion("rank_ic_vs_best_baseline", _num(candidate, "rank_ic"), ">=", best_ric + g.rank_ic_margin,
+                           f"best baseline {base or 'none'} rank IC {best_ric:.4f} + margin {g.rank_ic_margin}, on the same "
+                           f"{_count(candidate, 'days'):,} out-of-sample days"))
+    crit.append(_criterion("rank_ic_t", _num(candidate, "rank_ic_t"), ">=", g.min_rank_ic_t,
+                           "t-statistic of the mean daily rank IC, corrected for the overlap of the h-day returns "
+                           "(Hansen-Hodrick, evaluation.overlap_t)"))
+    sbase, best_sharpe = best_baseline(candidate, "net_sharpe")
+    floor = max(0.0, best_sharpe) if not math.isnan(best_sharpe) else 0.0
+    crit.append(_criterion("net_sharpe_vs_best_baseline", _num(candidate, "net_sharpe"), ">=", floor + g.net_sharpe_margin,
+                           f"long top / short bottom decile book held h days, net of costs; max(0, best baseline "
+                           f"{sbase or 'none'} {best_sharpe:.2f}) + margin {g.net_sharpe_margin}; "
+                           f"turnover {_num(candidate, 'turnover'):.3f} a day"))
+    crash_days = _num(candidate, "crash_days")
+    crash = _num(candidate, "crash_rank_ic")
+    cbase, crash_base = best_baseline(candidate, "crash_rank_ic")
+    if math.isnan(crash_days) or crash_days < g.min_crash_days:
+        crit.append(_not_applicable("crash_regime_rank_ic", crash, ">=",
+                                    f"{0 if math.isnan(crash_days) else int(crash_days)} crash-regime days in the evaluation "
+                                    f"(fewer than {g.min_crash_days}): not applicable"))
     else:
-        crit.append(_criterion("crash_regime_accuracy", crash, ">=", crash_base - settings.crash_accuracy_tolerance,
-                               f"best baseline crash accuracy {crash_base:.4f} - tolerance {settings.crash_accuracy_tolerance}; "
-                               f"{int(float(candidate.get('crash_n', 0) or 0))} crash-regime rows"))
-    crit.append(_criterion("worst_sector_accuracy", float(candidate["worst_sector_accuracy"]), ">=",
-                           settings.min_sector_accuracy, f"weakest sector: {candidate.get('worst_sector', '')}"))
-    replay_n = float(candidate.get("replay_n", float("nan")))
-    repeat = float(candidate.get("repeat_error_rate", float("nan")))
-    champ_repeat = float(candidate.get("champion_repeat_error_rate", float("nan")))
+        crit.append(_criterion("crash_regime_rank_ic", crash, ">=", crash_base - g.crash_rank_ic_tolerance,
+                               f"best baseline there {cbase or 'none'} {crash_base:.4f} - tolerance "
+                               f"{g.crash_rank_ic_tolerance}; {int(crash_days)} crash-regime days"))
+    crit.append(_criterion("worst_sector_accuracy", _num(candidate, "worst_sector_accuracy"), ">=", g.min_sector_accuracy,
+                           f"weakest sector: {candidate.get('worst_sector', '')} (three classes: chance is 1/3)"))
+    replay_n = _num(candidate, "replay_n")
+    repeat = _num(candidate, "repeat_error_rate")
+    champ_repeat = _num(candidate, "champion_repeat_error_rate")
     if math.isnan(replay_n) or replay_n == 0:
-        not_applicable = "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"
+        why = "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"
     elif not champion:
-        not_applicable = "no champion to compare the replayed mistakes with: not applicable"
+        why = "no champion to compare the replayed mistakes with: not applicable"
     elif math.isnan(champ_repeat) and candidate.get("champion_replay_note"):
-        not_applicable = str(candidate["champion_replay_note"])
+        why = str(candidate["champion_replay_note"])
     else:
-        not_applicable = None
-    if not_applicable:
-        crit.append(Criterion("replay_improvement", repeat, "<=", float("nan"), True, not_applicable))
+        why = None
+    if why:
+        crit.append(_not_applicable("replay_improvement", repeat, "<=", why))
     else:
-        crit.append(_criterion("replay_improvement", repeat, "<=", champ_repeat - settings.min_replay_correction,
+        crit.append(_criterion("replay_improvement", repeat, "<=", champ_repeat - g.min_replay_correction,
                                f"share of the {int(replay_n)} replayed mistakes still wrong, vs the champion's "
-                               f"{champ_repeat:.4f} on the same samples - margin {settings.min_replay_correction} "
+                               f"{champ_repeat:.4f} on the same samples - margin {g.min_replay_correction} "
                                "(1.0 before replay by construction; in-sample for both: they are training rows)"))
-    drift = float("nan") if drift_score is None else float(drift_score)
-    if drift_score is None:
-        crit.append(Criterion("drift_score", drift, "<=", settings.max_drift_score, True,
-                              "no drift measured yet (first cycle): not applicable"))
+    recent_days = _num(candidate, "recent_days")
+    recent = _num(candidate, "recent_rank_ic")
+    if math.isnan(recent_days) or recent_days < g.min_recent_days:
+        crit.append(_not_applicable("recent_days_vs_production", recent, ">=",
+                                    f"{0 if math.isnan(recent_days) else int(recent_days)} recent days where published "
+                                    f"predictions and the candidate's out-of-sample scores meet (fewer than "
+                                    f"{g.min_recent_days}): not applicable"))
     else:
-        crit.append(_criterion("drift_score", drift, "<=", settings.max_drift_score,
-                               "overall drift of the latest data against the reference window"))
+        prod = _num(candidate, "production_recent_rank_ic")
+        crit.append(_criterion("recent_days_vs_production", recent, ">=", prod - g.recent_rank_ic_tolerance,
+                               f"rank IC on the last {int(recent_days)} scored days ({candidate.get('recent_first', '')} to "
+                               f"{candidate.get('recent_last', '')}), against the published predictions' {prod:.4f} on the "
+                               f"same rows (versions {candidate.get('recent_versions', '')}) - tolerance "
+                               f"{g.recent_rank_ic_tolerance}; both out-of-sample"))
     if champion:
-        for key in KEY_METRICS:
-            base = float(champion.get(key, float("nan")))
-            crit.append(_criterion(f"{key}_vs_champion", float(candidate[key]), ">=",
-                                   base * (1 - settings.max_relative_degradation),
-                                   f"champion {base:.4f}, at most {settings.max_relative_degradation:.0%} relative degradation"))
+        mine, theirs = _num(candidate, CHAMPION_METRIC), _num(champion, CHAMPION_METRIC)
+        crit.append(_criterion("rank_ic_vs_champion", mine, ">=", theirs - g.max_rank_ic_drop,
+                               f"champion's recorded out-of-sample rank IC {theirs:.4f} - at most {g.max_rank_ic_drop}"))
     else:
-        crit.append(Criterion("degradation_vs_champion", float("nan"), ">=", float("nan"), True,
-                              "no champion yet: first model, judged on the criteria above alone"))
+        crit.append(_not_applicable("rank_ic_vs_champion", _num(candidate, CHAMPION_METRIC), ">=",
+                                    "no champion yet: first model, judged on the criteria above alone"))
     return GateDecision(promoted=all(c.passed for c in crit), criteria=tuple(crit))
+

@@ -194,6 +194,8 @@ class PromotionDecisionSchema(pa.DataFrameModel):
     threshold: Series[float] = pa.Field(nullable=True)
     passed: Series[bool]
     detail: Series[str]
+    applicable: Series[bool]  # False: the evidence does not exist (passes; detail says why)
+    outcome: Series[str] = pa.Field(isin=["pass", "fail", "not applicable"])
     promoted: Series[bool]
 
 
@@ -216,6 +218,9 @@ class PredictionsSchema(pa.DataFrameModel):
     p_up: Series[float] = pa.Field(ge=0, le=1)
     signal: Series[str] = pa.Field(isin=SIGNALS)
     confidence: Series[float] = pa.Field(ge=0, le=1)
+    # The 3 features that moved the champion's XGBoost part's up-minus-down margin most, with their SHAP
+    # values ("ret_5 -0.0410; volatility_60 +0.0220; ..."; explain.top_contributions)
+    top_features: Series[str] = pa.Field(str_length={"min_value": 1})
 
     @pa.dataframe_check(error="class probabilities sum to 1")
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:

@@ -1,12 +1,15 @@
 """Leakage canaries: the whole learning pipeline (features, triple-barrier labels, purged walk-forward
 folds, base models, stacking, validation report) on markets with a known amount of signal.
 
-- A random walk has nothing to find: the reported directional AUC stays within 0.5 +/- 0.02 and the
-  daily cross-sectional IC within three standard errors (0.029). (The one-vs-rest AUC is not 0.5 there: whether the
+- A random walk has nothing to find: the reported directional AUC stays within 0.5 +/- 0.02, the
+  daily cross-sectional IC within three standard errors (0.029), the rank IC's t-statistic below 2, and
+  the promotion gate (at its default thresholds) promotes nothing. (The one-vs-rest AUC is not 0.5 there: whether the
   triple barrier is touched at all - flat or not - follows the volatility estimate the barriers use,
   which range features can judge. It is reported, not used as a canary.)
-- The real sample with its (label, forward return) pairs shuffled across rows: the same holds.
-- A random walk with a planted signal (tomorrow's return follows today's volume shock): found.
+- The real sample with its (label, forward return) pairs shuffled across tickers within each date: the
+  same holds, and the gate refuses.
+- A random walk with a planted signal (tomorrow's return follows today's volume shock): found, with a
+  rank IC above 0.05, and the gate promotes it.
 
 The canaries train on a quarter-size subset of the features (``quick_features``) with small models
 so that they run in about a minute; every feature is separately proven free of look-ahead.
@@ -19,7 +22,8 @@ import pytest
 
 from stockml_core import data as core_data
 from stockml_core.canary import canary_settings, evaluation_cycle, quick_features, random_walk_market
-from stockml_core.settings import SAMPLE_DATA_DIR
+from stockml_core.promotion import evaluate_gate
+from stockml_core.settings import SAMPLE_DATA_DIR, GateSettings
 
 NAMES = quick_features(every=6)
 FAST = {"rf_trees": 20, "xgb_rounds": 25}
@@ -38,6 +42,14 @@ def test_random_walk_has_no_signal() -> None:
         got = report[(report.scope == "overall") & (report.model == model)].set_index("metric").value
         assert abs(got["auc_direction"] - 0.5) <= 0.02, (model, got["auc_direction"])
         assert abs(got["ic"]) <= 3 * se and abs(got["rank_ic"]) <= 3 * se, (model, got["ic"], got["rank_ic"], se)
+    # The candidate the gate judges: no ranking skill (measured: rank IC 0.0019, t 0.35), and refused. (Its
+    # RandomForest part reaches t 3.1 on this draw, where the unfitted 12-1 momentum ranking reaches 1.98: the
+    # draw's test window happens to reward momentum. With 212 days the overlap-corrected t is also about 1.2x
+    # too wide under no skill; 1,000 days, the breadth issue's evaluation span, bring it to 1.0.)
+    assert abs(h["rank_ic"]) <= 0.005 and abs(h["rank_ic_t"]) < 2.0, (h["rank_ic"], h["rank_ic_t"])
+    decision = evaluate_gate(h, GateSettings())
+    assert not decision.promoted, decision.reason
+    assert {"rank_ic_t", "rank_ic_vs_best_baseline"} <= {c.name for c in decision.failed}
 
 
 def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:
@@ -48,13 +60,31 @@ def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:
                             feature_names=NAMES)
     assert h["n"] > 15_000
     assert abs(h["auc_direction"] - 0.5) <= 0.02 and abs(h["auc_ovr"] - 0.5) <= 0.02
-    assert abs(h["ic"]) <= 0.01 and abs(h["rank_ic"]) <= 0.01
+    # 33 names: the mean daily IC's standard error under no signal is 1/sqrt(32) a day over the days counted
+    # once per horizon, 0.015 here: the old +/- 0.01 was under one standard error.
+    se = (1 / np.sqrt(32)) / np.sqrt(h["days"] / 5)
+    assert abs(h["ic"]) <= 3 * se and abs(h["rank_ic"]) <= 3 * se and abs(h["rank_ic_t"]) < 2.0, (h["rank_ic"], se)
+    decision = evaluate_gate(h, GateSettings())
+    assert not decision.promoted, decision.reason
 
 
 def test_a_planted_signal_is_found() -> None:
     prices, market, universe = random_walk_market(n_tickers=100, n_days=600, seed=2, planted=0.3)
     h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
-    assert h["auc_direction"] > 0.56 and h["ic"] > 0.05
+    assert h["auc_direction"] > 0.56 and h["ic"] > 0.05 and h["rank_ic"] > 0.05 and h["rank_ic_t"] > 2.0
+    # A linear signal is what a ridge regression on every feature finds as well: the baseline sees it too.
+    assert h["linear_all_rank_ic"] > 0.05
+
+
+def test_a_planted_nonlinear_signal_is_found_and_promoted() -> None:
+    """Unusual volume either way (|z| large) is followed by a rise: the trees find it, the linear and ranking
+    baselines cannot, and the gate at its default thresholds promotes the candidate."""
+    prices, market, universe = random_walk_market(n_tickers=100, n_days=600, seed=2, planted=0.4, shape="u")
+    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
+    assert h["rank_ic"] > 0.05 and h["rank_ic_t"] > 2.0
+    assert h["linear_all_rank_ic"] < h["rank_ic"] / 2
+    decision = evaluate_gate(h, GateSettings())
+    assert decision.promoted, decision.reason
     # The logistic baseline sees only momentum, not volume: it stays blind (the signal is where it was planted).
     assert abs(h["logistic_momentum_auc_direction"] - 0.5) < 0.03
 

@@ -99,3 +99,29 @@ def test_execute_takes_an_asset_selection_and_refuses_an_unknown_partition():
         assert got.success and set(SummaryIO.stored) == {"first_step"}
         with pytest.raises(DagsterUnknownPartitionError):  # as execute_in_process does
             execute(DEFS.resolve_job_def("both"), instance, partition_key="2031-01-01")
+
+
+def test_memory_release_collects_cycles_only_above_its_resident_threshold() -> None:
+    import gc
+    import weakref
+
+    from stockml_assets import release_freed_memory, resident_bytes
+
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    gc.disable()
+    try:
+        ref = cycle()
+        assert resident_bytes() > 0
+        assert release_freed_memory(above=1 << 50) is False and ref() is not None  # a small process: no collection
+        assert release_freed_memory(above=0) is True and ref() is None  # above the threshold: the cycle is freed
+        ref = cycle()
+        assert release_freed_memory(collect=False, above=0) is False and ref() is not None  # the daily job's trim
+    finally:
+        gc.enable()

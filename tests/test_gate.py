@@ -1,80 +1,82 @@
-"""Tests of the promotion gate: a good candidate passes, and each criterion alone can reject."""
+"""Tests of the promotion gate: a candidate with directional skill passes, and each criterion alone can reject."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from stockml_core.promotion import KEY_METRICS, GateDecision, evaluate_gate
+from stockml_core.evaluation import ALL_BASELINES
+from stockml_core.promotion import GateDecision, best_baseline, evaluate_gate, recent_comparison, with_books
 from stockml_core.settings import GateSettings
 
 SETTINGS = GateSettings()
-DRIFT = 0.20
-CHAMPION = {"accuracy": 0.40, "balanced_accuracy": 0.38, "auc_ovr": 0.55}
+CHAMPION = {"rank_ic": 0.025, "accuracy": 0.38}
 ALL_CRITERIA = [
-    "accuracy_vs_best_baseline", "balanced_accuracy_vs_best_baseline", "crash_regime_accuracy",
-    "worst_sector_accuracy", "replay_improvement", "drift_score", "accuracy_vs_champion", "balanced_accuracy_vs_champion",
-    "auc_ovr_vs_champion",
+    "rank_ic_vs_best_baseline", "rank_ic_t", "net_sharpe_vs_best_baseline", "crash_regime_rank_ic",
+    "worst_sector_accuracy", "replay_improvement", "recent_days_vs_production", "rank_ic_vs_champion",
 ]
+NAN = float("nan")
 
 
 def _candidate(**changes: float | str) -> dict[str, float | str]:
-    """Headline metrics (the keys evaluation.headline returns) of a modest, honest candidate."""
+    """The gate's evidence (evaluation.headline + with_books + replay + recent_comparison) of a modest,
+    honest candidate at breadth: rank IC 0.028 with t 2.6 against a best baseline of 0.019."""
     c: dict[str, float | str] = {
-        "n": 5000.0, "accuracy": 0.40, "balanced_accuracy": 0.39, "macro_f1": 0.38, "auc_ovr": 0.56,
-        "log_loss": 1.08, "brier": 0.65, "ic": 0.03, "rank_ic": 0.03, "icir": 0.2,
-        "crash_accuracy": 0.38, "worst_sector_accuracy": 0.34, "worst_sector": "Energy",
-        "majority_accuracy": 0.36, "majority_balanced_accuracy": 0.3333, "majority_auc_ovr": 0.5,
-        "majority_ic": float("nan"), "majority_rank_ic": float("nan"), "majority_crash_accuracy": 0.30,
-        "always_up_accuracy": 0.38, "always_up_balanced_accuracy": 0.3333, "always_up_auc_ovr": 0.5,
-        "always_up_ic": float("nan"), "always_up_rank_ic": float("nan"), "always_up_crash_accuracy": 0.37,
-        "previous_direction_accuracy": 0.35, "previous_direction_balanced_accuracy": 0.36,
-        "previous_direction_auc_ovr": 0.51, "previous_direction_ic": 0.01, "previous_direction_rank_ic": 0.01,
-        "previous_direction_crash_accuracy": 0.33,
-        "logistic_momentum_accuracy": 0.37, "logistic_momentum_balanced_accuracy": 0.355,
-        "logistic_momentum_auc_ovr": 0.52, "logistic_momentum_ic": 0.01, "logistic_momentum_rank_ic": 0.01,
-        "logistic_momentum_crash_accuracy": 0.32,
+        "n": 250_000.0, "days": 1000.0, "accuracy": 0.386, "balanced_accuracy": 0.386, "auc_direction": 0.52,
+        "ic": 0.02, "rank_ic": 0.028, "rank_ic_t": 2.6, "icir": 0.17, "net_sharpe": 0.8, "turnover": 0.5,
+        "crash_rank_ic": 0.01, "crash_days": 40.0, "worst_sector_accuracy": 0.35, "worst_sector": "Energy",
         "replay_n": 120.0, "repeat_error_rate": 0.80, "champion_repeat_error_rate": 0.85,
+        "recent_days": 60.0, "recent_rank_ic": 0.03, "production_recent_rank_ic": 0.01,
     }
+    for b in ALL_BASELINES:
+        c.update({f"{b}_rank_ic": NAN, f"{b}_net_sharpe": NAN, f"{b}_crash_rank_ic": NAN})
+    c.update({"momentum_12_1_rank_ic": 0.019, "momentum_12_1_net_sharpe": 0.3, "momentum_12_1_crash_rank_ic": -0.02,
+              "reversal_5_sector_rank_ic": 0.016, "reversal_5_sector_net_sharpe": 0.5,
+              "reversal_5_sector_crash_rank_ic": 0.015, "logistic_momentum_rank_ic": 0.009})
     c.update(changes)
     return c
 
 
-def _gate(candidate: dict, champion: dict | None = CHAMPION, drift: float | None = DRIFT) -> GateDecision:
-    return evaluate_gate(candidate, SETTINGS, drift_score=drift, champion=champion)
+def _gate(candidate: dict, champion: dict | None = CHAMPION, **settings) -> GateDecision:
+    return evaluate_gate(candidate, GateSettings(**settings) if settings else SETTINGS, champion=champion)
 
 
 def _failed(decision: GateDecision) -> list[str]:
     return [c.name for c in decision.failed]
 
 
-def test_passing_candidate_is_promoted() -> None:
+def _crit(decision: GateDecision, name: str):
+    return next(c for c in decision.criteria if c.name == name)
+
+
+def test_a_candidate_with_directional_skill_is_promoted() -> None:
     decision = _gate(_candidate())
     assert decision.promoted, decision.reason
     assert decision.failed == []
     assert [c.name for c in decision.criteria] == ALL_CRITERIA
-    assert decision.reason == f"all {len(ALL_CRITERIA)} criteria passed"
+    assert decision.reason == f"all {len(ALL_CRITERIA)} applicable criteria passed (0 not applicable)"
 
 
 # Each case changes one input so that exactly one criterion fails.
 SINGLE_FAILURES = [
-    ("accuracy_vs_best_baseline", {"accuracy": 0.375}, {}, DRIFT),  # best baseline (always_up) is 0.38
-    ("balanced_accuracy_vs_best_baseline", {"balanced_accuracy": 0.365}, {}, DRIFT),  # needs 0.36 + 0.01
-    ("crash_regime_accuracy", {"crash_accuracy": 0.34}, {}, DRIFT),  # needs 0.37 - 0.02
-    ("worst_sector_accuracy", {"worst_sector_accuracy": 0.29}, {}, DRIFT),  # needs 0.30
-    ("replay_improvement", {"repeat_error_rate": 0.86}, {}, DRIFT),  # the champion gets 0.85 wrong
-    ("drift_score", {}, {}, 0.61),  # at most 0.60
-    ("accuracy_vs_champion", {}, {"accuracy": 0.40 / 0.85}, DRIFT),  # 15% below the champion
-    ("balanced_accuracy_vs_champion", {}, {"balanced_accuracy": 0.39 / 0.85}, DRIFT),
-    ("auc_ovr_vs_champion", {}, {"auc_ovr": 0.56 / 0.85}, DRIFT),
+    ("rank_ic_vs_best_baseline", {"rank_ic": 0.0205}, {}),  # needs 0.019 + 0.002
+    ("rank_ic_t", {"rank_ic_t": 1.9}, {}),  # needs 2.0
+    ("net_sharpe_vs_best_baseline", {"net_sharpe": 0.45}, {}),  # reversal_5_sector's book makes 0.5
+    ("crash_regime_rank_ic", {"crash_rank_ic": -0.01}, {}),  # needs 0.015 - 0.02
+    ("worst_sector_accuracy", {"worst_sector_accuracy": 0.29}, {}),  # needs 0.30
+    ("replay_improvement", {"repeat_error_rate": 0.86}, {}),  # the champion gets 0.85 wrong
+    ("recent_days_vs_production", {"recent_rank_ic": 0.005}, {}),  # production made 0.01 on the same rows
+    ("rank_ic_vs_champion", {}, {"rank_ic": 0.034}),  # at most 0.005 below the champion's 0.034
 ]
 
 
-@pytest.mark.parametrize(("criterion", "candidate_changes", "champion_changes", "drift"), SINGLE_FAILURES,
+@pytest.mark.parametrize(("criterion", "candidate_changes", "champion_changes"), SINGLE_FAILURES,
                          ids=[case[0] for case in SINGLE_FAILURES])
-def test_failing_one_criterion_rejects_and_names_it(criterion, candidate_changes, champion_changes, drift) -> None:
-    decision = _gate(_candidate(**candidate_changes), champion={**CHAMPION, **champion_changes}, drift=drift)
+def test_failing_one_criterion_rejects_and_names_it(criterion, candidate_changes, champion_changes) -> None:
+    decision = _gate(_candidate(**candidate_changes), champion={**CHAMPION, **champion_changes})
     assert not decision.promoted
     assert _failed(decision) == [criterion]
     assert criterion in decision.reason and decision.reason.startswith("rejected")
@@ -84,95 +86,112 @@ def test_every_criterion_has_a_single_failure_case() -> None:
     assert sorted(case[0] for case in SINGLE_FAILURES) == sorted(ALL_CRITERIA)
 
 
-def test_degradation_within_ten_percent_passes() -> None:
-    champion = {k: v / 0.95 for k, v in _candidate().items() if k in KEY_METRICS}  # 5% better champion
-    assert _gate(_candidate(), champion=champion).promoted
+def test_accuracy_no_longer_promotes_or_rejects() -> None:
+    """Telling flat from moved (accuracy) is not directional skill: it neither passes nor fails a candidate."""
+    assert _gate(_candidate(accuracy=0.99, balanced_accuracy=0.99, rank_ic=0.0, rank_ic_t=0.0)).promoted is False
+    assert _gate(_candidate(accuracy=0.20, balanced_accuracy=0.20)).promoted
 
 
-def test_degradation_threshold_is_ninety_percent_of_the_champion() -> None:
-    decision = _gate(_candidate())
-    for c in decision.criteria:
-        if c.name.endswith("_vs_champion"):
-            key = c.name.removesuffix("_vs_champion")
-            assert c.threshold == pytest.approx(0.9 * CHAMPION[key])
+def test_the_net_sharpe_floor_is_zero_when_every_baseline_loses() -> None:
+    losing = {f"{b}_net_sharpe": -1.0 for b in ALL_BASELINES}
+    assert _failed(_gate(_candidate(net_sharpe=-0.1, **losing))) == ["net_sharpe_vs_best_baseline"]
+    assert _crit(_gate(_candidate(net_sharpe=-0.1, **losing)), "net_sharpe_vs_best_baseline").threshold == 0.0
+    assert _gate(_candidate(net_sharpe=0.05, **losing)).promoted
 
 
-def test_nan_accuracy_fails() -> None:
-    decision = _gate(_candidate(accuracy=float("nan")))
-    assert not decision.promoted
-    assert _failed(decision) == ["accuracy_vs_best_baseline", "accuracy_vs_champion"]
+def test_the_best_baseline_is_the_highest_of_every_baseline() -> None:
+    c = _candidate(linear_all_rank_ic=0.027)
+    assert best_baseline(c, "rank_ic") == ("linear_all", 0.027)
+    decision = _gate(c)
+    assert _failed(decision) == ["rank_ic_vs_best_baseline"]
+    assert "linear_all" in _crit(decision, "rank_ic_vs_best_baseline").detail
 
 
-def test_nan_worst_sector_accuracy_fails() -> None:
-    assert _failed(_gate(_candidate(worst_sector_accuracy=float("nan")))) == ["worst_sector_accuracy"]
+def test_missing_evidence_fails() -> None:
+    assert _failed(_gate(_candidate(rank_ic=NAN))) == ["rank_ic_vs_best_baseline", "rank_ic_vs_champion"]
+    assert _failed(_gate(_candidate(rank_ic_t=NAN))) == ["rank_ic_t"]
+    assert _failed(_gate(_candidate(net_sharpe=NAN))) == ["net_sharpe_vs_best_baseline"]
+    assert _failed(_gate(_candidate(worst_sector_accuracy=NAN))) == ["worst_sector_accuracy"]
+    assert _failed(_gate(_candidate(), champion={"rank_ic": NAN})) == ["rank_ic_vs_champion"]
 
 
-def test_nan_drift_score_fails() -> None:
-    assert _failed(_gate(_candidate(), drift=float("nan"))) == ["drift_score"]
-
-
-def test_nan_champion_metric_fails() -> None:
-    assert _failed(_gate(_candidate(), champion={**CHAMPION, "auc_ovr": float("nan")})) == ["auc_ovr_vs_champion"]
-
-
-def test_no_crash_rows_make_the_crash_criterion_not_applicable() -> None:
-    nan = float("nan")
-    decision = _gate(_candidate(crash_accuracy=nan, majority_crash_accuracy=nan, always_up_crash_accuracy=nan,
-                                previous_direction_crash_accuracy=nan, logistic_momentum_crash_accuracy=nan))
-    crash = next(c for c in decision.criteria if c.name == "crash_regime_accuracy")
-    assert decision.promoted and crash.passed and "not applicable" in crash.detail
-
-
-def test_first_cycle_without_drift_or_champion_is_judged_on_the_rest() -> None:
-    decision = _gate(_candidate(), champion=None, drift=None)
-    assert decision.promoted
-    assert [c.name for c in decision.criteria] == ALL_CRITERIA[:6] + ["degradation_vs_champion"]
-    assert not _gate(_candidate(accuracy=0.30), champion=None, drift=None).promoted
-
-
-def test_several_failures_are_all_named() -> None:
-    decision = _gate(_candidate(worst_sector_accuracy=0.2), drift=0.9)
-    assert _failed(decision) == ["worst_sector_accuracy", "drift_score"]
-    assert "worst_sector_accuracy" in decision.reason and "drift_score" in decision.reason
-
-
-def test_frame_has_value_threshold_and_verdict_for_every_criterion() -> None:
-    decision = _gate(_candidate(), drift=0.7)
-    frame = decision.frame()
-    assert list(frame.columns) == ["name", "value", "op", "threshold", "passed", "detail"]
-    assert list(frame.name) == ALL_CRITERIA
-    assert frame.value.notna().all() and frame.threshold.notna().all()
-    row = frame.set_index("name").loc["replay_improvement"]
-    assert (row.value, row.threshold) == (0.80, 0.85)
-    assert list(frame.passed) == [c.passed for c in decision.criteria]
-    assert not frame.set_index("name").passed["drift_score"]
-    row = frame.set_index("name").loc["accuracy_vs_best_baseline"]
-    assert row.value == 0.40 and row.threshold == pytest.approx(0.38) and row.op == ">="
-    assert frame.set_index("name").loc["drift_score", "op"] == "<="
-    assert not math.isnan(frame.set_index("name").loc["drift_score", "value"])
-
-
-def test_logistic_baseline_counts_among_the_baselines() -> None:
-    # The logistic regression on momentum features is the strongest baseline here: 0.40 does not beat it.
-    decision = _gate(_candidate(logistic_momentum_accuracy=0.41))
-    assert _failed(decision) == ["accuracy_vs_best_baseline"]
-    assert "0.4100" in next(c.detail for c in decision.criteria if c.name == "accuracy_vs_best_baseline")
-
-
-def test_replay_criterion_is_not_applicable_without_replayed_mistakes_or_champion() -> None:
-    for n in (0.0, float("nan")):
-        decision = _gate(_candidate(replay_n=n, repeat_error_rate=float("nan")))
-        replay = next(c for c in decision.criteria if c.name == "replay_improvement")
-        assert decision.promoted and replay.passed and "not applicable" in replay.detail
-    decision = _gate(_candidate(repeat_error_rate=0.99), champion=None)
-    replay = next(c for c in decision.criteria if c.name == "replay_improvement")
-    assert replay.passed and "no champion" in replay.detail
+@pytest.mark.parametrize(("criterion", "changes", "champion"), [
+    ("crash_regime_rank_ic", {"crash_days": 5.0, "crash_rank_ic": -0.5}, CHAMPION),
+    ("crash_regime_rank_ic", {"crash_days": NAN, "crash_rank_ic": NAN}, CHAMPION),
+    ("replay_improvement", {"replay_n": 0.0, "repeat_error_rate": NAN}, CHAMPION),
+    ("replay_improvement", {"repeat_error_rate": 0.99}, None),
+    ("recent_days_vs_production", {"recent_days": 10.0, "recent_rank_ic": -0.5}, CHAMPION),
+    ("recent_days_vs_production", {"recent_days": 0.0, "recent_rank_ic": NAN}, CHAMPION),
+    ("rank_ic_vs_champion", {}, None),
+])
+def test_absent_evidence_is_not_applicable_and_said_so(criterion, changes, champion) -> None:
+    decision = _gate(_candidate(**changes), champion=champion)
+    c = _crit(decision, criterion)
+    assert decision.promoted and c.passed and not c.applicable and c.outcome == "not applicable"
+    assert "not applicable" in c.detail or "no champion" in c.detail
+    assert math.isnan(c.threshold)
 
 
 def test_replay_criterion_with_a_champion_from_an_older_feature_set_is_not_applicable() -> None:
     note = "champion v0001 was trained on other features (5 no longer computed, e.g. macd): not comparable"
-    decision = _gate(_candidate(champion_repeat_error_rate=float("nan"), champion_replay_note=note))
-    replay = next(c for c in decision.criteria if c.name == "replay_improvement")
+    decision = _gate(_candidate(champion_repeat_error_rate=NAN, champion_replay_note=note))
+    replay = _crit(decision, "replay_improvement")
     assert decision.promoted and replay.passed and replay.detail == note
     # Without that explanation a missing champion value is absent evidence: the criterion fails.
-    assert _failed(_gate(_candidate(champion_repeat_error_rate=float("nan")))) == ["replay_improvement"]
+    assert _failed(_gate(_candidate(champion_repeat_error_rate=NAN))) == ["replay_improvement"]
+
+
+def test_a_drift_retrain_is_judged_on_recent_evidence_not_on_the_drift_score() -> None:
+    """The drift score is what triggers a retrain; it never vetoes the model retrained for it. A retrain
+    that ranks the recent days better than production is promoted, a worse one refused."""
+    better = _gate(_candidate(recent_rank_ic=0.06, production_recent_rank_ic=-0.02, drift_score=0.9))
+    worse = _gate(_candidate(recent_rank_ic=-0.03, production_recent_rank_ic=0.02, drift_score=0.9))
+    assert better.promoted and not worse.promoted and _failed(worse) == ["recent_days_vs_production"]
+    assert "drift_score" not in [c.name for c in better.criteria]
+
+
+def test_several_failures_are_all_named() -> None:
+    decision = _gate(_candidate(worst_sector_accuracy=0.2, rank_ic_t=1.0))
+    assert _failed(decision) == ["rank_ic_t", "worst_sector_accuracy"]
+    assert "worst_sector_accuracy" in decision.reason and "rank_ic_t" in decision.reason
+
+
+def test_frame_has_value_threshold_outcome_for_every_criterion() -> None:
+    decision = _gate(_candidate(rank_ic_t=1.5), champion=None)
+    frame = decision.frame().set_index("name")
+    assert list(frame.index) == ALL_CRITERIA
+    assert list(frame.columns) == ["value", "op", "threshold", "passed", "detail", "applicable", "outcome"]
+    assert frame.loc["rank_ic_t", "outcome"] == "fail" and frame.loc["rank_ic_vs_best_baseline", "outcome"] == "pass"
+    assert frame.loc["rank_ic_vs_champion", "outcome"] == "not applicable"
+    assert (frame.loc["rank_ic_vs_best_baseline", "value"], frame.loc["rank_ic_vs_best_baseline", "threshold"]) == \
+        (0.028, pytest.approx(0.021))
+    assert set(frame.outcome) <= {"pass", "fail", "not applicable"}
+    applicable = frame[frame.applicable]
+    assert applicable.value.notna().all() and applicable.threshold.notna().all()
+
+
+def test_with_books_adds_every_models_net_sharpe() -> None:
+    table = pd.DataFrame({"model": ["candidate", "momentum_12_1"], "net_sharpe": [0.7, 0.2],
+                          "avg_daily_turnover": [0.4, 0.1]})
+    e = with_books({"rank_ic": 0.02}, table)
+    assert e == {"rank_ic": 0.02, "net_sharpe": 0.7, "turnover": 0.4, "momentum_12_1_net_sharpe": 0.2,
+                 "momentum_12_1_turnover": 0.1}
+
+
+def test_recent_comparison_uses_only_the_rows_both_scored() -> None:
+    rng = np.random.default_rng(0)
+    dates = pd.bdate_range("2015-01-01", periods=90)
+    names = [f"T{i}" for i in range(30)]
+    ev = pd.DataFrame([(t, d) for d in dates for t in names], columns=["ticker", "date"])
+    ev["fwd_return"] = rng.normal(size=len(ev))
+    ev["candidate__p_up"] = 0.5 + 0.1 * ev.fwd_return  # a candidate that knows the future: rank IC 1
+    ev["candidate__p_down"] = 0.5 - 0.1 * ev.fwd_return
+    live = ev[ev.date >= dates[50]][["ticker", "date"]].assign(model_version="v0003")
+    live["p_up"] = rng.uniform(size=len(live))
+    live["p_down"] = 1 - live.p_up
+    r = recent_comparison(ev, live, days=30, horizon=5)
+    assert r["recent_days"] == 30 and r["recent_first"] == str(dates[60].date())
+    assert r["recent_rank_ic"] == pytest.approx(1.0) and abs(r["production_recent_rank_ic"]) < 0.1
+    assert r["recent_versions"] == "v0003"
+    assert recent_comparison(ev, None, 30, 5)["recent_days"] == 0.0
+    assert recent_comparison(ev, live.iloc[:0], 30, 5)["recent_days"] == 0.0

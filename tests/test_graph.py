@@ -10,7 +10,7 @@ from dagster import AssetKey
 from stockml_assets.definitions import defs
 from stockml_assets.partitions import TRADING_DAYS, day_keys
 from stockml_core.drift import MARKET_STATES
-from stockml_core.explain import family_shares
+from stockml_core.explain import family_shares, xgb_shap
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.registry import ModelRegistry
 from stockml_core.warehouse import Warehouse
@@ -111,6 +111,17 @@ def test_first_passing_model_becomes_champion_and_publishes_predictions(material
     assert preds.date.nunique() == 1 and f"{preds.date.iloc[0]:%Y-%m-%d}" == materialized.last_day
     assert (preds.model_version == "v0001").all()
     np.testing.assert_allclose(preds[["p_down", "p_flat", "p_up"]].sum(axis=1), 1.0, atol=1e-6)
+    # Every published prediction says why: the champion's 3 largest XGBoost SHAP contributions, recomputed here
+    # from the hash-verified artefact on the stored feature rows.
+    model = ModelRegistry(Warehouse(materialized.home / "warehouse.duckdb"), materialized.home / "models").load("v0001")
+    feats = _table(materialized.home, "feature_matrix")
+    rows = preds[["ticker", "date"]].merge(feats, on=["ticker", "date"])
+    values = xgb_shap(model.xgb, rows[model.feature_names].to_numpy(dtype="float32"))
+    for i, text in enumerate(preds.set_index(["ticker", "date"]).loc[list(zip(rows.ticker, rows.date, strict=True))].top_features):
+        parts = [p.rsplit(" ", 1) for p in text.split("; ")]
+        assert len(parts) == 3
+        j = int(np.argmax(np.abs(values[i])))
+        assert parts[0][0] == model.feature_names[j] and float(parts[0][1]) == pytest.approx(values[i, j], abs=1e-4)
 
 
 def test_validation_report_is_out_of_sample_by_scope_with_baselines(materialized):
@@ -136,10 +147,12 @@ def test_shap_analysis_table_ranks_every_feature_per_version(materialized):
 
 def test_promotion_decision_lists_every_criterion_with_value_and_threshold(materialized):
     d = _table(materialized.home, "promotion_decision")
-    names = set(d.name)
-    assert {"accuracy_vs_best_baseline", "balanced_accuracy_vs_best_baseline", "crash_regime_accuracy",
-            "worst_sector_accuracy", "drift_score", "degradation_vs_champion"} <= names
+    assert list(d.name) == ["rank_ic_vs_best_baseline", "rank_ic_t", "net_sharpe_vs_best_baseline", "crash_regime_rank_ic",
+                            "worst_sector_accuracy", "replay_improvement", "recent_days_vs_production", "rank_ic_vs_champion"]
     assert d.promoted.all() == d.passed.all()
+    assert set(d.outcome) <= {"pass", "fail", "not applicable"}
+    assert d.set_index("name").outcome["rank_ic_vs_champion"] == "not applicable"  # the first model: no champion yet
+    assert d[d.applicable].threshold.notna().all()
 
 
 def test_drift_report_scores_in_unit_interval_and_exposes_it_to_sensors(materialized):

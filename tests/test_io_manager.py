@@ -84,3 +84,18 @@ def test_a_held_warehouse_serves_this_process_and_locks_out_others_until_release
         assert wh.read("select x from t").x.tolist() == [1]
         assert subprocess.run(probe, capture_output=True).returncode != 0
     assert subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def test_a_partitioned_table_from_an_earlier_version_gains_the_new_column_and_keeps_its_days(tmp_path) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as con:  # an earlier version's days, without the column "value"
+        con.execute(f"create schema {WAREHOUSE_SCHEMA}")
+        con.execute(f"create table {WAREHOUSE_SCHEMA}.daily_rows (date timestamp, ticker varchar)")
+        con.execute(f"insert into {WAREHOUSE_SCHEMA}.daily_rows values ('2017-11-01', 'A'), ('2017-11-01', 'B')")
+    io = WarehouseIOManager(database=str(db), schema=WAREHOUSE_SCHEMA)
+    assert materialize([daily_rows], resources={"io": io}, tags=range_tags("2017-11-09", "2017-11-10")).success
+    with duckdb.connect(str(db)) as con:
+        stored = con.execute(f"select * from {WAREHOUSE_SCHEMA}.daily_rows order by date, ticker").df()
+    assert list(stored.columns) == ["date", "ticker", "value"]
+    assert len(stored) == 6 and stored.value.isna().sum() == 2  # the old days kept, NULL in the new column
+    assert (stored.value.dropna() == 1.0).all()

@@ -9,7 +9,7 @@ import pytest
 from stockml_core.labels import compute_labels
 from stockml_core.settings import LabelSettings
 
-S = LabelSettings(horizon=5, vol_window=20, threshold=1.0)
+S = LabelSettings(horizon=5, vol_window=20, threshold=1.0, target="triple_barrier")
 
 
 def _ticker(path_after: list[float], name: str = "AAA") -> pd.DataFrame:
@@ -101,7 +101,7 @@ def test_market_neutral_terciles_rank_each_day_against_its_peers() -> None:
     pd.testing.assert_series_equal(again.label[finite], lab.label[finite])
     # No forward return, or too few names that day: no label.
     assert lab.label[lab.fwd_return.isna()].isna().all()
-    few = compute_labels(prices[prices.ticker < "T04"], LabelSettings(target="market_neutral"))
+    few = compute_labels(prices[prices.ticker < "T02"], LabelSettings(target="market_neutral"))  # 2 names, 3 needed
     assert few.label.isna().all() and few.target_rank.isna().all()
 
 
@@ -118,9 +118,14 @@ def test_sector_neutral_targets_use_the_sector_mean_and_need_every_sector() -> N
         compute_labels(prices, LabelSettings(target="alpha"))
 
 
-def test_the_triple_barrier_default_is_unchanged_and_carries_the_excess_return() -> None:
+def test_the_default_target_is_market_neutral() -> None:
     prices, _ = _panel()
-    lab = compute_labels(prices)
+    pd.testing.assert_frame_equal(compute_labels(prices), compute_labels(prices, LabelSettings(target="market_neutral")))
+
+
+def test_the_triple_barrier_setting_is_unchanged_and_carries_the_excess_return() -> None:
+    prices, _ = _panel()
+    lab = compute_labels(prices, LabelSettings(target="triple_barrier"))
     assert set(lab.barrier_day.dropna().unique()) <= set(range(1, 6))
     day = lab[lab.date == lab.date.unique()[10]]
     np.testing.assert_allclose(day.excess_return, day.fwd_return - day.fwd_return.mean())

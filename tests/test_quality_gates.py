@@ -95,7 +95,8 @@ def test_a_few_bad_prints_are_quarantined_and_the_run_goes_on(materialized, home
 
 
 def test_rejected_candidate_never_touches_the_champion(materialized, home_copy, fresh_instance):
-    # A week of daily runs first: drift_report holds one score per day, and the gate reads the latest.
+    # A week of daily runs first: their published predictions have no known 5-day outcome yet, so the
+    # candidate-vs-production criterion has no common days and says so.
     assert run_daily_job(fresh_instance, "2017-11-06", last=materialized.last_day, **slice_config(home_copy)).success
     strict = {**LENIENT_GATE, "min_sector_accuracy": 0.99}
     result = run_job("retraining_job", fresh_instance, **slice_config(home_copy, gate=strict))
@@ -104,10 +105,11 @@ def test_rejected_candidate_never_touches_the_champion(materialized, home_copy, 
     wh = Warehouse(home_copy / "warehouse.duckdb")
     decision = wh.read('select * from "assets"."promotion_decision"')
     assert not decision.promoted.any()
-    scores = wh.read('select date, value from "assets"."drift_report" where component = \'overall\' order by date')
-    assert len(scores) == 5 and scores.value.nunique() > 1
-    drift = decision.set_index("name").value["drift_score"]
-    assert drift == pytest.approx(scores.value.iloc[-1])  # the last day's, not any other day's
+    criteria = decision.set_index("name")
+    assert list(criteria.index[~criteria.passed]) == ["worst_sector_accuracy"]
+    assert criteria.outcome["worst_sector_accuracy"] == "fail"
+    recent = criteria.loc["recent_days_vs_production"]
+    assert recent.outcome == "not applicable" and recent.detail.startswith("0 recent days")
     assert decision.loc[~decision.passed, "name"].tolist() == ["worst_sector_accuracy"]
     assert decision.candidate_version.iloc[0] == "v0002"
     assert _registry(home_copy).champion().version == "v0001"
@@ -174,7 +176,7 @@ def test_runs_are_recorded_in_the_dagster_instance(materialized):
 
 
 def test_without_a_passing_model_nothing_is_published(tmp_path, fresh_instance):
-    impossible = {**LENIENT_GATE, "accuracy_margin": 0.5}
+    impossible = {**LENIENT_GATE, "rank_ic_margin": 1.0}
     config = slice_config(tmp_path / "home", tickers=["XOM", "KO", "JPM"], start="2010-01-01", gate=impossible)
     history = run_history_job(fresh_instance, **config)
     assert history.success  # a rejection is a decision, not a failure

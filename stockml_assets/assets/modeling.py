@@ -18,12 +18,11 @@ from dagster import (
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
 from stockml_assets.plots import bar_plot, book_plot, equity_plot
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, StockMLResource, previous_table, read_feature_rows
+from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, WAREHOUSE_SCHEMA, StockMLResource, previous_table, read_feature_rows
 from stockml_core import training
-from stockml_core.backtest import book_summary, decile_book, next_day_returns, run_backtest, summarize_backtest
+from stockml_core.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
     ALL_BASELINES,
-    BASELINES,
     PROBA_COLUMNS,
     classification_metrics,
     comparison_table,
@@ -37,7 +36,7 @@ from stockml_core.evaluation import (
 from stockml_core.explain import family_shares, importance, shap_long
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
-from stockml_core.promotion import evaluate_gate
+from stockml_core.promotion import best_baseline, evaluate_gate, recent_comparison, with_books
 from stockml_core.registry import TRIGGERS
 from stockml_core.schemas import (
     BacktestReportSchema,
@@ -141,23 +140,21 @@ def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]
     return m
 
 
-def decile_books(ev: pd.DataFrame, returns: pd.DataFrame, s) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Every model's and baseline's long top / short bottom decile book on the evaluation rows
-    (``backtest.decile_book``: held for the label horizon, net of ``cost_bps``) and their summaries."""
-    books, table = {}, []
-    for model in [m for m in ("candidate", "rf", "xgb", *ALL_BASELINES) if f"{m}__p_up" in ev.columns]:
-        sig = ev[["date", "ticker"]].assign(score=ev[f"{model}__p_up"] - ev[f"{model}__p_down"])
-        books[model] = decile_book(sig, returns, s.labels.horizon, 0.1, s.cost_bps)
-        table.append({"model": model, **book_summary(books[model])})
-    return books, pd.DataFrame(table)
-
-
 def evaluation_returns(stockml: StockMLResource, ev: pd.DataFrame) -> pd.DataFrame:
     """Next-day returns over the evaluation span, from the stored prices (only the rows it needs)."""
     prices = stockml.warehouse().read('select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
                                       [pd.Timestamp(ev.date.min()).to_pydatetime(),
                                        (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=10)).to_pydatetime()])
     return next_day_returns(prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]")))
+
+
+def published_predictions(stockml: StockMLResource, since) -> pd.DataFrame | None:
+    """The predictions the platform published from ``since`` on (the champion's live record), or None."""
+    wh = stockml.warehouse()
+    if not wh.has_table("predictions", WAREHOUSE_SCHEMA):
+        return None
+    return wh.read(f'select ticker, date, model_version, p_down, p_up from "{WAREHOUSE_SCHEMA}"."predictions" where date >= ?',
+                   [pd.Timestamp(since).to_pydatetime()])
 
 
 def stack_versus_parts(metrics: dict[str, dict[str, float]]) -> str:
@@ -181,7 +178,8 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in ALL_BASELINES}
     metrics["base_models"] = {m: {k: v for k, v in _oos_metrics(ev, m, h).items() if k in STATUS_METRICS} for m in ("rf", "xgb")}
     stack_note = stack_versus_parts({"candidate": metrics, **metrics["base_models"]})
-    books, book_table = decile_books(ev, evaluation_returns(stockml, ev), s)
+    books, book_table = decile_books(ev, evaluation_returns(stockml, ev), ["candidate", "rf", "xgb", *ALL_BASELINES], h,
+                                     s.cost_bps)
     for row in book_table.itertuples(index=False):  # the decile book's net Sharpe and turnover travel with the version
         target = metrics if row.model == "candidate" else metrics["base_models"].get(row.model, metrics["baselines"].get(row.model))
         target.update(net_sharpe=float(row.net_sharpe), turnover=float(row.avg_daily_turnover))
@@ -197,7 +195,7 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
                                  "replayed_mistakes": replay["replay_n"],
                                  "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
     return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay,
-            "books": books, "book_table": book_table}
+            "books": books, "book_table": book_table, "stack_note": stack_note}
 
 
 @asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
@@ -233,15 +231,14 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
     return report
 
 
-@asset_check(asset=validation_report, blocking=False, description="the candidate beats every naive baseline "
-             "(accuracy and balanced accuracy); the promotion gate enforces it")
+@asset_check(asset=validation_report, blocking=False, description="the candidate's out-of-sample rank IC beats every "
+             "baseline's on the same rows; the promotion gate enforces it with a margin, its t-statistic and the net Sharpe")
 def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResult:
     h = headline(validation_report)
-    rows = [{"baseline": b, "accuracy": h[f"{b}_accuracy"], "balanced_accuracy": h[f"{b}_balanced_accuracy"]}
-            for b in BASELINES]
-    ok = all(h["accuracy"] >= r["accuracy"] and h["balanced_accuracy"] >= r["balanced_accuracy"] for r in rows)
-    return AssetCheckResult(passed=ok, severity=AssetCheckSeverity.WARN, metadata={
-        "candidate_accuracy": float(h["accuracy"]), "candidate_balanced_accuracy": float(h["balanced_accuracy"]),
+    rows = [{"baseline": b, "rank_ic": h[f"{b}_rank_ic"], "rank_ic_t": h[f"{b}_rank_ic_t"]} for b in ALL_BASELINES]
+    ok = all(not np.isfinite(r["rank_ic"]) or h["rank_ic"] > r["rank_ic"] for r in rows) and np.isfinite(h["rank_ic"])
+    return AssetCheckResult(passed=bool(ok), severity=AssetCheckSeverity.WARN, metadata={
+        "candidate_rank_ic": float(h["rank_ic"]), "candidate_rank_ic_t": float(h["rank_ic_t"]),
         "baselines": md_table(pd.DataFrame(rows))})
 
 
@@ -342,22 +339,25 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
                                               f"({len(missing)} no longer computed, e.g. {missing[0]}): not comparable")
         else:
             replay["champion_repeat_error_rate"] = training.replay_correction(champion_model, training_set)["repeat_error_rate"]
-    last_drift = previous_table(stockml, "drift_report")
-    drift = None
-    if last_drift is not None and (last_drift.component == "overall").any():
-        # One block of rows per trading day: the gate reads the latest day's score.
-        overall = last_drift[last_drift.component == "overall"]
-        if "date" in overall.columns:
-            overall = overall.sort_values("date", kind="stable")
-        drift = float(overall.value.iloc[-1])
-    decision = evaluate_gate({**headline(validation_report), **replay}, s.gate, drift, champ.metrics if champ else None)
+    ev = meta_learner["evaluation"]
+    evidence = {**with_books(headline(validation_report), meta_learner["book_table"]), **replay,
+                **recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon)}
+    decision = evaluate_gate(evidence, s.gate, champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner["version"])
     df["promoted"] = decision.promoted
+    shown = df[["name", "outcome", "value", "op", "threshold", "detail"]].copy()
+    for col in ("value", "threshold"):  # n/a criteria show a blank, never "nan"
+        shown[col] = [("" if not np.isfinite(v) else f"{v:.4f}") for v in shown[col]]
+    bases = {k: evidence.get(k, float("nan")) for k in ("rank_ic", "rank_ic_t", "net_sharpe")}
     context.add_output_metadata({
         "verdict": "PROMOTE" if decision.promoted else "REJECT", "reason": decision.reason,
         "candidate_version": meta_learner["version"], "champion_before": champ.version if champ else "none",
-        "criteria": md_table(df[["name", "value", "op", "threshold", "passed", "detail"]]),
+        "criteria": md_table(shown),
+        **{f"candidate_{k}": float(v) for k, v in bases.items()},
+        "best_baseline_rank_ic": f"{best_baseline(evidence, 'rank_ic')[0]} {best_baseline(evidence, 'rank_ic')[1]:.4f}",
+        "best_baseline_net_sharpe": f"{best_baseline(evidence, 'net_sharpe')[0]} {best_baseline(evidence, 'net_sharpe')[1]:.2f}",
+        "stack vs its parts": meta_learner.get("stack_note", ""),
         "gate settings": MetadataValue.json(s.as_dict()["gate"]),
     })
     return df

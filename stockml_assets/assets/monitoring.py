@@ -18,6 +18,7 @@ from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.events import build_catalog, capture_candidate
+from stockml_core.explain import top_contributions
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
 from stockml_core.monitoring import replay_error_rates, update_replay_buffer
@@ -37,7 +38,7 @@ from stockml_core.training import trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
 DATE_LEVEL = core_drift.date_level_features()
-PREDICTION_COLUMNS = ["ticker", "date", "model_version", "regime", *PROBA_COLUMNS, "signal", "confidence"]
+PREDICTION_COLUMNS = ["ticker", "date", "model_version", "regime", *PROBA_COLUMNS, "signal", "confidence", "top_features"]
 
 
 def _with_regime(features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
@@ -52,9 +53,9 @@ def _champion_proba(stockml: StockMLResource, rows: pd.DataFrame):
     """
     champ = stockml.registry().champion()
     if champ is None or rows.empty:
-        return None, None
+        return None, None, None
     model = stockml.registry().load(champ.version)
-    return champ.version, CHAMPION_SCORES.predict_proba(f"{champ.version}:{champ.sha256}", model, rows)
+    return champ.version, CHAMPION_SCORES.predict_proba(f"{champ.version}:{champ.sha256}", model, rows), model
 
 
 class ScoreCache:
@@ -93,18 +94,19 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
     """The champion's signal and confidence per ticker for the run's trading days; none without a champion."""
     rows = _with_regime(feature_matrix, market_regimes)
     rows = trainable(rows.assign(label=0.0), FEATURE_NAMES)
-    version, proba = _champion_proba(stockml, rows)
+    version, proba, model = _champion_proba(stockml, rows)
     if proba is None:
         add_metadata(context, {"published": False, "dagster/row_count": 0,
                                "reason": "no rows with complete features" if version else
                                          "no champion: no model has passed the promotion gate"})
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float], strict=True)})
+            PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float, str], strict=True)})
         return validated(context, "predictions", empty, PredictionsSchema, probabilities_check(empty))
     out = rows[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
     out[PROBA_COLUMNS] = proba
     out["signal"] = np.array(CLASS_NAMES)[proba.argmax(axis=1)]
     out["confidence"] = proba.max(axis=1)
+    out["top_features"] = top_contributions(model, rows.reset_index(drop=True))  # why: the champion's own SHAP
     out = out[PREDICTION_COLUMNS]
     latest = out[out.date == out.date.max()]
     add_metadata(context, {
@@ -190,7 +192,7 @@ def _empty_mix() -> pd.DataFrame:
 def _prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame,
                       market_regimes: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
-    version, proba = _champion_proba(stockml, rows)
+    version, proba, model = _champion_proba(stockml, rows)
     if proba is None:
         return _empty_mix(), {"measured": False, "reason": "no champion, no predictions"}
     parts, stats = [], {}
