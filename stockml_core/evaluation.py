@@ -266,10 +266,10 @@ def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list
 def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     """Long table (scope, group, model, metric, value) of out-of-sample metrics.
 
-    Classification metrics for every scope (overall, regime, sector, symbol, fold, and the
-    training-set ``source`` when the frame has it: recent / archive / replay); the daily
+    Classification metrics for every scope (overall, regime, sector, symbol, fold, calendar year, and
+    the training-set ``source`` when the frame has it: recent / archive / replay); the daily
     cross-sectional IC, rank IC, ICIR and their t-statistics (corrected for the overlap of ``horizon``-day
-    returns: ``overlap_t``) for overall, regime, sector and fold (within the group's names).
+    returns: ``overlap_t``) for overall, regime, sector, fold and year (within the group's names).
 
     ``oof`` holds one row per evaluated sample: date, ticker, sector, regime, fold, label,
     fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
@@ -278,8 +278,9 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     models = sorted({c.split("__")[0] for c in oof.columns if "__p_" in c},
                     key=lambda m: (m in ALL_BASELINES, m != "candidate", m))
     rows: list[dict] = []
-    scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"),
-              ("symbol", "ticker"), ("fold", "fold")] + ([("source", "source")] if "source" in oof.columns else [])
+    oof = oof.assign(year=pd.DatetimeIndex(oof.date).year.astype(str))
+    scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"), ("symbol", "ticker"), ("fold", "fold"),
+              ("year", "year")] + ([("source", "source")] if "source" in oof.columns else [])
     y_all = oof.label.to_numpy()
     dates, fwd = oof.date.to_numpy(), oof.fwd_return.to_numpy()
     # Row positions of every group, once per scope (sorted by group, as the report lists them).
@@ -295,6 +296,26 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
                     m.update(information_coefficients(dates[rows_of_g], score[rows_of_g], fwd[rows_of_g], horizon))
                 rows += _rows(scope, g, model, m)
     return pd.DataFrame(rows, columns=["scope", "group", "model", "metric", "value"])
+
+
+def ic_decay(evaluation: pd.DataFrame, closes: pd.DataFrame, models: list[str],
+             horizons: tuple[int, ...] = (1, 5, 10, 20)) -> pd.DataFrame:
+    """How a score's ranking skill decays with the holding horizon: each model's up-minus-down score on the
+    evaluation rows against the forward close-to-close return over each horizon (``closes``: ticker,
+    date, close, every trading day), rank IC and its overlap-corrected t per (model, horizon)."""
+    c = closes.sort_values(["ticker", "date"])
+    g = c.groupby("ticker").close
+    fwd = pd.DataFrame({"ticker": c.ticker.to_numpy(), "date": c.date.to_numpy(),
+                        **{f"r{h}": (g.shift(-h) / c.close - 1.0).to_numpy() for h in horizons}})
+    ev = evaluation.merge(fwd, on=["ticker", "date"], how="left")
+    rows = []
+    for m in [m for m in models if f"{m}__p_up" in ev.columns]:
+        score = (ev[f"{m}__p_up"] - ev[f"{m}__p_down"]).to_numpy()
+        for h in horizons:
+            ic = information_coefficients(ev.date, score, ev[f"r{h}"].to_numpy(), h)
+            rows.append({"model": m, "horizon": h, "rank_ic": ic["rank_ic"], "rank_ic_t": ic["rank_ic_t"],
+                         "days": ic["days"]})
+    return pd.DataFrame(rows, columns=["model", "horizon", "rank_ic", "rank_ic_t", "days"])
 
 
 def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float | str]:

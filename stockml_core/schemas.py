@@ -151,7 +151,7 @@ class TrainingSetSchema(pa.DataFrameModel):
 
 
 class ValidationReportSchema(pa.DataFrameModel):
-    scope: Series[str] = pa.Field(isin=["overall", "regime", "sector", "symbol", "fold", "source"])
+    scope: Series[str] = pa.Field(isin=["overall", "regime", "sector", "symbol", "fold", "year", "source"])
     group: Series[str]
     model: Series[str]
     metric: Series[str]

@@ -11,7 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from stockml_core.evaluation import ALL_BASELINES
-from tests.conftest import write_slice_folder
+from tests.conftest import LENIENT_GATE, write_slice_folder
 
 STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
 
@@ -22,8 +22,9 @@ def cli_run(tmp_path_factory):
     models of STOCKML_FAST: this tests the command, not the models)."""
     root = tmp_path_factory.mktemp("cli")
     write_slice_folder(root / "data", tickers=["XOM", "KO", "JPM", "IBM"], start="2010-01-01")
+    # Four names cannot show a significant rank IC: the lenient gate makes a champion to test the commands with.
     env = {**os.environ, "STOCKML_DATA_DIR": str(root / "data"), "STOCKML_HOME": str(root / "home"),
-           "DAGSTER_HOME": str(root / "dagster_home"), "STOCKML_FAST": "1"}
+           "DAGSTER_HOME": str(root / "dagster_home"), "STOCKML_FAST": "1", "STOCKML_GATE": json.dumps(LENIENT_GATE)}
     run = subprocess.run([*STOCKML, "run"], env=env, capture_output=True, text=True, timeout=600)
     return root, env, run
 
@@ -37,7 +38,8 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     assert history < out.index("ok  raw_prices") < out.index("ok  production_model") < daily  # one line per asset
     drift = out.index("ok  drift (drift_report, feature_drift, prediction_drift, regime_drift)")
     assert daily < out.index("ok  predictions") < out.index("ok  rare_event_watch") and daily < drift < out.index("ok  rare_event_watch")
-    for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "accuracy_vs_best_baseline",
+    for expected in ["Rows ingested:", "Features:", "Last decision: candidate v0001", "rank_ic_vs_best_baseline",
+                     "Skill of candidate v0001", "net_sharpe",
                      "Top 10 SHAP features:", "Drift score:", " on 2017-11-10", "make ui"]:
         assert expected in out, expected
     assert "Champion: v0001" in out or "No model passed the gate" in out
@@ -87,7 +89,10 @@ def test_status_json_reports_champion_decision_and_drift(cli_run):
     assert data["champion"]["metrics"]["days"] > 100 and data["champion"]["metrics"]["rank_ic_t"] is not None
     assert data["champion"]["baselines"]["always_up"]["auc_ovr"] == 0.5
     assert data["last_decision"]["candidate_version"] == "v0001"
-    assert {c["name"] for c in data["last_decision"]["criteria"]} >= {"accuracy_vs_best_baseline", "worst_sector_accuracy"}
+    assert {c["name"] for c in data["last_decision"]["criteria"]} >= {"rank_ic_vs_best_baseline", "rank_ic_t",
+                                                                     "net_sharpe_vs_best_baseline", "worst_sector_accuracy"}
+    assert data["last_decision"]["promoted"] is True and data["last_decision"]["failed"] == []
+    assert {c["outcome"] for c in data["last_decision"]["criteria"]} <= {"pass", "fail", "not applicable"}
     assert 0.0 <= data["drift_score"] <= 1.0 and data["drift_date"] == "2017-11-10"
     assert Path(data["warehouse"]).parent == Path(env["STOCKML_HOME"])
 

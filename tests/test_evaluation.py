@@ -267,7 +267,7 @@ def test_report_is_long_with_every_scope_for_every_model(report, oof) -> None:
 
 
 def test_report_ic_is_in_every_scope_but_symbol(report, oof) -> None:
-    assert set(report[report.metric.isin(["ic", "rank_ic", "icir"])].scope) == {"overall", "regime", "sector", "fold"}
+    assert set(report[report.metric.isin(["ic", "rank_ic", "icir"])].scope) == {"overall", "regime", "sector", "fold", "year"}
     # The sector IC is the daily cross-sectional IC among that sector's names only.
     energy = oof[oof.sector == "Energy"]
     score = energy.candidate__p_up - energy.candidate__p_down
@@ -397,3 +397,19 @@ def test_linear_baseline_learns_a_planted_signal_out_of_sample() -> None:
     score = linear_scores(X_train, train.date.to_numpy(), fwd(X_train, len(train)), X_test)
     ic = information_coefficients(test.date, score, fwd(X_test, len(test)), horizon=1)
     assert ic["rank_ic"] > 0.3 and ic["rank_ic_t"] > 5
+
+
+def test_ic_decay_measures_each_horizon_against_its_own_forward_return() -> None:
+    from stockml_core.evaluation import ic_decay
+
+    rng = np.random.default_rng(1)
+    dates = pd.bdate_range("2015-01-01", periods=120)
+    names = [f"T{i:02d}" for i in range(40)]
+    close = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (len(dates), len(names))), axis=0)), index=dates, columns=names)
+    closes = close.stack().rename("close").rename_axis(["date", "ticker"]).reset_index()
+    r10 = (close.shift(-10) / close - 1).stack().rename("r10").rename_axis(["date", "ticker"]).reset_index()
+    ev = r10[r10.date <= dates[90]].assign(m__p_up=lambda d: 0.5 + d.r10, m__p_down=lambda d: 0.5 - d.r10).drop(columns="r10")
+    decay = ic_decay(ev, closes, ["m", "absent"]).set_index("horizon")
+    assert list(decay.index) == [1, 5, 10, 20] and set(decay.model) == {"m"}
+    assert decay.rank_ic[10] == pytest.approx(1.0)  # the score is the 10-day return itself
+    assert decay.rank_ic[1] < decay.rank_ic[5] < decay.rank_ic[10] and decay.rank_ic[20] < decay.rank_ic[10]

@@ -125,14 +125,17 @@ def test_label_looks_forward_exactly_horizon_days(prices) -> None:
         assert (base.fwd_return.to_numpy()[reaches] != moved.fwd_return.to_numpy()[reaches]).all(), cut
 
 
+BARRIERS = LabelSettings(target="triple_barrier")
+
+
 def test_label_follows_the_first_barrier_crossed(prices) -> None:
     ko = prices[prices.ticker == "KO"].reset_index(drop=True)
     t = 100
     for factor, expected in [(2.0, 2.0), (0.5, 0.0)]:
         moved = ko.copy()
         moved.loc[t + 1:, "close"] *= factor  # a jump on day t + 1 and after: its barrier is crossed on day 1
-        before = compute_labels(ko)
-        after = compute_labels(moved)
+        before = compute_labels(ko, BARRIERS)
+        after = compute_labels(moved, BARRIERS)
         assert after.label[t] == expected and after.barrier_day[t] == 1
         assert after.vol_scale[t] == before.vol_scale[t]
         # Rows whose horizon ends on or before t are untouched.

@@ -13,6 +13,7 @@ from tests.conftest import (
     LENIENT_GATE,
     SLICE_START,
     TRAINING_AND_GATE,
+    definitions,
     job_assets,
     materialized_keys,
     materialized_partitions,
@@ -191,6 +192,14 @@ def test_without_a_passing_model_nothing_is_published(tmp_path, fresh_instance):
     meta = result.asset_materializations_for_node("predictions")[0].metadata
     assert meta["published"].value is False and "no champion" in meta["reason"].value
     assert _registry(tmp_path / "home").champion() is None
+    # `stockml status --json` then says so: champion null, the last decision with its failed criteria.
+    from stockml_assets.cli import collect_status
+
+    status = collect_status(definitions(**config).resources["stockml"].settings())
+    assert status["champion"] is None and status["last_decision"]["promoted"] is False
+    assert "rank_ic_vs_best_baseline" in status["last_decision"]["failed"]
+    failed = [c for c in status["last_decision"]["criteria"] if c["name"] in status["last_decision"]["failed"]]
+    assert all(c["outcome"] == "fail" and not c["passed"] for c in failed)
 
 
 def test_daily_job_refreshes_data_predictions_and_drift_without_training(materialized, home_copy, fresh_instance):

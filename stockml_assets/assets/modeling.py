@@ -27,6 +27,7 @@ from stockml_core.evaluation import (
     classification_metrics,
     comparison_table,
     headline,
+    ic_decay,
     information_coefficients,
     reliability_table,
 )
@@ -140,12 +141,13 @@ def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]
     return m
 
 
-def evaluation_returns(stockml: StockMLResource, ev: pd.DataFrame) -> pd.DataFrame:
-    """Next-day returns over the evaluation span, from the stored prices (only the rows it needs)."""
+def evaluation_closes(stockml: StockMLResource, ev: pd.DataFrame, days_after: int = 40) -> pd.DataFrame:
+    """Closes over the evaluation span and ``days_after`` calendar days past it (for the forward returns),
+    from the stored prices (only the rows it needs)."""
     prices = stockml.warehouse().read('select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
                                       [pd.Timestamp(ev.date.min()).to_pydatetime(),
-                                       (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=10)).to_pydatetime()])
-    return next_day_returns(prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]")))
+                                       (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=days_after)).to_pydatetime()])
+    return prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]"))
 
 
 def published_predictions(stockml: StockMLResource, since) -> pd.DataFrame | None:
@@ -178,8 +180,10 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     metrics["baselines"] = {b: {k: v for k, v in _oos_metrics(ev, b, h).items() if k in STATUS_METRICS} for b in ALL_BASELINES}
     metrics["base_models"] = {m: {k: v for k, v in _oos_metrics(ev, m, h).items() if k in STATUS_METRICS} for m in ("rf", "xgb")}
     stack_note = stack_versus_parts({"candidate": metrics, **metrics["base_models"]})
-    books, book_table = decile_books(ev, evaluation_returns(stockml, ev), ["candidate", "rf", "xgb", *ALL_BASELINES], h,
-                                     s.cost_bps)
+    closes = evaluation_closes(stockml, ev)
+    models = ["candidate", "rf", "xgb", *ALL_BASELINES]
+    books, book_table = decile_books(ev, next_day_returns(closes), models, h, s.cost_bps)
+    decay = ic_decay(ev, closes, models)
     for row in book_table.itertuples(index=False):  # the decile book's net Sharpe and turnover travel with the version
         target = metrics if row.model == "candidate" else metrics["base_models"].get(row.model, metrics["baselines"].get(row.model))
         target.update(net_sharpe=float(row.net_sharpe), turnover=float(row.avg_daily_turnover))
@@ -195,7 +199,7 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
                                  "replayed_mistakes": replay["replay_n"],
                                  "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
     return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay,
-            "books": books, "book_table": book_table, "stack_note": stack_note}
+            "books": books, "book_table": book_table, "stack_note": stack_note, "decay": decay}
 
 
 @asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
@@ -219,16 +223,37 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         index="group", columns="model", values="value").reset_index()
     sector = report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(
         index="group", columns="model", values="value").reset_index()
+    def rank_ic_by(scope: str) -> pd.DataFrame:
+        part = report[(report.scope == scope) & (report.metric.isin(["rank_ic", "rank_ic_t"]))
+                      & report.model.isin(["candidate", "rf", "xgb", best_rank_baseline])]
+        return part.pivot_table(index="group", columns=["model", "metric"], values="value").reset_index()
+
+    best_rank_baseline = max(ALL_BASELINES, key=lambda b: h[f"{b}_rank_ic"] if np.isfinite(h[f"{b}_rank_ic"]) else -np.inf)
+    decay = meta_learner["decay"]
+    decay = decay[decay.model.isin(["candidate", "rf", "xgb", best_rank_baseline])].pivot_table(
+        index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
+    decay.columns = [" ".join(str(c) for c in col if c != "") for col in decay.columns]
     context.add_output_metadata({
         "dagster/row_count": len(report), "candidate_version": meta_learner["version"],
         **{k: float(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
         "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
+        f"rank IC and t by year (candidate, parts, best baseline {best_rank_baseline})": md_table(_flat(rank_ic_by("year"))),
+        "rank IC and t by regime": md_table(_flat(rank_ic_by("regime"))),
+        "rank IC and t by sector": md_table(_flat(rank_ic_by("sector"))),
+        "rank IC and t by fold": md_table(_flat(rank_ic_by("fold"))),
+        "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(decay),
         "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
         "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
         "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
         "replayed mistakes in the evaluation": replay["replayed_evaluated"],
     })
     return report
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table.columns = [" ".join(str(c) for c in col if c != "") if isinstance(col, tuple) else str(col) for col in table.columns]
+    return table
 
 
 @asset_check(asset=validation_report, blocking=False, description="the candidate's out-of-sample rank IC beats every "
