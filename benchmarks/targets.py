@@ -9,6 +9,12 @@ and model it prints the out-of-fold accuracy on the target's own classes and the
 up-minus-down score against the raw 5-day forward return with its t-statistic (``overlap_t``), beside
 the logistic momentum baseline refitted on the same target and the ranking baselines (the same for
 every target: they fit nothing), with the fits' wall and CPU seconds.
+
+``--learners`` adds models that learn a cross-sectional target other than by classifying its terciles,
+on the same folds and rows: ``xgb_regression`` (XGBoost squared error on the day's percentile rank of
+the market-neutral return, ``target_rank``), ``xgb_pairwise`` (XGBoost ``rank:pairwise`` with the date as
+the query group, on the same rank) and ``rf_regression`` (the forest's regressor on it), each with the
+production model settings (rounds, depth, learning rate, bins, rows a tree); the score is the prediction.
 """
 
 import argparse
@@ -48,6 +54,7 @@ def main() -> int:
     ap.add_argument("--warehouse", type=Path, default=base.warehouse_path)
     ap.add_argument("--targets", nargs="*", default=list(TARGETS), choices=TARGETS)
     ap.add_argument("--models", nargs="*", default=["rf", "xgb"])
+    ap.add_argument("--learners", nargs="*", default=[], choices=list(LEARNERS))
     a = ap.parse_args()
     wh = Warehouse(a.warehouse)
     ts = wh.read('select * from "assets"."training_set"').sort_values(["date", "ticker"]).reset_index(drop=True)
@@ -96,7 +103,57 @@ def main() -> int:
         if target == a.targets[0]:
             for b, (feature, sign) in RANK_BASELINES.items():
                 line(target, b, y, rank_probabilities(dates, sign * ts[feature].to_numpy()))
+    if a.learners:
+        lab = compute_labels(prices, replace(base.labels, target="market_neutral"), holes, universe)
+        keyed = ts[["ticker", "date"]].merge(lab[["ticker", "date", "label", "target_rank"]], on=["ticker", "date"], how="left")
+        y, rank = keyed.label.to_numpy(), keyed.target_rank.to_numpy()
+        for name in a.learners:
+            c0, t0 = os.times(), time.perf_counter()
+            score = np.full(len(ts), np.nan)
+            for f in folds:
+                tr = f.train_idx[np.isfinite(rank[f.train_idx])]
+                score[f.test_idx] = LEARNERS[name](X[tr], rank[tr], w[tr], dates[tr], X[f.test_idx], base.training)
+            c1 = os.times()
+            line("market_neutral", name, y, rank_probabilities(dates, score), time.perf_counter() - t0,
+                 (c1.user - c0.user) + (c1.system - c0.system))
     return 0
+
+
+def _xgb_params(t) -> dict:
+    return {"n_estimators": t.xgb_rounds, "max_depth": t.xgb_max_depth, "learning_rate": t.xgb_learning_rate,
+            "subsample": t.xgb_subsample, "colsample_bytree": t.xgb_colsample_bytree, "max_bin": t.xgb_max_bin,
+            "min_child_weight": 20, "tree_method": "hist", "n_jobs": t.n_jobs, "random_state": t.seed}
+
+
+def xgb_regression(X, target, w, dates, X_test, t):
+    from xgboost import XGBRegressor
+
+    return XGBRegressor(objective="reg:squarederror", **_xgb_params(t)).fit(X, target, sample_weight=w).predict(X_test)
+
+
+def xgb_pairwise(X, target, w, dates, X_test, t):
+    from xgboost import XGBRanker
+
+    order = np.argsort(dates, kind="stable")  # a ranker wants each query's rows together
+    _, qid = np.unique(dates[order], return_inverse=True)
+    # Relevance grades: the day's percentile rank in 5 bins (0 worst .. 4 best); pairs are formed within a date.
+    grade = np.minimum((target[order] * 5).astype(int), 4)
+    params = {**_xgb_params(t), "min_child_weight": 1}
+    model = XGBRanker(objective="rank:pairwise", **params).fit(X[order], grade, qid=qid)
+    return model.predict(X_test)
+
+
+def rf_regression(X, target, w, dates, X_test, t):
+    from sklearn.ensemble import RandomForestRegressor
+
+    per_tree = t.rf_max_samples if t.rf_max_rows_per_tree is None or t.rf_max_samples * len(X) <= t.rf_max_rows_per_tree \
+        else int(t.rf_max_rows_per_tree)
+    model = RandomForestRegressor(n_estimators=t.rf_trees, max_depth=t.rf_max_depth, min_samples_leaf=t.rf_min_samples_leaf,
+                                  max_features="sqrt", max_samples=per_tree, n_jobs=t.n_jobs, random_state=t.seed)
+    return model.fit(X, target, sample_weight=w).predict(X_test)
+
+
+LEARNERS = {"xgb_regression": xgb_regression, "xgb_pairwise": xgb_pairwise, "rf_regression": rf_regression}
 
 
 if __name__ == "__main__":

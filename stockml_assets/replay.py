@@ -38,6 +38,12 @@ def local_instance(path: Path) -> DagsterInstance:
         "telemetry": {"enabled": False}, "event_log_storage": event_log_config(str(path / "history" / "runs"))})
 
 
+def _finite(v) -> float | None:
+    """A number for the JSON report (None where it is NaN: a criterion without evidence)."""
+    v = float(v)
+    return v if v == v else None
+
+
 def data_span(s: Settings) -> tuple[pd.Timestamp, pd.Timestamp]:
     """First and last trading day of the data folder's prices (within the deployment's start/end)."""
     prices, _ = core_data.load_prices(s.data_dir, s.tickers, s.start, s.end)
@@ -187,9 +193,14 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                            "seconds": round(time.perf_counter() - t, 1), "promoted": False, "candidate_version": None}
                 if run.success:
                     decision = defs.resources["stockml"].warehouse().read(
-                        'select candidate_version, promoted from "assets"."promotion_decision" limit 1')
+                        'select candidate_version, promoted, name, value, threshold, passed, outcome '
+                        'from "assets"."promotion_decision"')
+                    by_name = decision.set_index("name")
                     retrain.update(promoted=bool(decision.promoted.iloc[0]),
-                                   candidate_version=str(decision.candidate_version.iloc[0]))
+                                   candidate_version=str(decision.candidate_version.iloc[0]),
+                                   failed=[str(n) for n in decision.name[~decision.passed.astype(bool)]],
+                                   evidence={n: {"value": _finite(by_name.value[n]), "threshold": _finite(by_name.threshold[n]),
+                                                 "outcome": str(by_name.outcome[n])} for n in by_name.index})
                 else:
                     from stockml_assets.sensors import record_failed_cycle
 
@@ -236,7 +247,7 @@ def write_report(report: dict, out: Path) -> None:
              f"- initial model: {report['initial_model']}",
              f"- time: {report.get('timing', {})}", "", "## Triggers", ""]
     lines += _md(report["triggers"], ["date", "sensor", "trigger", "score", "reason"])
-    lines += ["", "## Retrains", ""] + _md(report["retrains"], ["date", "trigger", "promoted", "candidate_version", "seconds"])
+    lines += ["", "## Retrains", ""] + _md(report["retrains"], ["date", "trigger", "promoted", "candidate_version", "failed", "seconds"])
     lines += ["", "## Events captured", ""] + _md(report["events_captured"], ["name", "start", "end", "captured_on"])
     lines += ["", "## Regime shifts (crash onsets) and detection delay", ""] + \
         _md(report["shifts"], ["onset", "detected", "delay_days"])

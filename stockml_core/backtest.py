@@ -73,7 +73,8 @@ def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quan
     """A long top-``quantile`` / short bottom-``quantile`` book held ``horizon`` days, net of costs.
 
     Each day t the names with a score (known at the close of t) are ranked; the top and bottom
-    ``quantile`` (at least one name each) get equal weights of +1 and -1 in that day's sub-book, held
+    ``quantile`` (at least one name each; tied names at the edge all in) share weights of +1 and -1 in
+    that day's sub-book, held
     for ``horizon`` days; the book is the average of the last ``horizon`` sub-books (Jegadeesh-Titman
     overlapping portfolios: the holding period matches the target's horizon, and a day's turnover is
     about 2 / horizon of a daily rebalance's). A name's position earns its t -> t+1 return
@@ -87,9 +88,16 @@ def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quan
     g = df.groupby("date").score
     n = g.transform("size").to_numpy()
     k = np.maximum(np.floor(n * quantile), 1.0)
-    top = g.rank(ascending=False, method="first").to_numpy() <= k
-    bottom = g.rank(ascending=True, method="first").to_numpy() <= k
-    df = df.assign(weight=np.where(top, 1.0, 0.0) / k - np.where(bottom & ~top, 1.0, 0.0) / k)
+    # Ties are never broken by row order (that would trade the alphabet): a name is in the top when fewer
+    # than k names score strictly higher, so tied names at the edge go in together. A constant score
+    # (majority, always-up) puts every name in both legs: weight 0, no book; a two-valued one is long one
+    # value and short the other.
+    top = g.rank(ascending=False, method="min").to_numpy() <= k
+    bottom = g.rank(ascending=True, method="min").to_numpy() <= k
+    day = df.date.to_numpy()
+    n_top = pd.Series(top).groupby(day).transform("sum").to_numpy()
+    n_bottom = pd.Series(bottom).groupby(day).transform("sum").to_numpy()
+    df = df.assign(weight=np.where(top, 1.0 / np.maximum(n_top, 1), 0.0) - np.where(bottom, 1.0 / np.maximum(n_bottom, 1), 0.0))
     books = df.pivot_table(index="date", columns="ticker", values="weight", fill_value=0.0, sort=True)
     weights = books.rolling(horizon, min_periods=1).sum() / horizon  # the last h sub-books, each 1/h of the capital
     rets = df.pivot_table(index="date", columns="ticker", values="next_return", sort=True).reindex_like(weights)

@@ -78,6 +78,10 @@ def test_quiet_window_then_planted_shift_triggers_exactly_one_retrain(tmp_path) 
     assert len(drift) == 1 and len(report["retrains"]) == 1, report["triggers"]
     retrain = report["retrains"][0]
     assert retrain["trigger"] == "drift" and retrain["candidate_version"]
+    # The decision travels with the retrain: the drift score vetoes nothing; the candidate is judged against the
+    # predictions published during the replay (too few days with a known outcome yet: not applicable, said so).
+    assert "drift_score" not in retrain["evidence"] and retrain["promoted"] == (retrain["failed"] == [])
+    assert retrain["evidence"]["recent_days_vs_production"]["outcome"] == "not applicable"
     assert 0 <= days.index(retrain["date"]) - days.index(SHIFT_DAY) <= 5, retrain["date"]
     assert drift[0]["score"] >= DriftSettings().score_threshold
     assert report["events_captured"] == []
