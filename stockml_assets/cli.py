@@ -91,7 +91,13 @@ def collect_status(settings: Settings | None = None) -> dict:
         metrics = dict(champ.metrics)
         baselines = metrics.pop("baselines", {})
         base_models = metrics.pop("base_models", {})
-        out["champion"] = {"version": champ.version, "sha256": champ.sha256, "metrics": _clean(metrics),
+        try:
+            reg.verify(champ.version)
+            integrity = "sha256 verified"
+        except Exception as exc:  # noqa: BLE001 - any integrity failure is reported, not raised
+            integrity = str(exc)
+        out["champion"] = {"version": champ.version, "sha256": champ.sha256, "verified": integrity == "sha256 verified",
+                           "integrity": integrity, "metrics": _clean(metrics),
                            "baselines": {b: _clean(m) for b, m in baselines.items()},
                            "base_models": {b: _clean(m) for b, m in base_models.items()},
                            "created_at": str(champ.created_at)}
@@ -123,7 +129,8 @@ def print_status(st: dict) -> None:
     champ = st["champion"]
     if champ:
         m = champ["metrics"]
-        print(f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}...)")
+        print(f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}..., "
+              f"{'verified' if champ.get('verified', True) else 'INTEGRITY CHECK FAILED: ' + champ.get('integrity', '')})")
         print("  out-of-sample: " + ", ".join(f"{k} {_fmt(float(m[k]))}" for k in
               ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
                                                 if m.get(k) is not None))
@@ -246,10 +253,15 @@ def cmd_backfill(args) -> int:
 
 def cmd_replay(args) -> int:
     from stockml_assets.replay import replay
+    from stockml_core.data import DataFolderError
 
     init_home()
-    report = replay(args.start, args.end, Path(args.out), initial_model=args.initial_model,
-                    **({"fast": True} if args.fast else {}))
+    try:
+        report = replay(args.start, args.end, Path(args.out), initial_model=args.initial_model,
+                        **({"fast": True} if args.fast else {}))
+    except (ValueError, DataFolderError) as exc:  # a bad argument or window: said in one line, nothing deleted
+        print(f"replay refused: {exc}", file=sys.stderr)
+        return 2
     t = report.get("timing", {})
     print(f"replay {report['start']}..{report['end']}: {report['trading_days']} trading days, "
           f"{len(report['triggers'])} triggers, {len(report['retrains'])} retrains "
@@ -267,6 +279,10 @@ def cmd_status(args) -> int:
         print(json.dumps(st, indent=2, default=str))
     else:
         print_status(st)
+    champ = st["champion"]
+    if champ and not champ["verified"]:  # a champion whose artefact fails its hash is not a healthy state
+        print(f"champion {champ['version']} FAILS its integrity check: {champ['integrity']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -283,9 +299,10 @@ def _champion_job(job: str, op: str, args) -> int:
             run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}})
     what = "rollback" if job == "rollback_job" else "override"
     if not result.success:
-        for ev in result.all_events:
-            if ev.is_step_failure:
-                print(f"{what} failed: {ev.event_specific_data.error.message.strip()[:500]}")
+        from stockml_assets.replay import failure_messages
+
+        for msg in failure_messages(result):  # the root cause (UnknownVersionError, ...), not Dagster's wrapper
+            print(f"{what} failed: {msg.split(': ', 1)[-1][:500]}")
     print(f"{what} to {args.version}: {'done' if result.success else 'FAILED (the champion is unchanged)'}")
     return 0 if result.success else 1
 

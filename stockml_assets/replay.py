@@ -121,6 +121,47 @@ def _scores(instance: DagsterInstance, day: str) -> float | None:
     return scores.get(day)
 
 
+REPLAY_MARKER = ".stockml-replay"  # written into every replay home: only such a folder is ever wiped
+
+
+def replay_dates(start: str, end: str) -> tuple[str, str]:
+    """``start`` and ``end`` as ISO dates (YYYY-MM-DD), start <= end; ValueError naming the bad argument."""
+    parsed = []
+    for name, value in (("--start", start), ("--end", end)):
+        text = str(value).strip()
+        try:
+            day = pd.Timestamp(text) if len(text) == 10 and text[4] == "-" and text[7] == "-" else None
+        except ValueError:
+            day = None
+        if day is None or pd.isna(day):
+            raise ValueError(f"{name} {value!r} is not a date in the form YYYY-MM-DD")
+        parsed.append(day)
+    if parsed[0] > parsed[1]:
+        raise ValueError(f"--start {start} is after --end {end}")
+    return parsed[0].strftime("%Y-%m-%d"), parsed[1].strftime("%Y-%m-%d")
+
+
+def reset_replay_home(home: Path) -> None:
+    """Empty ``home`` for a new replay; refuse, deleting nothing, a folder that is not a replay's own.
+
+    A replay wipes its home (its warehouse, registry and Dagster instance) before it starts. Only a folder
+    that does not exist, is empty, or carries the marker a replay writes is ever removed, so a mistyped
+    ``--home`` or a path outside the project's state can never lose anyone's files.
+    """
+    home = Path(home)
+    if home.is_symlink():
+        raise ValueError(f"replay home {home} is a symbolic link: refused (nothing deleted)")
+    if home.exists():
+        if not home.is_dir():
+            raise ValueError(f"replay home {home} is a file, not a replay's folder: refused (nothing deleted)")
+        if any(home.iterdir()) and not (home / REPLAY_MARKER).is_file():
+            raise ValueError(f"replay home {home} holds files and no {REPLAY_MARKER} marker: it is not a replay's "
+                             "own folder, so nothing was deleted; choose an empty or new folder")
+        shutil.rmtree(home)
+    (home / "dagster").mkdir(parents=True)
+    (home / REPLAY_MARKER).write_text("a StockML replay's state: wiped by the next replay of these dates\n")
+
+
 def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, home: Path | None = None,
            initial_model: str = "train", log: Callable[[str], None] = print, **resource_config) -> dict:
     """Play [start, end] day by day through the real definitions; write report.json and report.md to ``out``.
@@ -133,13 +174,12 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
     from stockml_core.settings import data_dir_from_env, home_from_env
 
     t_all = time.perf_counter()
+    start, end = replay_dates(start, end)  # every argument is checked before anything on disk is touched
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir else data_dir_from_env()
     home = Path(home) if home else home_from_env() / "replays" / f"{start}_{end}"
-    if home.exists():
-        shutil.rmtree(home)
-    (home / "dagster").mkdir(parents=True)
+    reset_replay_home(home)
+    out.mkdir(parents=True, exist_ok=True)
     defs = build_definitions(data_dir=data_dir, home=home / "state", **resource_config)
     settings = defs.resources["stockml"].settings()
     first, last = data_span(settings)

@@ -110,6 +110,7 @@ def test_override_needs_a_reason_and_a_registered_version(cli_run):
     unknown = subprocess.run([*STOCKML, "override", "v0099", "--reason", "try"], env=env, capture_output=True,
                              text=True, timeout=300)
     assert unknown.returncode == 1 and "override failed" in unknown.stdout and "v0099" in unknown.stdout
+    assert "Error occurred while executing" not in unknown.stdout  # the cause, not Dagster's wrapper
     status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
                                        timeout=120).stdout)
     assert status["champion"]["version"] == "v0001"  # unchanged
@@ -134,3 +135,32 @@ def test_backfill_runs_a_range_of_days_in_one_daily_run(cli_run):
     status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
                                        timeout=120).stdout)
     assert status["drift_date"] == "2017-11-10" and status["drift_score"] == pytest.approx(float(drift.value.iloc[-1]))
+
+
+def test_replay_refuses_bad_arguments_in_one_line_and_deletes_nothing(tmp_path):
+    (tmp_path / "victim_").mkdir()
+    (tmp_path / "victim_" / "keep.txt").write_text("x")
+    env = {**os.environ, "STOCKML_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dh")}
+    r = subprocess.run([*STOCKML, "replay", "--start", "./victim", "--end", "", "--out", str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "replay refused: --start './victim' is not a date in the form YYYY-MM-DD"
+    assert (tmp_path / "victim_" / "keep.txt").exists() and not (tmp_path / "out").exists()
+
+
+def test_status_fails_when_the_champions_artefact_fails_its_hash(cli_run, tmp_path):
+    import shutil
+
+    root, env, _ = cli_run
+    home = tmp_path / "home"
+    shutil.copytree(root / "home", home)
+    artefact = home / "models" / "v0001.joblib"
+    data = bytearray(artefact.read_bytes())
+    data[len(data) // 2] ^= 1
+    artefact.write_bytes(bytes(data))
+    r = subprocess.run([*STOCKML, "status", "--json"], env={**env, "STOCKML_HOME": str(home)}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and "integrity" in r.stderr
+    champ = json.loads(r.stdout)["champion"]
+    assert champ["verified"] is False and "expected sha256" in champ["integrity"]
+    ok = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout)
+    assert ok["champion"]["verified"] is True and ok["champion"]["integrity"] == "sha256 verified"

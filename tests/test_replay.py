@@ -118,3 +118,32 @@ def test_replay_refuses_a_window_without_data_or_history(tmp_path) -> None:
     with pytest.raises(ValueError, match="no data before 2010-01-04"):
         replay("2009-06-01", "2010-03-01", tmp_path / "out", data_dir=folder, home=tmp_path / "state",
                log=lambda _: None, **REPLAY_CONFIG)
+
+
+def test_replay_checks_every_argument_before_it_touches_the_disk(tmp_path, monkeypatch) -> None:
+    """`--start ./victim --end ""` once deleted ./victim_ before failing on the dates; a replay now validates
+    first and wipes only a folder that is its own."""
+    from stockml_assets.replay import REPLAY_MARKER, reset_replay_home
+
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim_"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    monkeypatch.setenv("STOCKML_HOME", str(tmp_path))
+    for start, end, message in [("./victim", "", "--start './victim' is not a date"),
+                                ("2011-01-03", "", "--end '' is not a date"),
+                                ("2011-13-01", "2011-12-30", "is not a date"),
+                                ("03-01-2011", "2011-12-30", "is not a date"),
+                                ("2011-12-30", "2011-01-03", "is after --end")]:
+        with pytest.raises(ValueError, match=message):
+            replay(start, end, tmp_path / "out", data_dir=tmp_path, log=lambda _: None)
+    assert (victim / "precious.txt").read_text() == "keep me" and not (tmp_path / "out").exists()
+    # An explicit home that is not a replay's own is refused, nothing deleted; an empty or marked one is reset.
+    with pytest.raises(ValueError, match="nothing was deleted"):
+        replay("2011-01-03", "2011-01-05", tmp_path / "out", data_dir=tmp_path, home=victim, log=lambda _: None)
+    assert (victim / "precious.txt").exists()
+    mine = tmp_path / "mine"
+    reset_replay_home(mine)
+    (mine / "dagster" / "old.db").write_text("x")
+    reset_replay_home(mine)
+    assert (mine / REPLAY_MARKER).is_file() and not (mine / "dagster" / "old.db").exists()
