@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableResource, FilesystemIOManager
+from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from stockml_core.registry import ModelRegistry
@@ -219,8 +219,36 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
         WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
                                          connection_config=CONNECTION_CONFIG),
-        "io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
+        "io_manager": VerifiedPickleIOManager(base_dir=str(home / "dagster_storage"), database=str(home / "warehouse.duckdb")),
     }
+
+
+class VerifiedPickleIOManager(ConfigurableIOManager):
+    """The fitted models' IO manager: pickles whose hash is recorded in the warehouse and checked before every
+    unpickling (``stockml_core.pickles``), instead of Dagster's filesystem IO manager, which loads any file."""
+
+    base_dir: str
+    database: str
+
+    def _store(self):
+        from stockml_core.pickles import PickleStore
+
+        return PickleStore(Path(self.base_dir), Warehouse(Path(self.database)))
+
+    @staticmethod
+    def _name(context: OutputContext) -> str:
+        if context.has_asset_key:
+            return "/".join(context.asset_key.path)
+        return f"ops/{context.step_key}/{context.name}"  # an op's output (the rollback and override jobs)
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        if obj is None and not context.has_asset_key:
+            return  # an op that returns nothing: nothing to store
+        digest = self._store().save(self._name(context), obj, context.run_id or "")
+        context.add_output_metadata({"pickle_sha256": digest})
+
+    def load_input(self, context: InputContext):
+        return self._store().load(self._name(context.upstream_output))
 
 
 CAPTURED_DDL = ("create table if not exists captured_events (name varchar primary key, start date, \"end\" date, "

@@ -4,6 +4,7 @@ partitions are written and replaced one day at a time."""
 from __future__ import annotations
 
 import duckdb
+import pytest
 import numpy as np
 import pandas as pd
 from dagster import asset, materialize
@@ -99,3 +100,38 @@ def test_a_partitioned_table_from_an_earlier_version_gains_the_new_column_and_ke
     assert list(stored.columns) == ["date", "ticker", "value"]
     assert len(stored) == 6 and stored.value.isna().sum() == 2  # the old days kept, NULL in the new column
     assert (stored.value.dropna() == 1.0).all()
+
+
+class _Boom:
+    """A pickle that runs code when unpickled (what an attacker would plant)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_outputs_are_unpickled_only_when_their_bytes_match_the_recorded_hash(tmp_path) -> None:
+    import pickle
+
+    from stockml_core.pickles import PickleIntegrityError, PickleStore
+    from stockml_core.warehouse import Warehouse
+
+    store = PickleStore(tmp_path / "dagster_storage", Warehouse(tmp_path / "warehouse.duckdb"))
+    digest = store.save("meta_learner", {"version": "v0001", "rows": [1, 2, 3]}, "run-1")
+    assert store.load("meta_learner") == {"version": "v0001", "rows": [1, 2, 3]} and store.recorded("meta_learner") == digest
+    assert not list((tmp_path / "dagster_storage").glob(".tmp-*"))  # written to a temporary file, then renamed
+    marker = tmp_path / "pwned"
+    (tmp_path / "dagster_storage" / "meta_learner").write_bytes(pickle.dumps(_Boom(str(marker))))  # replaced
+    with pytest.raises(PickleIntegrityError, match="failed its integrity check .*expected sha256"):
+        store.load("meta_learner")
+    (tmp_path / "dagster_storage" / "rf_model").write_bytes(pickle.dumps(_Boom(str(marker))))  # planted, never recorded
+    with pytest.raises(PickleIntegrityError, match="no hash was recorded"):
+        store.load("rf_model")
+    with pytest.raises(PickleIntegrityError, match="materialize xgb_model first"):
+        store.load("xgb_model")
+    assert not marker.exists()  # nothing was unpickled
+    for bad in ("../outside", "a/../../b", ""):
+        with pytest.raises(ValueError, match="not a stored output"):
+            store.path(bad)

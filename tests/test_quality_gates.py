@@ -246,3 +246,30 @@ def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy,
     assert materialized_keys(result) == {"market_universe"}
     pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
     assert _registry(home_copy).champion().version == "v0001"
+
+
+class _Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # runs code when unpickled
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_dagster_storage_is_refused_not_unpickled(materialized, home_copy, fresh_instance, tmp_path):
+    """Issue 15: a crafted pickle in $STOCKML_HOME/dagster_storage ran code on the next materialization that read it."""
+    import pickle
+
+    from dagster import AssetKey
+
+    marker = tmp_path / "pwned"
+    (home_copy / "dagster_storage" / "meta_learner").write_bytes(pickle.dumps(_Planted(str(marker))))
+    job = definitions(**slice_config(home_copy)).resolve_job_def("retraining_job")
+    before = _registry(home_copy).champion().version
+    result = job.execute_in_process(instance=fresh_instance, raise_on_error=False,
+                                    asset_selection=[AssetKey("validation_report")])
+    assert not result.success and not marker.exists()
+    errors = " ".join(str(ev.event_specific_data.error.cause or ev.event_specific_data.error) for ev in result.all_events
+                      if ev.is_step_failure)
+    assert "meta_learner" in errors and "failed its integrity check" in errors and "not unpickled" in errors
+    assert _registry(home_copy).champion().version == before
