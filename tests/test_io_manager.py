@@ -4,9 +4,9 @@ partitions are written and replaced one day at a time."""
 from __future__ import annotations
 
 import duckdb
-import pytest
 import numpy as np
 import pandas as pd
+import pytest
 from dagster import asset, materialize
 
 from stockml_assets.partitions import PARTITION_EXPR, SINGLE_RUN, TRADING_DAYS, day_keys, range_tags, run_days
