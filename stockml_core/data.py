@@ -54,7 +54,30 @@ def _find(data_dir: Path, stem: str) -> Path:
 
 @lru_cache(maxsize=8)
 def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
+    """A malformed file (empty, a header and no rows, cut off mid-line or mid-stream) raises DataFolderError:
+    it is no late feed, and retrying it cannot help."""
+    import gzip
+    import zlib
+
+    if size == 0:
+        raise DataFolderError(f"{path}: the file is empty (0 bytes); write the {kind} rows with their header")
+    try:
+        df = pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
+    except pd.errors.EmptyDataError:
+        raise DataFolderError(f"{path}: the file holds no header and no rows; write the {kind} rows with their header") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFolderError(f"{path}: the compressed file is cut off or corrupt ({exc}); write it again") from None
+    except pd.errors.ParserError as exc:
+        raise DataFolderError(f"{path}: not a readable CSV ({str(exc).strip()[:200]})") from None
+    if df.empty:
+        raise DataFolderError(f"{path}: a header and no rows; the {kind} file must hold at least one row")
+    if not path.endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(-1, 2)
+            last_byte = fh.read(1)
+        if last_byte not in (b"\n", b"\r") and df.iloc[-1].isna().any():
+            raise DataFolderError(f"{path}: the last line (data line {len(df)}) is cut off mid-row and the file does not "
+                                  "end with a newline: it looks truncated; write it again")
     if "date" in df.columns:  # dates parsed once per file version too; a malformed one is left for the loaders to report
         try:
             df["date"] = pd.to_datetime(df["date"], format="ISO8601")

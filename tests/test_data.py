@@ -18,9 +18,10 @@ from stockml_core.data import (
     load_prices,
     load_rare_events,
     load_universe,
+    read_price_rows,
     repairs_frame,
 )
-from stockml_core.settings import BROAD_DATA_DIR, DEFAULT_DATA_DIR, data_dir_from_env
+from stockml_core.settings import BROAD_DATA_DIR, DEFAULT_DATA_DIR, SAMPLE_DATA_DIR, data_dir_from_env
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 MISSING_VIX_DAYS = ["1991-03-01", "1997-01-31", "1997-11-26", "1999-12-31"]
@@ -241,3 +242,47 @@ def test_data_dir_comes_from_the_env_var(tmp_path, monkeypatch) -> None:
     assert data_dir_from_env() == tmp_path.resolve()
     monkeypatch.delenv("STOCKML_DATA_DIR")
     assert data_dir_from_env() == DEFAULT_DATA_DIR.resolve() == BROAD_DATA_DIR.resolve()
+
+
+def _bad_folder(root: Path, name: str, prices_text: str | None = None, prices_bytes: bytes | None = None,
+                market: pd.DataFrame | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    shutil.copy(SAMPLE_DATA_DIR / "sectors.csv", folder / "sectors.csv")
+    raw = pd.read_csv(SAMPLE_DATA_DIR / "market.csv.gz")
+    (market if market is not None else raw[raw.date >= "2016-01-01"]).to_csv(folder / "market.csv", index=False)
+    if prices_bytes is not None:
+        (folder / "prices.csv.gz").write_bytes(prices_bytes)
+    elif prices_text is not None:
+        (folder / "prices.csv").write_text(prices_text)
+    return folder
+
+
+def test_every_malformed_file_kind_is_refused_with_its_own_message(tmp_path) -> None:
+    """Issue 15: each of these was retried as a late feed, then reported as `Exceeded max_retries of 3`."""
+    import gzip
+
+    prices = pd.read_csv(SAMPLE_DATA_DIR / "prices.csv.gz")
+    prices = prices[prices.ticker.isin(["XOM", "KO"]) & (prices.date >= "2017-01-01")]
+    full = prices.to_csv(index=False)
+    market = pd.read_csv(SAMPLE_DATA_DIR / "market.csv.gz")
+    cases = {
+        "missing_column": (dict(prices_text=prices.drop(columns="volume").to_csv(index=False)), "missing columns \\['volume'\\]"),
+        "empty_file": (dict(prices_text=""), "the file is empty"),
+        "header_only": (dict(prices_text=full.splitlines()[0] + "\n"), "a header and no rows"),
+        "truncated": (dict(prices_text=full[: len(full) // 2]), "looks truncated"),
+        "truncated_gzip": (dict(prices_bytes=gzip.compress(full.encode())[:400]), "cut off or corrupt"),
+        "dd_mm_yyyy": (dict(prices_text=prices.assign(date=pd.to_datetime(prices.date).dt.strftime("%d-%m-%Y")).to_csv(index=False)),
+                       "not ISO dates"),
+        "missing_prices": (dict(), "no prices.csv or prices.csv.gz"),
+    }
+    for name, (kwargs, message) in cases.items():
+        folder = _bad_folder(tmp_path, name, **kwargs)
+        with pytest.raises(DataFolderError, match=message):
+            read_price_rows(folder)
+    no_vix = _bad_folder(tmp_path, "no_vix", prices_text=full, market=market.drop(columns="vix_close"))
+    with pytest.raises(DataFolderError, match="missing columns \\['vix_close'\\]"):
+        load_market(no_vix)
+    # A file that ends without a newline but whose last row is whole is fine.
+    whole = _bad_folder(tmp_path, "no_final_newline", prices_text=full.rstrip("\n"))
+    assert len(read_price_rows(whole).frame) == len(prices)

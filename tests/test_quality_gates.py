@@ -273,3 +273,20 @@ def test_a_planted_pickle_in_dagster_storage_is_refused_not_unpickled(materializ
                       if ev.is_step_failure)
     assert "meta_learner" in errors and "failed its integrity check" in errors and "not unpickled" in errors
     assert _registry(home_copy).champion().version == before
+
+
+def test_a_malformed_price_file_fails_at_once_without_retries(tmp_path, fresh_instance):
+    """A header-only prices file is no late feed: raw_prices fails on its first attempt with the file's own message."""
+    import time
+
+    folder = tmp_path / "data"
+    write_slice_folder(folder, tickers=["XOM", "KO"], start="2017-01-01")
+    header = (folder / "prices.csv").read_text().splitlines()[0]
+    (folder / "prices.csv").write_text(header + "\n")
+    t0 = time.perf_counter()
+    result = run_history_job(fresh_instance, "2017-11-06", "2017-11-10", train=False,
+                             **slice_config(tmp_path / "home", data_dir=folder, tickers=["XOM", "KO"], start="2017-01-01"))
+    assert not result.success and time.perf_counter() - t0 < 60
+    assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_UP_FOR_RETRY"]
+    failure = next(ev for ev in result.all_events if ev.is_step_failure)
+    assert failure.step_key == "raw_prices" and "a header and no rows" in failure.event_specific_data.error.message
