@@ -7,8 +7,9 @@ from stockml_assets import release_freed_memory
 from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
 
-# Daily: the new trading day's data, features, the champion's predictions, drift, and the rare-event watch.
-DAILY = AssetSelection.assets("raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix",
+# Daily: the universe (sectors.csv re-read: a fixed or extended file is picked up), the new trading day's data,
+# features, the champion's predictions, drift, and the rare-event watch.
+DAILY = AssetSelection.assets("market_universe", "raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix",
                               "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
                               "rare_event_watch")
 # Retraining: labels, the archive, training, evaluation, explanations and the gate. It never re-measures

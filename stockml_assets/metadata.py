@@ -67,10 +67,22 @@ def check_or_fail(asset_name: str, value: pd.DataFrame, model, *extra: tuple[str
     failed += [(name, cases) for name, cases in extra if len(cases)]
     if failed:
         names = ", ".join(n for n, _ in failed)
-        raise Failure(description=f"{asset_name}: {names} failed ({v.summary()}); nothing was stored, the previous "
-                                  "partitions and the champion are unchanged. Fix the rows listed in failure_cases.",
+        rows = "; ".join(f"{n}: {_first_rows(c)}" for n, c in failed[1 if not v.passed else 0:] if len(c))
+        raise Failure(description=f"{asset_name}: {names} failed ({v.summary()}{'; ' + rows if rows else ''}); nothing was "
+                                  "stored, the previous partitions and the champion are unchanged. Fix the rows listed in "
+                                  "failure_cases.",
                       metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed}, allow_retries=False)
     return [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
+
+
+def _first_rows(cases: pd.DataFrame, limit: int = 5) -> str:
+    """The first failure cases in one line ("KO Consumer Staples (keep one row per ticker ...)", ...)."""
+    shown = []
+    for row in cases.head(limit).to_dict("records"):
+        fix = row.pop("fix", None)
+        shown.append(" ".join(str(v) for v in row.values()) + (f" ({fix})" if fix else ""))
+    more = f", and {len(cases) - limit} more" if len(cases) > limit else ""
+    return ", ".join(shown) + more
 
 
 def add_metadata(context, metadata: dict, output_name: str = "result") -> None:

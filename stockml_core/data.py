@@ -117,6 +117,24 @@ def load_universe(data_dir: Path, tickers: tuple[str, ...] | None = None) -> pd.
     return load_universe_checked(data_dir, tickers)[0]
 
 
+# The 11 GICS sectors (2018 structure, with Communication Services): a sector name outside them is a typo
+# that would make a sector of its own (its own sector-neutral target, sector floor and sector features).
+GICS_SECTORS = ("Communication Services", "Consumer Discretionary", "Consumer Staples", "Energy", "Financials",
+                "Health Care", "Industrials", "Information Technology", "Materials", "Real Estate", "Utilities")
+
+
+def universe_problems(universe: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows of a universe that cannot be stored, by check: duplicated tickers (every row of each), sectors
+    outside the 11 GICS sectors. Each frame names the ticker, the sector and the fix."""
+    dup = universe[universe.ticker.duplicated(keep=False)]
+    bad = universe[~universe.gics_sector.isin(GICS_SECTORS)]
+    return {
+        "market_universe_unique_tickers": dup.assign(fix="keep one row per ticker in sectors.csv")[["ticker", "gics_sector", "fix"]],
+        "market_universe_gics_sectors": bad.assign(fix=f"use one of the 11 GICS sectors: {', '.join(GICS_SECTORS)}")[
+            ["ticker", "gics_sector", "fix"]],
+    }
+
+
 def load_universe_checked(data_dir: Path, tickers: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list[Repair]]:
     """Tickers with name and GICS sector, plus the repairs: an empty company name (optional) becomes the ticker."""
     path = _find(data_dir, "sectors")

@@ -290,3 +290,28 @@ def test_a_malformed_price_file_fails_at_once_without_retries(tmp_path, fresh_in
     assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_UP_FOR_RETRY"]
     failure = next(ev for ev in result.all_events if ev.is_step_failure)
     assert failure.step_key == "raw_prices" and "a header and no rows" in failure.event_specific_data.error.message
+
+
+def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked_up_daily(materialized, home_copy,
+                                                                                         fresh_instance, tmp_path):
+    """Issue 15 (3): a duplicated ticker in sectors.csv failed the blocking schema check *after* the 7-row table had
+    replaced the good 6-row one, and the daily job never re-read sectors.csv."""
+    folder = tmp_path / "data"
+    write_slice_folder(folder)
+    good = pd.read_csv(folder / "sectors.csv")
+    before = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe" order by ticker')
+    config = slice_config(home_copy, data_dir=folder, tickers=None)
+    for broken, check in [(pd.concat([good, good[good.ticker == "KO"]]), "market_universe_unique_tickers"),
+                          (good.assign(gics_sector=good.gics_sector.replace("Energy", "Energie")), "market_universe_gics_sectors")]:
+        broken.to_csv(folder / "sectors.csv", index=False)
+        result = run_daily_job(fresh_instance, materialized.last_day, **config)
+        assert not result.success
+        failure = _step_failure(result, "market_universe").user_failure_data
+        assert check in failure.description and ("KO" in failure.description or "XOM" in failure.description)
+        stored = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe" order by ticker')
+        pd.testing.assert_frame_equal(stored, before)  # nothing stored
+    # The fixed file, with one more company's name changed, is read by the next daily run.
+    good.assign(name=good.name.where(good.ticker != "KO", "The Coca-Cola Company")).to_csv(folder / "sectors.csv", index=False)
+    assert run_daily_job(fresh_instance, materialized.last_day, **config).success
+    stored = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe"').set_index("ticker")
+    assert stored.name["KO"] == "The Coca-Cola Company" and len(stored) == len(before)

@@ -83,7 +83,9 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
         "tickers by sector": md_table(df.groupby("gics_sector").ticker.apply(", ".join).reset_index()),
         "repairs": md_table(core_data.repairs_frame(repairs)),
     })
-    return df
+    # Checked before anything is stored: a duplicated ticker or a sector outside GICS fails the step, naming the
+    # rows, and the stored universe stays the last good one.
+    return validated(context, "market_universe", df, MarketUniverseSchema, *core_data.universe_problems(df).items())
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
