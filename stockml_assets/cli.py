@@ -38,6 +38,18 @@ event_log_storage:
 """
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT stop a command as Ctrl-C does: Dagster ends the run's current step, marks the run
+    failed or canceled and the process exits (a process started in the background inherits SIGINT ignored)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def init_home() -> Path:
     """Make sure DAGSTER_HOME (default: ./.dagster_home) exists with StockML's dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
@@ -362,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     fd.add_argument("--start", required=True, help="first trading day to release; every earlier row is written at once")
     fd.add_argument("--every", type=float, default=60.0, help="seconds between releases (default 60)")
     args = parser.parse_args(argv)
+    _stop_on_signals()
     if args.command == "init-home":
         print(init_home())
         return 0

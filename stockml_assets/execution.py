@@ -16,6 +16,9 @@ on its events and stored tables, so a Dagster upgrade that changes them fails a 
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from collections.abc import Mapping, Sequence
 
 from dagster import AssetKey, DagsterInstance, JobDefinition
@@ -24,11 +27,65 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags, type_check_and_normalize_args
 from dagster._core.execution.execute_in_process_result import ExecuteInProcessResult
 
+PID_TAG, HOST_TAG, STARTED_TAG = "stockml/pid", "stockml/host", "stockml/process_start"
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc/PID/stat``), None if it does not exist.
+    Together with the pid it names one process: a pid the kernel reused has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that executes a run in-process (so a later run can tell it died)."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), STARTED_TAG: _process_start(os.getpid()) or ""}
+
+
+def recover_dead_runs(instance: DagsterInstance, say=None) -> list[str]:
+    """Mark failed the in-process runs this host started whose process is gone, and free their pool slots.
+
+    A run executed in-process (``stockml run``, ``backfill``, ``replay``, a test) that is killed with
+    SIGKILL, or dies with its machine, stays STARTED in the run storage and keeps the ``duckdb_writer``
+    pool slot its step had claimed: every later run then waits for that slot forever. Such a run is
+    recognised by its tags (``process_tags``): on this host, its process no longer exists (or the pid
+    now belongs to a process started at another time). Returns the run ids recovered; ``say`` gets one
+    line each (default: stderr).
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    say = say or (lambda line: print(line, file=sys.stderr))
+    active = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    recovered = []
+    for run in instance.get_runs(RunsFilter(statuses=active, tags={HOST_TAG: socket.gethostname()})):
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if not pid or pid == os.getpid():
+            continue
+        start = _process_start(pid)
+        if start is not None and start == run.tags.get(STARTED_TAG, start):
+            continue  # still running
+        instance.report_run_failed(run, f"the process that ran it (pid {pid}) is gone: killed or crashed before the run "
+                                        "ended. Marked failed by a later run, which freed its pool slots; nothing it had "
+                                        "not finished was stored, and a rerun of the same job picks up from the data.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+        say(f"recovered: {run.job_name} run {run.run_id} (pid {pid}) was left {run.status.value} by a process that is "
+            "gone; marked failed, its pool slots freed")
+    return recovered
+
 
 def execute(job: JobDefinition, instance: DagsterInstance, *, asset_selection: Sequence[AssetKey] | None = None,
             partition_key: str | None = None, tags: Mapping[str, str] | None = None,
             run_config: Mapping | None = None, raise_on_error: bool = False) -> ExecuteInProcessResult:
-    """``job.execute_in_process(...)`` with the same arguments, keeping no output values."""
+    """``job.execute_in_process(...)`` with the same arguments, keeping no output values.
+
+    First recovers the runs a killed process left behind (``recover_dead_runs``); the run carries the
+    tags of this process, so a later run can recover it in turn."""
+    recover_dead_runs(instance)
+    tags = {**(tags or {}), **process_tags()}
     run_config, op_selection, asset_selection, resource_defs, partition_key, input_values = type_check_and_normalize_args(
         run_config=run_config, partition_key=partition_key, op_selection=None, asset_selection=asset_selection,
         input_values=None, resources=None)

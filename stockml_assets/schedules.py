@@ -24,6 +24,9 @@ def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str,
     last day the feed has delivered (and not after the tick's own day). A string says why none."""
     tick = pd.Timestamp(context.scheduled_execution_time).tz_convert(NEW_YORK)
     holiday = "" if is_trading_day(tick) else f"{tick:%Y-%m-%d} is not an NYSE trading day; "
+    from stockml_assets.execution import recover_dead_runs
+
+    recover_dead_runs(context.instance, context.log.warning)  # a killed in-process run must not block the schedule
     active = context.instance.get_runs(RunsFilter(job_name=daily_job.name, statuses=list(ACTIVE)), limit=1)
     if active:
         return f"daily run {active[0].run_id} is still in progress"
