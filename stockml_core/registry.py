@@ -383,6 +383,25 @@ class ModelRegistry:
 
     # -- versions ----------------------------------------------------------------------------
 
+    def sweep_orphans(self) -> list[Path]:
+        """Delete the temporary artefact files a killed writer left (``.tmp-PID-*``: the process PID is gone);
+        a live writer's file, or one of another naming, is left alone. Returns the files removed."""
+        removed = []
+        for path in self.artefact_dir.glob(f".tmp-*{_ARTEFACT_SUFFIX}"):
+            pid = path.name.split("-")[1]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue  # its writer is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
     def register(
         self,
         model: Any,
@@ -395,7 +414,8 @@ class ModelRegistry:
         lineage_json = json_dumps(lineage)
         composition_json = json_dumps(composition)
 
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=_ARTEFACT_SUFFIX, dir=self.artefact_dir)
+        self.sweep_orphans()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=_ARTEFACT_SUFFIX, dir=self.artefact_dir)
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh:

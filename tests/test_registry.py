@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -299,3 +300,19 @@ def test_registry_does_not_import_dagster() -> None:
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.split(".")[0] == "dagster" for name in imported)
+
+
+def test_a_killed_writers_temporary_artefact_is_swept_and_a_live_ones_kept(registry: ModelRegistry) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    orphan = registry.artefact_dir / f".tmp-{dead_pid}-abc123.joblib"  # what a kill -9 during joblib.dump leaves
+    live = registry.artefact_dir / f".tmp-{os.getppid()}-def456.joblib"  # a writer still at work
+    registry.artefact_dir.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"half a model")
+    live.write_bytes(b"being written")
+    registry.register({"w": 1}, {"accuracy": 0.4}, {"run": "x"})
+    assert not orphan.exists() and live.exists()
+    assert not [p for p in registry.artefact_dir.glob(".tmp-*") if p != live]  # its own temporary file renamed
