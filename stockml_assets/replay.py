@@ -60,7 +60,10 @@ def failure_messages(result) -> list[str]:
             err = ev.event_specific_data.error
             while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
                 err = err.cause
-            out.append(f"{ev.step_key}: {err.message.strip()[:2000]}")
+            message = err.message.strip()
+            if err.cls_name == "Failure":  # a Failure the asset raised: its description is the message
+                message = message.split("Failure: ", 1)[-1]
+            out.append(f"{ev.step_key}: {message[:2000]}")
         elif ev.event_type_value == "ASSET_CHECK_EVALUATION":  # a failed blocking check stops the run without a step failure
             data = ev.event_specific_data
             if not data.passed and getattr(data.severity, "value", "ERROR") == "ERROR":

@@ -57,7 +57,10 @@ def test_a_refused_run_says_on_the_terminal_what_failed_and_why(tmp_path):
     run = subprocess.run([*STOCKML, "run"], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1
     out = run.stdout
-    assert "FAILED" in out and "check market_universe_schema failed" in out and "KO" in out and "uniqueness" in out, out[-3000:]
+    # Refused inside the asset, before anything is stored: the step fails naming the duplicated ticker and the fix.
+    assert "FAILED  market_universe" in out and "market_universe_unique_tickers" in out, out[-3000:]
+    assert "KO Consumer Staples (keep one row per ticker in sectors.csv)" in out and "nothing was stored" in out
+    assert "dagster._core" not in out  # the message, not Dagster's exception class
 
 
 def test_runs_show_in_the_projects_dagster_instance(cli_run):
