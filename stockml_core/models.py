@@ -34,7 +34,12 @@ def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSe
         n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
         max_features="sqrt", max_samples=per_tree, n_jobs=s.n_jobs, random_state=s.seed,
     )
-    return model.fit(X, y.astype(int), sample_weight=w)
+    model.fit(X, y.astype(int), sample_weight=w)
+    # Predict on one thread: with several, the trees' probabilities are summed in the order the threads
+    # finish, so the last bits differ from run to run (1e-13), the meta-learner fitted on them differs in its
+    # last bits too, and the same data and seed gave a different artefact hash every run.
+    model.n_jobs = 1
+    return model
 
 
 def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> XGBClassifier:
