@@ -119,6 +119,8 @@ def collect_status(settings: Settings | None = None) -> dict:
             out["last_decision"] = {
                 "candidate_version": str(d.candidate_version.iloc[0]), "promoted": bool(d.promoted.iloc[0]),
                 "failed": [str(n) for n in d.name[~d.passed.astype(bool)]],
+                # promoted by the gate, but the run stopped before the switch: the next training run completes it
+                "switch_pending": bool(d.promoted.iloc[0]) and not (reg.history().version == str(d.candidate_version.iloc[0])).any(),
                 "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")]}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])

@@ -159,6 +159,31 @@ def published_predictions(stockml: StockMLResource, since) -> pd.DataFrame | Non
                    [pd.Timestamp(since).to_pydatetime()])
 
 
+def pending_switch(stockml: StockMLResource) -> str | None:
+    """The version the last stored decision promoted but the registry never made champion (a run killed between
+    ``promotion_decision`` and ``production_model``), or None."""
+    last = previous_table(stockml, "promotion_decision")
+    if last is None or last.empty or not bool(last.promoted.iloc[0]):
+        return None
+    version = str(last.candidate_version.iloc[0])
+    history = stockml.registry().history()
+    return None if len(history) and (history.version == version).any() else version
+
+
+def complete_interrupted_switch(stockml: StockMLResource, trigger: str) -> str | None:
+    """Apply a promotion that was decided but not applied, before a new decision is made (what it says, or None)."""
+    version = pending_switch(stockml)
+    if version is None:
+        return None
+    last = previous_table(stockml, "promotion_decision")
+    stockml.registry().promote(
+        version, reason="passed every promotion criterion (switch completed by the next run: the deciding run stopped "
+                        "before it applied it)", actor="promotion_gate",
+        decision={"criteria": last[["name", "value", "threshold", "passed"]].to_dict("records")},
+        trigger=trigger if trigger in TRIGGERS else "manual")
+    return f"{version} had passed the gate but the run stopped before the switch: it is champion now"
+
+
 def stack_versus_parts(metrics: dict[str, dict[str, float]]) -> str:
     """Whether the stacked candidate ranks better than the better of its base models on the same rows."""
     best = max(("rf", "xgb"), key=lambda m: metrics[m]["rank_ic"] if np.isfinite(metrics[m]["rank_ic"]) else -np.inf)
@@ -354,6 +379,9 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
     s = stockml.settings()
     reg = stockml.registry()
+    completed = complete_interrupted_switch(stockml, context.run.tags.get("stockml/trigger", "manual"))
+    if completed:
+        context.log.warning(f"promotion_decision: {completed}")
     champ = reg.champion()
     replay = dict(meta_learner["replay"])
     if champ is not None and replay["replay_n"]:  # the champion on the same replayed mistakes (hash-verified load)
