@@ -91,12 +91,14 @@ def collect_status(settings: Settings | None = None) -> dict:
     from stockml_core.registry import ModelRegistry
 
     s = settings or Settings()
-    wh = Warehouse(s.warehouse_path)
+    wh = Warehouse(s.warehouse_path, read_only=True)  # status reads: it opens nothing for writing, creates nothing
     out: dict = {"warehouse": str(s.warehouse_path), "champion": None, "last_decision": None, "drift_score": None,
                  "drift_date": None, "data_quality": None}
     if not wh.exists():
         return out
     out["data_quality"] = data_quality(wh)
+    if not wh.has_table("model_promotion_history"):
+        return out
     reg = ModelRegistry(wh, s.artefact_dir)
     champ = reg.champion()
     if champ:

@@ -348,8 +348,10 @@ class ModelRegistry:
     def __init__(self, warehouse: Warehouse, artefact_dir: Path | str) -> None:
         self.warehouse = warehouse
         self.artefact_dir = Path(artefact_dir).resolve()
-        self.artefact_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _file_lock(self.warehouse.path)
+        if warehouse.read_only:  # a reader: no folder made, no table created (the registry must exist already)
+            return
+        self.artefact_dir.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             for ddl in _DDL:
                 con.execute(ddl)

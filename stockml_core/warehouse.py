@@ -26,12 +26,14 @@ class Warehouse:
     retried for ``lock_timeout_s`` seconds before the error is raised.
     """
 
-    def __init__(self, path: Path | str, lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: Path | str, lock_timeout_s: float = 60.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self.read_only = read_only  # every connection read-only: a reader (``stockml status``) can change nothing
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        read_only = read_only or self.read_only
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s

@@ -160,9 +160,11 @@ def test_status_fails_when_the_champions_artefact_fails_its_hash(cli_run, tmp_pa
     data = bytearray(artefact.read_bytes())
     data[len(data) // 2] ^= 1
     artefact.write_bytes(bytes(data))
+    warehouse = (home / "warehouse.duckdb").read_bytes()
     r = subprocess.run([*STOCKML, "status", "--json"], env={**env, "STOCKML_HOME": str(home)}, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 1 and "integrity" in r.stderr
+    assert (home / "warehouse.duckdb").read_bytes() == warehouse  # status opened it read-only and wrote nothing
     champ = json.loads(r.stdout)["champion"]
     assert champ["verified"] is False and "expected sha256" in champ["integrity"]
     ok = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout)
