@@ -25,9 +25,9 @@ def test_a_run_killed_with_sigkill_is_recovered_by_the_next_run(tmp_path) -> Non
     """kill -9 of a history backfill while raw_prices holds the duckdb_writer pool slot left its run STARTED and
     the slot claimed: the next run hung forever, deaf to SIGTERM. Now the next run marks it failed, frees the
     slot, says so, and completes."""
-    write_slice_folder(tmp_path / "data", tickers=["XOM", "KO", "JPM"], start="2009-01-01")
+    write_slice_folder(tmp_path / "data", tickers=["XOM", "KO", "JPM"], start="2013-01-01")
     env = _env(tmp_path)
-    cmd = [*STOCKML, "backfill", "2009-01-02", "2017-11-10", "--job", "history", "--no-training"]
+    cmd = [*STOCKML, "backfill", "2013-01-02", "2017-11-10", "--job", "history", "--no-training"]
     victim = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     deadline = time.monotonic() + 240

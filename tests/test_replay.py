@@ -89,7 +89,7 @@ def test_quiet_window_then_planted_shift_triggers_exactly_one_retrain(tmp_path) 
 
 def test_replay_of_2011_captures_the_uncatalogued_event_once(tmp_path) -> None:
     folder = tmp_path / "data"
-    write_slice_folder(folder, start="2005-01-01", end="2011-10-31")
+    write_slice_folder(folder, start="2007-06-01", end="2011-10-31")
     events = pd.read_csv(folder / "rare_events.csv")
     events[events.name != "us_downgrade_2011"].to_csv(folder / "rare_events.csv", index=False)
     # From 08-15: the stress began on 08-04 (before the replay: the capture still dates the event from
