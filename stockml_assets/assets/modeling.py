@@ -159,23 +159,23 @@ def published_predictions(stockml: StockMLResource, since) -> pd.DataFrame | Non
                    [pd.Timestamp(since).to_pydatetime()])
 
 
-def pending_switch(stockml: StockMLResource) -> str | None:
+def pending_switch(stockml: StockMLResource) -> tuple[str, pd.DataFrame] | None:
     """The version the last stored decision promoted but the registry never made champion (a run killed between
-    ``promotion_decision`` and ``production_model``), or None."""
+    ``promotion_decision`` and ``production_model``), with that decision; or None."""
     last = previous_table(stockml, "promotion_decision")
     if last is None or last.empty or not bool(last.promoted.iloc[0]):
         return None
     version = str(last.candidate_version.iloc[0])
     history = stockml.registry().history()
-    return None if len(history) and (history.version == version).any() else version
+    return None if len(history) and (history.version == version).any() else (version, last)
 
 
 def complete_interrupted_switch(stockml: StockMLResource, trigger: str) -> str | None:
     """Apply a promotion that was decided but not applied, before a new decision is made (what it says, or None)."""
-    version = pending_switch(stockml)
-    if version is None:
+    pending = pending_switch(stockml)
+    if pending is None:
         return None
-    last = previous_table(stockml, "promotion_decision")
+    version, last = pending
     stockml.registry().promote(
         version, reason="passed every promotion criterion (switch completed by the next run: the deciding run stopped "
                         "before it applied it)", actor="promotion_gate",
@@ -248,16 +248,16 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         index="group", columns="model", values="value").reset_index()
     sector = report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(
         index="group", columns="model", values="value").reset_index()
+    best_rank_baseline = best_baseline(h, "rank_ic")[0]
+    shown_models = ["candidate", "rf", "xgb", best_rank_baseline]
+
     def rank_ic_by(scope: str) -> pd.DataFrame:
-        part = report[(report.scope == scope) & (report.metric.isin(["rank_ic", "rank_ic_t"]))
-                      & report.model.isin(["candidate", "rf", "xgb", best_rank_baseline])]
+        part = report[(report.scope == scope) & (report.metric.isin(["rank_ic", "rank_ic_t"])) & report.model.isin(shown_models)]
         return part.pivot_table(index="group", columns=["model", "metric"], values="value").reset_index()
 
-    best_rank_baseline = max(ALL_BASELINES, key=lambda b: h[f"{b}_rank_ic"] if np.isfinite(h[f"{b}_rank_ic"]) else -np.inf)
     decay = meta_learner["decay"]
-    decay = decay[decay.model.isin(["candidate", "rf", "xgb", best_rank_baseline])].pivot_table(
+    decay = decay[decay.model.isin(shown_models)].pivot_table(
         index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
-    decay.columns = [" ".join(str(c) for c in col if c != "") for col in decay.columns]
     context.add_output_metadata({
         "dagster/row_count": len(report), "candidate_version": meta_learner["version"],
         **{k: float(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
@@ -266,7 +266,7 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         "rank IC and t by regime": md_table(_flat(rank_ic_by("regime"))),
         "rank IC and t by sector": md_table(_flat(rank_ic_by("sector"))),
         "rank IC and t by fold": md_table(_flat(rank_ic_by("fold"))),
-        "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(decay),
+        "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(_flat(decay)),
         "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
         "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
         "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
@@ -403,13 +403,13 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     for col in ("value", "threshold"):  # n/a criteria show a blank, never "nan"
         shown[col] = [("" if not np.isfinite(v) else f"{v:.4f}") for v in shown[col]]
     bases = {k: evidence.get(k, float("nan")) for k in ("rank_ic", "rank_ic_t", "net_sharpe")}
+    (ric_base, ric), (sharpe_base, sharpe) = best_baseline(evidence, "rank_ic"), best_baseline(evidence, "net_sharpe")
     context.add_output_metadata({
         "verdict": "PROMOTE" if decision.promoted else "REJECT", "reason": decision.reason,
         "candidate_version": meta_learner["version"], "champion_before": champ.version if champ else "none",
         "criteria": md_table(shown),
         **{f"candidate_{k}": float(v) for k, v in bases.items()},
-        "best_baseline_rank_ic": f"{best_baseline(evidence, 'rank_ic')[0]} {best_baseline(evidence, 'rank_ic')[1]:.4f}",
-        "best_baseline_net_sharpe": f"{best_baseline(evidence, 'net_sharpe')[0]} {best_baseline(evidence, 'net_sharpe')[1]:.2f}",
+        "best_baseline_rank_ic": f"{ric_base} {ric:.4f}", "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
         "stack vs its parts": meta_learner.get("stack_note", ""),
         "gate settings": MetadataValue.json(s.as_dict()["gate"]),
     })
