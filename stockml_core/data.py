@@ -123,16 +123,34 @@ GICS_SECTORS = ("Communication Services", "Consumer Discretionary", "Consumer St
                 "Health Care", "Industrials", "Information Technology", "Materials", "Real Estate", "Utilities")
 
 
-def universe_problems(universe: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def universe_problems(universe: pd.DataFrame, previous: pd.DataFrame | None = None,
+                      priced: set[str] | frozenset[str] = frozenset()) -> dict[str, pd.DataFrame]:
     """Rows of a universe that cannot be stored, by check: duplicated tickers (every row of each), sectors
-    outside the 11 GICS sectors. Each frame names the ticker, the sector and the fix."""
+    outside the 11 GICS sectors, and tickers of the ``previous`` (stored) universe that the new one drops
+    although the price file still prices them (a sectors.csv that lost a row: stored, it would replace a
+    good universe and leave that ticker's prices unknown). Each frame names the ticker, the sector and the fix."""
     dup = universe[universe.ticker.duplicated(keep=False)]
     bad = universe[~universe.gics_sector.isin(GICS_SECTORS)]
+    lost = pd.DataFrame(columns=["ticker", "gics_sector", "fix"])
+    if previous is not None and len(previous):
+        lost = previous[~previous.ticker.isin(universe.ticker) & previous.ticker.isin(priced)]
+        lost = lost.assign(fix="it still has prices: restore its row in sectors.csv (or remove its prices)")[
+            ["ticker", "gics_sector", "fix"]]
     return {
         "market_universe_unique_tickers": dup.assign(fix="keep one row per ticker in sectors.csv")[["ticker", "gics_sector", "fix"]],
         "market_universe_gics_sectors": bad.assign(fix=f"use one of the 11 GICS sectors: {', '.join(GICS_SECTORS)}")[
             ["ticker", "gics_sector", "fix"]],
+        "market_universe_keeps_priced_tickers": lost,
     }
+
+
+def priced_tickers(data_dir: Path) -> set[str]:
+    """The tickers the data folder's price file has rows for (a malformed file raises DataFolderError)."""
+    path = _find(data_dir, "prices")
+    st = path.stat()
+    df = _parsed_csv(str(path), st.st_mtime_ns, st.st_size, "prices")  # the cached parse raw_prices reads next
+    _require(df, PRICE_COLUMNS, path)
+    return set(df.ticker.dropna().unique())
 
 
 def load_universe_checked(data_dir: Path, tickers: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list[Repair]]:

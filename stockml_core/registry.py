@@ -37,6 +37,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from stockml_core.faults import dead_writers_files, failpoint
 from stockml_core.warehouse import Warehouse
 
 # Unpickled models by (artefact path, verified SHA-256 of its bytes): see ModelRegistry.load.
@@ -310,6 +311,12 @@ _EVENT_COLUMNS = 'event_id, version, "at", action, actor, reason, decision'
 _VERSION_ORDER = "cast(substr(version, 2) as bigint), version"
 
 
+def _writer_pid(name: str) -> int | None:
+    """The pid in a temporary artefact's name (``.tmp-PID-random.joblib``), or None."""
+    pid = name.split("-")[1] if name.count("-") >= 2 else ""
+    return int(pid) if pid.isdigit() else None
+
+
 def _row_to_version(row: tuple) -> ModelVersion:
     """Build a ModelVersion from a model_versions row."""
     version, created_at, sha256, path, metrics, lineage, composition = row
@@ -386,23 +393,35 @@ class ModelRegistry:
     # -- versions ----------------------------------------------------------------------------
 
     def sweep_orphans(self) -> list[Path]:
-        """Delete the temporary artefact files a killed writer left (``.tmp-PID-*``: the process PID is gone);
-        a live writer's file, or one of another naming, is left alone. Returns the files removed."""
-        removed = []
-        for path in self.artefact_dir.glob(f".tmp-*{_ARTEFACT_SUFFIX}"):
-            pid = path.name.split("-")[1]
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                os.kill(int(pid), 0)
-                continue  # its writer is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            path.unlink(missing_ok=True)
-            removed.append(path)
-        return removed
+        """Finish or delete what a killed writer left (``.tmp-PID-*`` files whose process is gone); a live
+        writer's file, or one of another naming, is left alone. Returns the temporary files handled.
+
+        A writer killed after committing a version's row and before renaming its artefact into place left
+        that version without its file: a temporary file whose content hash is that version's is renamed
+        to it (the registration completes, verified by its hash). Any other such file is deleted.
+        """
+        handled = []
+        if self.warehouse.read_only:  # a reader changes nothing
+            return handled
+        for path in dead_writers_files(self.artefact_dir, f".tmp-*{_ARTEFACT_SUFFIX}", _writer_pid):
+            missing = self._version_missing_its_file(_sha256_file(path))
+            if missing is not None:
+                os.replace(path, missing)
+                _fsync_dir(self.artefact_dir)
+            else:
+                path.unlink(missing_ok=True)
+            handled.append(path)
+        return handled
+
+    def _version_missing_its_file(self, sha256: str) -> Path | None:
+        """The artefact path of a registered version with this content hash whose file does not exist, or None."""
+        with self._connect() as con:
+            rows = con.execute("select artefact_path from model_versions where sha256 = ?", [sha256]).fetchall()
+        for (name,) in rows:
+            path = self.artefact_dir / name
+            if not path.exists():
+                return path
+        return None
 
     def register(
         self,
@@ -454,6 +473,7 @@ class ModelRegistry:
             # Holding the lock across both keeps other threads from seeing the row without its file.
             with self._lock:
                 registered = self._transaction(allocate_and_insert)
+                failpoint("registry_write")
                 os.replace(tmp_path, registered.artefact_path)
             _fsync_dir(self.artefact_dir)
             return registered

@@ -20,6 +20,7 @@ from stockml_core.evaluation import (
     logistic_momentum_probabilities,
     rank_probabilities,
 )
+from stockml_core.faults import failpoint
 from stockml_core.settings import Settings
 from stockml_core.splits import Fold, purged_walk_forward
 
@@ -162,6 +163,7 @@ def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: S
     folds = folds_for(ts, s)
     report = models.FitProgress(kind, [len(f.train_idx) for f in folds] + [len(X)], progress)
     oof = models.out_of_fold(kind, X, y, w, folds, s.training, report)
+    failpoint("training")
     final = models.FITTERS[kind](X, y, w, s.training)
     report.done(len(folds), len(X))
     return BaseModelResult(kind, final, oof, folds)

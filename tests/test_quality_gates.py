@@ -227,16 +227,38 @@ def test_daily_job_refreshes_data_predictions_and_drift_without_training(materia
     assert {f"{d:%Y-%m-%d}" for d in preds.date} == {day} and (preds.model_version == "v0001").all()
 
 
-def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy, fresh_instance, tmp_path):
+def test_a_universe_that_drops_a_priced_ticker_is_refused_before_it_is_stored(materialized, home_copy, fresh_instance,
+                                                                              tmp_path):
+    """Issue 15 (3): with KO's row gone from sectors.csv the run failed, but only after the 5-row universe had
+    replaced the good 6-row one. The universe is checked against the stored one before it is stored."""
     folder = tmp_path / "orphan"
     write_slice_folder(folder)
     sectors = pd.read_csv(folder / "sectors.csv")
     sectors[sectors.ticker != "KO"].to_csv(folder / "sectors.csv", index=False)
+    wh = Warehouse(home_copy / "warehouse.duckdb")
+    universe, prices = wh.read('select * from "assets"."market_universe" order by ticker'), _stored_prices(home_copy)
 
-    before = _stored_prices(home_copy)
+    result = run_daily_job(fresh_instance, materialized.last_day, **slice_config(home_copy, data_dir=folder, tickers=None))
 
-    result = run_history_job(fresh_instance, SLICE_START, materialized.last_day,
-                             **slice_config(home_copy, data_dir=folder, tickers=None))
+    assert not result.success
+    failure = _step_failure(result, "market_universe").user_failure_data
+    assert "market_universe_keeps_priced_tickers" in failure.description
+    assert "KO Consumer Staples (it still has prices: restore its row in sectors.csv" in failure.description
+    assert materialized_keys(result) == set()
+    pd.testing.assert_frame_equal(wh.read('select * from "assets"."market_universe" order by ticker'), universe)
+    pd.testing.assert_frame_equal(_stored_prices(home_copy), prices)
+    assert _registry(home_copy).champion().version == "v0001"
+
+
+def test_a_priced_ticker_without_a_sector_on_a_first_run_stops_it(fresh_instance, tmp_path):
+    """No stored universe to compare with: the ticker's rows are unknown-ticker rows, far above the limit."""
+    folder = tmp_path / "orphan"
+    write_slice_folder(folder, start="2017-06-01")
+    sectors = pd.read_csv(folder / "sectors.csv")
+    sectors[sectors.ticker != "KO"].to_csv(folder / "sectors.csv", index=False)
+
+    result = run_history_job(fresh_instance, "2017-06-01", "2017-11-10", train=False,
+                             **slice_config(tmp_path / "home", data_dir=folder, tickers=None, start="2017-06-01"))
 
     assert not result.success
     failure = _step_failure(result, "raw_prices").user_failure_data
@@ -247,8 +269,6 @@ def test_a_priced_ticker_without_a_sector_stops_the_run(materialized, home_copy,
     assert tickers == {"KO"}  # only KO's rows are named
     assert "add the ticker to sectors.csv" in failure.metadata["quarantine_would_be"].value
     assert materialized_keys(result) == {"market_universe"}
-    pd.testing.assert_frame_equal(_stored_prices(home_copy), before)
-    assert _registry(home_copy).champion().version == "v0001"
 
 
 class _Planted:

@@ -316,3 +316,23 @@ def test_a_killed_writers_temporary_artefact_is_swept_and_a_live_ones_kept(regis
     registry.register({"w": 1}, {"accuracy": 0.4}, {"run": "x"})
     assert not orphan.exists() and live.exists()
     assert not [p for p in registry.artefact_dir.glob(".tmp-*") if p != live]  # its own temporary file renamed
+
+
+def test_a_writer_killed_between_commit_and_rename_has_its_registration_completed(tmp_path) -> None:
+    """kill -9 after the version's row is committed and before its artefact is renamed into place (a real
+    SIGKILL at the ``registry_write`` failpoint) left a version without its file; the next writer finds the
+    temporary file whose hash is that version's and completes the rename."""
+    import subprocess
+    import sys
+
+    wh, artefacts = tmp_path / "warehouse.duckdb", tmp_path / "models"
+    code = ("from stockml_core.registry import ModelRegistry; from stockml_core.warehouse import Warehouse; "
+            f"ModelRegistry(Warehouse({str(wh)!r}), {str(artefacts)!r}).register({{'w': 1}}, {{'rank_ic': 0.1}}, {{}})")
+    killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "STOCKML_FAILPOINT": "registry_write"},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    registry = ModelRegistry(Warehouse(wh), artefacts)
+    assert registry.get("v0001") and not (artefacts / "v0001.joblib").exists() and len(list(artefacts.glob(".tmp-*"))) == 1
+    registry.register({"w": 2}, {"rank_ic": 0.2}, {})
+    assert registry.load("v0001") == {"w": 1} and registry.load("v0002") == {"w": 2}  # both verified by their hash
+    assert not list(artefacts.glob(".tmp-*"))

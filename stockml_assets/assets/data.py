@@ -38,6 +38,7 @@ from stockml_assets.resources import (
 from stockml_core import data as core_data
 from stockml_core import quality
 from stockml_core.events import build_archive, build_catalog
+from stockml_core.faults import failpoint
 from stockml_core.features import (
     ENGINE_VERSION,
     FAMILIES,
@@ -83,9 +84,15 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
         "tickers by sector": md_table(df.groupby("gics_sector").ticker.apply(", ".join).reset_index()),
         "repairs": md_table(core_data.repairs_frame(repairs)),
     })
-    # Checked before anything is stored: a duplicated ticker or a sector outside GICS fails the step, naming the
-    # rows, and the stored universe stays the last good one.
-    return validated(context, "market_universe", df, MarketUniverseSchema, *core_data.universe_problems(df).items())
+    # Checked before anything is stored: a duplicated ticker, a sector outside GICS or a priced ticker the stored
+    # universe had and this one drops fails the step, naming the rows; the stored universe stays the last good one.
+    previous = previous_table(stockml, "market_universe")
+    try:
+        priced = core_data.priced_tickers(s.data_dir) if previous is not None else set()
+    except core_data.DataFolderError:  # a malformed price file is raw_prices' failure, reported there
+        priced = set()
+    problems = core_data.universe_problems(df, previous, priced)
+    return validated(context, "market_universe", df, MarketUniverseSchema, *problems.items())
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
@@ -117,6 +124,7 @@ def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_
                       metadata={"quarantine_would_be": md_table(screening.quarantined, limit=50),
                                 "bad rows by rule and ticker": md_table(screening.counts(), limit=50)})
     df = screening.good
+    failpoint("ingestion")
     add_metadata(context, {"dagster/row_count": len(df), "tickers": df.ticker.nunique(), "days": df.date.nunique(),
                            **date_range(df), "repairs": md_table(core_data.repairs_frame(rows.repairs)),
                            "rows_quarantined": int(screening.quarantined[["ticker", "date"]].drop_duplicates().shape[0]),
@@ -271,6 +279,7 @@ def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw
             span["blocks"] += 1
             context.log.debug(f"feature_matrix: {a:%Y-%m-%d}..{b:%Y-%m-%d}: {len(part):,} rows checked")
             yield part
+            failpoint("features")  # the block is written inside the storing transaction
 
     rows = replace_partition_rows(stockml, "feature_matrix", first, last, checked())
     elapsed = time.perf_counter() - started

@@ -35,6 +35,7 @@ from stockml_core.evaluation import (
     validation_report as build_validation_report,
 )
 from stockml_core.explain import family_shares, importance, shap_long
+from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
 from stockml_core.promotion import best_baseline, evaluate_gate, recent_comparison, with_books
@@ -421,6 +422,7 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
        freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)), **TABLE)
 def production_model(context: AssetExecutionContext, stockml: StockMLResource, promotion_decision: pd.DataFrame) -> pd.DataFrame:
     """The champion in the model registry; it changes only when the gate promotes the candidate."""
+    failpoint("gate")
     reg = stockml.registry()
     version = str(promotion_decision.candidate_version.iloc[0])
     promoted = bool(promotion_decision.promoted.iloc[0])
