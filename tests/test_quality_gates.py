@@ -338,24 +338,3 @@ def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked
     assert run_daily_job(fresh_instance, materialized.last_day, **config).success
     stored = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe"').set_index("ticker")
     assert stored.name["KO"] == "The Coca-Cola Company" and len(stored) == len(before)
-
-
-def test_a_switch_decided_but_not_applied_is_completed_by_the_next_run(home_copy, fresh_instance):
-    """Issue 15 (7): killed between promotion_decision and production_model, the gate's verdict said promoted while
-    no champion switch happened; the rerun promoted a new version and left the first never applied."""
-    from stockml_assets.cli import collect_status
-
-    reg = _registry(home_copy)
-    first = reg.get("v0001")
-    decided = reg.register(reg.load("v0001"), first.metrics, first.lineage, first.composition).version  # v0002
-    wh = Warehouse(home_copy / "warehouse.duckdb")
-    with wh.connect() as con:  # what the killed run left: its decision stored, the switch not made
-        con.execute('update "assets"."promotion_decision" set candidate_version = ?, promoted = true', [decided])
-    settings = definitions(**slice_config(home_copy)).resources["stockml"].settings()
-    status = collect_status(settings)
-    assert status["champion"]["version"] == "v0001" and status["last_decision"]["switch_pending"] is True
-    assert run_job("retraining_job", fresh_instance, **slice_config(home_copy)).success
-    history = _registry(home_copy).history()
-    assert list(history.version) == ["v0001", decided, "v0003"]
-    assert "switch completed by the next run" in history.reason.iloc[1]
-    assert collect_status(settings)["last_decision"]["switch_pending"] is False
