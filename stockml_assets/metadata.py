@@ -4,6 +4,7 @@
 import base64
 import io
 import warnings
+from contextlib import contextmanager
 
 import pandas as pd
 from dagster import MetadataValue
@@ -88,3 +89,18 @@ def _first_rows(cases: pd.DataFrame, limit: int = 5) -> str:
 def add_metadata(context, metadata: dict, output_name: str = "result") -> None:
     """Output metadata of an asset's value (named: assets with checks, and multi-assets, have several outputs)."""
     context.add_output_metadata(metadata, output_name=output_name)
+
+
+@contextmanager
+def malformed_files_fail(asset_name: str):
+    """A malformed data file (``DataFolderError``) fails the step at once with the file's own message: it is no
+    late feed, so no retry, and a message rather than a stack trace. Nothing is stored."""
+    from dagster import Failure
+
+    from stockml_core.data import DataFolderError
+
+    try:
+        yield
+    except DataFolderError as exc:
+        raise Failure(description=f"{asset_name}: {exc} Nothing was stored; the last good data and the champion "
+                                  "are unchanged.", allow_retries=False) from None

@@ -43,9 +43,12 @@ class Repair:
 
 
 def _find(data_dir: Path, stem: str) -> Path:
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (data_dir / name).exists():
-            return data_dir / name
+    found = [data_dir / name for name in (f"{stem}.csv", f"{stem}.csv.gz") if (data_dir / name).exists()]
+    if len(found) == 2:
+        raise DataFolderError(f"{data_dir}: both {stem}.csv and {stem}.csv.gz exist, and they may differ; keep the one "
+                              "the feed writes and remove the other")
+    if found:
+        return found[0]
     raise DataFolderError(
         f"{data_dir}: no {stem}.csv or {stem}.csv.gz; point STOCKML_DATA_DIR at a folder with "
         "prices.csv[.gz], sectors.csv and market.csv[.gz]"
@@ -69,6 +72,16 @@ def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
         raise DataFolderError(f"{path}: the compressed file is cut off or corrupt ({exc}); write it again") from None
     except pd.errors.ParserError as exc:
         raise DataFolderError(f"{path}: not a readable CSV ({str(exc).strip()[:200]})") from None
+    except UnicodeDecodeError as exc:
+        raise DataFolderError(f"{path}: not a text CSV (byte {exc.start} is not UTF-8 text: a binary file, or another "
+                              "encoding); write it as UTF-8 CSV") from None
+    if len(df.columns) == 1 and (sep := next((c for c in ";\t|" if c in str(df.columns[0])), None)):
+        raise DataFolderError(f"{path}: the header is one column, {str(df.columns[0])[:80]!r}: the file looks separated "
+                              f"by {sep!r}; write it with commas")
+    twice = sorted({c.rsplit(".", 1)[0] for c in df.columns if "." in str(c) and c.rsplit(".", 1)[0] in df.columns
+                    and c.rsplit(".", 1)[1].isdigit()})
+    if twice:
+        raise DataFolderError(f"{path}: duplicated column names {twice} in the header; keep one column each")
     if df.empty:
         raise DataFolderError(f"{path}: a header and no rows; the {kind} file must hold at least one row")
     if not path.endswith(".gz"):
@@ -104,8 +117,28 @@ def latest_price_date(data_dir: Path) -> pd.Timestamp | None:
 
 def _require(df: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
+    if missing == list(columns):  # not one expected column: likely not this file at all (an error page, another table)
+        raise DataFolderError(f"{path}: missing columns {missing}: the header holds none of them (it reads "
+                              f"{','.join(map(str, df.columns))[:80]!r}); is this the right file? expected {columns}")
     if missing:
         raise DataFolderError(f"{path}: missing columns {missing}; expected {columns}")
+
+
+def _numbers(df: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+    """``columns`` as float64; a field holding text that is not a number (not an empty field) raises
+    DataFolderError naming the column, the text and the data line (for files read whole, not row-screened)."""
+    out = {}
+    for col in columns:
+        values = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        if df[col].dtype == object:
+            text = df[col].astype("string").str.strip()
+            bad = values.isna() & df[col].notna() & (text != "")
+            if bad.any():
+                lines = ", ".join(str(i + 1) for i in bad[bad].index[:3])
+                raise DataFolderError(f"{path}: {col}: not a number: {', '.join(repr(str(v)) for v in df[col][bad].head(3))} "
+                                      f"at data line(s) {lines}; write numbers with a dot as decimal separator")
+        out[col] = values
+    return df.assign(**out)
 
 
 def _examples(dates: pd.Series, n: int = 5) -> str:
@@ -156,8 +189,12 @@ def priced_tickers(data_dir: Path) -> set[str]:
 def load_universe_checked(data_dir: Path, tickers: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, list[Repair]]:
     """Tickers with name and GICS sector, plus the repairs: an empty company name (optional) becomes the ticker."""
     path = _find(data_dir, "sectors")
+    if path.stat().st_size == 0:
+        raise DataFolderError(f"{path}: the file is empty (0 bytes); write the sectors rows (ticker,name,gics_sector)")
     df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     _require(df, ["ticker", "gics_sector"], path)
+    if df.empty:
+        raise DataFolderError(f"{path}: a header and no rows; the sectors file must hold one row per ticker")
     if "name" not in df.columns:
         df["name"] = ""
     df = df[["ticker", "name", "gics_sector"]].apply(lambda c: c.str.strip())
@@ -191,7 +228,7 @@ def _parse_dates(values: pd.Series, path: Path) -> pd.Series:
         parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
         bad = values[parsed.isna()].head(3)
         raise DataFolderError(
-            f"{path}: the date column is not ISO dates (YYYY-MM-DD): {', '.join(repr(str(v)) for v in bad)} at data line(s) "
+            f"{path}: the {values.name} column is not ISO dates (YYYY-MM-DD): {', '.join(repr(str(v)) for v in bad)} at data line(s) "
             f"{', '.join(str(i + 1) for i in bad.index)}; write dates as YYYY-MM-DD. Nothing was read.") from None
 
 
@@ -308,10 +345,8 @@ def load_market(
     for col in MARKET_COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    df = df[MARKET_COLUMNS].copy()
-    df["date"] = pd.to_datetime(df["date"])
-    for col in MARKET_COLUMNS[1:]:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df = _numbers(df[MARKET_COLUMNS], MARKET_COLUMNS[1:], path)
+    df["date"] = _parse_dates(df["date"], path)
     df = df.sort_values("date").drop_duplicates("date", keep="last").reset_index(drop=True)
     if start:
         df = df[df.date >= pd.Timestamp(start)]
@@ -430,10 +465,13 @@ def load_rare_events(data_dir: Path) -> pd.DataFrame:
     path = data_dir / "rare_events.csv"
     if not path.exists():  # a user's folder without its own catalog uses the bundled one
         path = BUNDLED_RARE_EVENTS
+    if path.stat().st_size == 0:
+        raise DataFolderError(f"{path}: the file is empty (0 bytes); write the events (name,start,end,description) "
+                              "or delete the file to use the bundled catalog")
     df = pd.read_csv(path, dtype=str)
     _require(df, ["name", "start", "end", "description"], path)
-    df["start"] = pd.to_datetime(df["start"])
-    df["end"] = pd.to_datetime(df["end"])
+    df["start"] = _parse_dates(df["start"], path)
+    df["end"] = _parse_dates(df["end"], path)
     bad = df[df.end < df.start]
     if len(bad):
         raise DataFolderError(f"{path}: events end before they start: {list(bad.name)}; fix the dates")

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import shap
-import xgboost as xgb
 
 from stockml_core.models import StackedModel
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 
 def xgb_shap(model: xgb.XGBClassifier, X: np.ndarray) -> np.ndarray:
     """Exact TreeSHAP of the up-minus-down margin, from XGBoost's native contributions."""
+    import xgboost as xgb  # imported when used: shap and XGBoost take 2 s to import
+
     contrib = model.get_booster().predict(xgb.DMatrix(X), pred_contribs=True)  # (n, classes, f + 1)
     return (contrib[:, 2, :-1] - contrib[:, 0, :-1]).astype("float32")
 
 
 def rf_shap(model, X: np.ndarray) -> np.ndarray:
     """TreeSHAP of the RandomForest's P(up) - P(down) (its depth is bounded, which keeps this fast)."""
+    import shap
+
     values = np.asarray(shap.TreeExplainer(model).shap_values(X, check_additivity=False))
     if values.ndim == 3 and values.shape[-1] == 3:  # (n, features, classes)
         return (values[:, :, 2] - values[:, :, 0]).astype("float32")

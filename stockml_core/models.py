@@ -5,17 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from xgboost import XGBClassifier
 
 from stockml_core.labels import CLASSES
 from stockml_core.regimes import REGIMES
 from stockml_core.settings import TrainingSettings
 from stockml_core.splits import Fold
+
+if TYPE_CHECKING:  # imported where a model is fitted: scikit-learn and XGBoost take 2 s to import, and
+    # `stockml status`, the sensors and every Dagster process that loads the definitions need neither
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from xgboost import XGBClassifier
 
 
 def _check_classes(y: np.ndarray, what: str) -> None:
@@ -30,6 +34,8 @@ def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSe
     _check_classes(y, "rf_model")
     per_tree = s.rf_max_samples if s.rf_max_rows_per_tree is None or s.rf_max_samples * len(X) <= s.rf_max_rows_per_tree \
         else int(s.rf_max_rows_per_tree)
+    from sklearn.ensemble import RandomForestClassifier
+
     model = RandomForestClassifier(
         n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
         max_features="sqrt", max_samples=per_tree, n_jobs=s.n_jobs, random_state=s.seed,
@@ -49,6 +55,8 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings
         keep = np.sort(np.random.default_rng(s.seed).choice(len(X), int(s.xgb_max_rows), replace=False))
         X, y, w = X[keep], y[keep], w[keep]
         _check_classes(y, "xgb_model")
+    from xgboost import XGBClassifier
+
     model = XGBClassifier(
         n_estimators=s.xgb_rounds, max_depth=s.xgb_max_depth, learning_rate=s.xgb_learning_rate,
         subsample=s.xgb_subsample, colsample_bytree=s.xgb_colsample_bytree, max_bin=s.xgb_max_bin,
@@ -105,6 +113,8 @@ def meta_inputs(rf_proba: np.ndarray, xgb_proba: np.ndarray, regime: pd.Series |
 def fit_meta(Z: np.ndarray, y: np.ndarray, seed: int) -> LogisticRegression:
     """A multinomial logistic regression: it stacks and calibrates the base probabilities."""
     _check_classes(y, "meta_learner")
+    from sklearn.linear_model import LogisticRegression
+
     return LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(Z, y.astype(int))
 
 

@@ -23,7 +23,15 @@ from dagster import (
     asset,
 )
 
-from stockml_assets.metadata import add_metadata, check_or_fail, column_schema, date_range, md_table, validated
+from stockml_assets.metadata import (
+    add_metadata,
+    check_or_fail,
+    column_schema,
+    date_range,
+    malformed_files_fail,
+    md_table,
+    validated,
+)
 from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.resources import (
     DUCKDB_POOL,
@@ -76,7 +84,8 @@ DAILY_FRESHNESS = FreshnessPolicy.cron(deadline_cron="0 20 * * 1-5", lower_bound
 def market_universe(context: AssetExecutionContext, stockml: StockMLResource) -> pd.DataFrame:
     """Tickers with name and GICS sector, from the data folder's sectors.csv (a missing name is the ticker)."""
     s = stockml.settings()
-    df, repairs = core_data.load_universe_checked(s.data_dir, s.tickers)
+    with malformed_files_fail("market_universe"):
+        df, repairs = core_data.load_universe_checked(s.data_dir, s.tickers)
     for r in repairs:
         context.log.warning(f"market_universe: {r.rows} {r.quirk}: {r.action} ({r.examples})")
     add_metadata(context, {
@@ -109,10 +118,8 @@ def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_
     """
     s = stockml.settings()
     first, last = run_days(context)
-    try:
+    with malformed_files_fail("raw_prices"):  # a malformed file is no late feed: no retry
         rows = core_data.read_price_rows(s.data_dir, s.tickers, s.start, s.end)
-    except core_data.DataFolderError as exc:  # a malformed file is no late feed: no retry
-        raise Failure(description=f"raw_prices: {exc}", allow_retries=False) from None
     screening = quality.screen_run(rows, market_universe.ticker, first, last, pd.Timestamp.now().normalize(), s.quality)
     if screening.rows_checked == 0:
         raise Failure(description=f"no prices for {first:%Y-%m-%d}..{last:%Y-%m-%d} in {s.data_dir}: the feed has "
@@ -173,7 +180,8 @@ def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw
     s = stockml.settings()
     first, last = run_days(context)
     end = min(last, pd.Timestamp(s.end)) if s.end else last
-    df, repairs = core_data.load_market(s.data_dir, s.start, end.strftime("%Y-%m-%d"))
+    with malformed_files_fail("market_context"):
+        df, repairs = core_data.load_market(s.data_dir, s.start, end.strftime("%Y-%m-%d"))
     df, extra = core_data.align_market_to_prices(df, raw_prices)
     df = df[(df.date >= first) & (df.date <= last)].reset_index(drop=True)
     add_metadata(context, {
@@ -213,7 +221,8 @@ def rare_event_catalog(context: AssetExecutionContext, stockml: StockMLResource,
     and are left out, so a replay of history does not see the future.
     """
     s = stockml.settings()
-    historical = core_data.load_rare_events(s.data_dir)
+    with malformed_files_fail("rare_event_catalog"):
+        historical = core_data.load_rare_events(s.data_dir)
     days = pd.DatetimeIndex(market_context.date)
     as_of = days.max() if len(days) else None
     note = "no capture in this run"

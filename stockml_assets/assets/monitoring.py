@@ -10,7 +10,7 @@ from dagster import AssetDep, AssetExecutionContext, AssetIn, AssetKey, AssetOut
 
 from stockml_assets.assets.data import DAILY_FRESHNESS
 from stockml_assets.assets.modeling import TABLE
-from stockml_assets.metadata import add_metadata, column_schema, date_range, md_plot, md_table, validated
+from stockml_assets.metadata import add_metadata, column_schema, date_range, malformed_files_fail, md_plot, md_table, validated
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
 from stockml_assets.resources import StockMLResource, captured_events, previous_table
@@ -325,7 +325,8 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
     """Per trading day: do the conditions for capturing a new rare event hold (crash regime, VIX above 40 for
     3+ days, drift score above 0.25, no overlap with a catalogued event)? The capture sensor reads the answer."""
     s = stockml.settings()
-    catalog = build_catalog(load_rare_events(s.data_dir), captured_events(stockml))
+    with malformed_files_fail("rare_event_watch"):
+        catalog = build_catalog(load_rare_events(s.data_dir), captured_events(stockml))
     rows, candidate = [], None
     overall = drift_report[drift_report.component == "overall"].set_index("date").value
     for day in sorted(overall.index):
