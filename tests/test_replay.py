@@ -59,19 +59,19 @@ def plant_shift(folder, day: str, return_scale: float = 4.0, vix_scale: float = 
 def test_quiet_window_then_planted_shift_triggers_exactly_one_retrain(tmp_path) -> None:
     """One replay of real, quiet January 2006 data (VIX 11-14) with a shift planted on 2006-01-23.
 
-    Before the shift (7 trading days of untouched data) nothing triggers; after it, exactly one
+    Before the shift (4 trading days of untouched data) nothing triggers; after it, exactly one
     drift retrain within 5 trading days (measured: on D+5, 2006-01-30), and nothing more during
     the episode's following days.
     """
     folder = tmp_path / "data"
     write_slice_folder(folder, start="2001-06-01", end="2006-03-31")
     plant_shift(folder, SHIFT_DAY)
-    report = _replay(tmp_path, folder, "2006-01-11", "2006-02-03")
+    report = _replay(tmp_path, folder, "2006-01-17", "2006-02-01")
     assert report["failed_runs"] == []
     assert report["initial_model"]["champion"] is not None  # started from a model trained before --start
     days = list(report["drift_scores"])
     quiet = days[:days.index(SHIFT_DAY)]
-    assert len(quiet) == 7 and len(days) - len(quiet) == 10
+    assert len(quiet) == 4 and len(days) - len(quiet) == 8
     assert max(report["drift_scores"][d] for d in quiet) < DriftSettings().score_threshold
     assert all(t["date"] >= SHIFT_DAY for t in report["triggers"]), report["triggers"]
     drift = [t for t in report["triggers"] if t["trigger"] == "drift"]
