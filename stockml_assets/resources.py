@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from stockml_core.registry import ModelRegistry
@@ -66,12 +68,31 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
         super().handle_output(context, table_slice, obj, connection)
 
 
+class _CheckedDbIOManager(DbIOManager):
+    """Dagster's DB IO manager, checking an unpartitioned table against its Pandera model before it touches the
+    stored one: the stock manager deletes the table and then inserts, and the blocking schema check ran after,
+    so a failing table had already replaced the last good one. (Partitioned assets check their partitions
+    inside the asset, before anything is written.)"""
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        if isinstance(obj, pd.DataFrame) and context.has_asset_key and not context.has_asset_partitions:
+            from stockml_assets.checks import check_before_storing
+
+            check_before_storing(context.asset_key.to_user_string(), context.run_id, obj)
+        super().handle_output(context, obj)
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
-    """DuckDB tables for every DataFrame asset, empty ones included."""
+    """DuckDB tables for every DataFrame asset, empty ones included, each checked before it is stored."""
 
     @staticmethod
     def type_handlers():
         return [_EmptyAwareTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return _CheckedDbIOManager(db_client=DuckDbClient(), database=self.database, schema=self.schema_,
+                                   type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
+                                   io_manager_name="DuckDBIOManager")
 
 
 class StockMLResource(ConfigurableResource):

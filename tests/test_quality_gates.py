@@ -338,3 +338,34 @@ def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked
     assert run_daily_job(fresh_instance, materialized.last_day, **config).success
     stored = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe"').set_index("ticker")
     assert stored.name["KO"] == "The Coca-Cola Company" and len(stored) == len(before)
+
+
+def test_an_unpartitioned_table_that_fails_its_schema_keeps_the_last_good_one(materialized, home_copy, fresh_instance,
+                                                                              monkeypatch):
+    """Issue 15 (3) / 16: the blocking schema check of an unpartitioned table ran after Dagster's IO manager had
+    deleted the stored table and inserted the new one. Now the IO manager validates first: a labels table with an
+    impossible class fails `labels` itself, with the rows named, and the stored labels stay byte for byte."""
+    import stockml_assets.assets.data as data_assets
+    from stockml_assets.execution import execute
+
+    real = data_assets.compute_labels
+
+    def planted(*args, **kwargs):  # a bug that writes a class outside {0, 1, 2} into two rows
+        df = real(*args, **kwargs)
+        df.loc[df.index[:2], "label"] = 7.0
+        return df
+
+    monkeypatch.setattr(data_assets, "compute_labels", planted)
+    wh = Warehouse(home_copy / "warehouse.duckdb")
+    before = wh.read('select * from "assets"."labels" order by ticker, date')
+    job = definitions(**slice_config(home_copy)).resolve_job_def("stockml_full_job")
+    result = execute(job, fresh_instance, asset_selection=[AssetKey("labels")],
+                     tags={"dagster/asset_partition_range_start": materialized.last_day,
+                           "dagster/asset_partition_range_end": materialized.last_day})
+    assert not result.success
+    failure = _step_failure(result, "labels")
+    failure = failure.user_failure_data
+    assert "labels_schema failed" in failure.description and "nothing was stored" in failure.description
+    assert "label" in failure.metadata["labels_schema failure_cases"].value
+    pd.testing.assert_frame_equal(wh.read('select * from "assets"."labels" order by ticker, date'), before)
+    assert _registry(home_copy).champion().version == "v0001"
