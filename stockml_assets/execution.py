@@ -7,7 +7,8 @@ names x 20 years), alive until the run ends although every asset is already in t
 CLI, the replay and the benchmarks never read those values; ``execute`` runs the same ephemeral job
 through the same Dagster machinery with output capture off, so a step's frames are freed once the
 next steps have loaded what they need. Same events, same run record, same ``ExecuteInProcessResult``
-(its ``output_for_node`` is empty).
+(its ``output_for_node`` is empty), except that the run carries the project's code-location origin
+(``project_job_origin``), so the UI lists it on the Overview, its job's page and its assets' pages.
 
 It mirrors ``JobDefinition.execute_in_process`` of the pinned Dagster (1.13) and uses its helpers;
 ``tests/test_execution.py`` checks that a run through it equals one through ``execute_in_process``
@@ -24,10 +25,48 @@ from collections.abc import Mapping, Sequence
 from dagster import AssetKey, DagsterInstance, JobDefinition
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.partitions.context import partition_loading_context
-from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags, type_check_and_normalize_args
+from dagster._core.execution.api import ExecuteRunWithPlanIterable, create_execution_plan, job_execution_iterator
+from dagster._core.execution.context_creation_job import PlanOrchestrationContextManager, orchestration_context_event_generator
+from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
 from dagster._core.execution.execute_in_process_result import ExecuteInProcessResult
 
 PID_TAG, HOST_TAG, STARTED_TAG = "stockml/pid", "stockml/host", "stockml/process_start"
+DEFINITIONS_MODULE = "stockml_assets.definitions"  # what workspace.yaml loads
+WORKSPACE_FILE = "workspace.yaml"
+
+
+def location_name() -> str:
+    """The code location's name in the project's workspace.yaml (what `make ui` serves), "stockml" without one."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / WORKSPACE_FILE
+    try:
+        entries = yaml.safe_load(path.read_text())["load_from"]
+        return next(e["python_module"]["location_name"] for e in entries
+                    if e.get("python_module", {}).get("module_name") == DEFINITIONS_MODULE)
+    except (OSError, KeyError, TypeError, StopIteration):
+        return "stockml"
+
+
+def project_job_origin(job_name: str):
+    """The origin of ``job_name`` in the project's code location, as the webserver and the daemon know it.
+
+    A run executed in-process (the CLI, the replay, the tests) has no origin by default: the UI then shows
+    it under /runs only, neither on the Overview timeline nor on its job's and assets' pages, which select
+    runs by their code location (the ``.dagster/repository`` tag this origin gives them).
+    """
+    from pathlib import Path
+
+    from dagster._core.definitions.definitions_class import SINGLETON_REPOSITORY_NAME
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE,
+                                  working_directory=str(Path(__file__).resolve().parents[1]))
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(loadable_target_origin=target, location_name=location_name())
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
 
 
 def _process_start(pid: int) -> str | None:
@@ -97,9 +136,20 @@ def execute(job: JobDefinition, instance: DagsterInstance, *, asset_selection: S
                                              context=ctx)
     if not run_config and ephemeral.partitioned_config and partition_key:
         run_config = ephemeral.partitioned_config.get_run_config_for_partition_key(partition_key)
-    return core_execute_in_process(
-        job=InMemoryJob(job_def=ephemeral), run_config=run_config, instance=instance,
-        output_capturing_enabled=False, raise_on_error=raise_on_error,
-        run_tags=merge_run_tags(job_def=job, partition_key=partition_key, tags=tags, asset_selection=asset_selection,
-                                instance=instance, run_config=run_config),
-        asset_selection=frozenset(asset_selection))
+    run_tags = merge_run_tags(job_def=job, partition_key=partition_key, tags=tags, asset_selection=asset_selection,
+                              instance=instance, run_config=run_config)
+    # Dagster's core_execute_in_process, with the run created under the project's code-location origin.
+    in_memory = InMemoryJob(job_def=ephemeral)
+    plan = create_execution_plan(in_memory, run_config=run_config,
+                                 instance_ref=instance.get_ref() if instance.is_persistent else None)
+    run = instance.create_run_for_job(job_def=ephemeral, run_config=run_config, tags={**ephemeral.run_tags, **run_tags},
+                                      asset_selection=frozenset(asset_selection), execution_plan=plan,
+                                      remote_job_origin=project_job_origin(job.name))
+    events = list(ExecuteRunWithPlanIterable(
+        execution_plan=plan, iterator=job_execution_iterator,
+        execution_context_manager=PlanOrchestrationContextManager(
+            context_event_generator=orchestration_context_event_generator, job=in_memory, execution_plan=plan,
+            dagster_run=run, instance=instance, run_config=run_config, executor_defs=None, output_capture=None,
+            raise_on_error=raise_on_error)))
+    return ExecuteInProcessResult(job_def=ephemeral, event_list=events, dagster_run=instance.get_run_by_id(run.run_id),
+                                  output_capture={})

@@ -96,10 +96,12 @@ class Webserver:
     port: int
     url: str
     log_path: Path
+    dagster_home: Path
+    stockml_home: Path
 
-    def graphql(self, query: str) -> dict:
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
         """POST one query; fail on transport errors or GraphQL errors, return ``data``."""
-        response = requests.post(f"{self.url}/graphql", json={"query": query}, timeout=60)
+        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
         response.raise_for_status()
         body = response.json()
         assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
@@ -180,7 +182,8 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path)
+    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path,
+                       dagster_home=dagster_home, stockml_home=stockml_home)
     try:
         _wait_until_ready(proc, server)
         yield server
@@ -310,3 +313,27 @@ def test_schedules_are_served_with_their_cron_and_timezone(repository: dict):
     assert daily["cronSchedule"] == "30 18 * * 1-5"
     assert daily["executionTimezone"] == "America/New_York"
     assert schedules["weekly_full_retrain"]["executionTimezone"] == "America/New_York"
+
+
+def test_a_run_from_the_cli_path_shows_on_its_jobs_page_with_the_code_location(webserver: Webserver):
+    """Issue 16: runs executed in-process (`stockml run`, backfill, replay) had no origin, so the Overview and
+    every job page said nothing had run. They now carry the `stockml` code location's origin."""
+    from dagster import AssetKey, DagsterInstance
+
+    from stockml_assets.definitions import build_definitions
+    from stockml_assets.execution import execute
+    from stockml_core.settings import SAMPLE_DATA_DIR
+
+    job = build_definitions(data_dir=SAMPLE_DATA_DIR, home=webserver.stockml_home).resolve_job_def("stockml_full_job")
+    with DagsterInstance.from_config(str(webserver.dagster_home)) as instance:
+        result = execute(job, instance, asset_selection=[AssetKey("market_universe")])
+    assert result.success
+    run_id = result.run_id
+    runs = webserver.graphql("""query ($id: String!) { runsOrError(filter: {runIds: [$id]}) { ... on Runs { results {
+        runId jobName repositoryOrigin { repositoryLocationName repositoryName } } } } }""", {"id": run_id})
+    (run,) = runs["runsOrError"]["results"]
+    assert run["repositoryOrigin"] == {"repositoryLocationName": LOCATION_NAME, "repositoryName": "__repository__"}
+    page = webserver.graphql("""query ($location: String!) { pipelineOrError(params: {pipelineName: "stockml_full_job",
+        repositoryName: "__repository__", repositoryLocationName: $location}) { __typename ... on Pipeline { runs { runId } } } }""",
+                             {"location": LOCATION_NAME})["pipelineOrError"]
+    assert page["__typename"] == "Pipeline" and run_id in [r["runId"] for r in page["runs"]]  # the job page lists it
