@@ -88,6 +88,7 @@ def skill_table(metrics: dict) -> pd.DataFrame:
 
 def collect_status(settings: Settings | None = None) -> dict:
     """The champion, its metrics, the last decision and the last drift score, as a dict."""
+    from stockml_core.promotion import switch_not_applied
     from stockml_core.registry import ModelRegistry
 
     s = settings or Settings()
@@ -122,7 +123,7 @@ def collect_status(settings: Settings | None = None) -> dict:
                 "candidate_version": str(d.candidate_version.iloc[0]), "promoted": bool(d.promoted.iloc[0]),
                 "failed": [str(n) for n in d.name[~d.passed.astype(bool)]],
                 # promoted by the gate, but the run stopped before the switch: the next training run completes it
-                "switch_pending": bool(d.promoted.iloc[0]) and not (reg.history().version == str(d.candidate_version.iloc[0])).any(),
+                "switch_pending": switch_not_applied(d, reg.history()) is not None,
                 "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")]}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])

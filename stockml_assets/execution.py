@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 from dagster import AssetKey, DagsterInstance, JobDefinition
 from dagster._core.definitions.job_base import InMemoryJob
@@ -30,20 +31,20 @@ from dagster._core.execution.context_creation_job import PlanOrchestrationContex
 from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
 from dagster._core.execution.execute_in_process_result import ExecuteInProcessResult
 
+from stockml_core.settings import PROJECT_ROOT
+
 PID_TAG, HOST_TAG, STARTED_TAG = "stockml/pid", "stockml/host", "stockml/process_start"
 DEFINITIONS_MODULE = "stockml_assets.definitions"  # what workspace.yaml loads
 WORKSPACE_FILE = "workspace.yaml"
 
 
+@cache
 def location_name() -> str:
     """The code location's name in the project's workspace.yaml (what `make ui` serves), "stockml" without one."""
-    from pathlib import Path
-
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / WORKSPACE_FILE
     try:
-        entries = yaml.safe_load(path.read_text())["load_from"]
+        entries = yaml.safe_load((PROJECT_ROOT / WORKSPACE_FILE).read_text())["load_from"]
         return next(e["python_module"]["location_name"] for e in entries
                     if e.get("python_module", {}).get("module_name") == DEFINITIONS_MODULE)
     except (OSError, KeyError, TypeError, StopIteration):
@@ -57,14 +58,12 @@ def project_job_origin(job_name: str):
     it under /runs only, neither on the Overview timeline nor on its job's and assets' pages, which select
     runs by their code location (the ``.dagster/repository`` tag this origin gives them).
     """
-    from pathlib import Path
-
     from dagster._core.definitions.definitions_class import SINGLETON_REPOSITORY_NAME
     from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
     target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE,
-                                  working_directory=str(Path(__file__).resolve().parents[1]))
+                                  working_directory=str(PROJECT_ROOT))
     location = ManagedGrpcPythonEnvCodeLocationOrigin(loadable_target_origin=target, location_name=location_name())
     return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
 

@@ -39,12 +39,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def dead_writers_files(folder, pattern: str, pid_of) -> list:
-    """Files in ``folder`` matching ``pattern`` whose writer (``pid_of(name)``: its pid, or None) is gone:
-    what a writer killed between writing a temporary file and renaming it left behind."""
+TEMP_PREFIX = ".tmp-"  # a temporary file is named .tmp-PID-<rest>: its writer's pid, then anything
+
+
+def temp_prefix() -> str:
+    """The prefix of this process's temporary files (``.tmp-PID-``), renamed into place once written."""
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def dead_writers_files(folder, suffix: str = "") -> list:
+    """Temporary files in ``folder`` (``.tmp-PID-*suffix``) whose writer is gone: what a writer killed between
+    writing a temporary file and renaming it left behind. A live writer's files, and this process's, are not."""
     found = []
-    for path in sorted(folder.glob(pattern)) if folder.exists() else []:
-        pid = pid_of(path.name)
-        if pid is not None and pid != os.getpid() and not process_alive(pid):
+    for path in sorted(folder.glob(f"{TEMP_PREFIX}*{suffix}")) if folder.exists() else []:
+        pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             found.append(path)
     return found

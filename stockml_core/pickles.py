@@ -17,18 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stockml_core.faults import dead_writers_files
+from stockml_core.faults import dead_writers_files, temp_prefix
 from stockml_core.warehouse import Warehouse
 
 TABLE = "pickled_outputs"
 DDL = (f"create table if not exists {TABLE} (name varchar primary key, sha256 varchar, bytes bigint, "
        "run_id varchar, written_at timestamp)")
-
-
-def _writer_pid(name: str) -> int | None:
-    """The pid that ends a temporary pickle's name (``.tmp-NAME-PID``), or None."""
-    pid = name.rsplit("-", 1)[-1]
-    return int(pid) if pid.isdigit() else None
 
 
 class PickleIntegrityError(RuntimeError):
@@ -53,9 +47,9 @@ class PickleStore:
         digest = hashlib.sha256(payload).hexdigest()
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for orphan in dead_writers_files(path.parent, f".tmp-{path.name}-*", _writer_pid):  # a killed writer's
+        for orphan in dead_writers_files(path.parent, f"-{path.name}"):  # what a killed writer left
             orphan.unlink(missing_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+        tmp = path.with_name(f"{temp_prefix()}{path.name}")
         tmp.write_bytes(payload)
         os.replace(tmp, path)
         with self.warehouse.connect() as con:

@@ -221,3 +221,12 @@ def evaluate_gate(
                                     "no champion yet: first model, judged on the criteria above alone"))
     return GateDecision(promoted=all(c.passed for c in crit), criteria=tuple(crit))
 
+
+
+def switch_not_applied(decision: pd.DataFrame | None, champion_history: pd.DataFrame) -> str | None:
+    """The version a stored ``promotion_decision`` promoted that the registry's champion history never shows
+    (the run stopped between the decision and the switch), or None."""
+    if decision is None or decision.empty or not bool(decision.promoted.iloc[0]):
+        return None
+    version = str(decision.candidate_version.iloc[0])
+    return None if len(champion_history) and (champion_history.version == version).any() else version

@@ -37,7 +37,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from stockml_core.faults import dead_writers_files, failpoint
+from stockml_core.faults import dead_writers_files, failpoint, temp_prefix
 from stockml_core.warehouse import Warehouse
 
 # Unpickled models by (artefact path, verified SHA-256 of its bytes): see ModelRegistry.load.
@@ -311,12 +311,6 @@ _EVENT_COLUMNS = 'event_id, version, "at", action, actor, reason, decision'
 _VERSION_ORDER = "cast(substr(version, 2) as bigint), version"
 
 
-def _writer_pid(name: str) -> int | None:
-    """The pid in a temporary artefact's name (``.tmp-PID-random.joblib``), or None."""
-    pid = name.split("-")[1] if name.count("-") >= 2 else ""
-    return int(pid) if pid.isdigit() else None
-
-
 def _row_to_version(row: tuple) -> ModelVersion:
     """Build a ModelVersion from a model_versions row."""
     version, created_at, sha256, path, metrics, lineage, composition = row
@@ -403,7 +397,7 @@ class ModelRegistry:
         handled = []
         if self.warehouse.read_only:  # a reader changes nothing
             return handled
-        for path in dead_writers_files(self.artefact_dir, f".tmp-*{_ARTEFACT_SUFFIX}", _writer_pid):
+        for path in dead_writers_files(self.artefact_dir, _ARTEFACT_SUFFIX):
             missing = self._version_missing_its_file(_sha256_file(path))
             if missing is not None:
                 os.replace(path, missing)
@@ -436,7 +430,7 @@ class ModelRegistry:
         composition_json = json_dumps(composition)
 
         self.sweep_orphans()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=_ARTEFACT_SUFFIX, dir=self.artefact_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(), suffix=_ARTEFACT_SUFFIX, dir=self.artefact_dir)
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -38,7 +38,7 @@ from stockml_core.explain import family_shares, importance, shap_long
 from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
-from stockml_core.promotion import best_baseline, evaluate_gate, recent_comparison, with_books
+from stockml_core.promotion import best_baseline, evaluate_gate, recent_comparison, switch_not_applied, with_books
 from stockml_core.registry import TRIGGERS
 from stockml_core.schemas import (
     BacktestReportSchema,
@@ -164,11 +164,8 @@ def pending_switch(stockml: StockMLResource) -> tuple[str, pd.DataFrame] | None:
     """The version the last stored decision promoted but the registry never made champion (a run killed between
     ``promotion_decision`` and ``production_model``), with that decision; or None."""
     last = previous_table(stockml, "promotion_decision")
-    if last is None or last.empty or not bool(last.promoted.iloc[0]):
-        return None
-    version = str(last.candidate_version.iloc[0])
-    history = stockml.registry().history()
-    return None if len(history) and (history.version == version).any() else (version, last)
+    version = switch_not_applied(last, stockml.registry().history()) if last is not None else None
+    return None if version is None else (version, last)
 
 
 def complete_interrupted_switch(stockml: StockMLResource, trigger: str) -> str | None:
