@@ -263,3 +263,23 @@ def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):
     log = Warehouse(home / "warehouse.duckdb").read("select * from training_runs_log")
     assert log.run_id.tolist() == [result.run_id]
     assert log.trigger.tolist() == ["drift"] and not log.promoted.iloc[0] and log.error.iloc[0]
+
+
+def test_the_daily_schedule_recovers_a_daily_run_whose_process_was_killed(feed, instance):
+    """Issue 15 (1): a daily run left STARTED by a killed process made every later tick say "still in progress"
+    (and its pool slot blocked every run). The tick finds its process gone, marks it failed and goes on."""
+    import subprocess
+    import sys
+
+    from dagster import DagsterRunStatus
+
+    from stockml_assets.execution import HOST_TAG, PID_TAG, STARTED_TAG, process_tags
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tags = {**process_tags(), PID_TAG: dead.stdout.strip(), STARTED_TAG: "1"}  # this host, a process that is gone
+    assert tags[HOST_TAG]
+    left = instance.create_run_for_job(defs.resolve_job_def("daily_job"), tags=tags, status=DagsterRunStatus.STARTED)
+    _processed(instance, "2016-11-22")
+    result = _schedule_tick(instance, datetime(2016, 11, 28, 18, 30, tzinfo=NY))
+    assert instance.get_run_by_id(left.run_id).status == DagsterRunStatus.FAILURE
+    assert [rr.run_key for rr in result.run_requests] == ["daily-2016-11-23-2016-11-25"]  # not "still in progress"
