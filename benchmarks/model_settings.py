@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``stockml_core`` importab
 from stockml_core import models, training  # noqa: E402
 from stockml_core.evaluation import classification_metrics, information_coefficients  # noqa: E402
 from stockml_core.features import FEATURE_NAMES  # noqa: E402
+from stockml_core.matrix_store import TrainingMatrixStore  # noqa: E402
 from stockml_core.settings import Settings, TrainingSettings  # noqa: E402
 from stockml_core.warehouse import Warehouse  # noqa: E402
 
@@ -68,11 +69,11 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=["rf", "xgb"])
     ap.add_argument("variants", nargs="*", help="MODEL:FIELD=VALUE[,FIELD=VALUE] over TrainingSettings")
     a = ap.parse_args()
-    ts = Warehouse(a.warehouse).read('select * from "assets"."training_set"')
-    if ts.empty:
+    store = TrainingMatrixStore(Settings(home=a.warehouse.parent).training_set_dir, Warehouse(a.warehouse))
+    if store.record() is None:
         print(f"{a.warehouse}: no training_set stored; run `stockml run` first")
         return 1
-    ts = ts.sort_values(["date", "ticker"]).reset_index(drop=True)
+    ts = store.load()  # stored by date, then ticker
     print(f"training set: {len(ts):,} rows x {len(FEATURE_NAMES)} features, {ts.date.min():%Y-%m-%d}..{ts.date.max():%Y-%m-%d}, "
           f"sources {ts.source.value_counts().to_dict()}; {base.training.n_folds} walk-forward folds, n_jobs {base.training.n_jobs}; "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -43,6 +43,7 @@ from stockml_core.evaluation import (  # noqa: E402
 )
 from stockml_core.features import FEATURE_NAMES  # noqa: E402
 from stockml_core.labels import TARGETS, compute_labels  # noqa: E402
+from stockml_core.matrix_store import TrainingMatrixStore  # noqa: E402
 from stockml_core.settings import Settings  # noqa: E402
 from stockml_core.warehouse import Warehouse  # noqa: E402
 
@@ -57,7 +58,7 @@ def main() -> int:
     ap.add_argument("--learners", nargs="*", default=[], choices=list(LEARNERS))
     a = ap.parse_args()
     wh = Warehouse(a.warehouse)
-    ts = wh.read('select * from "assets"."training_set"').sort_values(["date", "ticker"]).reset_index(drop=True)
+    ts = TrainingMatrixStore(Settings(home=a.warehouse.parent).training_set_dir, wh).load()  # stored by date, then ticker
     prices = wh.read('select * from "assets"."raw_prices"')
     universe = wh.read('select ticker, gics_sector from "assets"."market_universe"')
     holes = quality.QuarantineStore(wh).holes()

@@ -8,18 +8,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from stockml_core.matrix_store import TrainingMatrixStore
 from stockml_core.registry import ModelRegistry
 from stockml_core.settings import Settings, TrainingSettings, data_dir_from_env, home_from_env
 from stockml_core.warehouse import CONNECTION_CONFIG, Warehouse
 
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
 WAREHOUSE_IO = "warehouse_io_manager"
+TRAINING_SET_IO = "training_set_io_manager"
 DUCKDB_POOL = "duckdb_writer"  # every asset that writes the warehouse shares this pool
 
 
@@ -156,15 +159,7 @@ def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
     return wh.read(f'select * from "{WAREHOUSE_SCHEMA}"."{table}"')  # names are ours, never data
 
 
-def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = None,
-                      windows: pd.DataFrame | None = None, keys: pd.DataFrame | None = None,
-                      latest: bool = False) -> pd.DataFrame:
-    """The stored feature_matrix rows a step needs, selected in DuckDB instead of loading the whole table.
-
-    Rows dated after ``after``, or inside any (start, end) of ``windows``, or at a (ticker, date) of
-    ``keys``, or (``latest``) on the last stored date; in (ticker, date) order. At 258 tickers x 23
-    years the whole matrix is a gigabyte; a training set needs half of it, the latest SHAP rows 1/5,000.
-    """
+def _feature_rows_where(after, windows, keys, latest) -> tuple[str, list]:
     clauses, params = [], []
     if after is not None:
         clauses.append("f.date > ?")
@@ -176,13 +171,70 @@ def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = 
         clauses.append("exists (select 1 from wanted_keys k where k.ticker = f.ticker and k.date = f.date)")
     if latest:
         clauses.append('f.date = (select max(date) from "assets"."feature_matrix")')
-    where = " or ".join(clauses) or "false"
+    return " or ".join(clauses) or "false", params
+
+
+def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = None,
+                      windows: pd.DataFrame | None = None, keys: pd.DataFrame | None = None,
+                      latest: bool = False, finite_only: list[str] | None = None) -> pd.DataFrame:
+    """The stored feature_matrix rows a step needs, selected in DuckDB instead of loading the whole table.
+
+    Rows dated after ``after``, or inside any (start, end) of ``windows``, or at a (ticker, date) of
+    ``keys``, or (``latest``) on the last stored date; in (ticker, date) order. At 258 tickers x 23
+    years the whole matrix is a gigabyte; a training set needs half of it, the latest SHAP rows 1/5,000.
+    With ``finite_only`` (feature names), only the rows' keys and ``all_finite``: whether every one of those
+    features is finite (past its warm-up), computed in DuckDB, so the features themselves never leave it.
+    """
+    where, params = _feature_rows_where(after, windows, keys, latest)
+    if finite_only is not None:  # the names are the registry's, quoted; never data
+        flag = " and ".join(f'coalesce(isfinite(f."{n}"), false)' for n in finite_only) or "true"
+        select = f"f.ticker, f.date, ({flag}) as all_finite"
+    else:
+        select = "f.*"
     with stockml.warehouse().connect() as con:
         if keys is not None:
             con.register("wanted_keys", keys[["ticker", "date"]].assign(date=pd.to_datetime(keys["date"])))
-        df = con.execute(f'select f.* from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date',
+        df = con.execute(f'select {select} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date',
                          params).df()
     return df.assign(date=pd.to_datetime(df["date"]).astype("datetime64[ns]"))
+
+
+class StreamedTrainingSet:
+    """A training set as its keys (in memory) and its feature rows, read from the stored feature_matrix in blocks
+    of consecutive dates when the IO manager writes it: the features are never in memory all at once."""
+
+    def __init__(self, stockml: StockMLResource, keys: pd.DataFrame, feature_names: list[str],
+                 block_rows: int = 131_072) -> None:
+        self.stockml, self.keys, self.feature_names, self.block_rows = stockml, keys, list(feature_names), block_rows
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def blocks(self):
+        """Float32 ``(rows, features)`` arrays, in the keys' order (dates ascending)."""
+        dates = self.keys.date.to_numpy()
+        if len(dates) and (np.diff(dates.astype("int64")) < 0).any():
+            raise ValueError("training set keys must be sorted by date")
+        cols = ", ".join(f'f."{n}"' for n in self.feature_names)  # the registry's names, quoted; never data
+        bounds = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])  # first row of each date
+        with self.stockml.warehouse().connect() as con:
+            a = 0
+            while a < len(dates):
+                i = np.searchsorted(bounds, a + self.block_rows, side="left")  # whole dates, about block_rows rows
+                b = int(bounds[i]) if i < len(bounds) else len(dates)
+                part = self.keys.iloc[a:b][["ticker", "date"]]
+                stored = con.execute(f'select f.ticker, f.date, {cols} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f '
+                                     "where f.date >= ? and f.date <= ?",
+                                     [pd.Timestamp(dates[a]).to_pydatetime(), pd.Timestamp(dates[b - 1]).to_pydatetime()]).df()
+                stored["date"] = pd.to_datetime(stored["date"]).astype("datetime64[ns]")
+                rows = part.merge(stored, on=["ticker", "date"], how="left", validate="one_to_one", indicator=True)
+                if not rows["_merge"].eq("both").all():
+                    span = f"{pd.Timestamp(dates[a]):%Y-%m-%d}..{pd.Timestamp(dates[b - 1]):%Y-%m-%d}"
+                    raise ValueError(f"feature_matrix lacks {int(rows['_merge'].ne('both').sum())} of the training set's rows "
+                                     f"dated {span}: it changed while the set was read")
+                yield rows[self.feature_names].to_numpy(dtype="float32")
+                a = b
 
 
 def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Timestamp, last: pd.Timestamp,
@@ -241,7 +293,39 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
         WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
                                          connection_config=CONNECTION_CONFIG),
         "io_manager": VerifiedPickleIOManager(base_dir=str(home / "dagster_storage"), database=str(home / "warehouse.duckdb")),
+        TRAINING_SET_IO: TrainingSetIOManager(folder=str(Settings(data_dir=data_dir, home=home).training_set_dir),
+                                              database=str(home / "warehouse.duckdb")),
     }
+
+
+class TrainingSetIOManager(ConfigurableIOManager):
+    """The training set's IO manager: checked against its Pandera model, then its keys to the warehouse table and
+    its features to one hash-recorded float32 matrix, loaded back memory-mapped (``stockml_core.matrix_store``):
+    the training steps share one mapped copy instead of each converting a gigabyte table into pandas."""
+
+    folder: str
+    database: str
+
+    def _store(self, context) -> TrainingMatrixStore:
+        return TrainingMatrixStore(Path(self.folder), Warehouse(Path(self.database)), name=context.asset_key.path[-1],
+                                   schema=WAREHOUSE_SCHEMA)
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
+        from stockml_assets.checks import check_before_storing
+        from stockml_core.features import FEATURE_NAMES
+
+        store = self._store(context)
+        if isinstance(obj, StreamedTrainingSet):  # keys in memory, features streamed from the warehouse
+            check_before_storing(context.asset_key.to_user_string(), context.run_id, obj.keys)
+            rec = store.save(obj.keys, FEATURE_NAMES, obj.blocks, context.run_id or "")
+        else:
+            check_before_storing(context.asset_key.to_user_string(), context.run_id, obj)
+            rec = store.save_frame(obj, FEATURE_NAMES, context.run_id or "")
+        context.add_output_metadata({"matrix_sha256": rec["sha256"], "matrix_bytes": int(rec["bytes"]),
+                                     "dagster/storage_kind": "duckdb + npy"})
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        return self._store(context.upstream_output).load()
 
 
 class VerifiedPickleIOManager(ConfigurableIOManager):

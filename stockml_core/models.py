@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.labels import CLASSES
+from stockml_core.matrix_store import feature_array, rows_of
 from stockml_core.regimes import REGIMES
 from stockml_core.settings import TrainingSettings
 from stockml_core.splits import Fold
@@ -96,8 +97,8 @@ def out_of_fold(
     """Out-of-fold class probabilities (NaN on rows that are in no test block)."""
     oof = np.full((len(X), len(CLASSES)), np.nan)
     for i, f in enumerate(folds):
-        model = FITTERS[kind](X[f.train_idx], y[f.train_idx], w[f.train_idx], s)
-        oof[f.test_idx] = model.predict_proba(X[f.test_idx])
+        model = FITTERS[kind](rows_of(X, f.train_idx), y[f.train_idx], w[f.train_idx], s)  # views: no copy of X
+        oof[f.test_idx] = model.predict_proba(rows_of(X, f.test_idx))
         if progress is not None:
             progress.done(i, len(f.train_idx))
     return oof
@@ -146,6 +147,6 @@ class StackedModel:
         missing = [c for c in self.feature_names + ["regime"] if c not in frame.columns]
         if missing:
             raise ValueError(f"prediction rows lack columns {missing[:5]}; recompute feature_matrix")
-        X = frame[self.feature_names].to_numpy(dtype="float32")
+        X = feature_array(frame, self.feature_names)
         rf_p, xgb_p = self.base_probabilities(X)
         return self.meta.predict_proba(meta_inputs(rf_p, xgb_p, frame["regime"]))

@@ -238,6 +238,11 @@ class Settings:
     def artefact_dir(self) -> Path:
         return self.home / "models"
 
+    @property
+    def training_set_dir(self) -> Path:
+        """The training set's float32 feature matrices (``stockml_core.matrix_store``)."""
+        return self.home / "training_sets"
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

@@ -21,6 +21,7 @@ from stockml_core.evaluation import (
     rank_probabilities,
 )
 from stockml_core.faults import failpoint
+from stockml_core.matrix_store import feature_array, rows_of
 from stockml_core.settings import Settings
 from stockml_core.splits import Fold, purged_walk_forward
 
@@ -67,14 +68,17 @@ def recent_cutoff(labels: pd.DataFrame, s: Settings) -> pd.Timestamp:
 
 
 def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.DataFrame | None,
-                       feature_names: list[str], s: Settings) -> pd.DataFrame:
-    """Recent window + every rare-event sample + error-replay samples, weighted.
+                       feature_names: list[str], s: Settings, all_finite: np.ndarray | None = None) -> pd.DataFrame:
+    """Recent window + every rare-event sample + error-replay samples, weighted; sorted by (date, ticker).
 
     ``source`` is recent / archive / replay. Replay samples are rows of the set that the previous
     cycle got confidently wrong: they are re-weighted ``replay_weight`` times, not duplicated, worst
     errors first, capped at ``replay_max_share`` of the set; buffer rows outside the set are ignored.
+    ``all_finite`` (per sample: every feature finite) stands in for the feature columns when ``samples``
+    holds only the keys (the training_set asset: the features stay in the warehouse until they are stored).
     """
-    ok = np.flatnonzero(trainable_mask(samples, feature_names))
+    ok = np.flatnonzero(trainable_mask(samples, feature_names) if all_finite is None
+                        else samples.label.notna().to_numpy() & all_finite)
     dates = samples.date.to_numpy()[ok]
     last = dates.max()
     recent = dates > np.datetime64(pd.Timestamp(last) - pd.DateOffset(days=int(round(s.training.recent_years * 365.25))))
@@ -158,7 +162,7 @@ def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: S
 
     ``progress`` receives one line per fit: rows, elapsed seconds and an estimate of the time left.
     """
-    X = ts[feature_names].to_numpy(dtype="float32")
+    X = feature_array(ts, feature_names)  # a stored training set's memory-mapped matrix itself: no copy
     y, w = ts.label.to_numpy(), ts.weight.to_numpy()
     folds = folds_for(ts, s)
     report = models.FitProgress(kind, [len(f.train_idx) for f in folds] + [len(X)], progress)
@@ -202,12 +206,13 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
     ev_dates = ev.date.to_numpy()
     for b, (feature, sign) in RANK_BASELINES.items():  # each day's names ranked by one feature: nothing fitted
         ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, sign * ts[feature].to_numpy()[ev_mask])
-    X = ts[list(feature_names)].to_numpy(dtype="float32")
+    X = feature_array(ts, feature_names)
     linear = np.full(int(ev_mask.sum()), np.nan)
+    ev_rows = np.flatnonzero(ev_mask)
     for f in rf.folds[1:]:  # fitted on the same purged training rows as the models
         test = fold_row[ev_mask] == f.fold
-        linear[test] = linear_scores(X[f.train_idx], ts.date.to_numpy()[f.train_idx], ts.fwd_return.to_numpy()[f.train_idx],
-                                     X[ev_mask][test])
+        linear[test] = linear_scores(rows_of(X, f.train_idx), ts.date.to_numpy()[f.train_idx],
+                                     ts.fwd_return.to_numpy()[f.train_idx], rows_of(X, ev_rows[test]))
     ev[[f"{LINEAR_BASELINE}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, linear)
     return bundle, ev
 

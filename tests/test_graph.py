@@ -21,6 +21,7 @@ from tests.conftest import (
     PARTITIONED_ASSETS,
     SLICE_START,
     TRAINING_AND_GATE,
+    definitions,
     job_assets,
     materialized_keys,
     materialized_partitions,
@@ -204,3 +205,33 @@ def test_error_replay_buffer_holds_confident_mistakes_with_their_features(materi
     assert np.isfinite(buf[FEATURE_NAMES].to_numpy(dtype="float64")).all()  # the rows as trained on
     mat = materialized.instance.get_latest_materialization_event(AssetKey("error_replay_buffer")).asset_materialization
     assert mat.metadata["candidate_promoted"].value is True
+
+
+def test_the_stored_training_set_equals_the_in_memory_build_of_every_column(materialized):
+    """training_set decides its rows from keys and a finiteness flag computed in DuckDB, then streams the features
+    to its float32 matrix block by block: the set must be the one the in-memory build (every feature read into
+    pandas, rows chosen there) gives, feature for feature, and it loads back memory-mapped."""
+    from stockml_core import training
+    from stockml_core.matrix_store import TrainingMatrixStore, feature_array
+
+    home = materialized.home
+    stockml = definitions(**materialized.config).resources["stockml"]
+    s = stockml.settings()
+    stored = TrainingMatrixStore(s.training_set_dir, Warehouse(home / "warehouse.duckdb")).load()
+    base = feature_array(stored, FEATURE_NAMES)
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    assert base is not None  # a view of the mapped file, not a copy
+
+    def table(name):
+        df = _table(home, name)
+        return df.assign(date=pd.to_datetime(df.date).astype("datetime64[ns]")) if "date" in df else df
+
+    archive = table("rare_event_archive")
+    features = table("feature_matrix")  # the whole matrix, as the set was built before
+    samples = training.model_samples(features, table("labels"), table("market_regimes"), table("market_universe"))
+    expected = training.build_training_set(samples, archive, None, FEATURE_NAMES, s)  # the first cycle: no replay yet
+    cols = [c for c in expected.columns if c in stored.columns]
+    assert set(expected.columns) - set(cols) == set() and len(stored) == len(expected) > 1000
+    pd.testing.assert_frame_equal(stored[cols], expected[cols], check_dtype=False)
+    np.testing.assert_array_equal(feature_array(stored, FEATURE_NAMES), expected[FEATURE_NAMES].to_numpy("float32"))

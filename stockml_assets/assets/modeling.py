@@ -18,7 +18,16 @@ from dagster import (
 
 from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
 from stockml_assets.plots import bar_plot, book_plot, equity_plot
-from stockml_assets.resources import DUCKDB_POOL, WAREHOUSE_IO, WAREHOUSE_SCHEMA, StockMLResource, previous_table, read_feature_rows
+from stockml_assets.resources import (
+    DUCKDB_POOL,
+    TRAINING_SET_IO,
+    WAREHOUSE_IO,
+    WAREHOUSE_SCHEMA,
+    StockMLResource,
+    StreamedTrainingSet,
+    previous_table,
+    read_feature_rows,
+)
 from stockml_core import training
 from stockml_core.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
@@ -54,25 +63,32 @@ TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
 
 
-@asset(group_name="training", kinds={"pandas", "duckdb"}, metadata=column_schema(TrainingSetSchema),
-       deps=[AssetDep("feature_matrix")], **TABLE)
+@asset(group_name="training", kinds={"pandas", "duckdb", "numpy"}, metadata=column_schema(TrainingSetSchema),
+       deps=[AssetDep("feature_matrix"), AssetDep("rare_event_archive")], io_manager_key=TRAINING_SET_IO, pool=DUCKDB_POOL)
 def training_set(context: AssetExecutionContext, stockml: StockMLResource,
-                 labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame,
-                 rare_event_archive: pd.DataFrame) -> pd.DataFrame:
+                 labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame) -> StreamedTrainingSet:
     """Recent window + the whole rare-event archive + error-replay samples (weighted).
 
     Reads only the feature rows the set can hold (the recent window, with a margin, and the archive's
-    rows) from the warehouse, not the whole matrix.
+    rows) from the warehouse, not the whole matrix. Stored as its keys (a warehouse table) and one float32
+    feature matrix that every training step memory-maps (``stockml_core.matrix_store``).
     """
     s = stockml.settings()
-    after = training.recent_cutoff(labels, s)
-    features = read_feature_rows(stockml, after=after, keys=rare_event_archive)
-    samples = training.model_samples(features, labels, market_regimes, market_universe)
+    # The archive's keys and events only: its stored rows also carry every feature (a third of a gigabyte at 375
+    # names), which the set reads from feature_matrix with the rest.
+    rare_event_archive = stockml.warehouse().read(f'select ticker, date, event from "{WAREHOUSE_SCHEMA}"."rare_event_archive"')
+    rare_event_archive["date"] = pd.to_datetime(rare_event_archive.date).astype("datetime64[ns]")
     replay = previous_table(stockml, "error_replay_buffer")
-    ts = training.build_training_set(samples, rare_event_archive, replay, FEATURE_NAMES, s)
+
+    def keys_after(after: pd.Timestamp) -> pd.DataFrame:  # which rows: decided on keys and a finiteness flag
+        found = read_feature_rows(stockml, after=after, keys=rare_event_archive, finite_only=FEATURE_NAMES)
+        samples = training.model_samples(found[["ticker", "date"]], labels, market_regimes, market_universe)
+        return training.build_training_set(samples, rare_event_archive, replay, [], s, all_finite=found.all_finite.to_numpy())
+
+    after = training.recent_cutoff(labels, s)
+    ts = keys_after(after)
     if ts.date[ts.source != "archive"].min() - pd.Timedelta(days=7) <= after:  # the window may reach past the margin
-        samples = training.model_samples(read_feature_rows(stockml, after=pd.Timestamp(0)), labels, market_regimes, market_universe)
-        ts = training.build_training_set(samples, rare_event_archive, replay, FEATURE_NAMES, s)
+        ts = keys_after(pd.Timestamp(0))
     comp = training.composition(ts)
     context.add_output_metadata({
         "dagster/row_count": len(ts), **date_range(ts), "composition": MetadataValue.json(comp),
@@ -81,7 +97,7 @@ def training_set(context: AssetExecutionContext, stockml: StockMLResource,
         "replayed_rows": comp["source"].get("replay", 0),
         "recent_years": s.training.recent_years,
     })
-    return ts
+    return StreamedTrainingSet(stockml, ts, FEATURE_NAMES)  # the IO manager streams the features to the matrix
 
 
 def _fold_table(result: training.BaseModelResult) -> pd.DataFrame:
@@ -331,8 +347,9 @@ def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_l
         market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
     latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
     ev_keys = meta_learner["evaluation"][["ticker", "date"]]
-    val = training_set.merge(ev_keys, on=["ticker", "date"])
-    val = val.sample(min(400, len(val)), random_state=stockml.settings().training.seed)
+    rows = training_set[["ticker", "date"]].reset_index(drop=True).reset_index().merge(ev_keys, on=["ticker", "date"])
+    rows = rows.sample(min(400, len(rows)), random_state=stockml.settings().training.seed)
+    val = training_set.iloc[rows["index"].to_numpy()].reset_index(drop=True)  # only the sampled rows are copied
     sv = pd.concat([shap_long(model, latest, "latest"), shap_long(model, val, "validation")], ignore_index=True)
     sv.insert(0, "model_version", meta_learner["version"])
     context.add_output_metadata({"dagster/row_count": len(sv), "model_version": meta_learner["version"],
