@@ -308,13 +308,11 @@ class TrainingSetIOManager(ConfigurableIOManager):
         from stockml_assets.checks import check_before_storing
         from stockml_core.features import FEATURE_NAMES
 
+        streamed = isinstance(obj, StreamedTrainingSet)  # keys in memory, features streamed from the warehouse
+        check_before_storing(context.asset_key.to_user_string(), context.run_id, obj.keys if streamed else obj)
         store = self._store(context)
-        if isinstance(obj, StreamedTrainingSet):  # keys in memory, features streamed from the warehouse
-            check_before_storing(context.asset_key.to_user_string(), context.run_id, obj.keys)
-            rec = store.save(obj.keys, FEATURE_NAMES, obj.blocks, context.run_id or "")
-        else:
-            check_before_storing(context.asset_key.to_user_string(), context.run_id, obj)
-            rec = store.save_frame(obj, FEATURE_NAMES, context.run_id or "")
+        rec = store.save(obj.keys, FEATURE_NAMES, obj.blocks, context.run_id or "") if streamed \
+            else store.save_frame(obj, FEATURE_NAMES, context.run_id or "")
         context.add_output_metadata({"matrix_sha256": rec["sha256"], "matrix_bytes": int(rec["bytes"]),
                                      "dagster/storage_kind": "duckdb + npy"})
 

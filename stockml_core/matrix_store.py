@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.faults import dead_writers_files, temp_prefix
+from stockml_core.registry import sha256_file
 from stockml_core.warehouse import Warehouse
 
 TABLE = "training_matrices"
@@ -75,14 +76,6 @@ def _header(rows: int, cols: int) -> bytes:
     return buf.getvalue()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class TrainingMatrixStore:
     """One named training set: keys in ``warehouse``'s ``schema``.``name`` table, features in ``folder``."""
 
@@ -114,9 +107,9 @@ class TrainingMatrixStore:
         h, written = hashlib.sha256(), 0
         try:
             with open(tmp, "wb") as f:
-                for part in [_header(len(keys), len(names))]:
-                    h.update(part)
-                    f.write(part)
+                header = _header(len(keys), len(names))
+                h.update(header)
+                f.write(header)
                 for block in blocks:
                     block = np.ascontiguousarray(block, dtype=DTYPE)
                     if block.ndim != 2 or block.shape[1] != len(names):
@@ -173,7 +166,7 @@ class TrainingMatrixStore:
         path = self.folder / f"{rec['sha256']}.npy"
         if not path.exists():
             raise MatrixIntegrityError(f"{self.name}: its matrix {path} is missing; materialize {self.name} again")
-        actual = _file_sha256(path)
+        actual = sha256_file(path)
         if actual != rec["sha256"]:
             raise MatrixIntegrityError(
                 f"{self.name}: the matrix at {path} failed its integrity check (expected sha256 {rec['sha256']}, found "

@@ -276,7 +276,7 @@ def _format_version(number: int) -> str:
     return f"{_VERSION_PREFIX}{number:04d}"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     """Return the hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -398,7 +398,7 @@ class ModelRegistry:
         if self.warehouse.read_only:  # a reader changes nothing
             return handled
         for path in dead_writers_files(self.artefact_dir, _ARTEFACT_SUFFIX):
-            missing = self._version_missing_its_file(_sha256_file(path))
+            missing = self._version_missing_its_file(sha256_file(path))
             if missing is not None:
                 os.replace(path, missing)
                 _fsync_dir(self.artefact_dir)
@@ -437,7 +437,7 @@ class ModelRegistry:
                 joblib.dump(model, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            sha256 = _sha256_file(tmp_path)
+            sha256 = sha256_file(tmp_path)
 
             def allocate_and_insert(con: duckdb.DuckDBPyConnection) -> ModelVersion:
                 created_at = _utcnow()
@@ -489,7 +489,7 @@ class ModelRegistry:
         """Check that a version's artefact exists and matches its registered hash; raise otherwise."""
         mv = self.get(version)
         path = Path(mv.artefact_path)
-        actual = _sha256_file(path) if path.is_file() else None
+        actual = sha256_file(path) if path.is_file() else None
         if actual != mv.sha256:
             raise ArtefactIntegrityError(mv.version, mv.artefact_path, mv.sha256, actual)
         return mv

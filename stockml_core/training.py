@@ -102,6 +102,14 @@ def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.
     return ts
 
 
+def positions_of(ts: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    """Positions of ``ts``'s rows whose (ticker, date) is in ``keys``, in ``ts``'s order: a step that needs a few
+    rows of a memory-mapped training set copies those rows (``ts.iloc[...]``), not the whole set."""
+    wanted = keys[["ticker", "date"]].assign(date=pd.to_datetime(keys["date"])).drop_duplicates()
+    found = ts[["ticker", "date"]].reset_index(drop=True).reset_index().merge(wanted, on=["ticker", "date"])
+    return found["index"].to_numpy()
+
+
 def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Rows by source, regime, sector and event."""
     return {k: {str(i): int(v) for i, v in ts[k].value_counts().items()}

@@ -347,9 +347,9 @@ def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_l
         market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
     latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
     ev_keys = meta_learner["evaluation"][["ticker", "date"]]
-    rows = training_set[["ticker", "date"]].reset_index(drop=True).reset_index().merge(ev_keys, on=["ticker", "date"])
+    rows = pd.Series(training.positions_of(training_set, ev_keys))
     rows = rows.sample(min(400, len(rows)), random_state=stockml.settings().training.seed)
-    val = training_set.iloc[rows["index"].to_numpy()].reset_index(drop=True)  # only the sampled rows are copied
+    val = training_set.iloc[rows.to_numpy()].reset_index(drop=True)  # only the sampled rows are copied
     sv = pd.concat([shap_long(model, latest, "latest"), shap_long(model, val, "validation")], ignore_index=True)
     sv.insert(0, "model_version", meta_learner["version"])
     context.add_output_metadata({"dagster/row_count": len(sv), "model_version": meta_learner["version"],

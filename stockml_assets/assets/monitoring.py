@@ -34,7 +34,7 @@ from stockml_core.schemas import (
     SectorPerformanceSchema,
     TrainingRunsSchema,
 )
-from stockml_core.training import trainable
+from stockml_core.training import positions_of, trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
 DATE_LEVEL = core_drift.date_level_features()
@@ -358,12 +358,9 @@ def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource
     previous = previous_table(stockml, "error_replay_buffer")
     promoted = bool(promotion_decision.promoted.iloc[0])
     buf = update_replay_buffer(meta_learner["evaluation"], previous, stockml.settings().replay_buffer_size, promoted)
-    buf = buf.assign(date=pd.to_datetime(buf.date)).reset_index(drop=True)
-    at = buf[["ticker", "date"]].merge(training_set[["ticker", "date"]].assign(date=lambda d: pd.to_datetime(d.date))
-                                       .reset_index(drop=True).reset_index(), on=["ticker", "date"], how="left")["index"]
-    feats = training_set.iloc[at.fillna(0).astype(int).to_numpy()][FEATURE_NAMES].reset_index(drop=True)  # the buffer's rows only
-    feats[at.isna().to_numpy()] = np.nan  # a buffered sample outside this set: no features, as the left merge gave
-    buf = pd.concat([buf, feats], axis=1)
+    buf = buf.assign(date=pd.to_datetime(buf.date))
+    feats = training_set.iloc[positions_of(training_set, buf)][["ticker", "date", *FEATURE_NAMES]]  # the buffer's rows only
+    buf = buf.merge(feats, on=["ticker", "date"], how="left")
     rates = replay_error_rates(meta_learner["evaluation"])
     add_metadata(context, {"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
                                  "candidate_promoted": promoted,
