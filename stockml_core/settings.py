@@ -225,7 +225,8 @@ class Settings:
     cost_bps: float = 5.0  # backtest: cost per side in basis points
     replay_buffer_size: int = 1000
     # A history run computes, checks and stores the features in blocks of trading days of about this
-    # many rows (``features.block_days``: never under 2 x MAX_LOOKBACK days): its memory follows the
+    # many rows (``features.block_days``: never under MAX_LOOKBACK // 2 days; each block's per-ticker stage in
+    # groups of whole tickers of at most this many rows, look-back included): its memory follows the
     # block, not the panel. Measured at 375 names x 20 years (1.89M rows, features and their checks,
     # features.feature_blocks + check_or_fail in one process): 500k-row blocks 10.8 s and +2.85 GiB above the prices,
     # 250k 9.0 s and +1.97 GiB, 125k (the day floor binds) 9.9 s and +1.96 GiB; 3.8 GiB peak for 1M.

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from stockml_core.data import align_market_to_prices, load_market, load_prices
-from stockml_core.features import FEATURE_NAMES, compute_features
+from stockml_core.features import FEATURE_NAMES, MIN_BLOCK_DAYS, compute_features
 from stockml_core.warehouse import Warehouse
 from tests.conftest import make_instance, materialized_partitions, run_daily_job, run_history_job, write_slice_folder
 
@@ -43,7 +43,8 @@ def history(tmp_path_factory):
     folder = root / "data"
     write_slice_folder(folder, tickers=TICKERS, start=START)
     instance = make_instance(root / "dagster")
-    # Blocks of at least 2 x MAX_LOOKBACK days: the 1,380-day history is computed and stored in three.
+    # Blocks of MIN_BLOCK_DAYS days (the floor at a 1-row budget), each ticker on its own: the 1,380-day
+    # history is computed and stored in nine.
     config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True,
               "feature_block_rows": 1}
     result = run_history_job(instance, START, "2017-06-30", train=False, **config)
@@ -73,7 +74,8 @@ def test_history_features_are_stored_in_blocks_in_one_transaction(history, tmp_p
     _, _, _, config, result = history
     meta = next(e for e in result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
-    assert meta["blocks"].value == 3 and meta["dagster/row_count"].value == len(_stored(config["home"]))
+    days = materialized_partitions(result, "feature_matrix")
+    assert meta["blocks"].value == int(np.ceil(len(days) / MIN_BLOCK_DAYS)) == 9 and meta["dagster/row_count"].value == len(_stored(config["home"]))
     # A block that fails while the iterator makes it (a check raising) rolls the whole write back.
     from stockml_assets.resources import StockMLResource, replace_partition_rows
 

@@ -15,6 +15,7 @@ from stockml_core.features import (
     FEATURE_REGISTRY,
     MARKET_FEATURES,
     MAX_LOOKBACK,
+    MIN_BLOCK_DAYS,
     SECTOR_FEATURES,
     block_days,
     compute_features,
@@ -507,7 +508,7 @@ def test_incremental_day_equals_full_recompute(long_panel, market, sectors) -> N
 
 
 def test_feature_blocks_equal_the_full_recompute(long_panel, market, sectors) -> None:
-    # Blocks of 2 x MAX_LOOKBACK days (the floor), from a first day inside PSA's warm-up, with a hole.
+    # Blocks of MIN_BLOCK_DAYS days (the floor), each in groups of one ticker, from a first day inside PSA's warm-up, with a hole.
     holes = long_panel[(long_panel.ticker == "KO")].iloc[[900]][["ticker", "date"]]
     full = compute_features(long_panel, market, sectors, holes=holes)
     first = pd.Timestamp("2005-06-01")
@@ -515,11 +516,16 @@ def test_feature_blocks_equal_the_full_recompute(long_panel, market, sectors) ->
     blocks = list(feature_blocks(panel, first, market, sectors, holes=holes, max_rows=1))
     days = np.sort(panel.date[panel.date >= first].unique())
     assert [(a, b) for a, b, _, _ in blocks] == block_days(days, 6, 1)
-    assert len(blocks) == int(np.ceil(len(days) / (2 * MAX_LOOKBACK))) >= 3
+    assert len(blocks) == int(np.ceil(len(days) / MIN_BLOCK_DAYS)) >= 3
     for a, b, part, rows in blocks:
         assert part.date.between(a, b).all()
         pd.testing.assert_frame_equal(part[["ticker", "date"]], panel.iloc[rows][["ticker", "date"]].reset_index(drop=True))
     got = pd.concat([p for _, _, p, _ in blocks]).sort_values(["ticker", "date"]).reset_index(drop=True)
+    _assert_features_close(got, full[full.date >= first])
+    # Groups of two tickers (at most 1,200 rows each, look-back included) in blocks of 200 days.
+    grouped = list(feature_blocks(panel, first, market, sectors, holes=holes, max_rows=1_200))
+    assert [(a, b) for a, b, _, _ in grouped] == block_days(days, 6, 1_200) and len(grouped) > len(blocks) / 2
+    got = pd.concat([p for _, _, p, _ in grouped]).sort_values(["ticker", "date"]).reset_index(drop=True)
     _assert_features_close(got, full[full.date >= first])
     # A budget above the panel is one block; a first day after the data, none.
     assert len(list(feature_blocks(panel, first, market, sectors, max_rows=10**9))) == 1

@@ -42,7 +42,7 @@ from stockml_core.features.registry import (
 from stockml_core.quality import segment_starts
 
 __all__ = [
-    "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "SECTOR_FEATURES",
+    "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "MIN_BLOCK_DAYS", "SECTOR_FEATURES",
     "ENGINE_VERSION", "FeatureSpec", "block_days", "compute_features", "compute_features_since", "feature_blocks",
     "feature_spec", "history_fingerprint",
     "markdown_table", "registry_frame", "row_positions", "update_features", "warmup_violations",
@@ -262,23 +262,32 @@ def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
     as during a warm-up (the history restarts after the hole).
     """
     families = _families(families)
-    names, rows, n_rows, cs_src, cs_kind, cs_dst = _layout(families)
+    layout = _layout(families)
     frame, ticker_codes, ticker_names = _prepare(prices)
-    n = len(frame)
-    tickers = frame["ticker"].to_numpy()
-    dates = frame["date"].to_numpy()
-    out = np.empty((n_rows, n), dtype=np.float32)
-    if n:
-        _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out, holes)
+    out = _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout, holes)
+    _cross_section_into(out, frame, ticker_codes, ticker_names, sectors, families, layout)
+    return _as_frame(out, layout[0], frame)
+
+
+def _as_frame(out: np.ndarray, names: list[str], frame: pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame(out[:len(names)].T, columns=names, copy=False)
-    df.insert(0, "date", dates)
-    df.insert(0, "ticker", tickers)
+    df.insert(0, "date", frame["date"].to_numpy())
+    df.insert(0, "ticker", frame["ticker"].to_numpy())
     return df
 
 
-def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, rows, cs_src, cs_kind, cs_dst, out,
-          holes=None) -> None:
+def _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout, holes=None) -> np.ndarray:
+    """The (feature, row) float32 output with the per-ticker and market stages filled in.
+
+    Every value of a row here depends only on its own ticker's rows up to its date and on the market
+    table, so the stage may run on any set of whole tickers; the cross-section is left to
+    ``_cross_section_into`` (it needs every ticker of a date)."""
+    _, rows, n_rows, _, _, _ = layout
     n = len(frame)
+    out = np.empty((n_rows, n), dtype=np.float32)
+    if not n:
+        return out
+    dates = frame["date"].to_numpy()
     is_start = segment_starts(ticker_codes, dates, _coded_holes(holes, ticker_names))
     starts = np.append(np.flatnonzero(is_start), n).astype(np.int64)
     date_codes, unique_dates = pd.factorize(dates, sort=True)
@@ -304,11 +313,19 @@ def _fill(frame, ticker_codes, ticker_names, dates, market, sectors, families, r
             kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
         else:
             out[m0:m0 + len(_MARKET_NAMES)] = np.nan
+    return out
 
-    if "cross_section" in families:
-        sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
-        order, date_starts = kernels.group_rows(date_codes, len(unique_dates))
-        kernels.cross_section(out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, n_sectors, _CS_CHUNK)
+
+def _cross_section_into(out, frame, ticker_codes, ticker_names, sectors, families, layout) -> None:
+    """Fill the cross-sectional features of ``out`` (rows of ``frame``): per date, over the tickers
+    ``frame`` has on it, from the per-ticker values already in ``out``."""
+    if "cross_section" not in families or not len(frame):
+        return
+    _, _, _, cs_src, cs_kind, cs_dst = layout
+    date_codes, unique_dates = pd.factorize(frame["date"].to_numpy(), sort=True)
+    sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
+    order, date_starts = kernels.group_rows(date_codes.astype(np.int64), len(unique_dates))
+    kernels.cross_section(out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, n_sectors, _CS_CHUNK)
 
 
 def _coded_holes(holes: pd.DataFrame | None, ticker_names: np.ndarray) -> pd.DataFrame | None:
@@ -356,17 +373,40 @@ def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | N
     return part[part["date"] >= since].reset_index(drop=True)
 
 
+MIN_BLOCK_DAYS = MAX_LOOKBACK // 2
+
+
 def block_days(days: np.ndarray, tickers: int, max_rows: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """Consecutive (first, last) runs of ``days`` holding about ``max_rows`` rows at ``tickers`` names each.
 
-    A block is never shorter than ``2 * MAX_LOOKBACK`` days, so the look-back rows a block reads
-    before its first day (up to ``MAX_LOOKBACK`` per ticker) cost at most half again its own rows.
+    A block is never shorter than ``MIN_BLOCK_DAYS`` (``MAX_LOOKBACK // 2``) days, so the look-back
+    rows each ticker reads before a block's first day (up to ``MAX_LOOKBACK``) cost at most twice
+    its own rows again: the arithmetic is bounded, and the block's rows grow with the names only
+    where ``tickers * MIN_BLOCK_DAYS`` exceeds ``max_rows`` (from about 1,500 names at 250,000 rows).
     """
     days = np.unique(np.asarray(days, dtype="datetime64[ns]"))
     if not len(days):
         return []
-    per = max(int(np.ceil(max_rows / max(tickers, 1))), 2 * MAX_LOOKBACK)
+    per = max(int(np.ceil(max_rows / max(tickers, 1))), MIN_BLOCK_DAYS)
     return [(pd.Timestamp(days[i]), pd.Timestamp(days[min(i + per, len(days)) - 1])) for i in range(0, len(days), per)]
+
+
+def _ticker_groups(lengths: np.ndarray, max_rows: int) -> np.ndarray:
+    """Group number of each ticker (in order): consecutive tickers holding at most ``max_rows`` rows
+    together, and at least one ticker per group."""
+    group = np.zeros(len(lengths), dtype=np.int64)
+    total = 0
+    for i, n in enumerate(lengths.tolist()):
+        if total and total + n > max_rows:
+            group[i:] += 1
+            total = 0
+        total += n
+    return group
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions ``starts[k] .. starts[k] + lengths[k] - 1`` of every k, concatenated."""
+    return np.repeat(starts - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
 
 
 def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None,
@@ -375,15 +415,19 @@ def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = No
 
     Yields ``(block_first, block_last, features, rows)`` per block, in date order: ``features`` equals
     ``compute_features_since(prices, first, ...)`` restricted to the block's days (tested), ``rows``
-    the positions in ``prices`` (sorted by (ticker, date)) of the block's rows. Each block is computed
-    from its own rows and each ticker's ``MAX_LOOKBACK`` rows before it, so a history of any length
-    is computed in memory proportional to ``max_rows`` (see ``block_days``) instead of the whole panel.
+    the positions in ``prices`` (sorted by (ticker, date)) of the block's rows. A block's per-ticker
+    and market features are computed for groups of whole tickers of at most ``max_rows`` rows each
+    (a ticker's rows in the block and its ``MAX_LOOKBACK`` rows before), and its cross-section once,
+    over every ticker of its days: a history of any length and breadth is computed in memory
+    proportional to ``max_rows`` and the block (see ``block_days``), not to the panel.
     """
-    frame, codes, _ = _prepare(prices)
+    frame, codes, names = _prepare(prices)
     dates = frame["date"].to_numpy()
     new = np.flatnonzero(dates >= np.datetime64(pd.Timestamp(first), "ns"))
     if not len(new):
         return
+    families = FAMILIES
+    layout = _layout(families)
     # Rows are sorted by (ticker, date): a (ticker, day) key is sorted too, and one searchsorted per
     # block finds each ticker's first row dated >= a and its last dated <= b.
     all_days, day_of_row = np.unique(dates, return_inverse=True)
@@ -399,11 +443,21 @@ def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = No
         last_in = np.searchsorted(key, tickers * n_days + np.searchsorted(all_days, np.datetime64(b, "ns"), side="right"))
         take_from = np.maximum(first_new - MAX_LOOKBACK, start)
         has = last_in > first_new
-        lengths = (last_in - take_from)[has]
-        idx = np.repeat(take_from[has] - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
-        part = compute_features_since(frame.iloc[idx], a, market, sectors, holes=holes)
-        rows = idx[dates[idx] >= lo]
-        yield a, b, part, rows
+        take_from, first_new, last_in = take_from[has], first_new[has], last_in[has]
+        group = _ticker_groups(last_in - take_from, max_rows)
+        parts = []
+        for g in range(int(group[-1]) + 1 if len(group) else 0):
+            sel = group == g
+            idx = _ranges(take_from[sel], (last_in - take_from)[sel])
+            sub, sub_codes, sub_names = _prepare(frame.iloc[idx])
+            out = _per_ticker_out(sub, sub_codes, sub_names, market, families, layout, holes)
+            parts.append(out[:, dates[idx] >= lo])
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        del parts
+        rows = _ranges(first_new, last_in - first_new)
+        block, block_codes, block_names = _prepare(frame.iloc[rows])
+        _cross_section_into(out, block, block_codes, block_names, sectors, families, layout)
+        yield a, b, _as_frame(out, layout[0], block).reset_index(drop=True), rows
 
 
 def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None,
