@@ -125,6 +125,7 @@ def collect_status(settings: Settings | None = None) -> dict:
                 # promoted by the gate, but the run stopped before the switch: the next training run completes it
                 "switch_pending": switch_not_applied(d, reg.history()) is not None,
                 "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")]}
+    out["drift_thresholds"] = {k: getattr(s.drift, k) for k in ("score_threshold", "persistence_days", "cooldown_days")}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])
         out["drift_score"] = float(dr.value.iloc[0]) if len(dr) else None
@@ -143,6 +144,8 @@ def data_quality(wh: Warehouse) -> dict:
 
 
 def print_status(st: dict) -> None:
+    from stockml_core.promotion import shown_value
+
     champ = st["champion"]
     if champ:
         m = champ["metrics"]
@@ -151,6 +154,11 @@ def print_status(st: dict) -> None:
         print("  out-of-sample: " + ", ".join(f"{k} {_fmt(float(m[k]))}" for k in
               ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
                                                 if m.get(k) is not None))
+        t, ric = m.get("rank_ic_t"), m.get("rank_ic")
+        if t is None or ric is None or t < 2.0 or ric <= 0:
+            print(f"  WARNING: champion {champ['version']} shows no directional skill out-of-sample (rank IC "
+                  f"{_fmt(float('nan') if ric is None else float(ric))}, t {_fmt(float('nan') if t is None else float(t))}; "
+                  "t below 2 is no evidence of ranking skill): treat its predictions as noise")
     else:
         print("Champion: none - no model has passed the promotion gate yet; no predictions are published.")
     d = st["last_decision"]
@@ -161,10 +169,15 @@ def print_status(st: dict) -> None:
             if outcome == "not applicable":
                 print(f"  [n/a ] {c['name']}: {c['detail']}")
                 continue
-            v = "n/a" if c["value"] is None else f"{c['value']:.4f}"
-            t = "n/a" if c["threshold"] is None else f"{c['threshold']:.4f}"
+            v, t = shown_value(c["name"], c["value"]), shown_value(c["name"], c["threshold"])
             print(f"  [{'pass' if outcome == 'pass' else 'FAIL'}] {c['name']}: {v} {c['op']} {t}  ({c['detail']})")
-    print(f"Drift score: {_fmt(st['drift_score']) + ' on ' + st['drift_date'] if st['drift_score'] is not None else 'not measured'}")
+    if st["drift_score"] is None:
+        print("Drift score: not measured")
+    else:
+        dt = st.get("drift_thresholds") or {}
+        print(f"Drift score: {_fmt(st['drift_score'])} on {st['drift_date']} (retraining when >= "
+              f"{dt.get('score_threshold', float('nan')):g} for {dt.get('persistence_days', '?')} days in a row; then "
+              f"{dt.get('cooldown_days', '?')} trading days of cooldown)")
     dq = st.get("data_quality")
     if dq:
         rules = ", ".join(f"{r} {n}" for r, n in dq["by_rule"].items()) or "none"
@@ -183,8 +196,9 @@ def summary(s: Settings) -> None:
         from stockml_core.evaluation import comparison_table
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
-        print(comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
-                                     "rank_ic_t", "n"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
+                                       "rank_ic_t", "n"]]
+        print(table.astype({"n": "Int64"}).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
         print("  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
               f"{s.labels.horizon}-day returns; "
               "|t| < 2 is no evidence of ranking skill)")
@@ -196,6 +210,15 @@ def summary(s: Settings) -> None:
         print(f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
               f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):")
         print(skill_table(cand.metrics).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
+    if wh.has_table("backtest_report", "assets") and status["last_decision"]:
+        from stockml_core.backtest import summarize_backtest
+
+        bt = summarize_backtest(wh.read('select * from "assets"."backtest_report" order by date'))
+        strat, hold = bt.iloc[0], bt.iloc[1]
+        print(f"Backtest of candidate {status['last_decision']['candidate_version']} (daily long top-{s.top_k} / short "
+              f"bottom-{s.top_k}, out-of-sample, net of {s.cost_bps:g} bp a side): annual return {strat.annual_return:.1%}, "
+              f"Sharpe {strat.sharpe:.2f}, max drawdown {strat.max_drawdown:.1%}, turnover {strat.avg_daily_turnover:.2f} a "
+              f"day; buy-and-hold: {hold.annual_return:.1%}, Sharpe {hold.sharpe:.2f}")
     print_status(status)
     champ = status["champion"]
     if wh.has_table("shap_analysis"):

@@ -3,6 +3,7 @@
 
 import base64
 import io
+import math
 import warnings
 from contextlib import contextmanager
 
@@ -16,6 +17,12 @@ def column_schema(model) -> dict:
     with warnings.catch_warnings():  # the converter is marked beta; we only read its table schema
         warnings.simplefilter("ignore")
         return {"dagster/column_schema": pandera_schema_to_dagster_type(model).metadata["schema"]}
+
+
+def num(value, digits: int = 4) -> float:
+    """A metric as metadata: rounded for reading (the UI prints every digit of a float), NaN kept."""
+    v = float(value)
+    return round(v, digits) if math.isfinite(v) else v
 
 
 def md_table(df: pd.DataFrame, limit: int = 30, floatfmt: str = ".4f") -> MetadataValue:

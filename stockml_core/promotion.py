@@ -67,6 +67,35 @@ class GateDecision:
         return pd.DataFrame(rows, columns=["name", "value", "op", "threshold", "passed", "detail", "applicable", "outcome"])
 
 
+# How a reader is shown each criterion's value and threshold: shares as percentages, t and Sharpe to two
+# places, rank ICs to four; not-applicable and missing values as "n/a", never "nan".
+PERCENT_CRITERIA = frozenset({"worst_sector_accuracy", "replay_improvement"})
+CRITERION_DECIMALS = {"rank_ic_t": 2, "net_sharpe_vs_best_baseline": 2}
+
+
+def shown_value(name: str, value: float | None) -> str:
+    """A criterion's value or threshold as the UI, the summary and ``stockml status`` print it."""
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    if name in PERCENT_CRITERIA:
+        return f"{float(value):.1%}"
+    return f"{float(value):.{CRITERION_DECIMALS.get(name, 4)}f}"
+
+
+OUTCOME_SHOWN = {"pass": "pass", "fail": "**FAIL**", "not applicable": "n/a"}
+
+
+def reading_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A decision's criteria as a reader scans them: criterion, outcome, value, rule (``GateDecision.frame``)."""
+    na = frame.outcome == "not applicable"
+    return pd.DataFrame({
+        "criterion": frame.name,
+        "outcome": [OUTCOME_SHOWN[o] for o in frame.outcome],
+        "value": [shown_value(n, v) for n, v in zip(frame.name, frame.value, strict=True)],
+        "rule": ["" if skip else f"{op} {shown_value(n, t)}"
+                 for n, op, t, skip in zip(frame.name, frame.op, frame.threshold, na, strict=True)]})
+
+
 def _criterion(name: str, value: float, op: str, threshold: float, detail: str) -> Criterion:
     ok = (not math.isnan(value)) and not math.isnan(threshold) and (
         value >= threshold if op == ">=" else value <= threshold)

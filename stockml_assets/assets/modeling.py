@@ -16,7 +16,8 @@ from dagster import (
     asset_check,
 )
 
-from stockml_assets.metadata import column_schema, date_range, md_plot, md_table
+from stockml_assets.inline import bar_chart, inline_md, line_chart, small_table
+from stockml_assets.metadata import column_schema, date_range, md_plot, md_table, num
 from stockml_assets.plots import bar_plot, book_plot, equity_plot
 from stockml_assets.resources import (
     DUCKDB_POOL,
@@ -47,7 +48,15 @@ from stockml_core.explain import family_shares, importance, shap_long
 from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
-from stockml_core.promotion import best_baseline, evaluate_gate, recent_comparison, switch_not_applied, with_books
+from stockml_core.promotion import (
+    best_baseline,
+    evaluate_gate,
+    reading_table,
+    recent_comparison,
+    shown_value,
+    switch_not_applied,
+    with_books,
+)
 from stockml_core.registry import TRIGGERS
 from stockml_core.schemas import (
     BacktestReportSchema,
@@ -111,7 +120,7 @@ def _base_model(kind: str, context: AssetExecutionContext, stockml: StockMLResou
     rows = np.isfinite(result.oof).all(axis=1)
     m = classification_metrics(ts.label.to_numpy()[rows], result.oof[rows])
     context.add_output_metadata({"walk-forward folds": md_table(_fold_table(result)),
-                                 **{f"oof_{k}": float(v) for k, v in m.items()}})
+                                 **{f"oof_{k}": num(v) for k, v in m.items()}})
     return result
 
 
@@ -233,7 +242,7 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
     replay = training.replay_correction(bundle, training_set)
     version = stockml.registry().register(bundle, {**metrics, **replay}, lineage, training.composition(training_set))
     context.add_output_metadata({"candidate_version": version.version, "sha256": version.sha256,
-                                 **{f"oos_{k}": float(v) for k, v in metrics.items() if k not in ("baselines", "base_models")},
+                                 **{f"oos_{k}": num(v) for k, v in metrics.items() if k not in ("baselines", "base_models")},
                                  "stack vs its parts": stack_note,
                                  "replayed_mistakes": replay["replay_n"],
                                  "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
@@ -274,7 +283,7 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
     context.add_output_metadata({
         "dagster/row_count": len(report), "candidate_version": meta_learner["version"],
-        **{k: float(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
+        **{k: num(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
         "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
         f"rank IC and t by year (candidate, parts, best baseline {best_rank_baseline})": md_table(_flat(rank_ic_by("year"))),
         "rank IC and t by regime": md_table(_flat(rank_ic_by("regime"))),
@@ -282,11 +291,21 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         "rank IC and t by fold": md_table(_flat(rank_ic_by("fold"))),
         "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(_flat(decay)),
         "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
+        f"reliability ({meta_learner['version']}, out-of-sample, class up)": _reliability_chart(
+            meta_learner["version"], reliability, f"{ev.date.max():%Y-%m-%d}"),
         "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
         "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
         "replayed mistakes in the evaluation": replay["replayed_evaluated"],
     })
     return report
+
+
+def _reliability_chart(version: str, reliability: pd.DataFrame, last: str) -> MetadataValue:
+    """Observed frequency of "up" against the mean predicted probability, per probability bin with 50+ rows:
+    a calibrated model's two lines coincide."""
+    up = reliability[(reliability["class"] == "up") & (reliability.rows >= 50)]
+    return line_chart(f"{version} reliability, class up, to {last}", up.predicted.round(2),
+                      {"observed frequency": up.observed.to_numpy(), "mean predicted": up.predicted.to_numpy()})
 
 
 def _flat(table: pd.DataFrame) -> pd.DataFrame:
@@ -302,7 +321,7 @@ def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResu
     rows = [{"baseline": b, "rank_ic": h[f"{b}_rank_ic"], "rank_ic_t": h[f"{b}_rank_ic_t"]} for b in ALL_BASELINES]
     ok = all(not np.isfinite(r["rank_ic"]) or h["rank_ic"] > r["rank_ic"] for r in rows) and np.isfinite(h["rank_ic"])
     return AssetCheckResult(passed=bool(ok), severity=AssetCheckSeverity.WARN, metadata={
-        "candidate_rank_ic": float(h["rank_ic"]), "candidate_rank_ic_t": float(h["rank_ic_t"]),
+        "candidate_rank_ic": num(h["rank_ic"]), "candidate_rank_ic_t": num(h["rank_ic_t"]),
         "baselines": md_table(pd.DataFrame(rows))})
 
 
@@ -324,12 +343,15 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
     cand = table.iloc[0]
     context.add_output_metadata({
         "dagster/row_count": len(curve), **date_range(curve), "top_k": s.top_k, "cost_bps_per_side": s.cost_bps,
-        **{f"strategy_{k}": float(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
-        "buy_and_hold_sharpe": float(summary.iloc[1].sharpe),
+        **{f"strategy_{k}": num(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
+        "buy_and_hold_sharpe": num(summary.iloc[1].sharpe),
+        f"equity curve ({meta_learner['version']}, net of costs)": line_chart(
+            f"{meta_learner['version']} long/short top-{s.top_k}, net of {s.cost_bps:g} bp", curve.date,
+            {"strategy": curve.strategy_equity.to_numpy(), "buy-and-hold": curve.buy_and_hold_equity.to_numpy()}),
         "strategy vs buy-and-hold": md_table(summary), "equity curve": md_plot(equity_plot(curve)),
-        "decile book: net_sharpe (candidate)": float(cand.net_sharpe),
+        "decile book: net_sharpe (candidate)": num(cand.net_sharpe),
         "decile book: best baseline": "" if best is None else str(best.model),
-        "decile book: best baseline net_sharpe": float("nan") if best is None else float(best.net_sharpe),
+        "decile book: best baseline net_sharpe": num("nan") if best is None else num(best.net_sharpe),
         f"decile books (top / bottom 10%, held {s.labels.horizon} days, {s.cost_bps:g} bp a side), every model": md_table(table),
         "decile book equity (candidate vs best baseline)": md_plot(book_plot(
             books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner["version"])),
@@ -385,6 +407,10 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
         "market-wide share (one value per date: ranks no stock by itself)": market_share,
         "importance plot": md_plot(bar_plot(top.feature_name[::-1], top.importance_score[::-1], "mean |SHAP| (normalised)")),
     })
+    latest = shap_values.date[shap_values["sample"] == "latest"]
+    on = f"{pd.Timestamp(latest.max()):%Y-%m-%d}" if len(latest) else "no latest rows"
+    context.add_output_metadata({f"top features ({version}, mean |SHAP| on {on} and a validation sample)": bar_chart(
+        f"{version}: mean |SHAP|, latest {on}", top.feature_name, top.importance_score)})
     return imp
 
 
@@ -415,20 +441,58 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     df.insert(0, "candidate_version", meta_learner["version"])
     df["promoted"] = decision.promoted
     shown = df[["name", "outcome", "value", "op", "threshold", "detail"]].copy()
-    for col in ("value", "threshold"):  # n/a criteria show a blank, never "nan"
-        shown[col] = [("" if not np.isfinite(v) else f"{v:.4f}") for v in shown[col]]
+    for col in ("value", "threshold"):  # n/a criteria show "n/a", never "nan"
+        shown[col] = [shown_value(n, v) for n, v in zip(shown.name, shown[col], strict=True)]
     bases = {k: evidence.get(k, float("nan")) for k in ("rank_ic", "rank_ic_t", "net_sharpe")}
     (ric_base, ric), (sharpe_base, sharpe) = best_baseline(evidence, "rank_ic"), best_baseline(evidence, "net_sharpe")
+    version = meta_learner["version"]
+    books = meta_learner["books"]
+    first, last = f"{ev.date.min():%Y-%m-%d}", f"{ev.date.max():%Y-%m-%d}"
+    book_lines = {f"candidate {version}": books["candidate"]}
+    if sharpe_base in books:
+        book_lines[sharpe_base] = books[sharpe_base]
+    dates = books["candidate"].date
     context.add_output_metadata({
+        "decision": inline_md(decision_evidence(version, decision.promoted, decision, champ, evidence,
+                                                (ric_base, ric), (sharpe_base, sharpe))),
+        "criteria": small_table(reading_table(df)),
+        f"decile book equity, net of costs ({version}, {first}..{last})": line_chart(
+            f"{version} decile book, net of costs, to {last}", dates,
+            {name: b.set_index("date").net_equity.reindex(dates).to_numpy() for name, b in book_lines.items()}),
         "verdict": "PROMOTE" if decision.promoted else "REJECT", "reason": decision.reason,
-        "candidate_version": meta_learner["version"], "champion_before": champ.version if champ else "none",
-        "criteria": md_table(shown),
-        **{f"candidate_{k}": float(v) for k, v in bases.items()},
+        "candidate_version": version, "champion_before": champ.version if champ else "none",
+        "criteria with their evidence": md_table(shown),
+        **{f"candidate_{k}": num(v) for k, v in bases.items()},
         "best_baseline_rank_ic": f"{ric_base} {ric:.4f}", "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
         "stack vs its parts": meta_learner.get("stack_note", ""),
         "gate settings": MetadataValue.json(s.as_dict()["gate"]),
     })
     return df
+
+
+def decision_evidence(version: str, promoted: bool, decision, champ, evidence: dict, rank_ic_base: tuple[str, float],
+                      sharpe_base: tuple[str, float]) -> str:
+    """The verdict and the evidence a reader weighs first, in a few short lines (shown inline)."""
+    ric, t, sharpe = (float(evidence.get(k, float("nan"))) for k in ("rank_ic", "rank_ic_t", "net_sharpe"))
+    if promoted:
+        head = f"**PROMOTE {version}**: {decision.reason}"
+    else:
+        head = (f"**REJECT {version}** ({'champion ' + champ.version + ' stays' if champ else 'no champion: nothing is published'}): "
+                f"failed {', '.join(c.name for c in decision.failed)}")
+    lines = [head, "",
+             f"- rank IC {shown_value('rank_ic', ric)} (t {shown_value('rank_ic_t', t)}) vs best baseline "
+             f"{rank_ic_base[0] or 'none'} {shown_value('rank_ic', rank_ic_base[1])}",
+             f"- decile book net Sharpe {shown_value('net_sharpe_vs_best_baseline', sharpe)} vs best baseline "
+             f"{sharpe_base[0] or 'none'} {shown_value('net_sharpe_vs_best_baseline', sharpe_base[1])}"]
+    if champ is not None:
+        theirs = float(champ.metrics.get("rank_ic", float("nan")))
+        lines.append(f"- vs champion {champ.version}: rank IC {shown_value('rank_ic', ric)} against its recorded "
+                     f"{shown_value('rank_ic', theirs)}")
+    else:
+        lines.append("- no champion yet: the first model is judged on the criteria alone")
+    if not (np.isfinite(t) and t >= 2.0 and ric > 0):
+        lines.append("- **no evidence of directional skill** (rank IC t below 2)")
+    return "\n".join(lines)
 
 
 # The weekly retrain re-materializes it (whatever the gate decides): overdue after 8 days.

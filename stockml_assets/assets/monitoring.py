@@ -10,10 +10,20 @@ from dagster import AssetDep, AssetExecutionContext, AssetIn, AssetKey, AssetOut
 
 from stockml_assets.assets.data import DAILY_FRESHNESS
 from stockml_assets.assets.modeling import TABLE
-from stockml_assets.metadata import add_metadata, column_schema, date_range, malformed_files_fail, md_plot, md_table, validated
+from stockml_assets.inline import inline_md, line_chart
+from stockml_assets.metadata import (
+    add_metadata,
+    column_schema,
+    date_range,
+    malformed_files_fail,
+    md_plot,
+    md_table,
+    num,
+    validated,
+)
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
-from stockml_assets.resources import StockMLResource, captured_events, previous_table
+from stockml_assets.resources import WAREHOUSE_SCHEMA, StockMLResource, captured_events, previous_table
 from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
@@ -112,7 +122,7 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
     add_metadata(context, {
         "published": True, "dagster/row_count": len(out), "model_version": version, **date_range(out),
         "signals (latest day)": MetadataValue.json(latest.signal.value_counts().to_dict()),
-        "mean_confidence (latest day)": float(latest.confidence.mean()),
+        "mean_confidence (latest day)": num(latest.confidence.mean()),
         "predictions (latest day)": md_table(latest.sort_values("confidence", ascending=False), limit=50),
     })
     return validated(context, "predictions", out, PredictionsSchema, probabilities_check(out))
@@ -147,7 +157,7 @@ def _feature_drift(context: AssetExecutionContext, s, feature_matrix: pd.DataFra
     last = df[df.date == df.date.max()]
     return df, {"dagster/row_count": len(df), **date_range(df),
                 "drifted_features (latest day)": int(last.drifted.sum()),
-                "share_drifted (latest day)": float(last.drifted.mean()) if len(last) else 0.0,
+                "share_drifted (latest day)": num(last.drifted.mean()) if len(last) else 0.0,
                 "top drifted (latest day)": md_table(last.head(15))}
 
 
@@ -161,7 +171,7 @@ def _regime_drift(context: AssetExecutionContext, s, market_regimes: pd.DataFram
     df = pd.concat(parts, ignore_index=True) if parts else _empty_mix()
     df = df[MIX_COLUMNS]
     last = df[df.date == df.date.max()]
-    return df, {"total_variation (latest day)": float(0.5 * last.change.abs().sum()),
+    return df, {"total_variation (latest day)": num(0.5 * last.change.abs().sum()),
                 "transition (latest day)": next(reversed(transitions.values()), "none"),
                 "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
                 **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {})}
@@ -205,7 +215,7 @@ def _prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, 
     df = pd.concat(parts, ignore_index=True)[MIX_COLUMNS] if parts else _empty_mix()
     last_stats = next(reversed(stats.values()), {})
     return df, {"measured": True, "model_version": version,
-                **{f"{k} (latest day)": float(v) for k, v in last_stats.items()},
+                **{f"{k} (latest day)": num(v) for k, v in last_stats.items()},
                 "by day": MetadataValue.json(stats), "mix (latest day)": md_table(df[df.date == df.date.max()])}
 
 
@@ -253,10 +263,28 @@ def _drift_report(s, feature_drift: pd.DataFrame, regime_drift: pd.DataFrame,
     last_day = max(scores) if scores else None
     score = scores[last_day] if last_day else float("nan")
     last_fd = feature_drift[feature_drift.date == feature_drift.date.max()] if len(feature_drift) else feature_drift
-    return df, {"drift_score": score, "day": last_day or "", "daily_scores": MetadataValue.json(scores),
+    return df, {"drift_score": num(score), "day": last_day or "", "daily_scores": MetadataValue.json(scores),
                 "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
                 "components": md_table(df[df.date == df.date.max()]),
                 "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
+
+
+def _score_chart(stockml: StockMLResource, s, report: pd.DataFrame, version: str | None) -> MetadataValue:
+    """The overall drift score of the last 250 trading days (the stored ones before this run's and
+    this run's), with the retraining threshold and the days at or above it marked."""
+    new = report[report.component == "overall"][["date", "value"]]
+    first = new.date.min() if len(new) else pd.Timestamp.max
+    wh = stockml.warehouse()
+    old = wh.read(f'select date, value from "{WAREHOUSE_SCHEMA}".drift_report where component = ? and date < ? '
+                  'order by date desc limit 250', ["overall", first]) if wh.has_table("drift_report", "assets") else new.iloc[:0]
+    series = pd.concat([old.iloc[::-1], new], ignore_index=True).tail(250)
+    if series.empty:
+        return inline_md("_(no drift score yet)_")
+    last = f"{pd.Timestamp(series.date.iloc[-1]):%Y-%m-%d}"
+    above = np.flatnonzero(series.value.to_numpy() >= s.score_threshold)
+    return line_chart(f"drift score to {last}" + (f", champion {version}" if version else ""), series.date,
+                      {"score": series.value.to_numpy()}, hline=s.score_threshold,
+                      hline_label=f"threshold {s.score_threshold:g} (ticks: days above)", marks=above, peaks=True)
 
 
 # The drift step's assets, in the order the step returns them, with the schema that gates each.
@@ -313,6 +341,8 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
               "regime_drift": _regime_drift(context, s, market_regimes),
               "prediction_drift": _prediction_drift(context, stockml, s, feature_matrix, market_regimes)}
     tables["drift_report"] = _drift_report(s, *(tables[name][0] for name in ("feature_drift", "regime_drift", "prediction_drift")))
+    tables["drift_report"][1]["drift score, last 250 trading days"] = _score_chart(
+        stockml, s, tables["drift_report"][0], tables["prediction_drift"][1].get("model_version"))
     for name, (_, meta) in tables.items():
         add_metadata(context, meta, output_name=name)
     return tuple(validated(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
@@ -338,7 +368,7 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
         rows.append({"date": pd.Timestamp(day), "candidate": event["name"] if event else "",
                      "start": pd.Timestamp(event["start"]) if event else pd.NaT,
                      "end": pd.Timestamp(event["end"]) if event else pd.NaT,
-                     "drift_score": float(overall[day]), "reason": why})
+                     "drift_score": num(overall[day]), "reason": why})
     df = pd.DataFrame(rows, columns=["date", "candidate", "start", "end", "drift_score", "reason"]).astype(
         {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str,
          "drift_score": float})
