@@ -112,7 +112,7 @@ def line_chart(title: str, x: Sequence, series: dict[str, Sequence[float]], *, h
         return np.rint(BOTTOM - (v - lo) / (hi - lo) * (BOTTOM - TOP)).astype(int)
 
     legend = list(zip(arrays, COLORS, strict=False)) + ([(hline_label, MARK)] if hline is not None and hline_label else [])
-    for k in range(min(points, n), 1, -4):
+    for k in range(min(points, n), 0, -4):
         idx = np.unique(np.rint(np.linspace(0, n - 1, k)).astype(int))
         xs = np.rint(LEFT + idx / max(n - 1, 1) * (RIGHT - LEFT)).astype(int)
         parts = _frame(title, lo, hi, label(x[0]), label(x[-1]))
@@ -125,6 +125,8 @@ def line_chart(title: str, x: Sequence, series: dict[str, Sequence[float]], *, h
             keep = np.flatnonzero(np.isfinite(v))
             if len(keep) >= 2:
                 parts.append(f"<path d='{_path(xs[keep], y_of(v[keep]))}' fill='none' stroke='{color}'/>")
+            elif len(keep) == 1:  # one day so far: a dot
+                parts.append(f"<circle cx='{xs[keep[0]]}' cy='{y_of(v[keep])[0]}' r='3' fill='{color}'/>")
         if hline is not None:
             parts.append(f"<path d='M{LEFT},{int(y_of(np.array([hline]))[0])}H{RIGHT}' stroke='{MARK}' stroke-dasharray='3'/>")
         if len(marks):  # a tick at the top of the plot on each marked position

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,13 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     # Long steps report as they go: each fold's fit with its rows, time and an estimate of what is left.
     assert "rf_model: rf fold 1/3:" in out and "xgb_model: xgb final fit:" in out and "s left" in out
     assert "Data quality: " in out and "0 quarantined" in out
+    # Issue 16: read as a quant reads it: thresholds beside the drift score, the backtest, integers as integers,
+    # n/a (never nan) for criteria that do not apply, and a plain warning when the champion ranks no better than chance.
+    assert "(retraining when >= 0.46 for 3 days in a row" in out and "Backtest of candidate v0001 (daily long top-5" in out
+    assert not re.search(r"\bnan\b", out, re.IGNORECASE) and not re.search(r"\d\.0000\s*$", out, re.MULTILINE)
+    if "Champion: v0001" in out:
+        t = float(re.search(r"rank_ic_t (-?\d+\.\d+)", out.split("Champion: v0001")[1]).group(1))
+        assert ("WARNING: champion v0001 shows no directional skill" in out) == (t < 2.0)
 
 
 def test_a_refused_run_says_on_the_terminal_what_failed_and_why(tmp_path):
