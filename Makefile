@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: run test ui install status clean lint bench docs
+.PHONY: run test ui install status clean lint bench docs browser
 
 $(BIN)/stockml: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install
 ui: install
 	$(BIN)/stockml init-home
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright; without it they skip.
+browser: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 lint: install
 	$(BIN)/ruff check stockml_core stockml_assets tests benchmarks
