@@ -49,3 +49,22 @@ def test_predictions_hold_one_row_per_ticker_and_day():
     twice = pd.concat([preds, preds.iloc[[3]]], ignore_index=True)
     v = validate("predictions", twice, PredictionsSchema)
     assert not v.passed and "KO" in v.summary() and "2017-11-10" in v.summary()
+
+
+def test_every_column_the_ui_shows_has_a_description_from_its_pandera_model():
+    """Issue 16: the asset pages' column tables read their descriptions from the Pandera models (one source)."""
+    import inspect
+
+    import pandera.pandas as pa
+
+    from stockml_assets.assets.data import FeatureMatrixSchema
+    from stockml_assets.definitions import defs
+    from stockml_core import schemas
+
+    models = [c for c in vars(schemas).values() if inspect.isclass(c) and issubclass(c, pa.DataFrameModel)
+              and c is not pa.DataFrameModel] + [FeatureMatrixSchema]
+    assert [(m.__name__, col) for m in models for col, c in m.to_schema().columns.items() if not c.description] == []
+    shown = {key.to_user_string(): spec.metadata["dagster/column_schema"]
+             for key, spec in ((s.key, s) for s in defs.resolve_all_asset_specs()) if "dagster/column_schema" in spec.metadata}
+    assert len(shown) >= 25
+    assert [(a, c.name) for a, schema in shown.items() for c in schema.schema.columns if not c.description] == []

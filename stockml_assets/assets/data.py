@@ -51,6 +51,7 @@ from stockml_core.features import (
     ENGINE_VERSION,
     FAMILIES,
     FEATURE_NAMES,
+    FEATURE_REGISTRY,
     feature_blocks,
     registry_frame,
     row_positions,
@@ -72,7 +73,7 @@ from stockml_core.schemas import (
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
-FeatureMatrixSchema = feature_matrix_schema(FEATURE_NAMES)
+FeatureMatrixSchema = feature_matrix_schema(FEATURE_NAMES, {f.name: f.definition for f in FEATURE_REGISTRY})
 CAPTURE_TAG = "stockml/capture"  # JSON {name, start, end, description} set by the rare-event capture sensor
 # The feed may deliver late or a read may hit a file being replaced: retry, with backoff.
 FEED_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)

@@ -44,6 +44,7 @@ from stockml_core.schemas import (
     SectorPerformanceSchema,
     TrainingRunsSchema,
 )
+from stockml_core.settings import DriftSettings
 from stockml_core.training import positions_of, trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
@@ -292,6 +293,17 @@ DRIFT_SCHEMAS = {"feature_drift": FeatureDriftSchema, "regime_drift": MixDriftSc
                  "prediction_drift": MixDriftSchema, "drift_report": DriftReportSchema}
 
 
+_D = DriftSettings()
+_DRIFT_REPORT_DESCRIPTION = (
+    f"Per trading day, one drift score in [0, 1]: the weighted mean of the share of features drifted (weight "
+    f"{_D.weight_features:g}), the total variation of the mix of market states in the current {_D.current_window} days "
+    f"against the {_D.reference_window}-day reference ({_D.weight_regime:g}), and the shift of the champion's predicted "
+    f"class mix and confidence ({_D.weight_predictions:g}; without a champion the other two are renormalized). A retrain "
+    f"is triggered when the score is at or above {_D.score_threshold:g} for {_D.persistence_days} trading days in a row, "
+    f"then not again for {_D.cooldown_days} trading days (DriftSettings defaults). The page shows the last 250 days' "
+    "scores with the threshold.")
+
+
 def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
     return AssetOut(kinds=kwargs.pop("kinds", {"pandas", "duckdb"}), description=description,
                     metadata={**column_schema(DRIFT_SCHEMAS[name]), **PARTITION_EXPR},
@@ -316,8 +328,7 @@ def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
                         "vs reference. The champion scores both windows, so the shift is the data's, not a change of model."),
         "drift_report": _drift_out(
             "drift_report", freshness_policy=DAILY_FRESHNESS,
-            description="Per trading day, one drift score in [0, 1] from feature, regime and prediction drift "
-                        "(recipe in the README)."),
+            description=_DRIFT_REPORT_DESCRIPTION),
     },
     ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)},
     deps=[AssetDep("production_model")],
