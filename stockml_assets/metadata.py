@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager
 
 import pandas as pd
-from dagster import MetadataValue
+from dagster import AssetCheckResult, AssetCheckSpec, AssetKey, MaterializeResult, MetadataValue
 from dagster_pandera import pandera_schema_to_dagster_type
 
 
@@ -48,19 +48,46 @@ def date_range(df: pd.DataFrame, col: str = "date") -> dict:
     return {"first_date": f"{pd.Timestamp(df[col].min()):%Y-%m-%d}", "last_date": f"{pd.Timestamp(df[col].max()):%Y-%m-%d}"}
 
 
+def gate_spec(asset_name: str, model, *extra: str) -> AssetCheckSpec:
+    """The blocking check a partitioned asset reports for the trading days a run writes: its Pandera
+    model and domain checks, run inside the asset before anything is stored (``validated``)."""
+    also = f" and {', '.join(extra)}" if extra else ""
+    return AssetCheckSpec(f"{asset_name}_schema", asset=asset_name, blocking=True,
+                          description=f"Pandera {model.__name__}{also} on the trading days a run writes, checked inside "
+                                      "the asset before they are stored: a failure fails the step with the failure "
+                                      "cases and stores nothing (the previous partitions and the champion stay)")
+
+
+def gate_result(asset_name: str, checks: list[str], rows: int, days: str = "") -> AssetCheckResult:
+    """``gate_spec``'s result for a run whose rows passed (a failure never gets here: the step fails)."""
+    return AssetCheckResult(asset_key=AssetKey(asset_name), check_name=f"{asset_name}_schema", passed=True,
+                            metadata={"checks passed": ", ".join(checks), "rows checked": rows, "days": days})
+
+
+def _has_gate(context, asset_name: str) -> bool:
+    return any(k.name == f"{asset_name}_schema" and k.asset_key == AssetKey(asset_name)
+               for k in context.assets_def.check_keys)
+
+
 def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame],
-              output_name: str = "result") -> pd.DataFrame:
+              output_name: str = "result"):
     """Validate the partitions a run writes, inside the asset, before anything is stored.
 
     A partitioned asset's blocking gate: on failure the step fails with the failure cases (its
     metadata in the UI) and the stored partitions stay as they were; on success the materialization
-    records what was checked. (A Dagster asset check on a partitioned asset is planned per partition:
-    a 7,000-day backfill spent minutes writing those rows, so these checks run in the asset.)
-    ``extra``: (check name, failure cases) pairs of domain checks; empty means passed.
+    records what was checked, and an asset that declares ``gate_spec`` gets it back as a
+    ``MaterializeResult`` carrying the value and the passed check, so the UI's Checks tab shows the gate.
+    (The check is evaluated once per run, not once per partition: a 7,000-day backfill's per-partition
+    checks spent minutes writing rows.) ``extra``: (check name, failure cases) pairs of domain checks;
+    empty means passed.
     """
     checks = check_or_fail(asset_name, value, model, *extra)
     add_metadata(context, {"checks passed": ", ".join(checks), "rows checked": len(value)}, output_name=output_name)
-    return value
+    if not _has_gate(context, asset_name):
+        return value
+    days = date_range(value) if "date" in value.columns else {}
+    return MaterializeResult(asset_key=AssetKey(asset_name), value=value, check_results=[gate_result(
+        asset_name, checks, len(value), f"{days.get('first_date', '')}..{days.get('last_date', '')}" if days else "")])
 
 
 def check_or_fail(asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame]) -> list[str]:

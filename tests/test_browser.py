@@ -166,6 +166,11 @@ def test_a_broken_feed_day_turns_raw_prices_red_with_its_failure_cases(page, ser
     _shot(page, "raw-prices-failed")
     failed = page.get_by_text("Failed in", exact=False).first
     assert failed.is_visible()  # the red status of the latest materialization, naming the run
+    _open(page, served, "/assets/raw_prices?view=checks")  # the partitioned asset's gate, as a check
+    assert "raw_prices_schema" in page.inner_text("body")
+    _shot(page, "raw-prices-checks")
+    _open(page, served, "/assets/raw_prices")
+    failed = page.get_by_text("Failed in", exact=False).first
     run = failed.evaluate("e => (e.closest('a') || e.querySelector('a') || e.parentElement.querySelector('a')).getAttribute('href')")
     assert run and "/runs/" in run, run
     _open(page, served, run)

@@ -28,6 +28,8 @@ from stockml_assets.metadata import (
     check_or_fail,
     column_schema,
     date_range,
+    gate_result,
+    gate_spec,
     malformed_files_fail,
     md_table,
     validated,
@@ -106,8 +108,9 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
-       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE)
-def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame) -> pd.DataFrame:
+       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       check_specs=[gate_spec("raw_prices", RawPricesSchema, "the row rules (failures quarantined, a broken feed refused)")])
+def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame):
     """Daily OHLCV per (ticker, date) for the run's trading days: the rows that pass every row rule.
 
     Rows failing a row rule (impossible OHLC, missing or non-numeric fields, duplicates, future or
@@ -172,7 +175,8 @@ def quarantined_prices(context: AssetExecutionContext, stockml: StockMLResource)
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(MarketContextSchema), **PARTITION_EXPR},
-       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE)
+       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       check_specs=[gate_spec("market_context", MarketContextSchema)])
 def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame):
     """S&P 500, VIX and 10-year yield per NYSE trading day, with every repair recorded.
 
@@ -256,7 +260,8 @@ FEATURE_REGISTRY_METADATA = {
 @asset(group_name="features", kinds={"pandas", "duckdb"},
        metadata={**column_schema(FeatureMatrixSchema), **PARTITION_EXPR, **FEATURE_REGISTRY_METADATA},
        ins={"raw_prices": AssetIn(partition_mapping=FEATURE_HISTORY), "market_context": AssetIn(partition_mapping=FEATURE_HISTORY)},
-       deps=[AssetDep("quarantined_prices")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+       deps=[AssetDep("quarantined_prices")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       check_specs=[gate_spec("feature_matrix", FeatureMatrixSchema, "features_finite_after_warmup")])
 def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
                    market_context: pd.DataFrame, market_universe: pd.DataFrame) -> MaterializeResult:
     """One row per (ticker, date) with every registered feature, each using data up to its date.
@@ -298,7 +303,8 @@ def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw
         "dagster/row_count": rows, "features": len(FEATURE_NAMES), **date_range(dates),
         "history_rows_read": len(prices), "quarantine_breaks": len(holes), "compute_seconds": round(elapsed, 3),
         "blocks": span["blocks"], "engine_version": ENGINE_VERSION,
-        "checks passed": ", ".join(span["checks"]), "rows checked": rows})
+        "checks passed": ", ".join(span["checks"]), "rows checked": rows},
+        check_results=[gate_result("feature_matrix", span["checks"], rows, f"{first:%Y-%m-%d}..{last:%Y-%m-%d}")])
 
 
 @asset(group_name="features", kinds={"pandas", "duckdb"}, metadata=column_schema(LabelsSchema),

@@ -15,6 +15,7 @@ from stockml_assets.metadata import (
     add_metadata,
     column_schema,
     date_range,
+    gate_spec,
     malformed_files_fail,
     md_plot,
     md_table,
@@ -99,7 +100,8 @@ CHAMPION_SCORES = ScoreCache()
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
-       deps=[AssetDep("production_model")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE)
+       deps=[AssetDep("production_model")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       check_specs=[gate_spec("predictions", PredictionsSchema, "predictions_probabilities_sum_to_one")])
 def predictions(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
                 market_regimes: pd.DataFrame):
     """The champion's signal and confidence per ticker for the run's trading days; none without a champion."""
@@ -312,6 +314,7 @@ def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
 
 @multi_asset(
     name="drift", group_name="monitoring", pool=TABLE["pool"], **PARTITIONED,
+    check_specs=[gate_spec(name, schema) for name, schema in DRIFT_SCHEMAS.items()],
     outs={
         "feature_drift": _drift_out(
             "feature_drift", kinds={"scipy", "duckdb"},
@@ -360,7 +363,8 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
-       deps=[AssetDep("rare_event_catalog")], **PARTITIONED, **TABLE)
+       deps=[AssetDep("rare_event_catalog")], **PARTITIONED, **TABLE,
+       check_specs=[gate_spec("rare_event_watch", RareEventWatchSchema)])
 def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame,
                      drift_report: pd.DataFrame):
     """Per trading day: do the conditions for capturing a new rare event hold (crash regime, VIX above 40 for
