@@ -100,6 +100,39 @@ def test_history_features_are_stored_in_blocks_in_one_transaction(history, tmp_p
     assert (after.ret_1[after.date >= first] == 0.5).all()
 
 
+def test_a_whole_table_rewrite_is_staged_then_swapped_and_a_failure_leaves_it_as_it_was(history, tmp_path):
+    """A history run that replaces every stored day writes its blocks to a staging table, a committed
+    transaction each (one transaction would keep every appended block in memory until it commits), then
+    swaps the tables in one transaction. A block failing on the way leaves the table and no staging behind."""
+    from stockml_assets.resources import StockMLResource, replace_partition_rows
+
+    _, copied = _copy(history, tmp_path)
+    res = StockMLResource(data_dir=str(copied["data_dir"]), home=str(copied["home"]))
+    before = _stored(copied["home"])
+    first, last = before.date.min(), before.date.max()
+    halves = [before[before.date < pd.Timestamp("2015-01-01")], before[before.date >= pd.Timestamp("2015-01-01")]]
+
+    def tables() -> set[str]:
+        return set(Warehouse(copied["home"] / "warehouse.duckdb").read(
+            "select table_name from information_schema.tables where table_schema = 'assets'").table_name)
+
+    def failing():
+        yield halves[0].assign(ret_1=1.0)
+        raise RuntimeError("block 2 failed its checks")
+
+    with pytest.raises(RuntimeError, match="block 2"):
+        replace_partition_rows(res, "feature_matrix", first, last, failing())
+    pd.testing.assert_frame_equal(_stored(copied["home"]), before)
+    assert "feature_matrix__staging" not in tables()
+    assert replace_partition_rows(res, "feature_matrix", first, last, iter([h.assign(ret_1=2.0) for h in halves])) == len(before)
+    after = _stored(copied["home"])
+    assert len(after) == len(before) and (after.ret_1 == 2.0).all() and "feature_matrix__staging" not in tables()
+    pd.testing.assert_frame_equal(after.drop(columns="ret_1"), before.drop(columns="ret_1"))
+    # No rows for a range that holds every stored day: the table stays, without them.
+    assert replace_partition_rows(res, "feature_matrix", first, last, iter([])) == 0
+    assert _stored(copied["home"]).empty and "feature_matrix" in tables()
+
+
 def test_a_range_run_plans_each_check_once_and_completes_it(history):
     """The instance's event log stores one planned row per check of a range run (not one per trading day,
     stuck as planned), and the check's evaluation completes it."""
