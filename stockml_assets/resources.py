@@ -174,6 +174,12 @@ def _feature_rows_where(after, windows, keys, latest) -> tuple[str, list]:
     return " or ".join(clauses) or "false", params
 
 
+def feature_window_where(windows: pd.DataFrame) -> tuple[str, list]:
+    """The SQL condition (on the feature_matrix alias ``f``) and parameters selecting the rows dated inside
+    any (start, end) of ``windows``."""
+    return _feature_rows_where(None, windows, None, False)
+
+
 def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = None,
                       windows: pd.DataFrame | None = None, keys: pd.DataFrame | None = None,
                       latest: bool = False, finite_only: list[str] | None = None) -> pd.DataFrame:

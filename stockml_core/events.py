@@ -27,10 +27,17 @@ def assign_events(dates: pd.Series, catalog: pd.DataFrame) -> pd.Series:
     return out
 
 
+def event_days(dates, catalog: pd.DataFrame) -> pd.DataFrame:
+    """(date, event) for each distinct date inside a catalogued window, tagged with the first event whose
+    window holds it (``assign_events``): what joins the feature rows into the archive."""
+    days = pd.Series(pd.to_datetime(pd.Series(dates).drop_duplicates()).astype("datetime64[ns]").to_numpy())
+    event = assign_events(days, catalog)
+    return pd.DataFrame({"date": days[event.notna()].to_numpy(), "event": event[event.notna()].astype(str).to_numpy()})
+
+
 def build_archive(samples: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     """Every sample (ticker, date, ...) inside an event window, tagged with the event, deduplicated."""
-    event = assign_events(samples.date, catalog)
-    archive = samples.loc[event.notna()].assign(event=event[event.notna()])
+    archive = samples.merge(event_days(samples.date, catalog), on="date")
     archive = archive.drop_duplicates(["ticker", "date"], keep="first")
     return archive.sort_values(["date", "ticker"]).reset_index(drop=True)
 

@@ -38,16 +38,17 @@ from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR,
 from stockml_assets.resources import (
     DUCKDB_POOL,
     WAREHOUSE_IO,
+    WAREHOUSE_SCHEMA,
     StockMLResource,
     captured_events,
+    feature_window_where,
     previous_table,
-    read_feature_rows,
     record_captured_event,
     replace_partition_rows,
 )
 from stockml_core import data as core_data
 from stockml_core import quality
-from stockml_core.events import build_archive, build_catalog
+from stockml_core.events import build_catalog, event_days
 from stockml_core.faults import failpoint
 from stockml_core.features import (
     ENGINE_VERSION,
@@ -330,20 +331,48 @@ def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices:
     return df
 
 
-@asset(group_name="archive", kinds={"pandas", "duckdb"}, metadata=column_schema(RareEventArchiveSchema),
-       deps=[AssetDep("feature_matrix")], **TABLE)
-def rare_event_archive(context: AssetExecutionContext, stockml: StockMLResource, rare_event_catalog: pd.DataFrame,
-                       labels: pd.DataFrame) -> pd.DataFrame:
+def store_rare_event_archive(stockml: StockMLResource, rare_event_catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``rare_event_archive``'s work: build it in DuckDB, check its keys, swap it in; (keys, checks passed)."""
+    wh = stockml.warehouse()
+    table, staging = f'"{WAREHOUSE_SCHEMA}"."rare_event_archive"', f'"{WAREHOUSE_SCHEMA}"."rare_event_archive__staging"'
+    where, params = feature_window_where(rare_event_catalog)
+    cols = ", ".join(f'f."{n}"' for n in FEATURE_NAMES)  # the registry's names, quoted; never data
+    with wh.connect() as con:
+        dates = con.execute(f'select distinct f.date from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where}', params).df()
+        days = event_days(dates.date, rare_event_catalog)  # noqa: F841 (read by DuckDB)
+        con.execute(f"drop table if exists {staging}")
+        con.execute(f"create table {staging} as select f.ticker, f.date, d.event, l.label, l.fwd_return, {cols} "
+                    f'from "{WAREHOUSE_SCHEMA}"."feature_matrix" f join days d on f.date = d.date '
+                    f'join "{WAREHOUSE_SCHEMA}"."labels" l on l.ticker = f.ticker and l.date = f.date '
+                    "where l.label is not null order by f.date, f.ticker")
+        keys = con.execute(f"select ticker, date, event, label from {staging}").df()
+        try:
+            checks = check_or_fail("rare_event_archive", keys.assign(date=pd.to_datetime(keys.date).astype("datetime64[ns]")),
+                                   RareEventArchiveSchema)
+        except BaseException:
+            con.execute(f"drop table if exists {staging}")
+            raise
+        con.execute("begin transaction")
+        con.execute(f"drop table if exists {table}")
+        con.execute(f'alter table {staging} rename to "rare_event_archive"')
+        con.execute("commit")
+    return keys, checks
+
+
+@asset(group_name="archive", kinds={"duckdb"}, metadata=column_schema(RareEventArchiveSchema),
+       deps=[AssetDep("feature_matrix"), AssetDep("labels")], pool=DUCKDB_POOL,
+       check_specs=[gate_spec("rare_event_archive", RareEventArchiveSchema)])
+def rare_event_archive(context: AssetExecutionContext, stockml: StockMLResource,
+                       rare_event_catalog: pd.DataFrame) -> MaterializeResult:
     """Feature + label samples from every event window, deduplicated on (ticker, date).
 
-    Reads only the feature rows inside the event windows from the warehouse (not the whole matrix).
+    Built inside DuckDB from the stored feature_matrix and labels (the features never enter pandas: at
+    3,000 names the windows hold two million rows, and the pandas build peaked at 20 GiB), into a
+    staging table whose keys are checked against RareEventArchiveSchema before it replaces the stored
+    archive in one transaction; a failing check stores nothing.
     """
-    features = read_feature_rows(stockml, windows=rare_event_catalog)
-    samples = features.merge(labels[["ticker", "date", "label", "fwd_return"]], on=["ticker", "date"])
-    samples = samples[samples.label.notna()]
-    df = build_archive(samples, rare_event_catalog)
-    cols = ["ticker", "date", "event", "label", "fwd_return"] + FEATURE_NAMES
-    df = df[cols]
-    by_event = df.groupby("event").agg(rows=("ticker", "size"), tickers=("ticker", "nunique")).reset_index()
-    add_metadata(context, {"dagster/row_count": len(df), "rows by event": md_table(by_event)})
-    return df
+    keys, checks = store_rare_event_archive(stockml, rare_event_catalog)
+    by_event = keys.groupby("event").agg(rows=("ticker", "size"), tickers=("ticker", "nunique")).reset_index()
+    return MaterializeResult(metadata={"dagster/row_count": len(keys), "rows by event": md_table(by_event),
+                                       "checks passed": ", ".join(checks), "rows checked": len(keys)},
+                             check_results=[gate_result("rare_event_archive", checks, len(keys))])
