@@ -144,7 +144,7 @@ def data_quality(wh: Warehouse) -> dict:
 
 
 def print_status(st: dict) -> None:
-    from stockml_core.promotion import shown_value
+    from stockml_core.promotion import MIN_SKILL_T, has_directional_skill, shown_value
 
     champ = st["champion"]
     if champ:
@@ -155,10 +155,10 @@ def print_status(st: dict) -> None:
               ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
                                                 if m.get(k) is not None))
         t, ric = m.get("rank_ic_t"), m.get("rank_ic")
-        if t is None or ric is None or t < 2.0 or ric <= 0:
+        if not has_directional_skill(ric, t):
             print(f"  WARNING: champion {champ['version']} shows no directional skill out-of-sample (rank IC "
                   f"{_fmt(float('nan') if ric is None else float(ric))}, t {_fmt(float('nan') if t is None else float(t))}; "
-                  "t below 2 is no evidence of ranking skill): treat its predictions as noise")
+                  f"t below {MIN_SKILL_T:g} is no evidence of ranking skill): treat its predictions as noise")
     else:
         print("Champion: none - no model has passed the promotion gate yet; no predictions are published.")
     d = st["last_decision"]

@@ -82,6 +82,16 @@ def shown_value(name: str, value: float | None) -> str:
     return f"{float(value):.{CRITERION_DECIMALS.get(name, 4)}f}"
 
 
+MIN_SKILL_T = 2.0  # a rank IC t below this is no evidence of ranking skill
+
+
+def has_directional_skill(rank_ic: float | None, rank_ic_t: float | None) -> bool:
+    """A positive out-of-sample rank IC with a t-statistic of at least ``MIN_SKILL_T`` (what the summary and the
+    decision page warn about when it does not hold)."""
+    return rank_ic is not None and rank_ic_t is not None and math.isfinite(float(rank_ic_t)) \
+        and float(rank_ic_t) >= MIN_SKILL_T and float(rank_ic) > 0
+
+
 OUTCOME_SHOWN = {"pass": "pass", "fail": "**FAIL**", "not applicable": "n/a"}
 
 

@@ -49,8 +49,10 @@ from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.monitoring import replay_error_rates
 from stockml_core.promotion import (
+    MIN_SKILL_T,
     best_baseline,
     evaluate_gate,
+    has_directional_skill,
     reading_table,
     recent_comparison,
     shown_value,
@@ -493,8 +495,8 @@ def decision_evidence(version: str, promoted: bool, decision, champ, evidence: d
                      f"{shown_value('rank_ic', theirs)}")
     else:
         lines.append("- no champion yet: the first model is judged on the criteria alone")
-    if not (np.isfinite(t) and t >= 2.0 and ric > 0):
-        lines.append("- **no evidence of directional skill** (rank IC t below 2)")
+    if not has_directional_skill(ric, t):
+        lines.append(f"- **no evidence of directional skill** (rank IC t below {MIN_SKILL_T:g})")
     return "\n".join(lines)
 
 

@@ -383,7 +383,7 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
         rows.append({"date": pd.Timestamp(day), "candidate": event["name"] if event else "",
                      "start": pd.Timestamp(event["start"]) if event else pd.NaT,
                      "end": pd.Timestamp(event["end"]) if event else pd.NaT,
-                     "drift_score": num(overall[day]), "reason": why})
+                     "drift_score": float(overall[day]), "reason": why})
     df = pd.DataFrame(rows, columns=["date", "candidate", "start", "end", "drift_score", "reason"]).astype(
         {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str,
          "drift_score": float})

@@ -457,7 +457,7 @@ def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = No
         rows = _ranges(first_new, last_in - first_new)
         block, block_codes, block_names = _prepare(frame.iloc[rows])
         _cross_section_into(out, block, block_codes, block_names, sectors, families, layout)
-        yield a, b, _as_frame(out, layout[0], block).reset_index(drop=True), rows
+        yield a, b, _as_frame(out, layout[0], block), rows  # a fresh RangeIndex: no reset (a copy)
 
 
 def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None,
