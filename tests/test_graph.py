@@ -219,6 +219,8 @@ def test_the_decision_and_its_plots_are_small_enough_for_the_ui_to_show_inline(m
     assert f"{version} decile book" in unquote(decision[inline["promotion_decision"][2]].value)
     assert materialized.last_day in unquote(_latest_metadata(materialized, "drift_report")["drift score, last 250 trading days"].value)
     assert decision["candidate_rank_ic"].value == round(decision["candidate_rank_ic"].value, 4)  # readable, not 17 digits
+    # numbers that change over time are numeric metadata, so the asset's Plots tab charts them
+    assert all(isinstance(decision[k].value, float) for k in ("candidate_rank_ic", "candidate_rank_ic_t", "production_live_rank_ic"))
 
 
 def test_training_cycle_is_recorded(materialized):
