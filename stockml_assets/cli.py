@@ -193,11 +193,12 @@ def summary(s: Settings) -> None:
     print(f"Rows ingested: {int(r.n):,} price rows, {int(r.t)} tickers, {pd.Timestamp(r.a):%Y-%m-%d} .. {pd.Timestamp(r.b):%Y-%m-%d}")
     print(f"Features: {feats.shape[1] - 2} per (ticker, date)")
     if wh.has_table("validation_report", "assets"):
-        from stockml_core.evaluation import comparison_table
+        from stockml_core.evaluation import comparison_table, model_label
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
         table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
                                        "rank_ic_t", "n"]]
+        table["model"] = table.model.map(model_label)
         print(table.astype({"n": "Int64"}).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
         print("  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
               f"{s.labels.horizon}-day returns; "
@@ -209,7 +210,11 @@ def summary(s: Settings) -> None:
         cand = ModelRegistry(wh, s.artefact_dir).get(status["last_decision"]["candidate_version"])
         print(f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
               f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):")
-        print(skill_table(cand.metrics).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
+        from stockml_core.evaluation import model_label
+
+        skill = skill_table(cand.metrics)
+        skill["model"] = skill.model.map(model_label)
+        print(skill.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
     if wh.has_table("backtest_report", "assets") and status["last_decision"]:
         from stockml_core.backtest import summarize_backtest
 

@@ -20,6 +20,17 @@ LINEAR_BASELINE = "linear_all"  # a ridge regression on every feature (Qlib's "L
 # Every baseline the validation report shows; the gate's accuracy criteria compare the classification
 # ones (BASELINES): the ranking baselines never predict "flat", so their accuracy is not their point.
 ALL_BASELINES = BASELINES + tuple(RANK_BASELINES) + (LINEAR_BASELINE,)
+# How a reader meets each model (the summary, the README): the key stays the stored name.
+MODEL_LABELS = {"candidate": "candidate (stacked)", "rf": "RandomForest", "xgb": "XGBoost",
+                "majority": "majority class", "always_up": "always up", "previous_direction": "previous 5-day direction",
+                "logistic_momentum": "logistic regression on momentum", "momentum_12_1": "12-1 momentum (ranked)",
+                "reversal_5": "5-day reversal", "reversal_5_sector": "5-day reversal, sector-neutral",
+                "low_volatility": "low volatility", LINEAR_BASELINE: "ridge on every feature (linear_all)"}
+
+
+def model_label(model: str) -> str:
+    """The reader's name of a stored model key (an unknown key is shown as it is)."""
+    return MODEL_LABELS.get(model, model)
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -51,9 +51,22 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     # n/a (never nan) for criteria that do not apply, and a plain warning when the champion ranks no better than chance.
     assert "(retraining when >= 0.46 for 3 days in a row" in out and "Backtest of candidate v0001 (daily long top-5" in out
     assert not re.search(r"\bnan\b", out, re.IGNORECASE) and not re.search(r"\d\.0000\s*$", out, re.MULTILINE)
+    # Model names as the README writes them, in both tables (not the stored keys rf / xgb).
+    tables = out[out.index("Out-of-sample (purged walk-forward)"):out.index("Backtest of candidate")]
+    assert tables.count("candidate (stacked)") == 2 and tables.count("RandomForest") == 2 and tables.count("XGBoost") == 2
+    assert tables.count("12-1 momentum (ranked)") == 2 and not re.search(r"^\s*(rf|xgb|momentum_12_1)\s", tables, re.MULTILINE)
     if "Champion: v0001" in out:
         t = float(re.search(r"rank_ic_t (-?\d+\.\d+)", out.split("Champion: v0001")[1]).group(1))
         assert ("WARNING: champion v0001 shows no directional skill" in out) == (t < 2.0)
+
+
+def test_every_model_the_report_shows_has_a_readers_name():
+    from stockml_core.evaluation import MODEL_LABELS, model_label
+
+    for model in ["candidate", "rf", "xgb", *ALL_BASELINES]:
+        assert model in MODEL_LABELS and model_label(model) != model, model
+    assert len(set(MODEL_LABELS.values())) == len(MODEL_LABELS)  # no two models read alike
+    assert model_label("some_new_model") == "some_new_model"
 
 
 def test_a_refused_run_says_on_the_terminal_what_failed_and_why(tmp_path):
