@@ -185,6 +185,14 @@ def print_status(st: dict) -> None:
               f"in {len(dq['tickers_affected'])} tickers; {len(dq['suspected_corporate_actions'])} suspected corporate actions")
 
 
+def _print_models(table: pd.DataFrame) -> None:
+    """A one-row-per-model table as the README writes it: models by their readers' names, 4 decimals."""
+    from stockml_core.evaluation import model_label
+
+    table = table.assign(model=table.model.map(model_label))
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
+
+
 def summary(s: Settings) -> None:
     wh = Warehouse(s.warehouse_path)
     prices = wh.read('select count(*) as n, count(distinct ticker) as t, min(date) as a, max(date) as b from "assets"."raw_prices"')
@@ -193,16 +201,16 @@ def summary(s: Settings) -> None:
     print(f"Rows ingested: {int(r.n):,} price rows, {int(r.t)} tickers, {pd.Timestamp(r.a):%Y-%m-%d} .. {pd.Timestamp(r.b):%Y-%m-%d}")
     print(f"Features: {feats.shape[1] - 2} per (ticker, date)")
     if wh.has_table("validation_report", "assets"):
-        from stockml_core.evaluation import comparison_table, model_label
+        from stockml_core.evaluation import comparison_table
+        from stockml_core.promotion import MIN_SKILL_T
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
         table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
                                        "rank_ic_t", "n"]]
-        table["model"] = table.model.map(model_label)
-        print(table.astype({"n": "Int64"}).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
+        _print_models(table.astype({"n": "Int64"}))
         print("  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
               f"{s.labels.horizon}-day returns; "
-              "|t| < 2 is no evidence of ranking skill)")
+              f"|t| < {MIN_SKILL_T:g} is no evidence of ranking skill)")
     status = collect_status(s)
     if status["last_decision"]:
         from stockml_core.registry import ModelRegistry
@@ -210,11 +218,7 @@ def summary(s: Settings) -> None:
         cand = ModelRegistry(wh, s.artefact_dir).get(status["last_decision"]["candidate_version"])
         print(f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
               f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):")
-        from stockml_core.evaluation import model_label
-
-        skill = skill_table(cand.metrics)
-        skill["model"] = skill.model.map(model_label)
-        print(skill.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
+        _print_models(skill_table(cand.metrics))
     if wh.has_table("backtest_report", "assets") and status["last_decision"]:
         from stockml_core.backtest import summarize_backtest
 
