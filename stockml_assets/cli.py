@@ -25,7 +25,8 @@ concurrency:
     granularity: op
   runs:
     max_concurrent_runs: 1
-# The daemon evaluates the assets' freshness policies; the UI shows fresh / overdue on each asset.
+# The daemon evaluates the assets' freshness policies (the weekly model's; the daily assets' freshness
+# is judged on the data's calendar: the caught_up_with_the_feed check).
 freshness:
   enabled: true
 # SQLite without an fsync per event: a backfill of 7,000 trading days writes tens of thousands of
@@ -193,7 +194,7 @@ def _print_models(table: pd.DataFrame) -> None:
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
 
 
-def summary(s: Settings) -> None:
+def summary(s: Settings, fresh=None) -> None:
     wh = Warehouse(s.warehouse_path)
     prices = wh.read('select count(*) as n, count(distinct ticker) as t, min(date) as a, max(date) as b from "assets"."raw_prices"')
     feats = wh.read('select * from "assets"."feature_matrix" limit 1')
@@ -234,9 +235,21 @@ def summary(s: Settings) -> None:
         top = wh.read("select feature_name, importance_score from shap_analysis where model_version = "
                       "(select max(model_version) from shap_analysis) and regime = 'all' order by rank limit 10")
         print("Top 10 SHAP features: " + ", ".join(f"{f} ({v:.3f})" for f, v in top.itertuples(index=False)))
+    if fresh is not None:
+        print(f"Freshness on the data's calendar: {'passed' if fresh.passed else 'FAILED'} ({fresh.status}): {fresh.description}")
     if not champ:
         print("No model passed the gate: no predictions were published.")
     print(f"Open the UI: make ui, then http://127.0.0.1:3000 (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+
+
+def _say_freshness(instance, s: Settings, quiet: bool = False):
+    """Record the data-calendar freshness check after a CLI run (the UI shows it on drift_report)."""
+    from stockml_assets.freshness import record_freshness
+
+    fresh = record_freshness(instance, s.data_dir, s.freshness_overdue_hours)
+    if not quiet:
+        print(f"Freshness: {'passed' if fresh.passed else 'FAILED'} ({fresh.status}): {fresh.description}")
+    return fresh
 
 
 def _report_failure(result, what: str) -> None:
@@ -265,16 +278,18 @@ def cmd_run(args) -> int:
         result = run_history(defs, instance, first, last, run_config=progress)
         if not result.success:
             _report_failure(result, "history")
+            _say_freshness(instance, s)
             return 1
         t1 = time.perf_counter()
         print(f"history run {result.run_id} succeeded in {t1 - t0:.1f} s", flush=True)
         print(f"2/2 daily run for {last:%Y-%m-%d}: predictions, drift, rare-event watch", flush=True)
         daily = run_daily(defs, instance, last, tags={"stockml/trigger": "manual"}, run_config=progress)
+        fresh = _say_freshness(instance, s, quiet=daily.success)
         if not daily.success:
             _report_failure(daily, "daily")
             return 1
     print(f"daily run {daily.run_id} succeeded in {time.perf_counter() - t1:.1f} s; total {time.perf_counter() - t0:.1f} s\n")
-    summary(s)
+    summary(s, fresh)
     return 0
 
 
@@ -293,6 +308,7 @@ def cmd_backfill(args) -> int:
         else:
             result = run_history(defs, instance, args.start, args.end, train=not args.no_training,
                                  run_config={"loggers": {"progress": {}}})
+        _say_freshness(instance, Settings())
     if not result.success:
         _report_failure(result, f"{args.job} backfill")
         return 1

@@ -6,6 +6,8 @@ from dagster import AssetSelection, Config, HookContext, OpExecutionContext, def
 from stockml_assets import release_freed_memory
 from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
+from stockml_assets.webserver import reload_definitions, served_partition_key
+from stockml_core.settings import webserver_url_from_env
 
 # Daily: the universe (sectors.csv re-read: a fixed or extended file is picked up), the new trading day's data,
 # features, the champion's predictions, drift, and the rare-event watch.
@@ -33,11 +35,30 @@ def trim_memory(context: HookContext) -> None:
     release_freed_memory(collect=False)
 
 
+@success_hook
+def extend_partitions(context: HookContext) -> None:
+    """After a daily run's drift step: when the webserver (``make ui``'s, at STOCKML_WEBSERVER_URL) serves
+    partitions that end before this run's (its code loaded afresh, after the feed delivered), ask it to
+    reload the definitions, so the UI's partitions end at the new last day. The standalone daemon
+    reloads its own code servers every minute."""
+    url = webserver_url_from_env()
+    if context.op.name != "drift" or not url:
+        return
+    last = TRADING_DAYS.get_last_partition_key()
+    try:
+        served = served_partition_key(url, "drift_report", TRADING_DAYS.get_num_partitions() - 1)
+        if served != last:
+            reload_definitions(url)
+            context.log.info(f"the UI's partitions ended before {last}: asked {url} to reload the definitions")
+    except OSError as exc:  # the UI catches up on its next reload; the run's work is done
+        context.log.warning(f"could not ask {url} to reload the definitions ({exc}); use the UI's 'Reload definitions'")
+
+
 HOOKS = {release_memory}
 full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS, hooks=HOOKS,
                             description="Ingest a range of trading days (one run), rebuild the features and archive, "
                                         "train and let the gate decide (what `stockml run` runs before the daily run).")
-daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks={trim_memory},
+daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks={trim_memory, extend_partitions},
                              description="After the close: ingest the day, its features, predictions, drift, rare-event watch.")
 retraining_job = define_asset_job("retraining_job", selection=RETRAINING, hooks=HOOKS,
                                   description="Train, evaluate, explain and let the gate decide.")

@@ -1,8 +1,13 @@
 """NYSE trading-day partitions for the assets that grow by day, and the windows they read.
 
 One partition per NYSE trading day (weekends, exchange holidays and special closures excluded),
-keyed ``YYYY-MM-DD`` in New York time. The current day's partition exists from midnight New York,
-so the daily run after the close can fill it. Runs over a range of days are single runs (the work
+keyed ``YYYY-MM-DD`` in New York time, from ``FIRST_DAY`` to the last trading day the data folder
+holds: the UI's "missing" then means a delivered day not yet processed, not a day the feed has not
+delivered (the embedded data ends on 2017-11-10; partitions to today read "75% filled"). The end is
+read when the code loads (every CLI command and run worker loads afresh; the standalone daemon
+reloads its code servers every minute, and ``make ui``'s daily run asks the webserver to reload),
+from the data folder's date column; when that folder cannot be read the partitions run to today, so
+the UI still loads and the run shows the error. Runs over a range of days are single runs (the work
 is vectorized); a downstream day reads a trailing window of upstream days, declared with a
 ``TimeWindowPartitionMapping`` so the lineage shows it.
 """
@@ -21,21 +26,47 @@ from dagster import (
 )
 
 from stockml_core.calendar import nyse_holidays
+from stockml_core.data import DataFolderError, latest_price_date
 from stockml_core.features import MAX_LOOKBACK
-from stockml_core.settings import DriftSettings
+from stockml_core.settings import DriftSettings, data_dir_from_env
 
 NEW_YORK = "America/New_York"
 FIRST_DAY = os.environ.get("STOCKML_FIRST_DAY", "1990-01-02")
-# Holidays up to next year: the partitions end today, and every event that carries the definition
-# serializes the list, so it stays as short as it can.
+# Holidays up to next year: every event that carries the definition serializes the list, so it
+# stays as short as it can.
 _HOLIDAYS = [datetime(d.year, d.month, d.day) for y in range(int(FIRST_DAY[:4]), datetime.now().year + 2)
              for d in sorted(nyse_holidays(y)) if d.weekday() < 5]
+_CALENDAR = {"start": FIRST_DAY, "cron_schedule": "0 0 * * 1-5", "fmt": "%Y-%m-%d", "timezone": NEW_YORK,
+             "exclusions": _HOLIDAYS}
+# Every trading day up to today (today's partition exists from midnight, for the run after the close).
+UP_TO_TODAY = TimeWindowPartitionsDefinition(**_CALENDAR, end_offset=1)
 
-TRADING_DAYS = TimeWindowPartitionsDefinition(
-    start=FIRST_DAY, cron_schedule="0 0 * * 1-5", fmt="%Y-%m-%d", timezone=NEW_YORK,
-    end_offset=1,  # today's partition exists from midnight, for the run after the close
-    exclusions=_HOLIDAYS,
-)
+
+def partitions_end(last_day) -> datetime | None:
+    """Where the partitions end for data whose last date is ``last_day``: the end of the window of
+    the last trading day on or before it (and not after today); None (up to today) when there is none."""
+    if last_day is None or pd.isna(last_day):
+        return None
+    today = UP_TO_TODAY.get_last_partition_key()
+    day = min(pd.Timestamp(last_day).strftime("%Y-%m-%d"), today or "")
+    keys = [k for k in UP_TO_TODAY.get_partition_keys_in_range(
+        PartitionKeyRange(f"{pd.Timestamp(day) - pd.Timedelta(days=14):%Y-%m-%d}", day)) if k <= day] if day >= FIRST_DAY else []
+    return UP_TO_TODAY.time_window_for_partition_key(keys[-1]).end if keys else None
+
+
+def _delivered_end() -> datetime | None:
+    try:
+        return partitions_end(latest_price_date(data_dir_from_env()))
+    except (DataFolderError, OSError):
+        return None  # the runs that read the folder report what is wrong with it
+
+
+def trading_days(end: datetime | None) -> TimeWindowPartitionsDefinition:
+    """The trading-day partitions ending at ``end`` (a ``partitions_end``), or up to today when None."""
+    return UP_TO_TODAY if end is None else TimeWindowPartitionsDefinition(**_CALENDAR, end=end, end_offset=1)
+
+
+TRADING_DAYS = trading_days(_delivered_end())
 SINGLE_RUN = BackfillPolicy.single_run()
 PARTITIONED = {"partitions_def": TRADING_DAYS, "backfill_policy": SINGLE_RUN}
 PARTITION_EXPR = {"partition_expr": "date"}  # the DuckDB column the IO manager slices partitions on
@@ -60,8 +91,9 @@ def day_keys(start, end) -> list[str]:
     a, b = pd.Timestamp(start).strftime("%Y-%m-%d"), pd.Timestamp(end).strftime("%Y-%m-%d")
     if b < a:
         return []
-    # Dagster snaps a key that is not a partition to the next one: keep only days inside [a, b].
-    return [k for k in TRADING_DAYS.get_partition_keys_in_range(PartitionKeyRange(a, b)) if a <= k <= b]
+    # Every trading day up to today (the schedule asks for days the feed delivered after this code
+    # loaded). Dagster snaps a key that is not a partition to the next one: keep only days inside [a, b].
+    return [k for k in UP_TO_TODAY.get_partition_keys_in_range(PartitionKeyRange(a, b)) if a <= k <= b]
 
 
 def range_tags(start, end) -> dict[str, str]:

@@ -4,8 +4,9 @@
 import os
 
 import pandas as pd
-from dagster import AssetKey, DagsterRunStatus, DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, schedule
 
+from stockml_assets.freshness import ACTIVE, last_processed_day
 from stockml_assets.jobs import daily_job, retraining_job
 from stockml_assets.partitions import NEW_YORK, TRADING_DAYS, day_keys, range_tags
 from stockml_core.calendar import is_trading_day
@@ -16,7 +17,6 @@ from stockml_core.settings import data_dir_from_env
 DAILY_CRON = os.environ.get("STOCKML_DAILY_CRON", "30 18 * * 1-5")
 # On from the start, like the sensors (STOCKML_AUTOMATION=off leaves them off).
 SCHEDULE_STATUS = DefaultScheduleStatus.STOPPED if os.environ.get("STOCKML_AUTOMATION") == "off" else DefaultScheduleStatus.RUNNING
-ACTIVE = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
 
 def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str, str] | str:
@@ -37,7 +37,7 @@ def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str,
     if delivered is None:
         return "the feed has delivered no prices yet"
     # The newest day processed, not the day of the newest event: a backfill of past days runs later.
-    done = max(context.instance.get_materialized_partitions(AssetKey("drift_report")), default=None)
+    done = last_processed_day(context.instance)
     until = min(delivered, pd.Timestamp(tick.date()))
     start = pd.Timestamp(done) + pd.Timedelta(days=1) if done else until
     keys = day_keys(start, until) if start <= until else []
@@ -55,8 +55,10 @@ def daily_after_close(context: ScheduleEvaluationContext):
     if isinstance(found, str):
         return SkipReason(found)
     first, last = found
+    # The partitions end where the data ended when this code loaded; the run worker loads afresh and
+    # knows the new days. A partition key past the loaded end is refused here, a range is not.
     tags = {"stockml/trigger": "scheduled"}
-    if first == last:
+    if first == last and last <= TRADING_DAYS.get_last_partition_key():
         return RunRequest(run_key=f"daily-{first}", partition_key=first, tags=tags)
     return RunRequest(run_key=f"daily-{first}-{last}", tags={**tags, **range_tags(first, last)})
 

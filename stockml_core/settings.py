@@ -20,6 +20,12 @@ def data_dir_from_env() -> Path:
     return Path(os.environ.get("STOCKML_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
+def webserver_url_from_env() -> str | None:
+    """The Dagster webserver that serves this instance (``STOCKML_WEBSERVER_URL``, set by ``make ui``):
+    asked to reload the definitions when the feed has delivered days past their partitions' end."""
+    return os.environ.get("STOCKML_WEBSERVER_URL") or None
+
+
 def home_from_env() -> Path:
     """Runtime state (warehouse, model artefacts): ``STOCKML_HOME`` or ``data/runtime``."""
     return Path(os.environ.get("STOCKML_HOME") or DATA_ROOT / "runtime").resolve()
@@ -224,6 +230,9 @@ class Settings:
     top_k: int = 5  # backtest: long top-k / short bottom-k
     cost_bps: float = 5.0  # backtest: cost per side in basis points
     replay_buffer_size: int = 1000
+    # A delivered trading day left unprocessed this long (no failed run to blame) fails the freshness check
+    # (stockml_assets/freshness.py): the daily schedule runs 18:30 New York, after the feed's close.
+    freshness_overdue_hours: float = 6.0
     # A history run computes, checks and stores the features in blocks of trading days of about this
     # many rows (``features.block_days``: never under MAX_LOOKBACK // 2 days; each block's per-ticker stage in
     # groups of whole tickers of at most this many rows, look-back included): its memory follows the

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_assets.partitions import TRADING_DAYS, day_keys, range_tags
+from stockml_assets.partitions import UP_TO_TODAY, day_keys, range_tags
 from stockml_assets.resources import StockMLResource, captured_events, record_captured_event
 from stockml_core.calendar import trading_days
 from stockml_core.data import load_rare_events
@@ -33,7 +33,7 @@ def test_day_keys_never_snap_past_the_range() -> None:
 
 
 def test_todays_partition_exists_for_the_run_after_the_close() -> None:
-    last = TRADING_DAYS.get_last_partition_key()
+    last = UP_TO_TODAY.get_last_partition_key()  # the calendar's end; TRADING_DAYS ends at the data's last day
     assert last is not None and last <= f"{pd.Timestamp.now(tz='America/New_York'):%Y-%m-%d}"
 
 

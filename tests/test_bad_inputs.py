@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from stockml_assets.freshness import judge_freshness
 from stockml_core import data as core_data
 from stockml_core import quality
 from stockml_core.settings import QualitySettings
@@ -240,4 +241,6 @@ def test_bad_files_fail_the_daily_run_at_once_and_change_nothing_stored(material
         assert failure.step_key == step, (kind, failure.step_key)
         assert words in failure.event_specific_data.error.message, (kind, failure.event_specific_data.error.message)
         assert step not in materialized_keys(result) and "predictions" not in materialized_keys(result), kind
+        fresh = judge_freshness(fresh_instance, folder, 6.0)  # freshness on the data's calendar fails, naming the run
+        assert (fresh.passed, fresh.status, fresh.run_id) == (False, "daily run failed", result.run_id), (kind, fresh)
     assert _digest(home_copy) == before  # every table and model file as it was (upstream steps re-stored the same rows)

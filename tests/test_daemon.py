@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from stockml_assets.webserver import graphql
 from stockml_core.settings import PROJECT_ROOT, DriftSettings
 from tests.conftest import LENIENT_GATE, write_slice_folder
 from tests.test_replay import plant_shift
@@ -93,10 +94,7 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 
 def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+    return graphql(f"http://127.0.0.1:{port}", query)
 
 
 def _webserver_up(port: int) -> bool:
@@ -211,7 +209,8 @@ def daemon_scenario(tmp_path: Path) -> None:
     assert champion is not None, "the history run trained no champion"
 
     port = _free_port()
-    penv = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The daily runs ask this webserver to reload when it serves partitions ending before the feed's day.
+    penv = {**os.environ, "PYTHONUNBUFFERED": "1", "STOCKML_WEBSERVER_URL": f"http://127.0.0.1:{port}"}
     commands = {
         "feed": [sys.executable, "-m", "stockml_assets.cli", "feed", "--source", str(source), "--target", str(data),
                  "--start", FEED_START, "--every", str(FEED_EVERY_S)],
@@ -290,6 +289,12 @@ def daemon_scenario(tmp_path: Path) -> None:
                              '{ ... on Runs { results { runId status tags { key value } } } } }')
         seen = {r["runId"]: r for r in gql["data"]["runsOrError"]["results"]}
         assert seen[run.run_id]["status"] == "SUCCESS"
+        # Its partitions end at a day the feed delivered while it ran (it loaded when the feed ended on
+        # 2006-01-25): the daily runs had it reload, so the UI counts no undelivered day as missing.
+        served = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["drift_report"]}) '
+                                '{ ... on AssetNode { partitionKeysByDimension { partitionKeys } } } }')
+        served_keys = served["data"]["assetNodeOrError"]["partitionKeysByDimension"][0]["partitionKeys"]
+        assert max(scores) in served_keys and served_keys[-1] >= max(scores) > "2006-01-25", (served_keys[-3:], max(scores))
         assert _listening_addresses(port) == {"127.0.0.1"}, _listening_addresses(port)
     finally:
         _stop(procs)

@@ -3,7 +3,6 @@
 
 import json
 import time
-from datetime import timedelta
 
 import pandas as pd
 from dagster import (
@@ -15,7 +14,6 @@ from dagster import (
     AssetIn,
     Backoff,
     Failure,
-    FreshnessPolicy,
     Jitter,
     MaterializeResult,
     MetadataValue,
@@ -34,7 +32,7 @@ from stockml_assets.metadata import (
     md_table,
     validated,
 )
-from stockml_assets.partitions import FEATURE_HISTORY, NEW_YORK, PARTITION_EXPR, PARTITIONED, run_days
+from stockml_assets.partitions import FEATURE_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.resources import (
     DUCKDB_POOL,
     WAREHOUSE_IO,
@@ -80,8 +78,6 @@ FeatureMatrixSchema = feature_matrix_schema(FEATURE_NAMES, {f.name: f.definition
 CAPTURE_TAG = "stockml/capture"  # JSON {name, start, end, description} set by the rare-event capture sensor
 # The feed may deliver late or a read may hit a file being replaced: retry, with backoff.
 FEED_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-# The daily assets are due by 20:00 New York on weekdays, from a run after the 16:00 close.
-DAILY_FRESHNESS = FreshnessPolicy.cron(deadline_cron="0 20 * * 1-5", lower_bound_delta=timedelta(hours=4), timezone=NEW_YORK)
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketUniverseSchema), **TABLE)
@@ -109,7 +105,7 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(RawPricesSchema), **PARTITION_EXPR},
-       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       **PARTITIONED, retry_policy=FEED_RETRY, **TABLE,
        check_specs=[gate_spec("raw_prices", RawPricesSchema, "the row rules (failures quarantined, a broken feed refused)")])
 def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_universe: pd.DataFrame):
     """Daily OHLCV per (ticker, date) for the run's trading days: the rows that pass every row rule.
@@ -176,7 +172,7 @@ def quarantined_prices(context: AssetExecutionContext, stockml: StockMLResource)
 
 
 @asset(group_name="ingestion", kinds={"pandas", "duckdb"}, metadata={**column_schema(MarketContextSchema), **PARTITION_EXPR},
-       **PARTITIONED, retry_policy=FEED_RETRY, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       **PARTITIONED, retry_policy=FEED_RETRY, **TABLE,
        check_specs=[gate_spec("market_context", MarketContextSchema)])
 def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame):
     """S&P 500, VIX and 10-year yield per NYSE trading day, with every repair recorded.
@@ -261,7 +257,7 @@ FEATURE_REGISTRY_METADATA = {
 @asset(group_name="features", kinds={"pandas", "duckdb"},
        metadata={**column_schema(FeatureMatrixSchema), **PARTITION_EXPR, **FEATURE_REGISTRY_METADATA},
        ins={"raw_prices": AssetIn(partition_mapping=FEATURE_HISTORY), "market_context": AssetIn(partition_mapping=FEATURE_HISTORY)},
-       deps=[AssetDep("quarantined_prices")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       deps=[AssetDep("quarantined_prices")], **PARTITIONED, **TABLE,
        check_specs=[gate_spec("feature_matrix", FeatureMatrixSchema, "features_finite_after_warmup")])
 def feature_matrix(context: AssetExecutionContext, stockml: StockMLResource, raw_prices: pd.DataFrame,
                    market_context: pd.DataFrame, market_universe: pd.DataFrame) -> MaterializeResult:

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetIn, AssetKey, AssetOut, MetadataValue, asset, multi_asset
 
-from stockml_assets.assets.data import DAILY_FRESHNESS
 from stockml_assets.assets.modeling import TABLE
 from stockml_assets.inline import inline_md, line_chart
 from stockml_assets.metadata import (
@@ -100,7 +99,7 @@ CHAMPION_SCORES = ScoreCache()
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
-       deps=[AssetDep("production_model")], **PARTITIONED, freshness_policy=DAILY_FRESHNESS, **TABLE,
+       deps=[AssetDep("production_model")], **PARTITIONED, **TABLE,
        check_specs=[gate_spec("predictions", PredictionsSchema, "predictions_probabilities_sum_to_one")])
 def predictions(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
                 market_regimes: pd.DataFrame):
@@ -330,7 +329,7 @@ def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
             description="Per trading day: shift of the champion's predicted class mix and of its mean confidence, current "
                         "vs reference. The champion scores both windows, so the shift is the data's, not a change of model."),
         "drift_report": _drift_out(
-            "drift_report", freshness_policy=DAILY_FRESHNESS,
+            "drift_report",
             description=_DRIFT_REPORT_DESCRIPTION),
     },
     ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)},
