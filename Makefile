@@ -25,7 +25,7 @@ test: install
 
 ui: install
 	$(BIN)/stockml init-home
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	STOCKML_WEBSERVER_URL=http://127.0.0.1:3000 $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 # The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright; without it they skip.
 browser: install

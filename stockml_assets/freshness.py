@@ -76,27 +76,38 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
     """Compare the feed's last trading day with the last one ``drift_report`` holds; when behind, say why."""
     now = now or datetime.now(UTC)
     processed = last_processed_day(instance)
+    runs = [r for job in DAILY_JOBS for r in instance.get_run_records(RunsFilter(job_name=job), limit=1)]
+    newest = max(runs, key=lambda r: r.create_timestamp, default=None)
+    failed = newest is not None and newest.dagster_run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
     try:
         delivered = latest_price_date(data_dir)
     except (DataFolderError, OSError) as exc:
-        return FeedFreshness(False, "feed unreadable", f"the data folder cannot be read: {exc}", processed_last_day=processed)
+        run = newest.dagster_run if failed else None
+        return FeedFreshness(False, "feed unreadable", f"the data folder cannot be read: {exc}"
+                             + (f"; the newest {run.job_name} run {run.run_id} failed" if run else ""),
+                             processed_last_day=processed, run_id=run.run_id if run else None)
     if delivered is None:
         return FeedFreshness(True, "caught up", "the feed has delivered no prices yet", processed_last_day=processed)
     days = day_keys(pd.Timestamp(delivered) - pd.Timedelta(days=14), min(pd.Timestamp(delivered), pd.Timestamp(now.date())))
     feed_last = days[-1] if days else f"{delivered:%Y-%m-%d}"
     if processed is not None and processed >= feed_last:
+        run = newest.dagster_run if failed else None
+        if run is not None and _last_day(run) is not None and _last_day(run) >= feed_last:
+            # drift_report holds the day from an earlier run, but the feed's current version of it was refused
+            return FeedFreshness(False, "daily run failed", f"the newest {run.job_name} run {run.run_id}, for "
+                                 f"{_last_day(run)}, {run.status.value.lower()}: {CHECKED_ASSET} holds {processed} from an "
+                                 "earlier run, not the feed's current data; its page says why", feed_last, processed,
+                                 run_id=run.run_id)
         return FeedFreshness(True, "caught up", f"{CHECKED_ASSET} holds every trading day the feed delivered, up to "
                              f"{feed_last} (the data's last trading day)", feed_last, processed)
     behind = len(day_keys(pd.Timestamp(processed) + pd.Timedelta(days=1), feed_last)) if processed else None
     lag = f"{behind} trading day(s) behind" if behind is not None else "no day processed yet"
     where = f"{CHECKED_ASSET} holds up to {processed or 'no day'}, the feed delivered up to {feed_last}: {lag}"
     base = {"feed_last_day": feed_last, "processed_last_day": processed, "days_behind": behind or 0}
-    runs = [r for job in DAILY_JOBS for r in instance.get_run_records(RunsFilter(job_name=job), limit=1)]
-    newest = max(runs, key=lambda r: r.create_timestamp, default=None)
     if newest is not None and newest.dagster_run.status in ACTIVE:
         return FeedFreshness(True, "catching up", f"{where}; run {newest.dagster_run.run_id} is processing", **base,
                              run_id=newest.dagster_run.run_id)
-    if newest is not None and newest.dagster_run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+    if failed:
         run = newest.dagster_run
         return FeedFreshness(False, "daily run failed", f"{where}; the newest {run.job_name} run {run.run_id} "
                              f"{run.status.value.lower()}: its page says why; the next scheduled run retries", **base,
@@ -109,6 +120,11 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
                              f"has processed it (is the daemon running, the daily schedule on?)", **base)
     return FeedFreshness(True, "awaiting the daily run", f"{where}; delivered {waited:.1f} h ago, within the "
                          f"{overdue_hours:g} h the daily schedule has", **base)
+
+
+def _last_day(run) -> str | None:
+    """The last trading day a run was asked to process (its partition, or its range's end)."""
+    return run.tags.get("dagster/asset_partition_range_end") or run.tags.get("dagster/partition")
 
 
 def _result_kwargs(f: FeedFreshness) -> dict:

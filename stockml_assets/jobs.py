@@ -6,7 +6,7 @@ from dagster import AssetSelection, Config, HookContext, OpExecutionContext, def
 from stockml_assets import release_freed_memory
 from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
-from stockml_assets.webserver import reload_definitions, served_partition_key
+from stockml_assets.webserver import catch_up_served_partitions
 from stockml_core.settings import webserver_url_from_env
 
 # Daily: the universe (sectors.csv re-read: a fixed or extended file is picked up), the new trading day's data,
@@ -44,12 +44,12 @@ def extend_partitions(context: HookContext) -> None:
     url = webserver_url_from_env()
     if context.op.name != "drift" or not url:
         return
-    last = TRADING_DAYS.get_last_partition_key()
+    last, count = TRADING_DAYS.get_last_partition_key(), TRADING_DAYS.get_num_partitions()
     try:
-        served = served_partition_key(url, "drift_report", TRADING_DAYS.get_num_partitions() - 1)
-        if served != last:
-            reload_definitions(url)
-            context.log.info(f"the UI's partitions ended before {last}: asked {url} to reload the definitions")
+        served = catch_up_served_partitions(url, count)
+        if served is not None:
+            context.log.info(f"the UI served {served:,} trading-day partitions, this run's code {count:,} (to {last}): "
+                             f"asked {url} to reload the definitions")
     except OSError as exc:  # the UI catches up on its next reload; the run's work is done
         context.log.warning(f"could not ask {url} to reload the definitions ({exc}); use the UI's 'Reload definitions'")
 

@@ -22,11 +22,22 @@ def reload_definitions(url: str) -> None:
         raise OSError(f"the webserver did not reload: {json.dumps(answer)[:300]}")
 
 
-def served_partition_key(url: str, asset: str, index: int) -> str | None:
-    """The ``index``-th partition key of ``asset`` in the definitions the webserver serves (None past their end)."""
-    answer = graphql(url, "query Key($asset: [String!]!, $i: Int!, $j: Int!) { assetNodeOrError(assetKey: {path: $asset}) "
-                          "{ ... on AssetNode { partitionKeysByDimension(startIdx: $i, endIdx: $j) { partitionKeys } } } }",
-                     {"asset": [asset], "i": index, "j": index + 1})
+def served_partition_count(url: str, asset: str) -> int | None:
+    """How many partitions ``asset`` has in the definitions the webserver serves (None when it is unknown there).
+
+    (``partitionKeysByDimension(startIdx, endIdx)`` does not help: it counts keys from the start without
+    stopping at the end.)"""
+    answer = graphql(url, "query Count($asset: [String!]!) { assetNodeOrError(assetKey: {path: $asset}) "
+                          "{ ... on AssetNode { partitionStats { numPartitions } } } }", {"asset": [asset]})
     node = (answer.get("data") or {}).get("assetNodeOrError") or {}
-    keys = [k for dim in node.get("partitionKeysByDimension") or [] for k in dim["partitionKeys"]]
-    return keys[0] if keys else None
+    return (node.get("partitionStats") or {}).get("numPartitions")
+
+
+def catch_up_served_partitions(url: str, count: int, asset: str = "drift_report") -> int | None:
+    """When the webserver serves fewer than ``count`` partitions of ``asset`` (it loaded the code before the
+    feed delivered), ask it to reload; the count it served before, or None when it was up to date."""
+    served = served_partition_count(url, asset)
+    if served is None or served >= count:
+        return None
+    reload_definitions(url)
+    return served

@@ -139,6 +139,8 @@ def _latest_date(path: str, mtime_ns: int, size: int) -> pd.Timestamp | None:
             if isinstance(exc, pd.errors.ParserError | pd.errors.EmptyDataError | UnicodeDecodeError):
                 raise
             raise DataFolderError(f"{path}: no date column ({str(exc)[:120]}); expected {PRICE_COLUMNS}") from None
+    if dates.empty:
+        raise DataFolderError(f"{path}: a header and no rows; the prices file must hold at least one row")
     parsed = pd.to_datetime(dates, format="ISO8601", errors="coerce")
     last = parsed.max()
     return None if pd.isna(last) else pd.Timestamp(last)

@@ -40,6 +40,7 @@ def served(materialized, tmp_path_factory):
     """A webserver on a private copy of the materialized instance and warehouse, after one more daily run
     for the last day whose feed is broken (3 of the 6 tickers with high < low): ``raw_prices`` fails."""
     from stockml_assets.cli import DAGSTER_YAML
+    from stockml_assets.freshness import record_freshness
 
     root = tmp_path_factory.mktemp("browser")
     dagster_home, home = root / "dagster_home", root / "home"
@@ -54,8 +55,9 @@ def served(materialized, tmp_path_factory):
     prices.to_csv(root / "broken" / "prices.csv", index=False)
     instance = make_instance(dagster_home)
     refused = run_daily_job(instance, last, **slice_config(home, data_dir=root / "broken"))
+    fresh = record_freshness(instance, root / "broken", 6.0)  # as the CLI and the freshness sensor record it
     instance.dispose()
-    assert not refused.success
+    assert not refused.success and not fresh.passed
 
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(home), "STOCKML_AUTOMATION": "off"}
@@ -177,6 +179,18 @@ def test_a_broken_feed_day_turns_raw_prices_red_with_its_failure_cases(page, ser
     body = page.inner_text("body")
     assert "price feed looks broken" in body and "high_below_low" in body and "bad rows by rule and ticker" in body
     _shot(page, "failed-run")
+
+
+def test_freshness_on_the_data_calendar_fails_after_the_refused_daily_run(page, served):
+    _, _, refused = served
+    _open(page, served, "/assets/drift_report?view=checks")
+    body = page.inner_text("body")
+    assert "caught_up_with_the_feed" in body and "Failed" in body, body[:2000]
+    _shot(page, "drift-report-freshness")
+    page.get_by_text("caught_up_with_the_feed", exact=True).first.click()
+    page.wait_for_timeout(1500)
+    assert refused in page.inner_text("body")  # the verdict names the refused run
+    _shot(page, "freshness-check-failed")
 
 
 def test_a_job_page_lists_the_run(page, served):
