@@ -51,10 +51,12 @@ _STATE: dict = {}
 
 
 def load(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Features of every ticker and day, the market (aligned to stock days) and the regimes."""
+    """Features of every ticker and day, the market (aligned to stock days) and the regimes, read as the
+    platform ingests them: the market from the prices' first day (market_context holds the run's days)."""
     prices, _ = load_prices(data_dir)
     market, _ = load_market(data_dir)
     market, _ = align_market_to_prices(market, prices)
+    market = market[market.date >= prices.date.min()].reset_index(drop=True)
     features = compute_features(prices, market, load_universe(data_dir))
     market = market[market.date <= prices.date.max()].reset_index(drop=True)
     return features, market, compute_regimes(market)

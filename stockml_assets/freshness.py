@@ -95,7 +95,7 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
         if run is not None and _last_day(run) is not None and _last_day(run) >= feed_last:
             # drift_report holds the day from an earlier run, but the feed's current version of it was refused
             return FeedFreshness(False, "daily run failed", f"the newest {run.job_name} run {run.run_id}, for "
-                                 f"{_last_day(run)}, {run.status.value.lower()}: {CHECKED_ASSET} holds {processed} from an "
+                                 f"{_last_day(run)}, {_ended(run)}: {CHECKED_ASSET} holds {processed} from an "
                                  "earlier run, not the feed's current data; its page says why", feed_last, processed,
                                  run_id=run.run_id)
         return FeedFreshness(True, "caught up", f"{CHECKED_ASSET} holds every trading day the feed delivered, up to "
@@ -110,7 +110,7 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
     if failed:
         run = newest.dagster_run
         return FeedFreshness(False, "daily run failed", f"{where}; the newest {run.job_name} run {run.run_id} "
-                             f"{run.status.value.lower()}: its page says why; the next scheduled run retries", **base,
+                             f"{_ended(run)}: its page says why; the next scheduled run retries", **base,
                              run_id=run.run_id)
     path = next((data_dir / n for n in ("prices.csv", "prices.csv.gz") if (data_dir / n).exists()), None)
     delivered_at = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path else now
@@ -125,6 +125,10 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
 def _last_day(run) -> str | None:
     """The last trading day a run was asked to process (its partition, or its range's end)."""
     return run.tags.get("dagster/asset_partition_range_end") or run.tags.get("dagster/partition")
+
+
+def _ended(run) -> str:
+    return "was canceled" if run.status == DagsterRunStatus.CANCELED else "failed"
 
 
 def _result_kwargs(f: FeedFreshness) -> dict:

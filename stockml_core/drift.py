@@ -4,8 +4,9 @@ Feature drift is measured against the reference's own variability: a feature dri
 window is further (normalized Wasserstein-1) from the reference than a high quantile of the windows of
 the same length inside the reference, and its Benjamini-Hochberg corrected KS test is significant. The
 policy (``step_episode``) turns the daily score into retraining triggers: persistence, one trigger per
-drift episode, cooldown. ``crash_onsets``, ``quiet_days``, ``daily_drift_scores`` and
-``simulate_policy`` replay it on history (``benchmarks/drift_policy.py``).
+drift episode, cooldown. ``drift_tables`` measures a run of days: the ``drift``
+assets store its tables and ``benchmarks/drift_policy.py`` replays it with ``crash_onsets``, ``quiet_days``
+and ``simulate_policy`` on history (``daily_drift_scores``: its scores without a model).
 """
 
 from __future__ import annotations
@@ -424,34 +425,118 @@ def quiet_days(market: pd.DataFrame) -> pd.Series:
     return ((dv.vix < QUIET_VIX) & (dv.drawdown > QUIET_DRAWDOWN)).rename("quiet")
 
 
-def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings,
-                       date_level: set[str] | None, days) -> pd.DataFrame:
-    """Per day of ``days``: the drift score (no prediction part) from the trailing windows ending that day.
+MIX_COLUMNS = ["date", "category", "reference_share", "current_share", "change"]
+CONFIDENCE_ROW = "mean_confidence"  # prediction_drift's row for the champion's mean confidence (max probability)
+REPORT_COLUMNS = ["date", "component", "value", "weight", "detail"]
 
-    ``features`` as for ``feature_drift`` (any row order), ``regimes`` as ``compute_regimes`` returns
-    them (date, regime, spx_drawdown, spx_return_20d): the regime part is the shift of the mix of
-    ``market_states``. A day without feature rows uses the last day before it. Columns: score,
-    features (component), regime (TV), n_drifted, n_tested, transition; indexed by date.
+
+@dataclass(frozen=True)
+class DriftTables:
+    """The drift of a run of days, as the four ``drift`` assets store it, plus what their pages show."""
+
+    feature_drift: pd.DataFrame  # date + FEATURE_DRIFT_COLUMNS, per day and feature
+    regime_drift: pd.DataFrame  # MIX_COLUMNS: per day, the mix of MARKET_STATES, reference vs current
+    prediction_drift: pd.DataFrame  # MIX_COLUMNS: per day, the predicted class mix and CONFIDENCE_ROW (empty without a model)
+    report: pd.DataFrame  # REPORT_COLUMNS: per day, the features / regime / predictions components and the overall score
+    transitions: dict  # day -> the main market-state transition ("normal -> crash", "none")
+    prediction_stats: dict  # day -> the prediction component and the mean confidences (empty without a model)
+
+    def scores(self) -> pd.Series:
+        """The overall drift score per day."""
+        overall = self.report[self.report.component == "overall"]
+        return pd.Series(overall.value.to_numpy(), index=pd.DatetimeIndex(overall.date), name="score")
+
+
+def _empty_mix() -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "category": pd.Series(dtype=str),
+                         **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}})
+
+
+def _report_rows(day, fd: pd.DataFrame, regime_tv: float, transition: str, pred: float | None, s: DriftSettings) -> list[dict]:
+    """One day's drift report: the feature, regime and prediction components and the overall score."""
+    fc = feature_component(fd, s)
+    score = drift_score(fc, regime_tv, pred, s)
+    top = fd[fd.drifted].head(5).feature.tolist()
+    return [
+        {"date": day, "component": "features", "value": fc, "weight": s.weight_features,
+         "detail": f"{int(fd.drifted.sum())}/{int(fd.effect.notna().sum())} features drifted (BH KS p < {s.ks_alpha} and "
+                   f"Wasserstein above its calibrated threshold): {', '.join(top) or 'none'}"},
+        {"date": day, "component": "regime", "value": regime_tv, "weight": s.weight_regime,
+         "detail": f"transition {transition} (mix of market states)"},
+        {"date": day, "component": "predictions", "value": np.nan if pred is None else pred,
+         "weight": s.weight_predictions if pred is not None else 0.0,
+         "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)"},
+        {"date": day, "component": "overall", "value": score, "weight": 1.0,
+         "detail": f"retraining threshold {s.score_threshold} held {s.persistence_days} days: "
+                   f"{'ABOVE' if score >= s.score_threshold else 'below'} today"},
+    ]
+
+
+def drift_tables(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings,
+                 date_level: set[str] | None, days, predictions: tuple | None = None, class_names=None) -> DriftTables:
+    """The drift of each day of ``days`` that has feature rows, from the trailing windows ending that day:
+    the one computation the ``drift`` assets store and ``benchmarks/drift_policy.py`` calibrates.
+
+    Windows: the trading days of ``features`` up to the day; current = the last ``current_window``,
+    reference = the ``reference_window`` before (fewer at the start of the data: no reference yet
+    means no regime shift). ``features`` as for ``feature_drift`` (any row order); ``regimes`` as
+    ``compute_regimes`` returns them (date, regime, spx_drawdown, spx_return_20d), measured as the mix
+    of ``market_states`` on the same days; ``predictions`` = (dates, class probabilities) of a model's
+    rows, measured on the same days, or None (no model: no prediction part).
     """
     f = features.sort_values("date", kind="stable").reset_index(drop=True)
-    all_days, first = np.unique(f.date.to_numpy(), return_index=True)
+    all_days, first = np.unique(f.date.to_numpy().astype("datetime64[ns]"), return_index=True)  # DuckDB reads [us]
     ends = np.append(first[1:], len(f))
-    states = regimes.assign(state=market_states(regimes, s))
-    reg = states[states.date.isin(all_days)].set_index("date").state.reindex(all_days)
-    rows = []
-    for day in pd.to_datetime(pd.Index(days)):
-        k = np.searchsorted(all_days, day.to_datetime64(), "right") - 1
-        if k < 0:
-            continue
+    state = pd.Series(market_states(regimes, s).to_numpy(), index=pd.DatetimeIndex(regimes.date).as_unit("ns"))
+    state = state[~state.index.duplicated(keep="last")].reindex(all_days)
+    if predictions is not None:
+        p_dates, proba = np.asarray(predictions[0], dtype="datetime64[ns]"), np.asarray(predictions[1], float)
+    fds, mixes, preds, report, transitions, stats = [], [], [], [], {}, {}
+    wanted = np.unique(np.asarray(pd.DatetimeIndex(days), dtype="datetime64[ns]"))
+    for k in np.flatnonzero(np.isin(all_days, wanted)):
+        day = pd.Timestamp(all_days[k])
         k0 = max(0, k + 1 - s.current_window - s.reference_window)
-        table = feature_drift(f.iloc[first[k0]:ends[k]], feature_names, s, date_level)
-        r = reg.iloc[k0:k + 1]
-        n_cur = min(s.current_window, len(r))
+        n_cur = min(s.current_window, k + 1 - k0)
+        fd = feature_drift(f.iloc[first[k0]:ends[k]], feature_names, s, date_level)
+        r = state.iloc[k0:k + 1]
         tv, mix = mix_shift(r.iloc[:len(r) - n_cur], r.iloc[len(r) - n_cur:], list(MARKET_STATES))
         tv = tv if len(r) > n_cur else 0.0  # no reference yet: no regime shift
-        fc = feature_component(table, s)
-        rows.append({"date": day, "score": drift_score(fc, tv, None, s), "features": fc, "regime": tv,
-                     "n_drifted": int(table.drifted.sum()), "n_tested": int(table.effect.notna().sum()),
-                     "transition": regime_transition(mix)})
-    return pd.DataFrame(rows).set_index("date") if rows else pd.DataFrame(
-        columns=["score", "features", "regime", "n_drifted", "n_tested", "transition"])
+        transitions[f"{day:%Y-%m-%d}"] = transition = regime_transition(mix)
+        pred = None
+        if predictions is not None:
+            ref = np.isin(p_dates, all_days[k0:k + 1 - n_cur])
+            cur = np.isin(p_dates, all_days[k + 1 - n_cur:k + 1])
+            pred, table, conf = prediction_drift(proba[ref], proba[cur], list(class_names))
+            stats[f"{day:%Y-%m-%d}"] = {"component": pred, **conf}
+            confidence = pd.DataFrame([{"category": CONFIDENCE_ROW, "reference_share": conf["mean_confidence_reference"],
+                                        "current_share": conf["mean_confidence_current"], "change": conf["confidence_shift"]}])
+            preds.append(pd.concat([table, confidence], ignore_index=True).assign(date=day))
+        fds.append(fd.assign(date=day))
+        mixes.append(mix.assign(date=day))
+        report += _report_rows(day, fd, tv, transition, pred, s)
+    fdf = pd.concat(fds, ignore_index=True) if fds else feature_drift(f.iloc[:0], feature_names, s, date_level).assign(
+        date=pd.Series(dtype="datetime64[ns]"))
+    rep = pd.DataFrame(report, columns=REPORT_COLUMNS) if report else pd.DataFrame(
+        {"date": pd.Series(dtype="datetime64[ns]"), "component": pd.Series(dtype=str), "value": pd.Series(dtype=float),
+         "weight": pd.Series(dtype=float), "detail": pd.Series(dtype=str)})
+    return DriftTables(feature_drift=fdf[["date", *FEATURE_DRIFT_COLUMNS]],
+                       regime_drift=pd.concat(mixes, ignore_index=True)[MIX_COLUMNS] if mixes else _empty_mix(),
+                       prediction_drift=pd.concat(preds, ignore_index=True)[MIX_COLUMNS] if preds else _empty_mix(),
+                       report=rep, transitions=transitions, prediction_stats=stats)
+
+
+def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings,
+                       date_level: set[str] | None, days) -> pd.DataFrame:
+    """Per day of ``days`` with feature rows: the drift score without a prediction part (``drift_tables``,
+    what production stores when no champion exists), with its parts. Columns: score, features
+    (component), regime (TV), n_drifted, n_tested, transition; indexed by date."""
+    t = drift_tables(features, regimes, feature_names, s, date_level, days)
+    if t.report.empty:
+        return pd.DataFrame(columns=["score", "features", "regime", "n_drifted", "n_tested", "transition"])
+    by = t.report.pivot(index="date", columns="component", values="value")
+    counts = t.feature_drift.groupby("date").agg(n_drifted=("drifted", "sum"), n_tested=("effect", lambda e: int(e.notna().sum())))
+    out = pd.DataFrame({"score": by["overall"], "features": by["features"], "regime": by["regime"],
+                        "n_drifted": counts.n_drifted.astype(int), "n_tested": counts.n_tested.astype(int)})
+    out["transition"] = [t.transitions[f"{d:%Y-%m-%d}"] for d in out.index]
+    out.index.name = "date"
+    return out

@@ -47,6 +47,9 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
     # Long steps report as they go: each fold's fit with its rows, time and an estimate of what is left.
     assert "rf_model: rf fold 1/3:" in out and "xgb_model: xgb final fit:" in out and "s left" in out
     assert "Data quality: " in out and "0 quarantined" in out
+    # Freshness on the data's calendar (the slice ends 2017-11-10, years before today): caught up.
+    assert "Freshness on the data's calendar: passed (caught up): drift_report holds every trading day the feed " \
+           "delivered, up to 2017-11-10" in out
     # Issue 16: read as a quant reads it: thresholds beside the drift score, the backtest, integers as integers,
     # n/a (never nan) for criteria that do not apply, and a plain warning when the champion ranks no better than chance.
     assert "(retraining when >= 0.46 for 3 days in a row" in out and "Backtest of candidate v0001 (daily long top-5" in out

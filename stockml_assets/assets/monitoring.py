@@ -136,47 +136,20 @@ def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return "predictions_probabilities_sum_to_one", predictions.loc[err > 1e-6, ["ticker", "date"]]
 
 
-def _days_with_windows(context: AssetExecutionContext, dates: pd.Series, s):
-    """For each trading day of the run that has data: (day, reference mask, current mask) over ``dates``."""
-    first, last = run_days(context)
-    d = np.asarray(dates, dtype="datetime64[ns]")
-    all_days = np.unique(d)
-    for day in all_days[(all_days >= np.datetime64(first)) & (all_days <= np.datetime64(last))]:
-        upto = all_days[all_days <= day]
-        cur_days = upto[-s.current_window:]
-        ref_days = upto[-(s.current_window + s.reference_window):-s.current_window]
-        yield pd.Timestamp(day), np.isin(d, ref_days), np.isin(d, cur_days)
-
-
-def _feature_drift(context: AssetExecutionContext, s, feature_matrix: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    parts = []
-    for day, ref, cur in _days_with_windows(context, feature_matrix.date, s):
-        window = feature_matrix[ref | cur]
-        parts.append(core_drift.feature_drift(window, FEATURE_NAMES, s, date_level=DATE_LEVEL).assign(date=day))
-    df = pd.concat(parts, ignore_index=True) if parts else core_drift.feature_drift(
-        feature_matrix.iloc[:0], FEATURE_NAMES, s, date_level=DATE_LEVEL).assign(date=pd.Timestamp(0))
-    df = df[["date", *[c for c in df.columns if c != "date"]]]
+def _feature_meta(df: pd.DataFrame) -> dict:
     last = df[df.date == df.date.max()]
-    return df, {"dagster/row_count": len(df), **date_range(df),
-                "drifted_features (latest day)": int(last.drifted.sum()),
-                "share_drifted (latest day)": num(last.drifted.mean()) if len(last) else 0.0,
-                "top drifted (latest day)": md_table(last.head(15))}
+    return {"dagster/row_count": len(df), **date_range(df),
+            "drifted_features (latest day)": int(last.drifted.sum()),
+            "share_drifted (latest day)": num(last.drifted.mean()) if len(last) else 0.0,
+            "top drifted (latest day)": md_table(last.head(15))}
 
 
-def _regime_drift(context: AssetExecutionContext, s, market_regimes: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    states = core_drift.market_states(market_regimes, s)
-    parts, transitions = [], {}
-    for day, ref, cur in _days_with_windows(context, market_regimes.date, s):
-        tv, table = core_drift.mix_shift(states[ref], states[cur], list(core_drift.MARKET_STATES))
-        transitions[f"{day:%Y-%m-%d}"] = core_drift.regime_transition(table)
-        parts.append(table.assign(date=day))
-    df = pd.concat(parts, ignore_index=True) if parts else _empty_mix()
-    df = df[MIX_COLUMNS]
+def _regime_meta(df: pd.DataFrame, transitions: dict) -> dict:
     last = df[df.date == df.date.max()]
-    return df, {"total_variation (latest day)": num(0.5 * last.change.abs().sum()),
-                "transition (latest day)": next(reversed(transitions.values()), "none"),
-                "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
-                **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {})}
+    return {"total_variation (latest day)": num(0.5 * last.change.abs().sum()),
+            "transition (latest day)": next(reversed(transitions.values()), "none"),
+            "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
+            **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {})}
 
 
 def _mix_plot_md(table: pd.DataFrame, title: str) -> MetadataValue:
@@ -192,83 +165,39 @@ def _mix_plot_cached(title: str, categories: tuple, reference: tuple, current: t
                                           "current_share": current}), title))
 
 
-MIX_COLUMNS = ["date", "category", "reference_share", "current_share", "change"]
-CONFIDENCE_ROW = "mean_confidence"  # prediction_drift's row for the champion's mean confidence (max probability)
-
-
-def _empty_mix() -> pd.DataFrame:
-    return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "category": pd.Series(dtype=str),
-                         **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}})
-
-
-def _prediction_drift(context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame,
-                      market_regimes: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
-    version, proba, model = _champion_proba(stockml, rows)
-    if proba is None:
-        return _empty_mix(), {"measured": False, "reason": "no champion, no predictions"}
-    parts, stats = [], {}
-    for day, ref, cur in _days_with_windows(context, rows.date, s):
-        component, table, conf = core_drift.prediction_drift(proba[ref], proba[cur], list(CLASS_NAMES))
-        stats[f"{day:%Y-%m-%d}"] = {"component": component, **conf}
-        confidence = pd.DataFrame([{"category": CONFIDENCE_ROW, "reference_share": conf["mean_confidence_reference"],
-                                    "current_share": conf["mean_confidence_current"], "change": conf["confidence_shift"]}])
-        parts.append(pd.concat([table, confidence], ignore_index=True).assign(date=day))
-    df = pd.concat(parts, ignore_index=True)[MIX_COLUMNS] if parts else _empty_mix()
+def _prediction_meta(df: pd.DataFrame, stats: dict, version: str | None) -> dict:
+    if version is None:
+        return {"measured": False, "reason": "no champion, no predictions"}
     last_stats = next(reversed(stats.values()), {})
-    return df, {"measured": True, "model_version": version,
-                **{f"{k} (latest day)": num(v) for k, v in last_stats.items()},
-                "by day": MetadataValue.json(stats), "mix (latest day)": md_table(df[df.date == df.date.max()])}
+    return {"measured": True, "model_version": version,
+            **{f"{k} (latest day)": num(v) for k, v in last_stats.items()},
+            "by day": MetadataValue.json(stats), "mix (latest day)": md_table(df[df.date == df.date.max()])}
 
 
-def drift_components(fd: pd.DataFrame, rd: pd.DataFrame, pdf: pd.DataFrame, s) -> pd.DataFrame:
-    """One day's drift report: the feature, regime and prediction components and the overall score."""
-    fc = core_drift.feature_component(fd, s)
-    regime_tv = float(0.5 * rd.change.abs().sum())
-    pred = None
-    if len(pdf):
-        mix = pdf[pdf.category != CONFIDENCE_ROW]
-        conf = pdf[pdf.category == CONFIDENCE_ROW]
-        pred = core_drift.prediction_component(float(0.5 * mix.change.abs().sum()),
-                                               float(conf.change.iloc[0]) if len(conf) else 0.0, len(mix))
-    score = core_drift.drift_score(fc, regime_tv, pred, s)
-    tested = fd[fd.effect.notna()]
-    top = fd[fd.drifted].head(5).feature.tolist()
-    return pd.DataFrame([
-        {"component": "features", "value": fc, "weight": s.weight_features,
-         "detail": f"{int(fd.drifted.sum())}/{len(tested)} features drifted (BH KS p < {s.ks_alpha} and Wasserstein above "
-                   f"its calibrated threshold): {', '.join(top) or 'none'}"},
-        {"component": "regime", "value": regime_tv, "weight": s.weight_regime,
-         "detail": f"transition {core_drift.regime_transition(rd) if len(rd) else 'none'} (mix of market states)"},
-        {"component": "predictions", "value": np.nan if pred is None else pred,
-         "weight": s.weight_predictions if pred is not None else 0.0,
-         "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)"},
-        {"component": "overall", "value": score, "weight": 1.0,
-         "detail": f"retraining threshold {s.score_threshold} held {s.persistence_days} days: "
-                   f"{'ABOVE' if score >= s.score_threshold else 'below'} today"},
-    ])
-
-
-def _drift_report(s, feature_drift: pd.DataFrame, regime_drift: pd.DataFrame,
-                  prediction_drift: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    rows, scores = [], {}
-    for day, fd in feature_drift.groupby("date", sort=True):
-        rd = regime_drift[regime_drift.date == day]
-        pdf = prediction_drift[prediction_drift.date == day]
-        report = drift_components(fd, rd, pdf, s)
-        scores[f"{pd.Timestamp(day):%Y-%m-%d}"] = float(report.value.iloc[-1])
-        rows.append(report.assign(date=pd.Timestamp(day)))
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        {"date": pd.Series(dtype="datetime64[ns]"), "component": pd.Series(dtype=str), "value": pd.Series(dtype=float),
-         "weight": pd.Series(dtype=float), "detail": pd.Series(dtype=str)})
-    df = df[["date", "component", "value", "weight", "detail"]]
+def _report_meta(s, df: pd.DataFrame, feature_drift: pd.DataFrame) -> dict:
+    overall = df[df.component == "overall"]
+    scores = {f"{pd.Timestamp(d):%Y-%m-%d}": float(v) for d, v in zip(overall.date, overall.value, strict=True)}
     last_day = max(scores) if scores else None
     score = scores[last_day] if last_day else float("nan")
     last_fd = feature_drift[feature_drift.date == feature_drift.date.max()] if len(feature_drift) else feature_drift
-    return df, {"drift_score": num(score), "day": last_day or "", "daily_scores": MetadataValue.json(scores),
-                "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
-                "components": md_table(df[df.date == df.date.max()]),
-                "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
+    return {"drift_score": num(score), "day": last_day or "", "daily_scores": MetadataValue.json(scores),
+            "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
+            "components": md_table(df[df.date == df.date.max()]),
+            "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
+
+
+def measure_drift(context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame,
+                  market_regimes: pd.DataFrame) -> tuple[core_drift.DriftTables, str | None]:
+    """The run's days' drift (``stockml_core.drift.drift_tables``, what the drift benchmark calibrates),
+    with the champion's predictions on the same rows when there is a champion; and its version."""
+    first, last = run_days(context)
+    rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
+    version, proba, _ = _champion_proba(stockml, rows)
+    days = pd.DatetimeIndex(feature_matrix.date.unique())
+    tables = core_drift.drift_tables(feature_matrix, market_regimes, FEATURE_NAMES, s, DATE_LEVEL,
+                                     days[(days >= first) & (days <= last)],
+                                     predictions=None if proba is None else (rows.date, proba), class_names=CLASS_NAMES)
+    return tables, (version if proba is not None else None)
 
 
 def _score_chart(stockml: StockMLResource, s, report: pd.DataFrame, version: str | None) -> MetadataValue:
@@ -350,12 +279,12 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
     windows are the trading days up to each day, so only days up to the one measured are read.
     """
     s = stockml.settings().drift
-    tables = {"feature_drift": _feature_drift(context, s, feature_matrix),
-              "regime_drift": _regime_drift(context, s, market_regimes),
-              "prediction_drift": _prediction_drift(context, stockml, s, feature_matrix, market_regimes)}
-    tables["drift_report"] = _drift_report(s, *(tables[name][0] for name in ("feature_drift", "regime_drift", "prediction_drift")))
-    tables["drift_report"][1]["drift score, last 250 trading days"] = _score_chart(
-        stockml, s, tables["drift_report"][0], tables["prediction_drift"][1].get("model_version"))
+    t, version = measure_drift(context, stockml, s, feature_matrix, market_regimes)
+    tables = {"feature_drift": (t.feature_drift, _feature_meta(t.feature_drift)),
+              "regime_drift": (t.regime_drift, _regime_meta(t.regime_drift, t.transitions)),
+              "prediction_drift": (t.prediction_drift, _prediction_meta(t.prediction_drift, t.prediction_stats, version)),
+              "drift_report": (t.report, _report_meta(s, t.report, t.feature_drift))}
+    tables["drift_report"][1]["drift score, last 250 trading days"] = _score_chart(stockml, s, t.report, version)
     for name, (_, meta) in tables.items():
         add_metadata(context, meta, output_name=name)
     return tuple(validated(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
