@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from stockml_assets.tags import TRIGGER_TAG
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -122,7 +124,7 @@ def main() -> int:
               f"peak {peak / GIB:.2f} GiB (targets <= 600 s, <= 6 GiB): "
               f"{'met' if total <= 600 and peak <= 6 * GIB else 'NOT met'}; load average {os.getloadavg()[0]:.2f}")
         timed("retraining cycle (retraining_job)", lambda: execute(
-            defs.resolve_job_def("retraining_job"), instance, tags={"stockml/trigger": "scheduled"}, run_config=progress), 300)
+            defs.resolve_job_def("retraining_job"), instance, tags={TRIGGER_TAG: "scheduled"}, run_config=progress), 300)
         timed("daily run (after the retrain)", lambda: run_daily(defs, instance, last, run_config=progress), 10)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stockml_assets.tags import TRIGGER_TAG
 from stockml_core.settings import PROJECT_ROOT, Settings
 from stockml_core.warehouse import Warehouse
 
@@ -267,7 +268,7 @@ def cmd_run(args) -> int:
     from stockml_assets.replay import data_span, run_daily, run_history
 
     init_home()
-    s = Settings()
+    s = defs.resources["stockml"].settings()  # the deployment's settings, as the runs read them
     first, last = data_span(s)
     print(f"Materializing the StockML graph on {s.data_dir} (runtime state in {s.home}) ...", flush=True)
     print(f"1/2 history: {first:%Y-%m-%d}..{last:%Y-%m-%d} as one run over its trading-day partitions, "
@@ -283,7 +284,7 @@ def cmd_run(args) -> int:
         t1 = time.perf_counter()
         print(f"history run {result.run_id} succeeded in {t1 - t0:.1f} s", flush=True)
         print(f"2/2 daily run for {last:%Y-%m-%d}: predictions, drift, rare-event watch", flush=True)
-        daily = run_daily(defs, instance, last, tags={"stockml/trigger": "manual"}, run_config=progress)
+        daily = run_daily(defs, instance, last, tags={TRIGGER_TAG: "manual"}, run_config=progress)
         fresh = _say_freshness(instance, s, quiet=daily.success)
         if not daily.success:
             _report_failure(daily, "daily")
@@ -303,12 +304,12 @@ def cmd_backfill(args) -> int:
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
         if args.job == "daily":
-            result = run_daily(defs, instance, args.start, last=args.end, tags={"stockml/trigger": "manual"},
+            result = run_daily(defs, instance, args.start, last=args.end, tags={TRIGGER_TAG: "manual"},
                                run_config={"loggers": {"progress": {}}})
         else:
             result = run_history(defs, instance, args.start, args.end, train=not args.no_training,
                                  run_config={"loggers": {"progress": {}}})
-        _say_freshness(instance, Settings())
+        _say_freshness(instance, defs.resources["stockml"].settings())
     if not result.success:
         _report_failure(result, f"{args.job} backfill")
         return 1
@@ -360,7 +361,7 @@ def _champion_job(job: str, op: str, args) -> int:
     init_home()
     with DagsterInstance.get() as instance:
         result = execute(
-            defs.resolve_job_def(job), instance, tags={"stockml/trigger": "manual"},
+            defs.resolve_job_def(job), instance, tags={TRIGGER_TAG: "manual"},
             run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}})
     what = "rollback" if job == "rollback_job" else "override"
     if not result.success:

@@ -31,9 +31,9 @@ from dagster._core.execution.context_creation_job import PlanOrchestrationContex
 from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
 from dagster._core.execution.execute_in_process_result import ExecuteInProcessResult
 
+from stockml_assets.tags import HOST_TAG, PID_TAG, STARTED_TAG
 from stockml_core.settings import PROJECT_ROOT
 
-PID_TAG, HOST_TAG, STARTED_TAG = "stockml/pid", "stockml/host", "stockml/process_start"
 DEFINITIONS_MODULE = "stockml_assets.definitions"  # what workspace.yaml loads
 WORKSPACE_FILE = "workspace.yaml"
 

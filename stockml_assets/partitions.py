@@ -13,7 +13,6 @@ is vectorized); a downstream day reads a trailing window of upstream days, decla
 """
 
 
-import os
 from datetime import datetime
 
 import pandas as pd
@@ -28,10 +27,10 @@ from dagster import (
 from stockml_core.calendar import nyse_holidays
 from stockml_core.data import DataFolderError, latest_price_date
 from stockml_core.features import MAX_LOOKBACK
-from stockml_core.settings import DriftSettings, data_dir_from_env
+from stockml_core.settings import data_dir_from_env, drift_settings_from_env, first_day_from_env
 
 NEW_YORK = "America/New_York"
-FIRST_DAY = os.environ.get("STOCKML_FIRST_DAY", "1990-01-02")
+FIRST_DAY = first_day_from_env()
 # Holidays up to next year: every event that carries the definition serializes the list, so it
 # stays as short as it can.
 _HOLIDAYS = [datetime(d.year, d.month, d.day) for y in range(int(FIRST_DAY[:4]), datetime.now().year + 2)
@@ -74,7 +73,7 @@ PARTITION_EXPR = {"partition_expr": "date"}  # the DuckDB column the IO manager 
 # Features of day t read each ticker's MAX_LOOKBACK rows before t; a margin covers suspended days.
 FEATURE_LOOKBACK_DAYS = int(MAX_LOOKBACK * 1.25)
 FEATURE_HISTORY = TimeWindowPartitionMapping(start_offset=-FEATURE_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
-_d = DriftSettings()
+_d = drift_settings_from_env()  # the windows are fixed when the code loads, so from the environment only
 DRIFT_LOOKBACK_DAYS = _d.reference_window + _d.current_window - 1
 DRIFT_HISTORY = TimeWindowPartitionMapping(start_offset=-DRIFT_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
 SHORT_HISTORY = TimeWindowPartitionMapping(start_offset=-10, allow_nonexistent_upstream_partitions=True)

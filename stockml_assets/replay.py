@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterInstance, Definitions, build_sensor_context
 
-from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.execution import execute
 from stockml_assets.partitions import day_keys, range_tags
+from stockml_assets.tags import CAPTURE_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, REPLAY_TAG, TRIGGER_TAG, trigger_of
 from stockml_core import data as core_data
 from stockml_core.drift import crash_onsets
 from stockml_core.settings import Settings
@@ -87,7 +87,7 @@ def run_history(defs: Definitions, instance: DagsterInstance, first, last, tags:
             {k for k in job.asset_layer.executable_asset_keys if k.path[-1] in ("labels", "rare_event_catalog")}
         selection = sorted(keep)
     return execute(job, instance, asset_selection=selection,
-                   tags={"stockml/trigger": "manual", **(tags or {}), **range_tags(first, last)},
+                   tags={TRIGGER_TAG: "manual", **(tags or {}), **range_tags(first, last)},
                    run_config=run_config)
 
 
@@ -95,7 +95,7 @@ def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | No
               run_config: dict | None = None):
     """The daily job for one trading day's partition (or, with ``last``, every day in [day, last] in one run)."""
     job = defs.resolve_job_def("daily_job")
-    tags = {"stockml/trigger": "scheduled", **(tags or {})}
+    tags = {TRIGGER_TAG: "scheduled", **(tags or {})}
     if last is not None:
         return execute(job, instance, tags={**tags, **range_tags(day, last)}, run_config=run_config)
     return execute(job, instance, partition_key=pd.Timestamp(day).strftime("%Y-%m-%d"), tags=tags, run_config=run_config)
@@ -211,7 +211,7 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
         daily_seconds = []
         for i, day in enumerate(days):
             t = time.perf_counter()
-            res = run_daily(defs, instance, day, tags={"stockml/replay": "1"}, run_config=QUIET)
+            res = run_daily(defs, instance, day, tags={REPLAY_TAG: "1"}, run_config=QUIET)
             daily_seconds.append(time.perf_counter() - t)
             if not res.success:
                 report["failed_runs"].append({"date": day, "job": "daily_job", "errors": failure_messages(res)})
@@ -224,10 +224,10 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                     continue
                 seen_keys.add(rr.run_key)
                 tags = dict(rr.tags)
-                trigger = tags.get("stockml/trigger", "manual")
+                trigger = trigger_of(tags)
                 report["triggers"].append({"date": day, "sensor": sensor_name, "trigger": trigger, "run_key": rr.run_key,
-                                           "reason": tags.get("stockml/reason") or tags.get("stockml/new_events", ""),
-                                           "score": float(tags["stockml/drift_score"]) if "stockml/drift_score" in tags else score})
+                                           "reason": tags.get(REASON_TAG) or tags.get(NEW_EVENTS_TAG, ""),
+                                           "score": float(tags[DRIFT_SCORE_TAG]) if DRIFT_SCORE_TAG in tags else score})
                 log(f"{day}: {sensor_name} -> retraining ({rr.run_key})")
                 t = time.perf_counter()
                 job = defs.resolve_job_def(rr.job_name or "retraining_job")

@@ -1,10 +1,7 @@
 """Resources: where the data and the runtime state live, configurable through the environment."""
 
 
-import json
-import os
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,16 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from stockml_core.matrix_store import TrainingMatrixStore
 from stockml_core.registry import ModelRegistry
-from stockml_core.settings import Settings, TrainingSettings, data_dir_from_env, home_from_env
+from stockml_core.settings import (
+    FAST_TRAINING,
+    OVERRIDES_FROM_ENV,
+    Settings,
+    data_dir_from_env,
+    fast_from_env,
+    home_from_env,
+    overridden,
+    overrides_from_env,
+)
 from stockml_core.warehouse import BULK_WRITE_MEMORY_LIMIT, CONNECTION_CONFIG, Warehouse
 
 WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
@@ -111,6 +117,7 @@ class StockMLResource(ConfigurableResource):
     training: dict[str, Any] = {}  # overrides of TrainingSettings fields, e.g. {"n_folds": 3, "rf_trees": 100}
     quality: dict[str, Any] = {}  # overrides of QualitySettings fields, e.g. {"max_bad_share_day": 0.02}
     labels: dict[str, Any] = {}  # overrides of LabelSettings fields, e.g. {"target": "market_neutral"}
+    drift: dict[str, Any] = {}  # overrides of DriftSettings fields, e.g. {"score_threshold": 0.5} (windows: STOCKML_DRIFT only)
     feature_block_rows: int | None = None  # rows per block of a history run's features (Settings.feature_block_rows)
 
     def settings(self) -> Settings:
@@ -120,12 +127,8 @@ class StockMLResource(ConfigurableResource):
         if self.feature_block_rows:
             s = s.with_(feature_block_rows=int(self.feature_block_rows))
         if self.fast:
-            s = s.with_(training=replace(TrainingSettings(), rf_trees=40, rf_max_depth=6,
-                                         xgb_rounds=30, n_folds=3, test_years=3.0))
-        return s.with_(gate=overridden(s.gate, self.gate, "STOCKML_GATE"),
-                       training=overridden(s.training, self.training, "STOCKML_TRAINING"),
-                       quality=overridden(s.quality, self.quality, "STOCKML_QUALITY"),
-                       labels=overridden(s.labels, self.labels, "STOCKML_LABELS"))
+            s = s.with_(training=FAST_TRAINING)
+        return s.with_(**{key: overridden(getattr(s, key), getattr(self, key), env) for key, env in OVERRIDES_FROM_ENV.items()})
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings().warehouse_path)
@@ -133,22 +136,6 @@ class StockMLResource(ConfigurableResource):
     def registry(self) -> ModelRegistry:
         s = self.settings()
         return ModelRegistry(Warehouse(s.warehouse_path), s.artefact_dir)
-
-
-def overridden(section, changes: dict, env: str):
-    """``section`` (a settings dataclass) with ``changes`` applied; an unknown field names the known ones."""
-    if not changes:
-        return section
-    known = set(type(section).__dataclass_fields__)
-    unknown = set(changes) - known
-    if unknown:
-        raise ValueError(f"unknown {type(section).__name__} fields {sorted(unknown)} (from {env} or the resource config); "
-                         f"known: {sorted(known)}")
-    return replace(section, **changes)
-
-
-OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY",
-                      "labels": "STOCKML_LABELS"}
 
 
 def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
@@ -314,14 +301,11 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     home = Path(home) if home else home_from_env()
     # Quick looks and end-to-end tests of the daemon: smaller models / other gate thresholds from the
     # environment (the daemon and the webserver build their definitions from it).
-    if "fast" not in kwargs and os.environ.get("STOCKML_FAST") == "1":
+    if "fast" not in kwargs and fast_from_env():
         kwargs["fast"] = True
-    for key, env in OVERRIDES_FROM_ENV.items():  # threshold, training and quality overrides as JSON
-        if key not in kwargs and os.environ.get(env):
-            try:
-                kwargs[key] = json.loads(os.environ[env])
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{env} is not JSON ({exc}); e.g. {env}='{{\"field\": value}}'") from None
+    for key in OVERRIDES_FROM_ENV:  # gate, training, quality, labels and drift overrides as JSON
+        if key not in kwargs and (changes := overrides_from_env(key)):
+            kwargs[key] = changes
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),

@@ -1,7 +1,6 @@
 """Schedules: the daily run after the US close (NYSE holidays skipped) and the weekly retrain."""
 
 
-import os
 
 import pandas as pd
 from dagster import DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, schedule
@@ -9,14 +8,16 @@ from dagster import DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvalu
 from stockml_assets.freshness import ACTIVE, last_processed_day
 from stockml_assets.jobs import daily_job, retraining_job
 from stockml_assets.partitions import NEW_YORK, TRADING_DAYS, day_keys, range_tags
+from stockml_assets.resources import StockMLResource
+from stockml_assets.tags import TRIGGER_TAG
 from stockml_core.calendar import is_trading_day
 from stockml_core.data import DataFolderError, latest_price_date
-from stockml_core.settings import data_dir_from_env
+from stockml_core.settings import automation_from_env, daily_cron_from_env
 
 # Tests and demos run the daily schedule faster (e.g. every minute against a simulated feed).
-DAILY_CRON = os.environ.get("STOCKML_DAILY_CRON", "30 18 * * 1-5")
+DAILY_CRON = daily_cron_from_env()
 # On from the start, like the sensors (STOCKML_AUTOMATION=off leaves them off).
-SCHEDULE_STATUS = DefaultScheduleStatus.STOPPED if os.environ.get("STOCKML_AUTOMATION") == "off" else DefaultScheduleStatus.RUNNING
+SCHEDULE_STATUS = DefaultScheduleStatus.RUNNING if automation_from_env() else DefaultScheduleStatus.STOPPED
 
 
 def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str, str] | str:
@@ -50,14 +51,14 @@ def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str,
           description="Weekdays 18:30 New York: ingest the new trading day(s) the feed has delivered, compute their "
                       "features, predict with the champion, measure drift, watch for rare events. Days missed while "
                       "the daemon was down are caught up in the same single run. NYSE holidays skipped.")
-def daily_after_close(context: ScheduleEvaluationContext):
-    found = next_daily_range(context, data_dir_from_env())
+def daily_after_close(context: ScheduleEvaluationContext, stockml: StockMLResource):
+    found = next_daily_range(context, stockml.settings().data_dir)
     if isinstance(found, str):
         return SkipReason(found)
     first, last = found
     # The partitions end where the data ended when this code loaded; the run worker loads afresh and
     # knows the new days. A partition key past the loaded end is refused here, a range is not.
-    tags = {"stockml/trigger": "scheduled"}
+    tags = {TRIGGER_TAG: "scheduled"}
     if first == last and last <= TRADING_DAYS.get_last_partition_key():
         return RunRequest(run_key=f"daily-{first}", partition_key=first, tags=tags)
     return RunRequest(run_key=f"daily-{first}-{last}", tags={**tags, **range_tags(first, last)})
@@ -67,7 +68,7 @@ def daily_after_close(context: ScheduleEvaluationContext):
           description="Saturday 06:00 New York: retrain on everything ingested so far; the same gate decides.")
 def weekly_full_retrain(context: ScheduleEvaluationContext):
     return RunRequest(run_key=f"weekly-{context.scheduled_execution_time:%Y-%m-%d}",
-                      tags={"stockml/trigger": "scheduled"})
+                      tags={TRIGGER_TAG: "scheduled"})
 
 
 SCHEDULES = [daily_after_close, weekly_full_retrain]

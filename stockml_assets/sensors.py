@@ -6,7 +6,6 @@ never the DuckDB warehouse, so they never contend with a run for the warehouse's
 
 
 import json
-import os
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -24,18 +23,17 @@ from dagster import (
     sensor,
 )
 
-from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.assets.monitoring import record_training_run
 from stockml_assets.jobs import full_job, retraining_job
 from stockml_assets.resources import StockMLResource
+from stockml_assets.tags import CAPTURE_TAG, DAY_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, TRIGGER_TAG
 from stockml_core.data import DataFolderError, load_rare_events
 from stockml_core.drift import EpisodeState, step_episode
-from stockml_core.settings import DriftSettings
+from stockml_core.settings import automation_from_env, drift_settings_from_env
 
-TRIGGER_TAG = "stockml/trigger"
 # The platform runs itself: sensors are on from the start (STOCKML_AUTOMATION=off leaves them off).
-SENSOR_STATUS = DefaultSensorStatus.STOPPED if os.environ.get("STOCKML_AUTOMATION") == "off" else DefaultSensorStatus.RUNNING
-DRIFT = DriftSettings()
+SENSOR_STATUS = DefaultSensorStatus.RUNNING if automation_from_env() else DefaultSensorStatus.STOPPED
+DRIFT = drift_settings_from_env()  # for the description; each tick reads the deployment's settings
 
 
 def _new_materializations(context: SensorEvaluationContext, asset: str, after: int | None):
@@ -62,7 +60,8 @@ def _load_cursor(context: SensorEvaluationContext, default: dict) -> dict:
         description="Launch the retraining job once per drift episode: the daily drift score must stay at or above "
                     f"{DRIFT.score_threshold} for {DRIFT.persistence_days} consecutive trading days, then no new "
                     f"drift retrain for {DRIFT.cooldown_days} trading days. Tags the run with trigger and score.")
-def drift_sensor(context: SensorEvaluationContext):
+def drift_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
+    drift = stockml.settings().drift  # the deployment's policy (STOCKML_DRIFT or the resource config)
     state = _load_cursor(context, {"after": None, "episode": EpisodeState().to_dict(), "last_day": None})
     episode = EpisodeState.from_dict(state["episode"])
     requests, seen = [], 0
@@ -75,12 +74,12 @@ def drift_sensor(context: SensorEvaluationContext):
             continue  # a re-materialized past day does not replay the episode logic
         state["last_day"] = day
         seen += 1
-        episode, trigger = step_episode(episode, day, float(scores[day]), DRIFT)
+        episode, trigger = step_episode(episode, day, float(scores[day]), drift)
         if trigger:
             requests.append(RunRequest(
                 run_key=f"drift-episode-{trigger['episode_start']}",
-                tags={TRIGGER_TAG: "drift", "stockml/drift_score": f"{trigger['score']:.4f}",
-                      "stockml/day": day, "stockml/reason": trigger["reason"][:200]}))
+                tags={TRIGGER_TAG: "drift", DRIFT_SCORE_TAG: f"{trigger['score']:.4f}",
+                      DAY_TAG: day, REASON_TAG: trigger["reason"][:200]}))
     state["episode"] = episode.to_dict()
     cursor = json.dumps(state)
     if requests:
@@ -100,8 +99,8 @@ def rare_event_capture_sensor(context: SensorEvaluationContext):
         event = meta["candidate_event"].value if "candidate_event" in meta else {}
         if event and event.get("end") == day:  # a range run reports its candidate on the capture day only
             requests.append(RunRequest(run_key=f"capture-{event['name']}",
-                                       tags={TRIGGER_TAG: "new_event", "stockml/day": day, CAPTURE_TAG: json.dumps(event),
-                                             "stockml/new_events": event["name"]}))
+                                       tags={TRIGGER_TAG: "new_event", DAY_TAG: day, CAPTURE_TAG: json.dumps(event),
+                                             NEW_EVENTS_TAG: event["name"]}))
     if requests:
         return SensorResult(run_requests=requests, cursor=json.dumps(state))
     return SensorResult(skip_reason=SkipReason("no new rare event"), cursor=json.dumps(state))
@@ -130,7 +129,7 @@ def new_rare_event_sensor(context: SensorEvaluationContext, stockml: StockMLReso
         return SkipReason(f"no new rare event: the catalog holds all {len(events)} events of rare_events.csv "
                           f"that start by {as_of or 'today'}")
     return RunRequest(run_key="new-event-" + "-".join(new), tags={TRIGGER_TAG: "new_event",
-                                                                   "stockml/new_events": ",".join(new)})
+                                                                   NEW_EVENTS_TAG: ",".join(new)})
 
 
 @run_failure_sensor(monitored_jobs=[retraining_job, full_job], name="training_failure_sensor", default_status=SENSOR_STATUS,

@@ -20,6 +20,26 @@ def data_dir_from_env() -> Path:
     return Path(os.environ.get("STOCKML_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
+def first_day_from_env() -> str:
+    """The first trading-day partition: ``STOCKML_FIRST_DAY`` or 1990-01-02 (the sample's first day)."""
+    return os.environ.get("STOCKML_FIRST_DAY", "1990-01-02")
+
+
+def automation_from_env() -> bool:
+    """Schedules and sensors start on, unless ``STOCKML_AUTOMATION=off``."""
+    return os.environ.get("STOCKML_AUTOMATION") != "off"
+
+
+def daily_cron_from_env() -> str:
+    """The daily schedule's cron: ``STOCKML_DAILY_CRON`` (tests run it every minute) or 18:30 on weekdays."""
+    return os.environ.get("STOCKML_DAILY_CRON", "30 18 * * 1-5")
+
+
+def fast_from_env() -> bool:
+    """The ``fast`` profile (``FAST_TRAINING``) when ``STOCKML_FAST=1``."""
+    return os.environ.get("STOCKML_FAST") == "1"
+
+
 def webserver_url_from_env() -> str | None:
     """The Dagster webserver that serves this instance (``STOCKML_WEBSERVER_URL``, set by ``make ui``):
     asked to reload the definitions when the feed has delivered days past their partitions' end."""
@@ -262,3 +282,43 @@ class Settings:
         d["data_dir"] = str(self.data_dir)
         d["home"] = str(self.home)
         return d
+
+
+# ------------------------------------------------------------------------------------ profiles and overrides
+
+# The ``fast`` profile (tests, quick looks; STOCKML_FAST=1): smaller models, three folds; never the default.
+FAST_TRAINING = TrainingSettings(rf_trees=40, rf_max_depth=6, xgb_rounds=30, n_folds=3, test_years=3.0)
+# The JSON overrides of the settings sections, one environment variable each (an unknown field is an error).
+OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY",
+                      "labels": "STOCKML_LABELS", "drift": "STOCKML_DRIFT"}
+
+
+def overrides_from_env(section: str) -> dict:
+    """The JSON overrides of one settings section from its environment variable ({} when unset)."""
+    import json
+
+    env = OVERRIDES_FROM_ENV[section]
+    if not os.environ.get(env):
+        return {}
+    try:
+        return json.loads(os.environ[env])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{env} is not JSON ({exc}); e.g. {env}='{{\"field\": value}}'") from None
+
+
+def overridden(section, changes: dict, env: str):
+    """``section`` (a settings dataclass) with ``changes`` applied; an unknown field names the known ones."""
+    if not changes:
+        return section
+    known = set(type(section).__dataclass_fields__)
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown {type(section).__name__} fields {sorted(unknown)} (from {env} or the resource config); "
+                         f"known: {sorted(known)}")
+    return replace(section, **changes)
+
+
+def drift_settings_from_env() -> DriftSettings:
+    """DriftSettings with STOCKML_DRIFT applied: what the code reads when it loads (the partitions' drift
+    look-back, the drift asset's description), the same route the resource's settings take."""
+    return overridden(DriftSettings(), overrides_from_env("drift"), OVERRIDES_FROM_ENV["drift"])

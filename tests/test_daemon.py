@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from stockml_assets.tags import TRIGGER_TAG
 from stockml_assets.webserver import graphql
 from stockml_core.settings import PROJECT_ROOT, DriftSettings
 from tests.conftest import LENIENT_GATE, write_slice_folder
@@ -51,7 +52,7 @@ FEED_PHASE_S = 40  # start the feed at :40 so its releases land just before the 
 DEADLINE_S = 9 * 60  # from the daemon's start
 POLL_S = 5
 BIN = Path(sys.executable).parent
-TRIGGER = "stockml/trigger"
+TRIGGER = TRIGGER_TAG
 
 
 def _check_instance_yaml(dagster_home: Path) -> None:

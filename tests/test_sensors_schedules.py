@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from dagster import AssetMaterialization, DagsterInstance, MetadataValue, build_schedule_context, build_sensor_context
 
-from stockml_assets.assets.data import CAPTURE_TAG
 from stockml_assets.definitions import defs
 from stockml_assets.partitions import day_keys
+from stockml_assets.tags import CAPTURE_TAG
 from stockml_core.settings import DriftSettings
 from tests.conftest import make_instance, write_slice_folder
 
@@ -31,17 +31,18 @@ def _report_drift(instance: DagsterInstance, scores: dict[str, float], partition
             metadata={"drift_score": scores[max(scores)], "daily_scores": MetadataValue.json(scores)}))
 
 
-def _tick(instance: DagsterInstance, cursor: str | None):
+def _tick(instance: DagsterInstance, cursor: str | None, stockml=None):
     sensor = defs.resolve_sensor_def("drift_sensor")
-    return sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+    return sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                                     resources={"stockml": stockml or defs.resources["stockml"]}))
 
 
-def _play(instance: DagsterInstance, scores: list[float], start: int = 0, cursor: str | None = None):
+def _play(instance: DagsterInstance, scores: list[float], start: int = 0, cursor: str | None = None, stockml=None):
     """One daily run and one sensor tick per trading day; (day, run requests) per day, and the cursor."""
     out = []
     for day, score in zip(DAYS[start:], scores, strict=False):
         _report_drift(instance, {day: score})
-        tick = _tick(instance, cursor)
+        tick = _tick(instance, cursor, stockml)
         cursor = tick.cursor
         out.append((day, list(tick.run_requests or [])))
     return out, cursor
@@ -49,6 +50,23 @@ def _play(instance: DagsterInstance, scores: list[float], start: int = 0, cursor
 
 def _triggered(played) -> list[tuple[str, object]]:
     return [(day, rr) for day, rrs in played for rr in rrs]
+
+
+def test_the_drift_policy_is_the_deployments_settings(tmp_path):
+    """drift_sensor reads the policy from the deployment's resource (STOCKML_DRIFT or its config), like the gate."""
+    from stockml_assets.resources import StockMLResource
+
+    strict = StockMLResource(data_dir=str(tmp_path), home=str(tmp_path / "home"),
+                             drift={"score_threshold": HIGH + 0.05, "persistence_days": 2})
+    with DagsterInstance.ephemeral() as instance:
+        played, _ = _play(instance, [HIGH] * (P + 3), stockml=strict)
+    assert _triggered(played) == []  # HIGH is below this deployment's threshold
+    lenient = StockMLResource(data_dir=str(tmp_path), home=str(tmp_path / "home"), drift={"persistence_days": 2})
+    with DagsterInstance.ephemeral() as instance:
+        played, _ = _play(instance, [HIGH] * (P + 3), stockml=lenient)
+    assert [day for day, _ in _triggered(played)] == [DAYS[1]]  # on the 2nd day above: its own persistence
+    with pytest.raises(ValueError, match="unknown DriftSettings fields"):
+        StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"threshold": 0.5}).settings()
 
 
 def test_drift_must_persist_before_one_retraining_run_is_requested():
@@ -141,9 +159,14 @@ def instance(tmp_path):
 
 
 def _schedule_tick(instance: DagsterInstance, when: datetime):
+    """The daily schedule's tick on a deployment whose data folder is the feed's (STOCKML_DATA_DIR, set by ``feed``)."""
+    from stockml_assets.resources import StockMLResource
+    from stockml_core.settings import data_dir_from_env
+
+    resources = {"stockml": StockMLResource(data_dir=str(data_dir_from_env()), home=defs.resources["stockml"].home)}
     schedule = defs.resolve_schedule_def("daily_after_close")
     return schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                                         repository_def=defs.get_repository_def()))
+                                                         repository_def=defs.get_repository_def(), resources=resources))
 
 
 def _processed(instance: DagsterInstance, day: str) -> None:
@@ -273,7 +296,8 @@ def test_the_daily_schedule_recovers_a_daily_run_whose_process_was_killed(feed, 
 
     from dagster import DagsterRunStatus
 
-    from stockml_assets.execution import HOST_TAG, PID_TAG, STARTED_TAG, process_tags
+    from stockml_assets.execution import process_tags
+    from stockml_assets.tags import HOST_TAG, PID_TAG, STARTED_TAG
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     tags = {**process_tags(), PID_TAG: dead.stdout.strip(), STARTED_TAG: "1"}  # this host, a process that is gone

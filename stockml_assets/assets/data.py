@@ -44,6 +44,7 @@ from stockml_assets.resources import (
     record_captured_event,
     replace_partition_rows,
 )
+from stockml_assets.tags import CAPTURE_TAG
 from stockml_core import data as core_data
 from stockml_core import quality
 from stockml_core.events import build_catalog, event_days
@@ -75,7 +76,6 @@ from stockml_core.schemas import (
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 FeatureMatrixSchema = feature_matrix_schema(FEATURE_NAMES, {f.name: f.definition for f in FEATURE_REGISTRY})
-CAPTURE_TAG = "stockml/capture"  # JSON {name, start, end, description} set by the rare-event capture sensor
 # The feed may deliver late or a read may hit a file being replaced: retry, with backoff.
 FEED_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 

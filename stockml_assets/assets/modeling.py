@@ -29,6 +29,7 @@ from stockml_assets.resources import (
     previous_table,
     read_feature_rows,
 )
+from stockml_assets.tags import trigger_of
 from stockml_core import training
 from stockml_core.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
 from stockml_core.evaluation import (
@@ -422,7 +423,7 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
     s = stockml.settings()
     reg = stockml.registry()
-    completed = complete_interrupted_switch(stockml, context.run.tags.get("stockml/trigger", "manual"))
+    completed = complete_interrupted_switch(stockml, trigger_of(context.run.tags))
     if completed:
         context.log.warning(f"promotion_decision: {completed}")
     champ = reg.champion()
@@ -511,7 +512,7 @@ def production_model(context: AssetExecutionContext, stockml: StockMLResource, p
     promoted = bool(promotion_decision.promoted.iloc[0])
     if promoted:
         reasons = promotion_decision[["name", "value", "threshold", "passed"]].to_dict("records")
-        trigger = context.run.tags.get("stockml/trigger", "manual")
+        trigger = trigger_of(context.run.tags)
         reg.promote(version, reason="passed every promotion criterion", actor="promotion_gate",
                     decision={"criteria": reasons, "dagster_run_id": context.run_id},
                     trigger=trigger if trigger in TRIGGERS else "manual")

@@ -24,6 +24,7 @@ from stockml_assets.metadata import (
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
 from stockml_assets.resources import WAREHOUSE_SCHEMA, StockMLResource, captured_events, previous_table
+from stockml_assets.tags import trigger_of
 from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
 from stockml_core.evaluation import PROBA_COLUMNS
@@ -44,7 +45,7 @@ from stockml_core.schemas import (
     SectorPerformanceSchema,
     TrainingRunsSchema,
 )
-from stockml_core.settings import DriftSettings
+from stockml_core.settings import drift_settings_from_env
 from stockml_core.training import positions_of, trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
@@ -223,14 +224,14 @@ DRIFT_SCHEMAS = {"feature_drift": FeatureDriftSchema, "regime_drift": MixDriftSc
                  "prediction_drift": MixDriftSchema, "drift_report": DriftReportSchema}
 
 
-_D = DriftSettings()
+_D = drift_settings_from_env()
 _DRIFT_REPORT_DESCRIPTION = (
     f"Per trading day, one drift score in [0, 1]: the weighted mean of the share of features drifted (weight "
     f"{_D.weight_features:g}), the total variation of the mix of market states in the current {_D.current_window} days "
     f"against the {_D.reference_window}-day reference ({_D.weight_regime:g}), and the shift of the champion's predicted "
     f"class mix and confidence ({_D.weight_predictions:g}; without a champion the other two are renormalized). A retrain "
     f"is triggered when the score is at or above {_D.score_threshold:g} for {_D.persistence_days} trading days in a row, "
-    f"then not again for {_D.cooldown_days} trading days (DriftSettings defaults). The page shows the last 250 days' "
+    f"then not again for {_D.cooldown_days} trading days (DriftSettings, STOCKML_DRIFT applied). The page shows the last 250 days' "
     "scores with the threshold.")
 
 
@@ -377,7 +378,7 @@ def training_runs(context: AssetExecutionContext, stockml: StockMLResource, trai
                   meta_learner: dict, promotion_decision: pd.DataFrame, production_model: pd.DataFrame) -> pd.DataFrame:
     """One row per training cycle: trigger, samples, metrics, promoted, error (failures via a sensor)."""
     v = stockml.registry().get(meta_learner["version"])
-    trigger = context.run.tags.get("stockml/trigger", "manual")
+    trigger = trigger_of(context.run.tags)
     log = record_training_run(stockml, {
         "run_id": context.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
         "trigger": trigger, "samples": len(training_set), "candidate_version": v.version,
