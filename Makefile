@@ -33,6 +33,7 @@ browser: install
 
 lint: install
 	$(BIN)/ruff check stockml_core stockml_assets tests benchmarks
+	$(BIN)/ruff format --check stockml_core stockml_assets tests benchmarks
 
 docs: install
 	$(BIN)/python -m stockml_core.features.readme

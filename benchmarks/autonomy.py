@@ -29,10 +29,11 @@ def replay_year(start: str, end: str, out: Path) -> int:
     report = replay(start, end, out, log=lambda m: print(m, flush=True))
     minutes = (time.perf_counter() - t0) / 60
     print(json.dumps(report.get("timing", {}), indent=2))
-    print(f"\nreplay {report['start']}..{report['end']} ({report['trading_days']} trading days, default universe and "
-          f"models): {minutes:.1f} min (target < {TARGET_MINUTES} min): {'met' if minutes < TARGET_MINUTES else 'MISSED'}")
-    print(f"triggers {len(report['triggers'])}, retrains {len(report['retrains'])}, events captured "
-          f"{len(report['events_captured'])}")
+    print(
+        f"\nreplay {report['start']}..{report['end']} ({report['trading_days']} trading days, default universe and "
+        f"models): {minutes:.1f} min (target < {TARGET_MINUTES} min): {'met' if minutes < TARGET_MINUTES else 'MISSED'}"
+    )
+    print(f"triggers {len(report['triggers'])}, retrains {len(report['retrains'])}, events captured {len(report['events_captured'])}")
     for sh in report["shifts"]:
         print(f"  onset {sh['onset']}: detected {sh['detected']} (delay {sh['delay_days']} trading days)")
     return 0 if minutes < TARGET_MINUTES else 1

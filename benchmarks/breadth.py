@@ -70,8 +70,11 @@ class StepMemory(logging.Handler):
 def report(name: str, wall: float, cpu: float, mem: StepMemory, target_s: float, target_gib: float | None) -> None:
     peak = max(mem.peak.values(), default=rss())
     ok = wall <= target_s and (target_gib is None or peak <= target_gib * GIB)
-    print(f"\n{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {peak / GIB:.2f} GiB (target <= {target_s:.0f} s"
-          + (f", <= {target_gib:g} GiB" if target_gib else "") + f"): {'met' if ok else 'NOT met'}")
+    print(
+        f"\n{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak {peak / GIB:.2f} GiB (target <= {target_s:.0f} s"
+        + (f", <= {target_gib:g} GiB" if target_gib else "")
+        + f"): {'met' if ok else 'NOT met'}"
+    )
     for step, sec in sorted(mem.seconds.items(), key=lambda kv: -kv[1]):
         if sec >= 0.5:
             print(f"  {step:44s} {sec:8.1f} s  peak {mem.peak.get(step, 0) / GIB:6.2f} GiB")
@@ -83,8 +86,14 @@ def main() -> int:
     ap.add_argument("--home", type=Path, default=None, help="runtime state folder (default: a new temporary one)")
     a = ap.parse_args()
     base = a.home or Path(tempfile.mkdtemp(prefix="stockml-breadth-"))
-    os.environ.update({"STOCKML_DATA_DIR": str(a.data.resolve()), "STOCKML_HOME": str(base / "home"),
-                       "DAGSTER_HOME": str(base / "dagster_home"), "STOCKML_AUTOMATION": "off"})
+    os.environ.update(
+        {
+            "STOCKML_DATA_DIR": str(a.data.resolve()),
+            "STOCKML_HOME": str(base / "home"),
+            "DAGSTER_HOME": str(base / "dagster_home"),
+            "STOCKML_AUTOMATION": "off",
+        }
+    )
     from dagster import DagsterInstance
 
     from stockml_assets.cli import init_home
@@ -97,10 +106,10 @@ def main() -> int:
     mem = StepMemory()
     logging.getLogger("stockml.progress").addHandler(mem)  # the run's progress logger sees every event
     first, last = data_span(Settings())
-    print(f"{a.data}: {first:%Y-%m-%d}..{last:%Y-%m-%d}; state in {base}; load average {os.getloadavg()[0]:.2f} "
-          f"on {os.cpu_count()} CPUs", flush=True)
+    print(f"{a.data}: {first:%Y-%m-%d}..{last:%Y-%m-%d}; state in {base}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     progress = {"loggers": {"progress": {}}}
     with DagsterInstance.get() as instance:
+
         def timed(name, fn, target_s, target_gib=None):
             mem.reset()
             c0, t0 = os.times(), time.perf_counter()
@@ -120,11 +129,16 @@ def main() -> int:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(f"\nstockml run (history + daily): {total:.1f} s wall, {(c1.user - c0.user) + (c1.system - c0.system):.1f} s CPU, "
-              f"peak {peak / GIB:.2f} GiB (targets <= 600 s, <= 6 GiB): "
-              f"{'met' if total <= 600 and peak <= 6 * GIB else 'NOT met'}; load average {os.getloadavg()[0]:.2f}")
-        timed("retraining cycle (retraining_job)", lambda: execute(
-            defs.resolve_job_def("retraining_job"), instance, tags={TRIGGER_TAG: "scheduled"}, run_config=progress), 300)
+        print(
+            f"\nstockml run (history + daily): {total:.1f} s wall, {(c1.user - c0.user) + (c1.system - c0.system):.1f} s CPU, "
+            f"peak {peak / GIB:.2f} GiB (targets <= 600 s, <= 6 GiB): "
+            f"{'met' if total <= 600 and peak <= 6 * GIB else 'NOT met'}; load average {os.getloadavg()[0]:.2f}"
+        )
+        timed(
+            "retraining cycle (retraining_job)",
+            lambda: execute(defs.resolve_job_def("retraining_job"), instance, tags={TRIGGER_TAG: "scheduled"}, run_config=progress),
+            300,
+        )
         timed("daily run (after the retrain)", lambda: run_daily(defs, instance, last, run_config=progress), 10)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0

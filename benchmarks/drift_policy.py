@@ -71,8 +71,7 @@ def _block(days: np.ndarray) -> pd.DataFrame:
     return daily_drift_scores(st["features"], st["regimes"], FEATURE_NAMES, st["s"], st["level"], days)
 
 
-def scores_for(features: pd.DataFrame, regimes: pd.DataFrame, s: DriftSettings, days: np.ndarray,
-               workers: int) -> pd.DataFrame:
+def scores_for(features: pd.DataFrame, regimes: pd.DataFrame, s: DriftSettings, days: np.ndarray, workers: int) -> pd.DataFrame:
     """``daily_drift_scores`` for ``days``, split in contiguous blocks over ``workers`` processes."""
     blocks = [b for b in np.array_split(days, max(1, workers) * 8) if len(b)]
     if workers <= 1:
@@ -93,22 +92,32 @@ def evaluate(scores: pd.Series, market: pd.DataFrame, s: DriftSettings, quiet_ru
         i = days.searchsorted(onset)
         after = t_idx[t_idx >= i]
         before = t_idx[(t_idx < i) & (t_idx >= i - 20)]
-        rows.append({"onset": onset.date(), "history": i, "assessable": i >= MIN_HISTORY,
-                     "trigger": days[after[0]].date() if len(after) else None,
-                     "delay": int(after[0] - i) if len(after) else None,
-                     "met": bool(len(after) and after[0] - i <= MAX_DELAY),
-                     "trigger_in_20_days_before": days[before[-1]].date() if len(before) else None})
+        rows.append(
+            {
+                "onset": onset.date(),
+                "history": i,
+                "assessable": i >= MIN_HISTORY,
+                "trigger": days[after[0]].date() if len(after) else None,
+                "delay": int(after[0] - i) if len(after) else None,
+                "met": bool(len(after) and after[0] - i <= MAX_DELAY),
+                "trigger_in_20_days_before": days[before[-1]].date() if len(before) else None,
+            }
+        )
     quiet = quiet_days(market).reindex(days, fill_value=False)
     n_quiet = int(quiet.sum())
     quiet_triggers = [t for t in triggers if quiet.loc[pd.Timestamp(t["day"])]]
-    return {"triggers": triggers, "onsets": pd.DataFrame(rows), "quiet_days": n_quiet,
-            "quiet_triggers": quiet_triggers,
-            "quiet_rate": len(quiet_triggers) / n_quiet * 250 if n_quiet else float("nan")}
+    return {
+        "triggers": triggers,
+        "onsets": pd.DataFrame(rows),
+        "quiet_days": n_quiet,
+        "quiet_triggers": quiet_triggers,
+        "quiet_rate": len(quiet_triggers) / n_quiet * 250 if n_quiet else float("nan"),
+    }
 
 
 def time_feature_drift(features: pd.DataFrame, s: DriftSettings, repeat: int = 5) -> tuple[float, tuple]:
     """Best-of-``repeat`` seconds of ``feature_drift`` on the last day's windows, and the panel's shape."""
-    days = np.sort(features.date.unique())[-(s.current_window + s.reference_window):]
+    days = np.sort(features.date.unique())[-(s.current_window + s.reference_window) :]
     window = features[features.date.isin(days)]
     level = date_level_features()
     feature_drift(window, FEATURE_NAMES, s, level)
@@ -160,22 +169,25 @@ def main() -> None:
         t0 = time.perf_counter()
         table = scores_for(features, regimes, s, days, args.workers)
         wall = time.perf_counter() - t0
-        print(f"daily scores: {len(table)} days in {wall:.0f}s on {args.workers} worker(s) "
-              f"({wall / len(table) * args.workers * 1e3:.0f} ms per day per worker, feature_drift included)")
+        print(
+            f"daily scores: {len(table)} days in {wall:.0f}s on {args.workers} worker(s) "
+            f"({wall / len(table) * args.workers * 1e3:.0f} ms per day per worker, feature_drift included)"
+        )
         if args.scores:
             table.to_csv(args.scores)
             key_file.write_text(key)
 
     res = evaluate(table.score, market, s, args.quiet_run)
     onsets = res["onsets"]
-    print(f"\ncrash onsets ({len(onsets)}, re-armed by {args.quiet_run} quiet day(s) in a row): "
-          f"trigger 0-{MAX_DELAY} trading days after each")
+    print(f"\ncrash onsets ({len(onsets)}, re-armed by {args.quiet_run} quiet day(s) in a row): trigger 0-{MAX_DELAY} trading days after each")
     print(onsets.to_string(index=False))
     counted = onsets[onsets.assessable]
     print(f"met: {int(counted.met.sum())}/{len(counted)} assessable onsets (>= {MIN_HISTORY} days of history)")
-    print(f"\nquiet days: {res['quiet_days']}, triggers on quiet days: {len(res['quiet_triggers'])} "
-          f"({', '.join(t['day'] for t in res['quiet_triggers']) or 'none'}); "
-          f"rate {res['quiet_rate']:.2f} per 250 quiet days (target <= {QUIET_BUDGET})")
+    print(
+        f"\nquiet days: {res['quiet_days']}, triggers on quiet days: {len(res['quiet_triggers'])} "
+        f"({', '.join(t['day'] for t in res['quiet_triggers']) or 'none'}); "
+        f"rate {res['quiet_rate']:.2f} per 250 quiet days (target <= {QUIET_BUDGET})"
+    )
     print(f"all triggers: {len(res['triggers'])} in {len(table)} trading days")
     ok = bool(counted.met.all()) and res["quiet_rate"] <= QUIET_BUDGET
     print(f"\ntargets {'MET' if ok else 'NOT MET'}")

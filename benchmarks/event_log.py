@@ -24,15 +24,25 @@ sys.path.insert(0, str(ROOT))
 def _backfill(data: Path, first: str, last: str, batch: str | None) -> tuple[float, float]:
     """Wall and CPU seconds (user + system, children) of one `stockml backfill --job history --no-training`."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "STOCKML_DATA_DIR": str(data), "STOCKML_HOME": f"{tmp}/home", "DAGSTER_HOME": f"{tmp}/dh",
-               "STOCKML_FAST": "1", "STOCKML_AUTOMATION": "off"}
+        env = {
+            **os.environ,
+            "STOCKML_DATA_DIR": str(data),
+            "STOCKML_HOME": f"{tmp}/home",
+            "DAGSTER_HOME": f"{tmp}/dh",
+            "STOCKML_FAST": "1",
+            "STOCKML_AUTOMATION": "off",
+        }
         env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
         if batch is not None:
             env["DAGSTER_EVENT_BATCH_SIZE"] = batch
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "stockml_assets.cli", "backfill", first, last, "--job", "history",
-                        "--no-training"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "stockml_assets.cli", "backfill", first, last, "--job", "history", "--no-training"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -60,8 +70,10 @@ def main() -> int:
                 results[name].append(_backfill(data, first, last, batch))
                 print(f"  round {r + 1} {name}: wall {results[name][-1][0]:.1f} s, CPU {results[name][-1][1]:.1f} s")
     (w0, c0), (w1, c1) = ([sum(x) / len(x) for x in zip(*results[k], strict=True)] for k in ("one by one", "batched"))
-    print(f"one by one: wall {w0:.1f} s, CPU {c0:.1f} s | batched: wall {w1:.1f} s, CPU {c1:.1f} s | "
-          f"batched / one by one: wall {w1 / w0:.2f}x, CPU {c1 / c0:.2f}x")
+    print(
+        f"one by one: wall {w0:.1f} s, CPU {c0:.1f} s | batched: wall {w1:.1f} s, CPU {c1:.1f} s | "
+        f"batched / one by one: wall {w1 / w0:.2f}x, CPU {c1 / c0:.2f}x"
+    )
     return 0
 
 

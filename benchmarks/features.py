@@ -63,8 +63,7 @@ def load_sample() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return prices, market, sectors
 
 
-def build_panel(prices: pd.DataFrame, sectors: pd.DataFrame, n_tickers: int, years: int,
-                seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_panel(prices: pd.DataFrame, sectors: pd.DataFrame, n_tickers: int, years: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``n_tickers`` synthetic tickers on the last ``years`` years of the sample's calendar: (prices, sectors).
 
     Ticker j copies sample ticker ``j mod 33`` from a random offset of its history (tiled, continuing
@@ -86,7 +85,7 @@ def build_panel(prices: pd.DataFrame, sectors: pd.DataFrame, n_tickers: int, yea
         hist = by_ticker[src]
         if len(hist) >= n:
             off = int(rng.integers(0, len(hist) - n + 1))
-            path = hist[off:off + n].copy()
+            path = hist[off : off + n].copy()
         else:  # tile, each copy continuing where the previous one ended
             reps = []
             level = 1.0
@@ -97,7 +96,7 @@ def build_panel(prices: pd.DataFrame, sectors: pd.DataFrame, n_tickers: int, yea
         noise = np.exp(rng.normal(0.0, 0.002, n))
         path[:, :4] *= np.exp(rng.uniform(np.log(0.2), np.log(5.0))) * noise[:, None]
         path[:, 4] = np.round(path[:, 4] * rng.uniform(0.5, 2.0) * np.exp(rng.normal(0.0, 0.05, n)))
-        values[row * n:(row + 1) * n] = path
+        values[row * n : (row + 1) * n] = path
     panel = pd.DataFrame(values, columns=OHLCV)
     panel.insert(0, "date", np.tile(calendar, n_tickers))
     panel.insert(0, "ticker", np.repeat(np.array(names, dtype=object), n))
@@ -173,17 +172,33 @@ def bench_ta(prices: pd.DataFrame, market: pd.DataFrame, sectors: pd.DataFrame, 
     missing = sorted(set(TA_REFERENCE) - set(shared_out.columns))
     if missing:
         raise RuntimeError(f"the shared run lacks {missing}")
-    return {"rows": len(prices), "tickers": len(ones), "shared": len(TA_REFERENCE), "features": len(FEATURE_NAMES),
-            "shared_features": shared_out.shape[1] - 2, "ta_s": ta_s, "shared_s": shared_s, "shared_1_s": shared_1_s,
-            "ours_s": ours_s, "ours_1_s": ours_1_s, "out_shape": out.shape}
+    return {
+        "rows": len(prices),
+        "tickers": len(ones),
+        "shared": len(TA_REFERENCE),
+        "features": len(FEATURE_NAMES),
+        "shared_features": shared_out.shape[1] - 2,
+        "ta_s": ta_s,
+        "shared_s": shared_s,
+        "shared_1_s": shared_1_s,
+        "ours_s": ours_s,
+        "ours_1_s": ours_1_s,
+        "out_shape": out.shape,
+    }
 
 
 def bench_scale(panel: pd.DataFrame, market: pd.DataFrame, sectors: pd.DataFrame, repeat: int) -> dict:
     """(b): the full feature set on the synthetic panel."""
     warm_up(panel, market, sectors)
     seconds, out = _best_of(repeat, lambda: compute_features(panel, market, sectors))
-    return {"rows": len(panel), "tickers": panel["ticker"].nunique(), "seconds": seconds, "out_shape": out.shape,
-            "out_bytes": int(out.memory_usage(deep=False).sum()), "in_bytes": int(panel.memory_usage(deep=False).sum())}
+    return {
+        "rows": len(panel),
+        "tickers": panel["ticker"].nunique(),
+        "seconds": seconds,
+        "out_shape": out.shape,
+        "out_bytes": int(out.memory_usage(deep=False).sum()),
+        "in_bytes": int(panel.memory_usage(deep=False).sum()),
+    }
 
 
 def _rss_bytes() -> int:
@@ -242,10 +257,14 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.years <= 27 or args.tickers < 1:
         parser.error("--years must be 1..27 (the sample's calendar spans 1990-2017) and --tickers >= 1")
 
-    print(f"machine: {os.cpu_count()} cores, numba {numba.__version__} with {numba.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, pandas {pd.__version__}")
-    print(f"         a toy numba loop runs {parallel_speedup():.1f}x faster on {numba.get_num_threads()} threads than on 1 "
-          "(the parallelism this machine really gives)")
+    print(
+        f"machine: {os.cpu_count()} cores, numba {numba.__version__} with {numba.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, pandas {pd.__version__}"
+    )
+    print(
+        f"         a toy numba loop runs {parallel_speedup():.1f}x faster on {numba.get_num_threads()} threads than on 1 "
+        "(the parallelism this machine really gives)"
+    )
 
     # Memory first, in a fresh child, while this process is still small.
     mem = bench_memory(args.tickers, args.years)
@@ -256,13 +275,16 @@ def main(argv: list[str] | None = None) -> None:
         ratio = a["ta_s"] / a["shared_s"]
         print(f"\n(a) vs ta on the real sample: {a['tickers']} tickers, {a['rows']:,} ticker-days (full history)")
         print(f"    ta, {a['shared']} shared indicators, ticker by ticker: {a['ta_s']:8.2f} s")
-        print(f"    ours, the families of those indicators ({', '.join(SHARED_FAMILIES)}: {a['shared_features']} features, "
-              f"the {a['shared']} shared + {a['shared_features'] - a['shared']} more), prices only: {a['shared_s']:8.3f} s "
-              f"(best of {args.repeat}); on 1 numba thread {a['shared_1_s']:.3f} s ({a['ta_s'] / a['shared_1_s']:,.0f}x)")
-        print(f"    ours, all {a['features']} features with market and sectors: {a['ours_s']:8.3f} s ({a['ta_s'] / a['ours_s']:,.0f}x); "
-              f"on 1 numba thread {a['ours_1_s']:.3f} s ({a['ta_s'] / a['ours_1_s']:,.0f}x)")
-        print(f"    speed-up ta / ours on the shared indicators: {ratio:,.0f}x   target >= {TARGET_TA_RATIO:.0f}x: "
-              f"{_mark(ratio >= TARGET_TA_RATIO)}")
+        print(
+            f"    ours, the families of those indicators ({', '.join(SHARED_FAMILIES)}: {a['shared_features']} features, "
+            f"the {a['shared']} shared + {a['shared_features'] - a['shared']} more), prices only: {a['shared_s']:8.3f} s "
+            f"(best of {args.repeat}); on 1 numba thread {a['shared_1_s']:.3f} s ({a['ta_s'] / a['shared_1_s']:,.0f}x)"
+        )
+        print(
+            f"    ours, all {a['features']} features with market and sectors: {a['ours_s']:8.3f} s ({a['ta_s'] / a['ours_s']:,.0f}x); "
+            f"on 1 numba thread {a['ours_1_s']:.3f} s ({a['ta_s'] / a['ours_1_s']:,.0f}x)"
+        )
+        print(f"    speed-up ta / ours on the shared indicators: {ratio:,.0f}x   target >= {TARGET_TA_RATIO:.0f}x: {_mark(ratio >= TARGET_TA_RATIO)}")
 
     panel, panel_sectors = build_panel(prices, sectors, args.tickers, args.years)
     b = bench_scale(panel, market, panel_sectors, args.repeat)
@@ -270,16 +292,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n(b) scale: {b['tickers']} tickers x {args.years} years ({b['rows'] // b['tickers']:,} rows each) = {b['rows']:,} ticker-days")
     print(f"    all {len(FEATURE_NAMES)} features: {b['seconds']:.2f} s (best of {args.repeat})")
     print(f"    throughput: {rate:,.0f} ticker-days/s   target >= {TARGET_ROWS_PER_S:,}: {_mark(rate >= TARGET_ROWS_PER_S)}")
-    print(f"    output: {b['out_shape'][0]:,} x {b['out_shape'][1]}, {b['out_bytes']:,} bytes ({b['out_bytes'] / 2**30:.2f} GiB); "
-          f"input {b['in_bytes']:,} bytes")
+    print(
+        f"    output: {b['out_shape'][0]:,} x {b['out_shape'][1]}, {b['out_bytes']:,} bytes ({b['out_bytes'] / 2**30:.2f} GiB); "
+        f"input {b['in_bytes']:,} bytes"
+    )
 
     extra = mem["peak"] - mem["base"]
     peak_ratio = extra / mem["out_bytes"]
     print("\n(c) memory of that computation (fresh spawn child):")
-    print(f"    RSS after building the input: {mem['base'] / 2**30:.2f} GiB; peak RSS (ru_maxrss): {mem['peak'] / 2**30:.2f} GiB"
-          f"{'' if mem['reset'] else ' (high-water mark not reset: includes the build)'}")
-    print(f"    peak - input = {extra / 2**30:.2f} GiB = {peak_ratio:.2f}x the output   target < {TARGET_PEAK_RATIO:.0f}x: "
-          f"{_mark(peak_ratio < TARGET_PEAK_RATIO)}")
+    print(
+        f"    RSS after building the input: {mem['base'] / 2**30:.2f} GiB; peak RSS (ru_maxrss): {mem['peak'] / 2**30:.2f} GiB"
+        f"{'' if mem['reset'] else ' (high-water mark not reset: includes the build)'}"
+    )
+    print(
+        f"    peak - input = {extra / 2**30:.2f} GiB = {peak_ratio:.2f}x the output   target < {TARGET_PEAK_RATIO:.0f}x: "
+        f"{_mark(peak_ratio < TARGET_PEAK_RATIO)}"
+    )
 
 
 if __name__ == "__main__":

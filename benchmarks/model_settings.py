@@ -45,8 +45,13 @@ def oof_scores(ts, kind: str, s: Settings) -> dict[str, float]:
     ok = ~np.isnan(oof).any(axis=1)
     m = classification_metrics(y[ok], oof[ok])  # the validation report's own definitions
     ic = information_coefficients(ts.date[ok], oof[ok, 2] - oof[ok, 0], ts.fwd_return.to_numpy()[ok])
-    return {"accuracy": m["accuracy"], "log_loss": m["log_loss"], "rank_ic": ic["rank_ic"], "wall": seconds,
-            "cpu": (c2.user - c.user) + (c2.system - c.system) + (c2.children_user - c.children_user)}
+    return {
+        "accuracy": m["accuracy"],
+        "log_loss": m["log_loss"],
+        "rank_ic": ic["rank_ic"],
+        "wall": seconds,
+        "cpu": (c2.user - c.user) + (c2.system - c.system) + (c2.children_user - c.children_user),
+    }
 
 
 def _variant(text: str) -> tuple[str, dict]:
@@ -57,8 +62,13 @@ def _variant(text: str) -> tuple[str, dict]:
         key, _, value = part.partition("=")
         if key not in fields:
             raise SystemExit(f"unknown TrainingSettings field {key}")
-        out[key] = None if value == "None" else type(getattr(TrainingSettings(), key) or 0.0)(float(value)) \
-            if not isinstance(getattr(TrainingSettings(), key), int) else int(float(value))
+        out[key] = (
+            None
+            if value == "None"
+            else type(getattr(TrainingSettings(), key) or 0.0)(float(value))
+            if not isinstance(getattr(TrainingSettings(), key), int)
+            else int(float(value))
+        )
     return kind, out
 
 
@@ -74,9 +84,11 @@ def main() -> int:
         print(f"{a.warehouse}: no training_set stored; run `stockml run` first")
         return 1
     ts = store.load()  # stored by date, then ticker
-    print(f"training set: {len(ts):,} rows x {len(FEATURE_NAMES)} features, {ts.date.min():%Y-%m-%d}..{ts.date.max():%Y-%m-%d}, "
-          f"sources {ts.source.value_counts().to_dict()}; {base.training.n_folds} walk-forward folds, n_jobs {base.training.n_jobs}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"training set: {len(ts):,} rows x {len(FEATURE_NAMES)} features, {ts.date.min():%Y-%m-%d}..{ts.date.max():%Y-%m-%d}, "
+        f"sources {ts.source.value_counts().to_dict()}; {base.training.n_folds} walk-forward folds, n_jobs {base.training.n_jobs}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'model':5s} {'setting':48s} {'accuracy':>9s} {'log loss':>9s} {'rank IC':>8s} {'wall s':>7s} {'cpu s':>7s} {'x wall':>7s}")
     plan = [(k, {}) for k in a.models] + [_variant(v) for v in a.variants]
     ref: dict[str, float] = {}
@@ -85,8 +97,11 @@ def main() -> int:
         r = oof_scores(ts, kind, s)
         ref.setdefault(kind, r["wall"])
         label = ",".join(f"{k}={v}" for k, v in changes.items()) or "(defaults)"
-        print(f"{kind:5s} {label:48s} {r['accuracy']:9.4f} {r['log_loss']:9.4f} {r['rank_ic']:8.4f} {r['wall']:7.1f} "
-              f"{r['cpu']:7.1f} {r['wall'] / ref[kind]:7.2f}", flush=True)
+        print(
+            f"{kind:5s} {label:48s} {r['accuracy']:9.4f} {r['log_loss']:9.4f} {r['rank_ic']:8.4f} {r['wall']:7.1f} "
+            f"{r['cpu']:7.1f} {r['wall'] / ref[kind]:7.2f}",
+            flush=True,
+        )
     return 0
 
 

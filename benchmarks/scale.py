@@ -51,8 +51,9 @@ def build_folder(folder: Path, names: int, years: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     step = 1_000_000  # written in slices: the text of 15M rows at once would take gigabytes
     for i in range(0, len(panel), step):
-        panel.iloc[i:i + step].to_csv(folder / "prices.csv", index=False, float_format="%.6g", date_format="%Y-%m-%d",
-                                      mode="w" if i == 0 else "a", header=i == 0)
+        panel.iloc[i : i + step].to_csv(
+            folder / "prices.csv", index=False, float_format="%.6g", date_format="%Y-%m-%d", mode="w" if i == 0 else "a", header=i == 0
+        )
     sectors.assign(name=sectors.ticker)[["ticker", "name", "gics_sector"]].to_csv(folder / "sectors.csv", index=False)
     (folder / "market.csv.gz").write_bytes((BROAD / "market.csv.gz").read_bytes())
     return {"rows": len(panel), "names": names, "first": f"{panel.date.min():%Y-%m-%d}", "last": f"{panel.date.max():%Y-%m-%d}"}
@@ -62,8 +63,14 @@ def run_one(names: int, years: int, work: Path) -> dict:
     """Run the history job on the built folder in this process; return per-step seconds and peaks."""
     base = work / f"n{names}"
     shape = json.loads((base / "shape.json").read_text())
-    os.environ.update({"STOCKML_DATA_DIR": str(base / "data"), "STOCKML_HOME": str(base / "home"),
-                       "DAGSTER_HOME": str(base / "dagster_home"), "STOCKML_AUTOMATION": "off"})
+    os.environ.update(
+        {
+            "STOCKML_DATA_DIR": str(base / "data"),
+            "STOCKML_HOME": str(base / "home"),
+            "DAGSTER_HOME": str(base / "dagster_home"),
+            "STOCKML_AUTOMATION": "off",
+        }
+    )
     import gc
     import logging
 
@@ -86,18 +93,23 @@ def run_one(names: int, years: int, work: Path) -> dict:
         c0, t0 = os.times(), time.perf_counter()
         result = run_history(defs, instance, first, last, run_config={"loggers": {"progress": {}}})
         wall, c1 = time.perf_counter() - t0, os.times()
-    return {**shape, "success": bool(result.success), "failures": [] if result.success else failure_messages(result),
-            "wall": wall, "cpu": (c1.user - c0.user) + (c1.system - c0.system), "load_start": load0,
-            "load_end": os.getloadavg()[0], "rss_before_gib": start_rss / GIB,
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
-            "steps": {k: {"seconds": v, "peak_gib": mem.peak.get(k, 0) / GIB, "start_gib": mem.at_start.get(k, 0) / GIB}
-                      for k, v in mem.seconds.items()}}
+    return {
+        **shape,
+        "success": bool(result.success),
+        "failures": [] if result.success else failure_messages(result),
+        "wall": wall,
+        "cpu": (c1.user - c0.user) + (c1.system - c0.system),
+        "load_start": load0,
+        "load_end": os.getloadavg()[0],
+        "rss_before_gib": start_rss / GIB,
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+        "steps": {k: {"seconds": v, "peak_gib": mem.peak.get(k, 0) / GIB, "start_gib": mem.at_start.get(k, 0) / GIB} for k, v in mem.seconds.items()},
+    }
 
 
 def table(results: list[dict]) -> str:
     """Per step: seconds and peak GiB per size, and the growth of the time per doubling of names."""
-    steps = sorted({s for r in results for s in r["steps"]}, key=lambda s: -max(r["steps"].get(s, {}).get("seconds", 0)
-                                                                                  for r in results))
+    steps = sorted({s for r in results for s in r["steps"]}, key=lambda s: -max(r["steps"].get(s, {}).get("seconds", 0) for r in results))
     head = "| step | " + " | ".join(f"{r['names']:,} names: s / GiB" for r in results) + " | growth per doubling (time) |"
     lines = [head, "|" + "---|" * (len(results) + 2)]
     for step in steps:
@@ -112,8 +124,13 @@ def table(results: list[dict]) -> str:
             continue
         lines.append(f"| {step} | " + " | ".join(cells) + " | " + (", ".join(f"{g:.2f}x" for g in growth) or "-") + " |")
     total = [f"{r['wall']:.0f} s, {r['cpu']:.0f} s CPU, peak {r['peak_gib']:.2f} GiB" for r in results]
-    lines.append("| **history run** | " + " | ".join(total) + " | " + ", ".join(
-        f"{b['wall'] / a['wall']:.2f}x" for a, b in zip(results, results[1:], strict=False) if a["names"] * 2 == b["names"]) + " |")
+    lines.append(
+        "| **history run** | "
+        + " | ".join(total)
+        + " | "
+        + ", ".join(f"{b['wall'] / a['wall']:.2f}x" for a, b in zip(results, results[1:], strict=False) if a["names"] * 2 == b["names"])
+        + " |"
+    )
     return "\n".join(lines)
 
 
@@ -134,14 +151,14 @@ def main() -> int:
         out = run_one(a.one, a.years, work)
         (work / f"n{a.one}" / "result.json").write_text(json.dumps(out, indent=1))
         return 0 if out["success"] else 1
-    print(f"scale benchmark in {work}: {a.names} names x {a.years} years; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"scale benchmark in {work}: {a.names} names x {a.years} years; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     results = []
     for n in a.names:
         t = time.perf_counter()
         for role in ("--build", "--one"):
-            proc = subprocess.run([sys.executable, __file__, role, str(n), "--years", str(a.years), "--work", str(work)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, role, str(n), "--years", str(a.years), "--work", str(work)], capture_output=True, text=True
+            )
             if proc.returncode and role == "--build":
                 break
         path = work / f"n{n}" / "result.json"
@@ -151,24 +168,38 @@ def main() -> int:
         r = json.loads(path.read_text())
         results.append(r)
         status = "ok" if r["success"] else f"FAILED: {r['failures']}"
-        print(f"{n:,} names ({r['rows']:,} rows, {r['first']}..{r['last']}): history run {r['wall']:.0f} s, "
-              f"{r['cpu']:.0f} s CPU, peak {r['peak_gib']:.2f} GiB, load {r['load_start']:.2f} -> {r['load_end']:.2f}; "
-              f"{time.perf_counter() - t:.0f} s with the data build; {status}", flush=True)
+        print(
+            f"{n:,} names ({r['rows']:,} rows, {r['first']}..{r['last']}): history run {r['wall']:.0f} s, "
+            f"{r['cpu']:.0f} s CPU, peak {r['peak_gib']:.2f} GiB, load {r['load_start']:.2f} -> {r['load_end']:.2f}; "
+            f"{time.perf_counter() - t:.0f} s with the data build; {status}",
+            flush=True,
+        )
         if not r["success"]:
             break
     if results:
         print("\n" + table(results))
-        worst = [(s, r["names"], r["steps"][s]["seconds"] / p["steps"][s]["seconds"])
-                 for p, r in zip(results, results[1:], strict=False) if p["names"] * 2 == r["names"]
-                 for s in r["steps"] if s in p["steps"] and p["steps"][s]["seconds"] >= 5.0]
+        worst = [
+            (s, r["names"], r["steps"][s]["seconds"] / p["steps"][s]["seconds"])
+            for p, r in zip(results, results[1:], strict=False)
+            if p["names"] * 2 == r["names"]
+            for s in r["steps"]
+            if s in p["steps"] and p["steps"][s]["seconds"] >= 5.0
+        ]
         over = [w for w in worst if w[2] > TARGET_GROWTH]
-        print(f"\nsteps of >= 5 s growing more than {TARGET_GROWTH}x per doubling: "
-              + (", ".join(f"{s} to {n:,} names {g:.2f}x" for s, n, g in over) or "none"))
+        print(
+            f"\nsteps of >= 5 s growing more than {TARGET_GROWTH}x per doubling: "
+            + (", ".join(f"{s} to {n:,} names {g:.2f}x" for s, n, g in over) or "none")
+        )
         big = results[-1]
-        verdict = ("met" if big["peak_gib"] <= TARGET_PEAK_GIB and big["success"] else "NOT met") if big["names"] >= 3000 \
+        verdict = (
+            ("met" if big["peak_gib"] <= TARGET_PEAK_GIB and big["success"] else "NOT met")
+            if big["names"] >= 3000
             else "not measured (no 3,000-name run)"
-        print(f"largest run: {big['names']:,} names, peak {big['peak_gib']:.2f} GiB, "
-              f"{big['peak_gib'] * 2**30 / big['rows'] / 1e3:.1f} KB per price row (target <= {TARGET_PEAK_GIB:g} GiB at 3,000 names): {verdict}")
+        )
+        print(
+            f"largest run: {big['names']:,} names, peak {big['peak_gib']:.2f} GiB, "
+            f"{big['peak_gib'] * 2**30 / big['rows'] / 1e3:.1f} KB per price row (target <= {TARGET_PEAK_GIB:g} GiB at 3,000 names): {verdict}"
+        )
     return 0
 
 

@@ -40,8 +40,7 @@ class _Ticker:
         return self.get(("bb",), lambda: volatility.BollingerBands(self.close, window=20, window_dev=2))
 
     def keltner(self):
-        return self.get(("kc",), lambda: volatility.KeltnerChannel(self.high, self.low, self.close, window=20, window_atr=10,
-                                                                   original_version=False))
+        return self.get(("kc",), lambda: volatility.KeltnerChannel(self.high, self.low, self.close, window=20, window_atr=10, original_version=False))
 
     def stoch(self):
         return self.get(("stoch",), lambda: momentum.StochasticOscillator(self.high, self.low, self.close, window=14, smooth_window=3))
@@ -120,11 +119,13 @@ def _references() -> dict[str, Callable[[_Ticker], pd.Series]]:
     for w in (20, 60):
         refs[f"obv_change_{w}"] = lambda t, w=w: t.obv().diff(w) / t.volume.rolling(w).sum()
     refs["cmf_20"] = lambda t: volume.ChaikinMoneyFlowIndicator(t.high, t.low, t.close, t.volume, window=20).chaikin_money_flow()
-    refs["force_index_13_rel"] = lambda t: (volume.ForceIndexIndicator(t.close, t.volume, window=13).force_index()
-                                            / (t.close * t.volume.rolling(20).mean()))
+    refs["force_index_13_rel"] = lambda t: (
+        volume.ForceIndexIndicator(t.close, t.volume, window=13).force_index() / (t.close * t.volume.rolling(20).mean())
+    )
     for w in (14, 60):
-        refs[f"vwap_dist_{w}"] = lambda t, w=w: (t.close / volume.VolumeWeightedAveragePrice(
-            t.high, t.low, t.close, t.volume, window=w).volume_weighted_average_price() - 1)
+        refs[f"vwap_dist_{w}"] = lambda t, w=w: (
+            t.close / volume.VolumeWeightedAveragePrice(t.high, t.low, t.close, t.volume, window=w).volume_weighted_average_price() - 1
+        )
     # rolling
     for w in (5, 10, 20, 30, 60, 120, 250):
         refs[f"close_to_sma_{w}"] = lambda t, w=w: t.close / trend.SMAIndicator(t.close, window=w).sma_indicator() - 1
@@ -151,9 +152,7 @@ def _one(func: Callable[[_Ticker], pd.Series]) -> Callable[[pd.DataFrame], pd.Se
     return reference
 
 
-TA_REFERENCE: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    s.name: _one(_REFS[s.name]) for s in FEATURE_REGISTRY if s.name in _REFS
-}
+TA_REFERENCE: dict[str, Callable[[pd.DataFrame], pd.Series]] = {s.name: _one(_REFS[s.name]) for s in FEATURE_REGISTRY if s.name in _REFS}
 
 
 def ta_all(one_ticker: pd.DataFrame) -> dict[str, pd.Series]:

@@ -71,16 +71,20 @@ def main() -> int:
     fwd = ts.fwd_return.to_numpy()
     dates = ts.date.to_numpy()
     h = base.labels.horizon
-    print(f"training set: {len(ts):,} rows, {ts.ticker.nunique()} names, {ts.date.min():%Y-%m-%d}..{ts.date.max():%Y-%m-%d}; "
-          f"{len(folds)} folds, {int(test.sum()):,} out-of-fold rows; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"training set: {len(ts):,} rows, {ts.ticker.nunique()} names, {ts.date.min():%Y-%m-%d}..{ts.date.max():%Y-%m-%d}; "
+        f"{len(folds)} folds, {int(test.sum()):,} out-of-fold rows; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'target':15s} {'model':18s} {'accuracy':>8s} {'rank IC':>8s} {'t':>6s} {'ICIR':>6s} {'wall s':>7s} {'cpu s':>7s}")
 
     def line(target, name, y, proba, seconds=float("nan"), cpu=float("nan")):
         ok = test & np.isfinite(proba).all(axis=1) & np.isfinite(y)
         acc = classification_metrics(y[ok].astype(int), proba[ok])["accuracy"]
         ic = information_coefficients(dates[ok], proba[ok, 2] - proba[ok, 0], fwd[ok], h)
-        print(f"{target:15s} {name:18s} {acc:8.4f} {ic['rank_ic']:8.4f} {ic['rank_ic_t']:6.2f} {ic['rank_icir']:6.3f} "
-              f"{seconds:7.1f} {cpu:7.1f}", flush=True)
+        print(
+            f"{target:15s} {name:18s} {acc:8.4f} {ic['rank_ic']:8.4f} {ic['rank_ic_t']:6.2f} {ic['rank_icir']:6.3f} {seconds:7.1f} {cpu:7.1f}",
+            flush=True,
+        )
 
     for target in a.targets:
         lab = compute_labels(prices, replace(base.labels, target=target), holes, universe)
@@ -115,15 +119,23 @@ def main() -> int:
                 tr = f.train_idx[np.isfinite(rank[f.train_idx])]
                 score[f.test_idx] = LEARNERS[name](X[tr], rank[tr], w[tr], dates[tr], X[f.test_idx], base.training)
             c1 = os.times()
-            line("market_neutral", name, y, rank_probabilities(dates, score), time.perf_counter() - t0,
-                 (c1.user - c0.user) + (c1.system - c0.system))
+            line("market_neutral", name, y, rank_probabilities(dates, score), time.perf_counter() - t0, (c1.user - c0.user) + (c1.system - c0.system))
     return 0
 
 
 def _xgb_params(t) -> dict:
-    return {"n_estimators": t.xgb_rounds, "max_depth": t.xgb_max_depth, "learning_rate": t.xgb_learning_rate,
-            "subsample": t.xgb_subsample, "colsample_bytree": t.xgb_colsample_bytree, "max_bin": t.xgb_max_bin,
-            "min_child_weight": 20, "tree_method": "hist", "n_jobs": t.n_jobs, "random_state": t.seed}
+    return {
+        "n_estimators": t.xgb_rounds,
+        "max_depth": t.xgb_max_depth,
+        "learning_rate": t.xgb_learning_rate,
+        "subsample": t.xgb_subsample,
+        "colsample_bytree": t.xgb_colsample_bytree,
+        "max_bin": t.xgb_max_bin,
+        "min_child_weight": 20,
+        "tree_method": "hist",
+        "n_jobs": t.n_jobs,
+        "random_state": t.seed,
+    }
 
 
 def xgb_regression(X, target, w, dates, X_test, t):
@@ -147,10 +159,18 @@ def xgb_pairwise(X, target, w, dates, X_test, t):
 def rf_regression(X, target, w, dates, X_test, t):
     from sklearn.ensemble import RandomForestRegressor
 
-    per_tree = t.rf_max_samples if t.rf_max_rows_per_tree is None or t.rf_max_samples * len(X) <= t.rf_max_rows_per_tree \
-        else int(t.rf_max_rows_per_tree)
-    model = RandomForestRegressor(n_estimators=t.rf_trees, max_depth=t.rf_max_depth, min_samples_leaf=t.rf_min_samples_leaf,
-                                  max_features="sqrt", max_samples=per_tree, n_jobs=t.n_jobs, random_state=t.seed)
+    per_tree = (
+        t.rf_max_samples if t.rf_max_rows_per_tree is None or t.rf_max_samples * len(X) <= t.rf_max_rows_per_tree else int(t.rf_max_rows_per_tree)
+    )
+    model = RandomForestRegressor(
+        n_estimators=t.rf_trees,
+        max_depth=t.rf_max_depth,
+        min_samples_leaf=t.rf_min_samples_leaf,
+        max_features="sqrt",
+        max_samples=per_tree,
+        n_jobs=t.n_jobs,
+        random_state=t.seed,
+    )
     return model.fit(X, target, sample_weight=w).predict(X_test)
 
 

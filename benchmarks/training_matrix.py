@@ -49,8 +49,14 @@ def _child(way: str, home: Path, table_db: Path) -> dict:
         X = feature_array(frame, FEATURE_NAMES)
     total = float(np.add.reduce(X, axis=None, dtype="float64"))  # every page read, as a fit reads them
     wall, c1 = time.perf_counter() - t0, os.times()
-    return {"way": way, "rows": len(frame), "wall": wall, "cpu": (c1.user - c0.user) + (c1.system - c0.system),
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, "sum": total}
+    return {
+        "way": way,
+        "rows": len(frame),
+        "wall": wall,
+        "cpu": (c1.user - c0.user) + (c1.system - c0.system),
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+        "sum": total,
+    }
 
 
 def main() -> int:
@@ -79,13 +85,15 @@ def main() -> int:
             con.execute('create table "assets"."training_set" as select * from frame')
         rows, cols = frame.shape
         del frame
-        print(f"training set under {a.home}: {rows:,} rows x {cols} columns; {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"training set under {a.home}: {rows:,} rows x {cols} columns; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True
+        )
         results: dict[str, list[dict]] = {"duckdb table": [], "mapped matrix": []}
         for _ in range(a.repeat):
             for way in results:
-                out = subprocess.run([sys.executable, __file__, "--home", str(a.home), "--child", way, str(table_db)],
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--home", str(a.home), "--child", way, str(table_db)], capture_output=True, text=True, check=True
+                )
                 results[way].append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {w: min(r, key=lambda x: x["wall"]) for w, r in results.items()}
     a_sum, b_sum = best["duckdb table"]["sum"], best["mapped matrix"]["sum"]  # summed in each array's own memory order
@@ -94,8 +102,10 @@ def main() -> int:
     for w, r in best.items():
         print(f"{w:14s} {r['wall']:8.2f} {r['cpu']:8.2f} {r['peak_gib']:9.2f}")
     t, m = best["duckdb table"], best["mapped matrix"]
-    print(f"mapped / table: wall {m['wall'] / t['wall']:.2f}x, cpu {m['cpu'] / t['cpu']:.2f}x, peak {m['peak_gib'] / t['peak_gib']:.2f}x"
-          f"; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"mapped / table: wall {m['wall'] / t['wall']:.2f}x, cpu {m['cpu'] / t['cpu']:.2f}x, peak {m['peak_gib'] / t['peak_gib']:.2f}x"
+        f"; load average {os.getloadavg()[0]:.2f}"
+    )
     return 0
 
 

@@ -1,6 +1,5 @@
 """Blocking schema checks (one per table asset, from its Pandera model) and domain checks."""
 
-
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, Failure, asset_check
 
@@ -42,20 +41,28 @@ def check_before_storing(asset_name: str, run_id: str, value: pd.DataFrame) -> N
     if v.passed:
         _CHECKED_BEFORE_STORING[(run_id, asset_name)] = v
         return
-    raise Failure(description=f"{asset_name}: {asset_name}_schema failed ({v.summary()}); nothing was stored, the "
-                              "previous table and the champion are unchanged. The failure cases name the rows.",
-                  metadata={f"{asset_name}_schema failure_cases": md_table(v.failures, limit=50)}, allow_retries=False)
+    raise Failure(
+        description=f"{asset_name}: {asset_name}_schema failed ({v.summary()}); nothing was stored, the "
+        "previous table and the champion are unchanged. The failure cases name the rows.",
+        metadata={f"{asset_name}_schema failure_cases": md_table(v.failures, limit=50)},
+        allow_retries=False,
+    )
 
 
 def _schema_check(asset_name: str, model) -> AssetChecksDefinition:
-    @asset_check(asset=AssetKey(asset_name), name=f"{asset_name}_schema", blocking=True,
-                 description=f"Pandera {model.__name__}: columns, types and constraints, checked before the table "
-                             "is stored (a failing table is never stored); failure cases listed")
+    @asset_check(
+        asset=AssetKey(asset_name),
+        name=f"{asset_name}_schema",
+        blocking=True,
+        description=f"Pandera {model.__name__}: columns, types and constraints, checked before the table "
+        "is stored (a failing table is never stored); failure cases listed",
+    )
     def _check(context: AssetCheckExecutionContext, value: pd.DataFrame) -> AssetCheckResult:
         v = _CHECKED_BEFORE_STORING.pop((context.op_execution_context.run_id, asset_name), None) or schemas.validate(asset_name, value, model)
-        return AssetCheckResult(passed=v.passed, metadata={
-            "summary": v.summary(), "rows": len(value), "failures": len(v.failures),
-            "failure_cases": md_table(v.failures, limit=50)})
+        return AssetCheckResult(
+            passed=v.passed,
+            metadata={"summary": v.summary(), "rows": len(value), "failures": len(v.failures), "failure_cases": md_table(v.failures, limit=50)},
+        )
 
     return _check
 

@@ -95,8 +95,14 @@ def collect_status(settings: Settings | None = None) -> dict:
 
     s = settings or Settings()
     wh = Warehouse(s.warehouse_path, read_only=True)  # status reads: it opens nothing for writing, creates nothing
-    out: dict = {"warehouse": str(s.warehouse_path), "champion": None, "last_decision": None, "drift_score": None,
-                 "drift_date": None, "data_quality": None}
+    out: dict = {
+        "warehouse": str(s.warehouse_path),
+        "champion": None,
+        "last_decision": None,
+        "drift_score": None,
+        "drift_date": None,
+        "data_quality": None,
+    }
     if not wh.exists():
         return out
     out["data_quality"] = data_quality(wh)
@@ -113,20 +119,27 @@ def collect_status(settings: Settings | None = None) -> dict:
             integrity = "sha256 verified"
         except Exception as exc:  # noqa: BLE001 - any integrity failure is reported, not raised
             integrity = str(exc)
-        out["champion"] = {"version": champ.version, "sha256": champ.sha256, "verified": integrity == "sha256 verified",
-                           "integrity": integrity, "metrics": _clean(metrics),
-                           "baselines": {b: _clean(m) for b, m in baselines.items()},
-                           "base_models": {b: _clean(m) for b, m in base_models.items()},
-                           "created_at": str(champ.created_at)}
+        out["champion"] = {
+            "version": champ.version,
+            "sha256": champ.sha256,
+            "verified": integrity == "sha256 verified",
+            "integrity": integrity,
+            "metrics": _clean(metrics),
+            "baselines": {b: _clean(m) for b, m in baselines.items()},
+            "base_models": {b: _clean(m) for b, m in base_models.items()},
+            "created_at": str(champ.created_at),
+        }
     if wh.has_table("promotion_decision", "assets"):
         d = wh.read('select * from "assets"."promotion_decision"')
         if len(d):
             out["last_decision"] = {
-                "candidate_version": str(d.candidate_version.iloc[0]), "promoted": bool(d.promoted.iloc[0]),
+                "candidate_version": str(d.candidate_version.iloc[0]),
+                "promoted": bool(d.promoted.iloc[0]),
                 "failed": [str(n) for n in d.name[~d.passed.astype(bool)]],
                 # promoted by the gate, but the run stopped before the switch: the next training run completes it
                 "switch_pending": switch_not_applied(d, reg.history()) is not None,
-                "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")]}
+                "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")],
+            }
     out["drift_thresholds"] = {k: getattr(s.drift, k) for k in ("score_threshold", "persistence_days", "cooldown_days")}
     if wh.has_table("drift_report", "assets"):
         dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])
@@ -151,16 +164,25 @@ def print_status(st: dict) -> None:
     champ = st["champion"]
     if champ:
         m = champ["metrics"]
-        print(f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}..., "
-              f"{'verified' if champ.get('verified', True) else 'INTEGRITY CHECK FAILED: ' + champ.get('integrity', '')})")
-        print("  out-of-sample: " + ", ".join(f"{k} {_fmt(float(m[k]))}" for k in
-              ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
-                                                if m.get(k) is not None))
+        print(
+            f"Champion: {champ['version']} (sha256 {champ['sha256'][:12]}..., "
+            f"{'verified' if champ.get('verified', True) else 'INTEGRITY CHECK FAILED: ' + champ.get('integrity', '')})"
+        )
+        print(
+            "  out-of-sample: "
+            + ", ".join(
+                f"{k} {_fmt(float(m[k]))}"
+                for k in ["accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "icir"]
+                if m.get(k) is not None
+            )
+        )
         t, ric = m.get("rank_ic_t"), m.get("rank_ic")
         if not has_directional_skill(ric, t):
-            print(f"  WARNING: champion {champ['version']} shows no directional skill out-of-sample (rank IC "
-                  f"{_fmt(float('nan') if ric is None else float(ric))}, t {_fmt(float('nan') if t is None else float(t))}; "
-                  f"t below {MIN_SKILL_T:g} is no evidence of ranking skill): treat its predictions as noise")
+            print(
+                f"  WARNING: champion {champ['version']} shows no directional skill out-of-sample (rank IC "
+                f"{_fmt(float('nan') if ric is None else float(ric))}, t {_fmt(float('nan') if t is None else float(t))}; "
+                f"t below {MIN_SKILL_T:g} is no evidence of ranking skill): treat its predictions as noise"
+            )
     else:
         print("Champion: none - no model has passed the promotion gate yet; no predictions are published.")
     d = st["last_decision"]
@@ -177,14 +199,18 @@ def print_status(st: dict) -> None:
         print("Drift score: not measured")
     else:
         dt = st.get("drift_thresholds") or {}
-        print(f"Drift score: {_fmt(st['drift_score'])} on {st['drift_date']} (retraining when >= "
-              f"{dt.get('score_threshold', float('nan')):g} for {dt.get('persistence_days', '?')} days in a row; then "
-              f"{dt.get('cooldown_days', '?')} trading days of cooldown)")
+        print(
+            f"Drift score: {_fmt(st['drift_score'])} on {st['drift_date']} (retraining when >= "
+            f"{dt.get('score_threshold', float('nan')):g} for {dt.get('persistence_days', '?')} days in a row; then "
+            f"{dt.get('cooldown_days', '?')} trading days of cooldown)"
+        )
     dq = st.get("data_quality")
     if dq:
         rules = ", ".join(f"{r} {n}" for r, n in dq["by_rule"].items()) or "none"
-        print(f"Data quality: {dq['rows_ingested']:,} price rows ingested; {dq['rows_quarantined']} quarantined ({rules}) "
-              f"in {len(dq['tickers_affected'])} tickers; {len(dq['suspected_corporate_actions'])} suspected corporate actions")
+        print(
+            f"Data quality: {dq['rows_ingested']:,} price rows ingested; {dq['rows_quarantined']} quarantined ({rules}) "
+            f"in {len(dq['tickers_affected'])} tickers; {len(dq['suspected_corporate_actions'])} suspected corporate actions"
+        )
 
 
 def _print_models(table: pd.DataFrame) -> None:
@@ -205,36 +231,44 @@ def summary(s: Settings, fresh=None) -> None:
     if wh.has_table("validation_report", "assets"):
         from stockml_core.evaluation import comparison_table
         from stockml_core.promotion import MIN_SKILL_T
+
         rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
-        table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic",
-                                       "rank_ic_t", "n"]]
+        table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "n"]]
         _print_models(table.astype({"n": "Int64"}))
-        print("  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
-              f"{s.labels.horizon}-day returns; "
-              f"|t| < {MIN_SKILL_T:g} is no evidence of ranking skill)")
+        print(
+            "  (rank_ic_t: the mean daily rank IC's t-statistic, corrected for the overlap of "
+            f"{s.labels.horizon}-day returns; "
+            f"|t| < {MIN_SKILL_T:g} is no evidence of ranking skill)"
+        )
     status = collect_status(s)
     if status["last_decision"]:
         from stockml_core.registry import ModelRegistry
 
         cand = ModelRegistry(wh, s.artefact_dir).get(status["last_decision"]["candidate_version"])
-        print(f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
-              f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):")
+        print(
+            f"Skill of candidate {cand.version} and every model on the same out-of-sample rows (decile book: long top / "
+            f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):"
+        )
         _print_models(skill_table(cand.metrics))
     if wh.has_table("backtest_report", "assets") and status["last_decision"]:
         from stockml_core.backtest import summarize_backtest
 
         bt = summarize_backtest(wh.read('select * from "assets"."backtest_report" order by date'))
         strat, hold = bt.iloc[0], bt.iloc[1]
-        print(f"Backtest of candidate {status['last_decision']['candidate_version']} (daily long top-{s.top_k} / short "
-              f"bottom-{s.top_k}, out-of-sample, net of {s.cost_bps:g} bp a side): annual return {strat.annual_return:.1%}, "
-              f"Sharpe {strat.sharpe:.2f}, max drawdown {strat.max_drawdown:.1%}, turnover {strat.avg_daily_turnover:.2f} a "
-              f"day; buy-and-hold: {hold.annual_return:.1%}, Sharpe {hold.sharpe:.2f}")
+        print(
+            f"Backtest of candidate {status['last_decision']['candidate_version']} (daily long top-{s.top_k} / short "
+            f"bottom-{s.top_k}, out-of-sample, net of {s.cost_bps:g} bp a side): annual return {strat.annual_return:.1%}, "
+            f"Sharpe {strat.sharpe:.2f}, max drawdown {strat.max_drawdown:.1%}, turnover {strat.avg_daily_turnover:.2f} a "
+            f"day; buy-and-hold: {hold.annual_return:.1%}, Sharpe {hold.sharpe:.2f}"
+        )
     print_status(status)
     champ = status["champion"]
     if wh.has_table("shap_analysis"):
-        top = wh.read("select feature_name, importance_score from shap_analysis where model_version = "
-                      "(select max(model_version) from shap_analysis) and regime = 'all' order by rank limit 10")
+        top = wh.read(
+            "select feature_name, importance_score from shap_analysis where model_version = "
+            "(select max(model_version) from shap_analysis) and regime = 'all' order by rank limit 10"
+        )
         print("Top 10 SHAP features: " + ", ".join(f"{f} ({v:.3f})" for f, v in top.itertuples(index=False)))
     if fresh is not None:
         print(f"Freshness on the data's calendar: {'passed' if fresh.passed else 'FAILED'} ({fresh.status}): {fresh.description}")
@@ -271,8 +305,7 @@ def cmd_run(args) -> int:
     s = defs.resources["stockml"].settings()  # the deployment's settings, as the runs read them
     first, last = data_span(s)
     print(f"Materializing the StockML graph on {s.data_dir} (runtime state in {s.home}) ...", flush=True)
-    print(f"1/2 history: {first:%Y-%m-%d}..{last:%Y-%m-%d} as one run over its trading-day partitions, "
-          "then training and the gate", flush=True)
+    print(f"1/2 history: {first:%Y-%m-%d}..{last:%Y-%m-%d} as one run over its trading-day partitions, then training and the gate", flush=True)
     progress = {"loggers": {"progress": {}}}  # one line per step; the full log is in the UI
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
@@ -304,11 +337,9 @@ def cmd_backfill(args) -> int:
     t0 = time.perf_counter()
     with DagsterInstance.get() as instance:
         if args.job == "daily":
-            result = run_daily(defs, instance, args.start, last=args.end, tags={TRIGGER_TAG: "manual"},
-                               run_config={"loggers": {"progress": {}}})
+            result = run_daily(defs, instance, args.start, last=args.end, tags={TRIGGER_TAG: "manual"}, run_config={"loggers": {"progress": {}}})
         else:
-            result = run_history(defs, instance, args.start, args.end, train=not args.no_training,
-                                 run_config={"loggers": {"progress": {}}})
+            result = run_history(defs, instance, args.start, args.end, train=not args.no_training, run_config={"loggers": {"progress": {}}})
         _say_freshness(instance, defs.resources["stockml"].settings())
     if not result.success:
         _report_failure(result, f"{args.job} backfill")
@@ -323,16 +354,17 @@ def cmd_replay(args) -> int:
 
     init_home()
     try:
-        report = replay(args.start, args.end, Path(args.out), initial_model=args.initial_model,
-                        **({"fast": True} if args.fast else {}))
+        report = replay(args.start, args.end, Path(args.out), initial_model=args.initial_model, **({"fast": True} if args.fast else {}))
     except (ValueError, DataFolderError) as exc:  # a bad argument or window: said in one line, nothing deleted
         print(f"replay refused: {exc}", file=sys.stderr)
         return 2
     t = report.get("timing", {})
-    print(f"replay {report['start']}..{report['end']}: {report['trading_days']} trading days, "
-          f"{len(report['triggers'])} triggers, {len(report['retrains'])} retrains "
-          f"({sum(r['promoted'] for r in report['retrains'])} promoted), {len(report['events_captured'])} events captured, "
-          f"{t.get('total_seconds')} s")
+    print(
+        f"replay {report['start']}..{report['end']}: {report['trading_days']} trading days, "
+        f"{len(report['triggers'])} triggers, {len(report['retrains'])} retrains "
+        f"({sum(r['promoted'] for r in report['retrains'])} promoted), {len(report['events_captured'])} events captured, "
+        f"{t.get('total_seconds')} s"
+    )
     for sh in report["shifts"]:
         print(f"  crash onset {sh['onset']}: drift retrain {sh['detected'] or 'none'} (delay {sh['delay_days']} trading days)")
     print(f"report: {Path(args.out) / 'report.md'} and report.json")
@@ -361,8 +393,11 @@ def _champion_job(job: str, op: str, args) -> int:
     init_home()
     with DagsterInstance.get() as instance:
         result = execute(
-            defs.resolve_job_def(job), instance, tags={TRIGGER_TAG: "manual"},
-            run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}})
+            defs.resolve_job_def(job),
+            instance,
+            tags={TRIGGER_TAG: "manual"},
+            run_config={"ops": {op: {"config": {"version": args.version, "reason": args.reason, "actor": args.actor}}}},
+        )
     what = "rollback" if job == "rollback_job" else "override"
     if not result.success:
         from stockml_assets.replay import failure_messages
@@ -402,27 +437,39 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("version")
     rb.add_argument("--reason", required=True)
     rb.add_argument("--actor", default=os.environ.get("USER", "operator"))
-    ov = sub.add_parser("override", help="make a registered version champion by hand, bypassing the gate "
-                        "(through Dagster; the reason is recorded)")
+    ov = sub.add_parser("override", help="make a registered version champion by hand, bypassing the gate (through Dagster; the reason is recorded)")
     ov.add_argument("version")
     ov.add_argument("--reason", required=True)
     ov.add_argument("--actor", default=os.environ.get("USER", "operator"))
-    bf = sub.add_parser("backfill", help="materialize a range of trading days in one run (history: ingestion, features, "
-                        "training and the gate; daily: also predictions and drift for every day)")
+    bf = sub.add_parser(
+        "backfill",
+        help="materialize a range of trading days in one run (history: ingestion, features, "
+        "training and the gate; daily: also predictions and drift for every day)",
+    )
     bf.add_argument("start")
     bf.add_argument("end")
     bf.add_argument("--job", choices=["history", "daily"], default="history")
     bf.add_argument("--no-training", action="store_true", help="history only: skip training and the gate")
-    rp = sub.add_parser("replay", help="play history day by day through the real definitions (daily runs, sensors, "
-                        "triggered retrains, the gate) in a fresh instance and warehouse; writes report.json/report.md")
+    rp = sub.add_parser(
+        "replay",
+        help="play history day by day through the real definitions (daily runs, sensors, "
+        "triggered retrains, the gate) in a fresh instance and warehouse; writes report.json/report.md",
+    )
     rp.add_argument("--start", required=True)
     rp.add_argument("--end", required=True)
     rp.add_argument("--out", required=True, help="folder for report.json and report.md")
-    rp.add_argument("--initial-model", choices=["train", "none"], default="train",
-                    help="train a champion on the data before --start (default), or start without one")
+    rp.add_argument(
+        "--initial-model",
+        choices=["train", "none"],
+        default="train",
+        help="train a champion on the data before --start (default), or start without one",
+    )
     rp.add_argument("--fast", action="store_true", help="smaller models (quick looks; not the default)")
-    fd = sub.add_parser("feed", help="simulated market-data feed: copy --source to --target, releasing the prices "
-                        "of one more trading day every --every seconds from --start (atomic writes)")
+    fd = sub.add_parser(
+        "feed",
+        help="simulated market-data feed: copy --source to --target, releasing the prices "
+        "of one more trading day every --every seconds from --start (atomic writes)",
+    )
     fd.add_argument("--source", required=True, help="data folder to replay (prices.csv[.gz], sectors, market, rare_events)")
     fd.add_argument("--target", required=True, help="data folder to write (point STOCKML_DATA_DIR at it)")
     fd.add_argument("--start", required=True, help="first trading day to release; every earlier row is written at once")
@@ -432,8 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-home":
         print(init_home())
         return 0
-    return {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "override": cmd_override,
-            "backfill": cmd_backfill, "replay": cmd_replay, "feed": cmd_feed}[args.command](args)
+    return {
+        "run": cmd_run,
+        "status": cmd_status,
+        "rollback": cmd_rollback,
+        "override": cmd_override,
+        "backfill": cmd_backfill,
+        "replay": cmd_replay,
+        "feed": cmd_feed,
+    }[args.command](args)
 
 
 if __name__ == "__main__":

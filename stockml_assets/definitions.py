@@ -1,6 +1,5 @@
 """The Dagster entry point: ``defs``."""
 
-
 from dagster import Definitions, colored_console_logger, in_process_executor, load_assets_from_modules
 
 from stockml_assets import checks, freshness
@@ -14,16 +13,30 @@ from stockml_assets.sensors import SENSORS
 
 enable_event_batches()  # every process that loads the definitions stores a range run's events in batches
 ASSETS = load_assets_from_modules([data, modeling, monitoring])
-ASSET_CHECKS = [*checks.SCHEMA_CHECKS, *checks.DOMAIN_CHECKS, modeling.rf_model_walk_forward_valid,
-                modeling.xgb_model_walk_forward_valid, modeling.meta_learner_probabilities_valid,
-                modeling.candidate_beats_baselines, modeling.champion_verified, freshness.caught_up_with_the_feed]
+ASSET_CHECKS = [
+    *checks.SCHEMA_CHECKS,
+    *checks.DOMAIN_CHECKS,
+    modeling.rf_model_walk_forward_valid,
+    modeling.xgb_model_walk_forward_valid,
+    modeling.meta_learner_probabilities_valid,
+    modeling.candidate_beats_baselines,
+    modeling.champion_verified,
+    freshness.caught_up_with_the_feed,
+]
 
 
 def build_definitions(**resource_config) -> Definitions:
     """Definitions for one deployment; ``resource_config`` goes to ``build_resources``."""
-    return Definitions(assets=ASSETS, asset_checks=ASSET_CHECKS, jobs=JOBS, sensors=[*SENSORS, freshness.feed_freshness_sensor],
-                       schedules=SCHEDULES, resources=build_resources(**resource_config),
-                       executor=in_process_executor, loggers={"console": colored_console_logger, "progress": progress_logger})
+    return Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=JOBS,
+        sensors=[*SENSORS, freshness.feed_freshness_sensor],
+        schedules=SCHEDULES,
+        resources=build_resources(**resource_config),
+        executor=in_process_executor,
+        loggers={"console": colored_console_logger, "progress": progress_logger},
+    )
 
 
 defs = build_definitions()

@@ -45,8 +45,7 @@ def location_name() -> str:
 
     try:
         entries = yaml.safe_load((PROJECT_ROOT / WORKSPACE_FILE).read_text())["load_from"]
-        return next(e["python_module"]["location_name"] for e in entries
-                    if e.get("python_module", {}).get("module_name") == DEFINITIONS_MODULE)
+        return next(e["python_module"]["location_name"] for e in entries if e.get("python_module", {}).get("module_name") == DEFINITIONS_MODULE)
     except (OSError, KeyError, TypeError, StopIteration):
         return "stockml"
 
@@ -62,8 +61,7 @@ def project_job_origin(job_name: str):
     from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE,
-                                  working_directory=str(PROJECT_ROOT))
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=str(PROJECT_ROOT))
     location = ManagedGrpcPythonEnvCodeLocationOrigin(loadable_target_origin=target, location_name=location_name())
     return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
 
@@ -105,19 +103,31 @@ def recover_dead_runs(instance: DagsterInstance, say=None) -> list[str]:
         start = _process_start(pid)
         if start is not None and start == run.tags.get(STARTED_TAG, start):
             continue  # still running
-        instance.report_run_failed(run, f"the process that ran it (pid {pid}) is gone: killed or crashed before the run "
-                                        "ended. Marked failed by a later run, which freed its pool slots; nothing it had "
-                                        "not finished was stored, and a rerun of the same job picks up from the data.")
+        instance.report_run_failed(
+            run,
+            f"the process that ran it (pid {pid}) is gone: killed or crashed before the run "
+            "ended. Marked failed by a later run, which freed its pool slots; nothing it had "
+            "not finished was stored, and a rerun of the same job picks up from the data.",
+        )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         recovered.append(run.run_id)
-        say(f"recovered: {run.job_name} run {run.run_id} (pid {pid}) was left {run.status.value} by a process that is "
-            "gone; marked failed, its pool slots freed")
+        say(
+            f"recovered: {run.job_name} run {run.run_id} (pid {pid}) was left {run.status.value} by a process that is "
+            "gone; marked failed, its pool slots freed"
+        )
     return recovered
 
 
-def execute(job: JobDefinition, instance: DagsterInstance, *, asset_selection: Sequence[AssetKey] | None = None,
-            partition_key: str | None = None, tags: Mapping[str, str] | None = None,
-            run_config: Mapping | None = None, raise_on_error: bool = False) -> ExecuteInProcessResult:
+def execute(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    *,
+    asset_selection: Sequence[AssetKey] | None = None,
+    partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping | None = None,
+    raise_on_error: bool = False,
+) -> ExecuteInProcessResult:
     """``job.execute_in_process(...)`` with the same arguments, keeping no output values.
 
     First recovers the runs a killed process left behind (``recover_dead_runs``); the run carries the
@@ -125,30 +135,45 @@ def execute(job: JobDefinition, instance: DagsterInstance, *, asset_selection: S
     recover_dead_runs(instance)
     tags = {**(tags or {}), **process_tags()}
     run_config, op_selection, asset_selection, resource_defs, partition_key, input_values = type_check_and_normalize_args(
-        run_config=run_config, partition_key=partition_key, op_selection=None, asset_selection=asset_selection,
-        input_values=None, resources=None)
-    ephemeral = job.as_ephemeral_job(resource_defs=resource_defs, input_values=input_values,
-                                     op_selection=op_selection, asset_selection=asset_selection)
+        run_config=run_config, partition_key=partition_key, op_selection=None, asset_selection=asset_selection, input_values=None, resources=None
+    )
+    ephemeral = job.as_ephemeral_job(
+        resource_defs=resource_defs, input_values=input_values, op_selection=op_selection, asset_selection=asset_selection
+    )
     if partition_key and ephemeral.partitions_def:
         with partition_loading_context(dynamic_partitions_store=instance) as ctx:
-            ephemeral.validate_partition_key(partition_key=partition_key, selected_asset_keys=set(asset_selection),
-                                             context=ctx)
+            ephemeral.validate_partition_key(partition_key=partition_key, selected_asset_keys=set(asset_selection), context=ctx)
     if not run_config and ephemeral.partitioned_config and partition_key:
         run_config = ephemeral.partitioned_config.get_run_config_for_partition_key(partition_key)
-    run_tags = merge_run_tags(job_def=job, partition_key=partition_key, tags=tags, asset_selection=asset_selection,
-                              instance=instance, run_config=run_config)
+    run_tags = merge_run_tags(
+        job_def=job, partition_key=partition_key, tags=tags, asset_selection=asset_selection, instance=instance, run_config=run_config
+    )
     # Dagster's core_execute_in_process, with the run created under the project's code-location origin.
     in_memory = InMemoryJob(job_def=ephemeral)
-    plan = create_execution_plan(in_memory, run_config=run_config,
-                                 instance_ref=instance.get_ref() if instance.is_persistent else None)
-    run = instance.create_run_for_job(job_def=ephemeral, run_config=run_config, tags={**ephemeral.run_tags, **run_tags},
-                                      asset_selection=frozenset(asset_selection), execution_plan=plan,
-                                      remote_job_origin=project_job_origin(job.name))
-    events = list(ExecuteRunWithPlanIterable(
-        execution_plan=plan, iterator=job_execution_iterator,
-        execution_context_manager=PlanOrchestrationContextManager(
-            context_event_generator=orchestration_context_event_generator, job=in_memory, execution_plan=plan,
-            dagster_run=run, instance=instance, run_config=run_config, executor_defs=None, output_capture=None,
-            raise_on_error=raise_on_error)))
-    return ExecuteInProcessResult(job_def=ephemeral, event_list=events, dagster_run=instance.get_run_by_id(run.run_id),
-                                  output_capture={})
+    plan = create_execution_plan(in_memory, run_config=run_config, instance_ref=instance.get_ref() if instance.is_persistent else None)
+    run = instance.create_run_for_job(
+        job_def=ephemeral,
+        run_config=run_config,
+        tags={**ephemeral.run_tags, **run_tags},
+        asset_selection=frozenset(asset_selection),
+        execution_plan=plan,
+        remote_job_origin=project_job_origin(job.name),
+    )
+    events = list(
+        ExecuteRunWithPlanIterable(
+            execution_plan=plan,
+            iterator=job_execution_iterator,
+            execution_context_manager=PlanOrchestrationContextManager(
+                context_event_generator=orchestration_context_event_generator,
+                job=in_memory,
+                execution_plan=plan,
+                dagster_run=run,
+                instance=instance,
+                run_config=run_config,
+                executor_defs=None,
+                output_capture=None,
+                raise_on_error=raise_on_error,
+            ),
+        )
+    )
+    return ExecuteInProcessResult(job_def=ephemeral, event_list=events, dagster_run=instance.get_run_by_id(run.run_id), output_capture={})

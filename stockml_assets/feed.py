@@ -12,7 +12,6 @@ with ``STOCKML_DAILY_CRON="* * * * *"`` this drives the daemon through history i
 (tests/test_daemon.py).
 """
 
-
 import bisect
 import csv
 import gzip
@@ -155,15 +154,18 @@ def prepare(source: Path, target: Path, start: str) -> tuple[PriceSource, list[s
     return src, [d for d in src.trading_days if d >= start]
 
 
-def run_feed(source: Path, target: Path, start: str, every: float, *,
-             sleep: Callable[[float], None] = time.sleep, say: Callable[[str], None] | None = None) -> int:
+def run_feed(
+    source: Path, target: Path, start: str, every: float, *, sleep: Callable[[float], None] = time.sleep, say: Callable[[str], None] | None = None
+) -> int:
     """Run the feed until the source is exhausted; returns the number of days released after ``start``."""
     say = say or log.info
     src, pending = prepare(source, target, start)
     start = pd.Timestamp(start).strftime("%Y-%m-%d")
     before = [d for d in src.trading_days if d < start]
-    say(f"feed {source} -> {target}: {src.rows_before(start)} rows up to {before[-1] if before else 'none'} written; "
-        f"{len(pending)} trading day(s) to release, one every {every:g} s")
+    say(
+        f"feed {source} -> {target}: {src.rows_before(start)} rows up to {before[-1] if before else 'none'} written; "
+        f"{len(pending)} trading day(s) to release, one every {every:g} s"
+    )
     t0 = time.monotonic()
     for i, day in enumerate(pending, 1):
         sleep(max(0.0, t0 + i * every - time.monotonic()))  # on a fixed cadence, however long a write takes

@@ -11,7 +11,6 @@ It is judged by ``feed_freshness_sensor`` every minute (recorded when the verdic
 CLI after each run it makes, and from the UI's "Execute" on the check; one function decides.
 """
 
-
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,9 +82,13 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
         delivered = latest_price_date(data_dir)
     except (DataFolderError, OSError) as exc:
         run = newest.dagster_run if failed else None
-        return FeedFreshness(False, "feed unreadable", f"the data folder cannot be read: {exc}"
-                             + (f"; the newest {run.job_name} run {run.run_id} failed" if run else ""),
-                             processed_last_day=processed, run_id=run.run_id if run else None)
+        return FeedFreshness(
+            False,
+            "feed unreadable",
+            f"the data folder cannot be read: {exc}" + (f"; the newest {run.job_name} run {run.run_id} failed" if run else ""),
+            processed_last_day=processed,
+            run_id=run.run_id if run else None,
+        )
     if delivered is None:
         return FeedFreshness(True, "caught up", "the feed has delivered no prices yet", processed_last_day=processed)
     days = day_keys(pd.Timestamp(delivered) - pd.Timedelta(days=14), min(pd.Timestamp(delivered), pd.Timestamp(now.date())))
@@ -94,32 +97,51 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
         run = newest.dagster_run if failed else None
         if run is not None and _last_day(run) is not None and _last_day(run) >= feed_last:
             # drift_report holds the day from an earlier run, but the feed's current version of it was refused
-            return FeedFreshness(False, "daily run failed", f"the newest {run.job_name} run {run.run_id}, for "
-                                 f"{_last_day(run)}, {_ended(run)}: {CHECKED_ASSET} holds {processed} from an "
-                                 "earlier run, not the feed's current data; its page says why", feed_last, processed,
-                                 run_id=run.run_id)
-        return FeedFreshness(True, "caught up", f"{CHECKED_ASSET} holds every trading day the feed delivered, up to "
-                             f"{feed_last} (the data's last trading day)", feed_last, processed)
+            return FeedFreshness(
+                False,
+                "daily run failed",
+                f"the newest {run.job_name} run {run.run_id}, for "
+                f"{_last_day(run)}, {_ended(run)}: {CHECKED_ASSET} holds {processed} from an "
+                "earlier run, not the feed's current data; its page says why",
+                feed_last,
+                processed,
+                run_id=run.run_id,
+            )
+        return FeedFreshness(
+            True,
+            "caught up",
+            f"{CHECKED_ASSET} holds every trading day the feed delivered, up to {feed_last} (the data's last trading day)",
+            feed_last,
+            processed,
+        )
     behind = len(day_keys(pd.Timestamp(processed) + pd.Timedelta(days=1), feed_last)) if processed else None
     lag = f"{behind} trading day(s) behind" if behind is not None else "no day processed yet"
     where = f"{CHECKED_ASSET} holds up to {processed or 'no day'}, the feed delivered up to {feed_last}: {lag}"
     base = {"feed_last_day": feed_last, "processed_last_day": processed, "days_behind": behind or 0}
     if newest is not None and newest.dagster_run.status in ACTIVE:
-        return FeedFreshness(True, "catching up", f"{where}; run {newest.dagster_run.run_id} is processing", **base,
-                             run_id=newest.dagster_run.run_id)
+        return FeedFreshness(True, "catching up", f"{where}; run {newest.dagster_run.run_id} is processing", **base, run_id=newest.dagster_run.run_id)
     if failed:
         run = newest.dagster_run
-        return FeedFreshness(False, "daily run failed", f"{where}; the newest {run.job_name} run {run.run_id} "
-                             f"{_ended(run)}: its page says why; the next scheduled run retries", **base,
-                             run_id=run.run_id)
+        return FeedFreshness(
+            False,
+            "daily run failed",
+            f"{where}; the newest {run.job_name} run {run.run_id} {_ended(run)}: its page says why; the next scheduled run retries",
+            **base,
+            run_id=run.run_id,
+        )
     path = next((data_dir / n for n in ("prices.csv", "prices.csv.gz") if (data_dir / n).exists()), None)
     delivered_at = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path else now
     waited = (now - delivered_at) / timedelta(hours=1)
     if waited > overdue_hours:
-        return FeedFreshness(False, "overdue", f"{where}; the feed's file changed {waited:.1f} h ago and no daily run "
-                             f"has processed it (is the daemon running, the daily schedule on?)", **base)
-    return FeedFreshness(True, "awaiting the daily run", f"{where}; delivered {waited:.1f} h ago, within the "
-                         f"{overdue_hours:g} h the daily schedule has", **base)
+        return FeedFreshness(
+            False,
+            "overdue",
+            f"{where}; the feed's file changed {waited:.1f} h ago and no daily run has processed it (is the daemon running, the daily schedule on?)",
+            **base,
+        )
+    return FeedFreshness(
+        True, "awaiting the daily run", f"{where}; delivered {waited:.1f} h ago, within the {overdue_hours:g} h the daily schedule has", **base
+    )
 
 
 def _last_day(run) -> str | None:
@@ -132,35 +154,46 @@ def _ended(run) -> str:
 
 
 def _result_kwargs(f: FeedFreshness) -> dict:
-    return {"passed": f.passed, "severity": AssetCheckSeverity.ERROR, "description": f.description,
-            "metadata": {**f.metadata(), "verdict": f.description}}
+    return {
+        "passed": f.passed,
+        "severity": AssetCheckSeverity.ERROR,
+        "description": f.description,
+        "metadata": {**f.metadata(), "verdict": f.description},
+    }
 
 
 def record_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: float) -> FeedFreshness:
     """Judge and record the verdict as the check's evaluation (no run: the CLI and the sensor call it)."""
     f = judge_freshness(instance, data_dir, overdue_hours)
-    instance.report_runless_asset_event(AssetCheckEvaluation(
-        asset_key=AssetKey(CHECKED_ASSET), check_name=CHECK_NAME, **_result_kwargs(f)))
+    instance.report_runless_asset_event(AssetCheckEvaluation(asset_key=AssetKey(CHECKED_ASSET), check_name=CHECK_NAME, **_result_kwargs(f)))
     return f
 
 
-@asset_check(asset=AssetKey(CHECKED_ASSET), name=CHECK_NAME,
-             description="Freshness on the data's calendar: drift_report holds the last trading day the feed "
-                         "delivered. Fails when the newest daily run failed and left a delivered day unprocessed, "
-                         "or when a delivered day waits longer than the daily schedule allows. Judged every "
-                         "minute by feed_freshness_sensor and after each CLI run.")
+@asset_check(
+    asset=AssetKey(CHECKED_ASSET),
+    name=CHECK_NAME,
+    description="Freshness on the data's calendar: drift_report holds the last trading day the feed "
+    "delivered. Fails when the newest daily run failed and left a delivered day unprocessed, "
+    "or when a delivered day waits longer than the daily schedule allows. Judged every "
+    "minute by feed_freshness_sensor and after each CLI run.",
+)
 def caught_up_with_the_feed(context: AssetCheckExecutionContext, stockml: StockMLResource) -> AssetCheckResult:
     s = stockml.settings()
     return AssetCheckResult(**_result_kwargs(judge_freshness(context.instance, s.data_dir, s.freshness_overdue_hours)))
 
 
-@sensor(name="feed_freshness_sensor", minimum_interval_seconds=60, default_status=SENSOR_STATUS,
-        description="Every minute: has drift_report caught up with the feed's last trading day? Records the "
-                    "caught_up_with_the_feed check when its verdict changes (a failed daily run fails it).")
+@sensor(
+    name="feed_freshness_sensor",
+    minimum_interval_seconds=60,
+    default_status=SENSOR_STATUS,
+    description="Every minute: has drift_report caught up with the feed's last trading day? Records the "
+    "caught_up_with_the_feed check when its verdict changes (a failed daily run fails it).",
+)
 def feed_freshness_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
     s = stockml.settings()
     f = judge_freshness(context.instance, s.data_dir, s.freshness_overdue_hours)
     if f.key() != context.cursor:
-        context.instance.report_runless_asset_event(AssetCheckEvaluation(
-            asset_key=AssetKey(CHECKED_ASSET), check_name=CHECK_NAME, **_result_kwargs(f)))
+        context.instance.report_runless_asset_event(
+            AssetCheckEvaluation(asset_key=AssetKey(CHECKED_ASSET), check_name=CHECK_NAME, **_result_kwargs(f))
+        )
     return SensorResult(skip_reason=SkipReason(f"{f.status}: {f.description}"), cursor=f.key())

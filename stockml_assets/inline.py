@@ -80,17 +80,27 @@ def _path(xs: np.ndarray, ys: np.ndarray) -> str:
 
 
 def _frame(title: str, lo: float, hi: float, x_first: str, x_last: str) -> list[str]:
-    return [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' font-size='9'>",
-            f"<text x='2' y='10'>{_esc(title)}</text>",
-            f"<text x='2' y='{TOP + 6}'>{_fmt(hi)}</text><text x='2' y='{BOTTOM}'>{_fmt(lo)}</text>",
-            f"<path d='M{LEFT},{TOP}V{BOTTOM}H{RIGHT}' fill='none' stroke='silver'/>",
-            f"<text x='{LEFT}' y='{HEIGHT - 6}'>{_esc(x_first)}</text>"
-            f"<text x='{RIGHT}' y='{HEIGHT - 6}' text-anchor='end'>{_esc(x_last)}</text>"]
+    return [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' font-size='9'>",
+        f"<text x='2' y='10'>{_esc(title)}</text>",
+        f"<text x='2' y='{TOP + 6}'>{_fmt(hi)}</text><text x='2' y='{BOTTOM}'>{_fmt(lo)}</text>",
+        f"<path d='M{LEFT},{TOP}V{BOTTOM}H{RIGHT}' fill='none' stroke='silver'/>",
+        f"<text x='{LEFT}' y='{HEIGHT - 6}'>{_esc(x_first)}</text><text x='{RIGHT}' y='{HEIGHT - 6}' text-anchor='end'>{_esc(x_last)}</text>",
+    ]
 
 
-def line_chart(title: str, x: Sequence, series: dict[str, Sequence[float]], *, hline: float | None = None,
-               hline_label: str = "", marks: Sequence[int] = (), points: int = 80, peaks: bool = False,
-               max_marks: int = 12) -> MetadataValue:
+def line_chart(
+    title: str,
+    x: Sequence,
+    series: dict[str, Sequence[float]],
+    *,
+    hline: float | None = None,
+    hline_label: str = "",
+    marks: Sequence[int] = (),
+    points: int = 80,
+    peaks: bool = False,
+    max_marks: int = 12,
+) -> MetadataValue:
     """A line per series over ``x`` (dates or numbers), sampled to as many evenly spaced points as fit
     inline (at most ``points``), with an optional dashed threshold and marked positions of ``x``
     (e.g. the days a score crossed its threshold; the last ``max_marks`` distinct ones). ``peaks``: each point is the largest value
@@ -120,8 +130,12 @@ def line_chart(title: str, x: Sequence, series: dict[str, Sequence[float]], *, h
             v = a[idx]
             if peaks:
                 with np.errstate(all="ignore"):
-                    v = np.array([np.nanmax(a[lo_i:hi_i + 1]) if np.isfinite(a[lo_i:hi_i + 1]).any() else np.nan
-                                  for lo_i, hi_i in zip(np.concatenate([[0], idx[:-1] + 1]), idx, strict=True)])
+                    v = np.array(
+                        [
+                            np.nanmax(a[lo_i : hi_i + 1]) if np.isfinite(a[lo_i : hi_i + 1]).any() else np.nan
+                            for lo_i, hi_i in zip(np.concatenate([[0], idx[:-1] + 1]), idx, strict=True)
+                        ]
+                    )
             keep = np.flatnonzero(np.isfinite(v))
             if len(keep) >= 2:
                 parts.append(f"<path d='{_path(xs[keep], y_of(v[keep]))}' fill='none' stroke='{color}'/>")
@@ -146,12 +160,16 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *, bar
     for k in range(min(bars, len(labels)), 0, -1):
         top = max((abs(v) for v in values[:k]), default=1.0) or 1.0
         step = (BOTTOM - TOP) // max(k, 1)
-        parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' font-size='9'>",
-                 f"<text x='2' y='10'>{_esc(title)}</text>"]
+        parts = [
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' font-size='9'>",
+            f"<text x='2' y='10'>{_esc(title)}</text>",
+        ]
         for i, (name, v) in enumerate(zip(labels[:k], values[:k], strict=True)):
             y = TOP + i * step
-            parts.append(f"<rect x='130' y='{y}' width='{max(1, round(abs(v) / top * 150))}' height='{max(step - 3, 2)}' "
-                         f"fill='{COLORS[0]}'/><text x='126' y='{y + step - 4}' text-anchor='end'>{_esc(name[:24])}</text>")
+            parts.append(
+                f"<rect x='130' y='{y}' width='{max(1, round(abs(v) / top * 150))}' height='{max(step - 3, 2)}' "
+                f"fill='{COLORS[0]}'/><text x='126' y='{y + step - 4}' text-anchor='end'>{_esc(name[:24])}</text>"
+            )
         parts.append(f"<text x='{RIGHT}' y='{HEIGHT - 8}' text-anchor='end'>max {_fmt(top)}</text></svg>")
         md = _svg_md("".join(parts), "chart")
         if fits(md):

@@ -60,11 +60,18 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         if subset is None or len(subset) <= 1:
             return super()._store_asset_check_evaluation_planned(event, event_id)
         with self.index_connection() as conn:
-            conn.execute(AssetCheckExecutionsTable.insert().values(
-                asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=None,
-                run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
-                evaluation_event=serialize_value(event), evaluation_event_timestamp=self._event_insert_timestamp(event),
-                evaluation_event_storage_id=event_id))
+            conn.execute(
+                AssetCheckExecutionsTable.insert().values(
+                    asset_key=planned.asset_key.to_string(),
+                    check_name=planned.check_name,
+                    partition=None,
+                    run_id=event.run_id,
+                    execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                    evaluation_event=serialize_value(event),
+                    evaluation_event_timestamp=self._event_insert_timestamp(event),
+                    evaluation_event_storage_id=event_id,
+                )
+            )
 
     def store_event_batch(self, events) -> None:
         """The per-day materializations of a range run in one transaction per shard, not three each.
@@ -76,9 +83,11 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         shard with its tags; the asset's summary row (its latest materialization) is written once per
         asset and event type, with the batch's last event, which is what writing each in turn leaves.
         Anything but asset events of one run goes through ``store_event`` one by one."""
-        if not events or len({e.run_id for e in events}) != 1 or any(
-                not e.is_dagster_event or e.dagster_event_type not in ASSET_EVENTS or not e.dagster_event.asset_key
-                for e in events):
+        if (
+            not events
+            or len({e.run_id for e in events}) != 1
+            or any(not e.is_dagster_event or e.dagster_event_type not in ASSET_EVENTS or not e.dagster_event.asset_key for e in events)
+        ):
             return super().store_event_batch(events)
         rows = [self._event_to_row(e) for e in events]
         with self.run_connection(events[0].run_id) as conn:
@@ -117,8 +126,11 @@ class LocalEventLogStorage(SqliteEventLogStorage):
     def _engine(self, shard: str):
         engine = self._engines.pop(shard, None)
         if engine is None:
-            engine = sa_create_engine(self.conn_string_for_shard(shard), poolclass=SingletonThreadPool,
-                                      connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+            engine = sa_create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=SingletonThreadPool,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
             event.listen(engine, "connect", _pragmas)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)

@@ -1,6 +1,5 @@
 """Jobs: the whole graph, the daily work, retraining, and rollback to a named version."""
 
-
 from dagster import AssetSelection, Config, HookContext, OpExecutionContext, define_asset_job, job, op, success_hook
 
 from stockml_assets import release_freed_memory
@@ -11,17 +10,32 @@ from stockml_core.settings import webserver_url_from_env
 
 # Daily: the universe (sectors.csv re-read: a fixed or extended file is picked up), the new trading day's data,
 # features, the champion's predictions, drift, and the rare-event watch.
-DAILY = AssetSelection.assets("market_universe", "raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix",
-                              "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
-                              "rare_event_watch")
+DAILY = AssetSelection.assets(
+    "market_universe",
+    "raw_prices",
+    "quarantined_prices",
+    "market_context",
+    "market_regimes",
+    "feature_matrix",
+    "predictions",
+    "feature_drift",
+    "regime_drift",
+    "prediction_drift",
+    "drift_report",
+    "rare_event_watch",
+)
 # Retraining: labels, the archive, training, evaluation, explanations and the gate. It never re-measures
 # drift, so a retrain cannot re-trigger itself; the next daily run predicts with the new champion.
-RETRAINING = AssetSelection.assets("labels") | AssetSelection.groups(
-    "archive", "training", "evaluation", "explainability", "promotion") | \
-    AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs")
+RETRAINING = (
+    AssetSelection.assets("labels")
+    | AssetSelection.groups("archive", "training", "evaluation", "explainability", "promotion")
+    | AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs")
+)
 # History: everything but the per-day monitoring, over a range of trading days in one run.
 HISTORY = AssetSelection.all() - AssetSelection.assets(
-    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch")
+    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch"
+)
+
 
 @success_hook
 def release_memory(context: HookContext) -> None:
@@ -48,20 +62,32 @@ def extend_partitions(context: HookContext) -> None:
     try:
         served = catch_up_served_partitions(url, count)
         if served is not None:
-            context.log.info(f"the UI served {served:,} trading-day partitions, this run's code {count:,} (to {last}): "
-                             f"asked {url} to reload the definitions")
+            context.log.info(
+                f"the UI served {served:,} trading-day partitions, this run's code {count:,} (to {last}): asked {url} to reload the definitions"
+            )
     except OSError as exc:  # the UI catches up on its next reload; the run's work is done
         context.log.warning(f"could not ask {url} to reload the definitions ({exc}); use the UI's 'Reload definitions'")
 
 
 HOOKS = {release_memory}
-full_job = define_asset_job("stockml_full_job", selection=HISTORY, partitions_def=TRADING_DAYS, hooks=HOOKS,
-                            description="Ingest a range of trading days (one run), rebuild the features and archive, "
-                                        "train and let the gate decide (what `stockml run` runs before the daily run).")
-daily_job = define_asset_job("daily_job", selection=DAILY, partitions_def=TRADING_DAYS, hooks={trim_memory, extend_partitions},
-                             description="After the close: ingest the day, its features, predictions, drift, rare-event watch.")
-retraining_job = define_asset_job("retraining_job", selection=RETRAINING, hooks=HOOKS,
-                                  description="Train, evaluate, explain and let the gate decide.")
+full_job = define_asset_job(
+    "stockml_full_job",
+    selection=HISTORY,
+    partitions_def=TRADING_DAYS,
+    hooks=HOOKS,
+    description="Ingest a range of trading days (one run), rebuild the features and archive, "
+    "train and let the gate decide (what `stockml run` runs before the daily run).",
+)
+daily_job = define_asset_job(
+    "daily_job",
+    selection=DAILY,
+    partitions_def=TRADING_DAYS,
+    hooks={trim_memory, extend_partitions},
+    description="After the close: ingest the day, its features, predictions, drift, rare-event watch.",
+)
+retraining_job = define_asset_job(
+    "retraining_job", selection=RETRAINING, hooks=HOOKS, description="Train, evaluate, explain and let the gate decide."
+)
 
 
 class RollbackConfig(Config):
@@ -70,8 +96,7 @@ class RollbackConfig(Config):
     actor: str = "operator"
 
 
-@op(description="Make a named registry version the champion again; recorded in model_promotion_history.",
-    pool=DUCKDB_POOL)
+@op(description="Make a named registry version the champion again; recorded in model_promotion_history.", pool=DUCKDB_POOL)
 def rollback_champion(context: OpExecutionContext, config: RollbackConfig, stockml: StockMLResource) -> str:
     event = stockml.registry().rollback(config.version, reason=config.reason, actor=config.actor)
     context.log.info(f"champion is now {event.version} (event {event.event_id}): {config.reason}")
@@ -89,15 +114,23 @@ class OverrideConfig(Config):
     actor: str = "operator"
 
 
-@op(description="Make a registered version champion by hand, bypassing the gate; the reason is recorded in "
-                "model_promotion_history (action 'override', trigger 'manual').", pool=DUCKDB_POOL)
+@op(
+    description="Make a registered version champion by hand, bypassing the gate; the reason is recorded in "
+    "model_promotion_history (action 'override', trigger 'manual').",
+    pool=DUCKDB_POOL,
+)
 def override_champion(context: OpExecutionContext, config: OverrideConfig, stockml: StockMLResource) -> str:
     reg = stockml.registry()
     before = reg.champion()
-    event = reg.promote(config.version, reason=config.reason, actor=config.actor, action="override", trigger="manual",
-                        decision={"dagster_run_id": context.run_id, "champion_before": before.version if before else None})
-    context.log.warning(f"manual override: champion is now {event.version} (was {before.version if before else 'none'}): "
-                        f"{config.reason}")
+    event = reg.promote(
+        config.version,
+        reason=config.reason,
+        actor=config.actor,
+        action="override",
+        trigger="manual",
+        decision={"dagster_run_id": context.run_id, "champion_before": before.version if before else None},
+    )
+    context.log.warning(f"manual override: champion is now {event.version} (was {before.version if before else 'none'}): {config.reason}")
     return event.version
 
 

@@ -1,6 +1,5 @@
 """Metadata helpers: tables, plots and Pandera schemas as Dagster metadata."""
 
-
 import base64
 import io
 import math
@@ -52,25 +51,31 @@ def gate_spec(asset_name: str, model, *extra: str) -> AssetCheckSpec:
     """The blocking check a partitioned asset reports for the trading days a run writes: its Pandera
     model and domain checks, run inside the asset before anything is stored (``validated``)."""
     also = f" and {', '.join(extra)}" if extra else ""
-    return AssetCheckSpec(f"{asset_name}_schema", asset=asset_name, blocking=True,
-                          description=f"Pandera {model.__name__}{also} on the trading days a run writes, checked inside "
-                                      "the asset before they are stored: a failure fails the step with the failure "
-                                      "cases and stores nothing (the previous partitions and the champion stay)")
+    return AssetCheckSpec(
+        f"{asset_name}_schema",
+        asset=asset_name,
+        blocking=True,
+        description=f"Pandera {model.__name__}{also} on the trading days a run writes, checked inside "
+        "the asset before they are stored: a failure fails the step with the failure "
+        "cases and stores nothing (the previous partitions and the champion stay)",
+    )
 
 
 def gate_result(asset_name: str, checks: list[str], rows: int, days: str = "") -> AssetCheckResult:
     """``gate_spec``'s result for a run whose rows passed (a failure never gets here: the step fails)."""
-    return AssetCheckResult(asset_key=AssetKey(asset_name), check_name=f"{asset_name}_schema", passed=True,
-                            metadata={"checks passed": ", ".join(checks), "rows checked": rows, "days": days})
+    return AssetCheckResult(
+        asset_key=AssetKey(asset_name),
+        check_name=f"{asset_name}_schema",
+        passed=True,
+        metadata={"checks passed": ", ".join(checks), "rows checked": rows, "days": days},
+    )
 
 
 def _has_gate(context, asset_name: str) -> bool:
-    return any(k.name == f"{asset_name}_schema" and k.asset_key == AssetKey(asset_name)
-               for k in context.assets_def.check_keys)
+    return any(k.name == f"{asset_name}_schema" and k.asset_key == AssetKey(asset_name) for k in context.assets_def.check_keys)
 
 
-def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame],
-              output_name: str = "result"):
+def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame], output_name: str = "result"):
     """Validate the partitions a run writes, inside the asset, before anything is stored.
 
     A partitioned asset's blocking gate: on failure the step fails with the failure cases (its
@@ -86,8 +91,11 @@ def validated(context, asset_name: str, value: pd.DataFrame, model, *extra: tupl
     if not _has_gate(context, asset_name):
         return value
     days = date_range(value) if "date" in value.columns else {}
-    return MaterializeResult(asset_key=AssetKey(asset_name), value=value, check_results=[gate_result(
-        asset_name, checks, len(value), f"{days.get('first_date', '')}..{days.get('last_date', '')}" if days else "")])
+    return MaterializeResult(
+        asset_key=AssetKey(asset_name),
+        value=value,
+        check_results=[gate_result(asset_name, checks, len(value), f"{days.get('first_date', '')}..{days.get('last_date', '')}" if days else "")],
+    )
 
 
 def check_or_fail(asset_name: str, value: pd.DataFrame, model, *extra: tuple[str, pd.DataFrame]) -> list[str]:
@@ -102,11 +110,14 @@ def check_or_fail(asset_name: str, value: pd.DataFrame, model, *extra: tuple[str
     failed += [(name, cases) for name, cases in extra if len(cases)]
     if failed:
         names = ", ".join(n for n, _ in failed)
-        rows = "; ".join(f"{n}: {_first_rows(c)}" for n, c in failed[1 if not v.passed else 0:] if len(c))
-        raise Failure(description=f"{asset_name}: {names} failed ({v.summary()}{'; ' + rows if rows else ''}); nothing was "
-                                  "stored, the previous partitions and the champion are unchanged. Fix the rows listed in "
-                                  "failure_cases.",
-                      metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed}, allow_retries=False)
+        rows = "; ".join(f"{n}: {_first_rows(c)}" for n, c in failed[1 if not v.passed else 0 :] if len(c))
+        raise Failure(
+            description=f"{asset_name}: {names} failed ({v.summary()}{'; ' + rows if rows else ''}); nothing was "
+            "stored, the previous partitions and the champion are unchanged. Fix the rows listed in "
+            "failure_cases.",
+            metadata={f"{n} failure_cases": md_table(c, limit=50) for n, c in failed},
+            allow_retries=False,
+        )
     return [f"{asset_name}_schema ({model.__name__})", *(n for n, _ in extra)]
 
 
@@ -136,5 +147,6 @@ def malformed_files_fail(asset_name: str):
     try:
         yield
     except DataFolderError as exc:
-        raise Failure(description=f"{asset_name}: {exc} Nothing was stored; the last good data and the champion "
-                                  "are unchanged.", allow_retries=False) from None
+        raise Failure(
+            description=f"{asset_name}: {exc} Nothing was stored; the last good data and the champion are unchanged.", allow_retries=False
+        ) from None

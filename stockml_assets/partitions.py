@@ -12,7 +12,6 @@ is vectorized); a downstream day reads a trailing window of upstream days, decla
 ``TimeWindowPartitionMapping`` so the lineage shows it.
 """
 
-
 from datetime import datetime
 
 import pandas as pd
@@ -33,10 +32,10 @@ NEW_YORK = "America/New_York"
 FIRST_DAY = first_day_from_env()
 # Holidays up to next year: every event that carries the definition serializes the list, so it
 # stays as short as it can.
-_HOLIDAYS = [datetime(d.year, d.month, d.day) for y in range(int(FIRST_DAY[:4]), datetime.now().year + 2)
-             for d in sorted(nyse_holidays(y)) if d.weekday() < 5]
-_CALENDAR = {"start": FIRST_DAY, "cron_schedule": "0 0 * * 1-5", "fmt": "%Y-%m-%d", "timezone": NEW_YORK,
-             "exclusions": _HOLIDAYS}
+_HOLIDAYS = [
+    datetime(d.year, d.month, d.day) for y in range(int(FIRST_DAY[:4]), datetime.now().year + 2) for d in sorted(nyse_holidays(y)) if d.weekday() < 5
+]
+_CALENDAR = {"start": FIRST_DAY, "cron_schedule": "0 0 * * 1-5", "fmt": "%Y-%m-%d", "timezone": NEW_YORK, "exclusions": _HOLIDAYS}
 # Every trading day up to today (today's partition exists from midnight, for the run after the close).
 UP_TO_TODAY = TimeWindowPartitionsDefinition(**_CALENDAR, end_offset=1)
 
@@ -48,8 +47,15 @@ def partitions_end(last_day) -> datetime | None:
         return None
     today = UP_TO_TODAY.get_last_partition_key()
     day = min(pd.Timestamp(last_day).strftime("%Y-%m-%d"), today or "")
-    keys = [k for k in UP_TO_TODAY.get_partition_keys_in_range(
-        PartitionKeyRange(f"{pd.Timestamp(day) - pd.Timedelta(days=14):%Y-%m-%d}", day)) if k <= day] if day >= FIRST_DAY else []
+    keys = (
+        [
+            k
+            for k in UP_TO_TODAY.get_partition_keys_in_range(PartitionKeyRange(f"{pd.Timestamp(day) - pd.Timedelta(days=14):%Y-%m-%d}", day))
+            if k <= day
+        ]
+        if day >= FIRST_DAY
+        else []
+    )
     return UP_TO_TODAY.time_window_for_partition_key(keys[-1]).end if keys else None
 
 

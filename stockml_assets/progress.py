@@ -16,7 +16,7 @@ class _ProgressHandler(logging.Handler):
         kind = getattr(event, "event_type_value", None)
         message = str(meta.get("orig_message") or "")
         if event is None and message.startswith("progress: "):  # a long step's own progress (per fold)
-            print(f"          {meta.get('step_key') or ''}: {message[len('progress: '):]}", flush=True)
+            print(f"          {meta.get('step_key') or ''}: {message[len('progress: ') :]}", flush=True)
             return
         if kind not in _SHOWN:
             return
@@ -26,9 +26,11 @@ class _ProgressHandler(logging.Handler):
                 meta_ = data.metadata or {}
                 why = meta_.get("summary")
                 sev = getattr(getattr(data, "severity", None), "value", "ERROR")
-                print(f"  check {data.asset_check_key.name} on {data.asset_key.to_user_string()}: "
-                      f"{'WARN' if sev == 'WARN' else 'FAILED'}{': ' + str(why.value)[:600] if why is not None else ''}",
-                      file=sys.stderr)
+                print(
+                    f"  check {data.asset_check_key.name} on {data.asset_key.to_user_string()}: "
+                    f"{'WARN' if sev == 'WARN' else 'FAILED'}{': ' + str(why.value)[:600] if why is not None else ''}",
+                    file=sys.stderr,
+                )
             return
         step = meta.get("step_key") or event.step_key
         if step and (kind == "STEP_FAILURE" or step in _asset_steps()):
@@ -40,12 +42,16 @@ def _asset_steps() -> dict[str, str]:
     """Asset step -> what to print: its name, and for a multi-asset step the assets it writes."""
     from stockml_assets.definitions import ASSETS  # loaded by then; a top-level import would be circular
 
-    return {a.op.name: a.op.name if len(a.keys) == 1 else
-            f"{a.op.name} ({', '.join(k.path[-1] for k in sorted(a.keys, key=lambda k: k.path))})" for a in ASSETS}
+    return {
+        a.op.name: a.op.name if len(a.keys) == 1 else f"{a.op.name} ({', '.join(k.path[-1] for k in sorted(a.keys, key=lambda k: k.path))})"
+        for a in ASSETS
+    }
 
 
-@logger(config_schema={"log_level": Field(str, is_required=False, default_value="DEBUG")},
-        description="One line per finished asset step, failed checks on stderr.")
+@logger(
+    config_schema={"log_level": Field(str, is_required=False, default_value="DEBUG")},
+    description="One line per finished asset step, failed checks on stderr.",
+)
 def progress_logger(init_context) -> logging.Logger:
     log = logging.getLogger("stockml.progress")
     log.setLevel(logging.DEBUG)

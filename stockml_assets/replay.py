@@ -7,7 +7,6 @@ request is executed, so the gate decides as it would in production. Nothing is m
 is the only simulated thing.
 """
 
-
 import json
 import shutil
 import time
@@ -34,8 +33,9 @@ def local_instance(path: Path) -> DagsterInstance:
     from stockml_assets.instance_storage import event_log_config
 
     path.mkdir(parents=True, exist_ok=True)
-    return DagsterInstance.local_temp(str(path), overrides={
-        "telemetry": {"enabled": False}, "event_log_storage": event_log_config(str(path / "history" / "runs"))})
+    return DagsterInstance.local_temp(
+        str(path), overrides={"telemetry": {"enabled": False}, "event_log_storage": event_log_config(str(path / "history" / "runs"))}
+    )
 
 
 def _finite(v) -> float | None:
@@ -68,14 +68,17 @@ def failure_messages(result) -> list[str]:
             data = ev.event_specific_data
             if not data.passed and getattr(data.severity, "value", "ERROR") == "ERROR":
                 why = (data.metadata or {}).get("summary")
-                out.append(f"{data.asset_key.to_user_string()}: check {data.asset_check_key.name} failed"
-                           + (f": {str(why.value)[:2000]}" if why is not None else "")
-                           + "; nothing downstream ran, the stored data and the champion are unchanged")
+                out.append(
+                    f"{data.asset_key.to_user_string()}: check {data.asset_check_key.name} failed"
+                    + (f": {str(why.value)[:2000]}" if why is not None else "")
+                    + "; nothing downstream ran, the stored data and the champion are unchanged"
+                )
     return out
 
 
-def run_history(defs: Definitions, instance: DagsterInstance, first, last, tags: dict | None = None,
-                train: bool = True, run_config: dict | None = None):
+def run_history(
+    defs: Definitions, instance: DagsterInstance, first, last, tags: dict | None = None, train: bool = True, run_config: dict | None = None
+):
     """One run over every trading day in [first, last]: ingestion, features, labels, archive and (if
     ``train``) training through the gate. A single-run backfill: the work is vectorized."""
     job = defs.resolve_job_def("stockml_full_job")
@@ -83,16 +86,16 @@ def run_history(defs: Definitions, instance: DagsterInstance, first, last, tags:
     if not train:
         from stockml_assets.jobs import RETRAINING
 
-        keep = job.asset_layer.executable_asset_keys - RETRAINING.resolve(defs.resolve_asset_graph()) | \
-            {k for k in job.asset_layer.executable_asset_keys if k.path[-1] in ("labels", "rare_event_catalog")}
+        keep = job.asset_layer.executable_asset_keys - RETRAINING.resolve(defs.resolve_asset_graph()) | {
+            k for k in job.asset_layer.executable_asset_keys if k.path[-1] in ("labels", "rare_event_catalog")
+        }
         selection = sorted(keep)
-    return execute(job, instance, asset_selection=selection,
-                   tags={TRIGGER_TAG: "manual", **(tags or {}), **range_tags(first, last)},
-                   run_config=run_config)
+    return execute(
+        job, instance, asset_selection=selection, tags={TRIGGER_TAG: "manual", **(tags or {}), **range_tags(first, last)}, run_config=run_config
+    )
 
 
-def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | None = None, last=None,
-              run_config: dict | None = None):
+def run_daily(defs: Definitions, instance: DagsterInstance, day, tags: dict | None = None, last=None, run_config: dict | None = None):
     """The daily job for one trading day's partition (or, with ``last``, every day in [day, last] in one run)."""
     job = defs.resolve_job_def("daily_job")
     tags = {TRIGGER_TAG: "scheduled", **(tags or {})}
@@ -106,8 +109,9 @@ def evaluate_sensors(defs: Definitions, instance: DagsterInstance, cursors: dict
     requests = []
     for name in names:
         sensor = defs.resolve_sensor_def(name)
-        ctx = build_sensor_context(instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name,
-                                   resources={"stockml": defs.resources["stockml"]})
+        ctx = build_sensor_context(
+            instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name, resources={"stockml": defs.resources["stockml"]}
+        )
         data = sensor.evaluate_tick(ctx)
         if data.cursor is not None:
             cursors[name] = data.cursor
@@ -158,15 +162,26 @@ def reset_replay_home(home: Path) -> None:
         if not home.is_dir():
             raise ValueError(f"replay home {home} is a file, not a replay's folder: refused (nothing deleted)")
         if any(home.iterdir()) and not (home / REPLAY_MARKER).is_file():
-            raise ValueError(f"replay home {home} holds files and no {REPLAY_MARKER} marker: it is not a replay's "
-                             "own folder, so nothing was deleted; choose an empty or new folder")
+            raise ValueError(
+                f"replay home {home} holds files and no {REPLAY_MARKER} marker: it is not a replay's "
+                "own folder, so nothing was deleted; choose an empty or new folder"
+            )
         shutil.rmtree(home)
     (home / "dagster").mkdir(parents=True)
     (home / REPLAY_MARKER).write_text("a StockML replay's state: wiped by the next replay of these dates\n")
 
 
-def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, home: Path | None = None,
-           initial_model: str = "train", log: Callable[[str], None] = print, **resource_config) -> dict:
+def replay(
+    start: str,
+    end: str,
+    out: Path,
+    *,
+    data_dir: Path | None = None,
+    home: Path | None = None,
+    initial_model: str = "train",
+    log: Callable[[str], None] = print,
+    **resource_config,
+) -> dict:
     """Play [start, end] day by day through the real definitions; write report.json and report.md to ``out``.
 
     ``home`` (default ``$STOCKML_HOME/replays/START_END``) is wiped and holds the replay's own warehouse,
@@ -192,9 +207,20 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
     before = [d for d in day_keys(first, days[0]) if d < days[0]]
     if not before:
         raise ValueError(f"no data before {days[0]}: the replay needs history for features, drift and the first model")
-    report: dict = {"start": days[0], "end": days[-1], "data_dir": str(data_dir), "home": str(home),
-                    "trading_days": len(days), "initial_model": None, "triggers": [], "retrains": [],
-                    "events_captured": [], "shifts": [], "failed_runs": [], "drift_scores": {}}
+    report: dict = {
+        "start": days[0],
+        "end": days[-1],
+        "data_dir": str(data_dir),
+        "home": str(home),
+        "trading_days": len(days),
+        "initial_model": None,
+        "triggers": [],
+        "retrains": [],
+        "events_captured": [],
+        "shifts": [],
+        "failed_runs": [],
+        "drift_scores": {},
+    }
     # The replay's warehouse is its own: hold it open for the whole replay (stockml_core.warehouse.held).
     with local_instance(home / "dagster") as instance, defs.resources["stockml"].warehouse().held():
         t0 = time.perf_counter()
@@ -203,8 +229,11 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
         if not res.success:
             raise RuntimeError("the history run before --start failed: " + "; ".join(failure_messages(res)))
         champion = defs.resources["stockml"].registry().champion()
-        report["initial_model"] = {"trained_on": f"{before[0]}..{before[-1]}", "seconds": round(time.perf_counter() - t0, 1),
-                                   "champion": champion.version if champion else None}
+        report["initial_model"] = {
+            "trained_on": f"{before[0]}..{before[-1]}",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "champion": champion.version if champion else None,
+        }
         cursors: dict = {}
         evaluate_sensors(defs, instance, cursors)  # baseline ticks: the sensors see the history as already known
         seen_keys: set[str] = set()
@@ -225,25 +254,45 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                 seen_keys.add(rr.run_key)
                 tags = dict(rr.tags)
                 trigger = trigger_of(tags)
-                report["triggers"].append({"date": day, "sensor": sensor_name, "trigger": trigger, "run_key": rr.run_key,
-                                           "reason": tags.get(REASON_TAG) or tags.get(NEW_EVENTS_TAG, ""),
-                                           "score": float(tags[DRIFT_SCORE_TAG]) if DRIFT_SCORE_TAG in tags else score})
+                report["triggers"].append(
+                    {
+                        "date": day,
+                        "sensor": sensor_name,
+                        "trigger": trigger,
+                        "run_key": rr.run_key,
+                        "reason": tags.get(REASON_TAG) or tags.get(NEW_EVENTS_TAG, ""),
+                        "score": float(tags[DRIFT_SCORE_TAG]) if DRIFT_SCORE_TAG in tags else score,
+                    }
+                )
                 log(f"{day}: {sensor_name} -> retraining ({rr.run_key})")
                 t = time.perf_counter()
                 job = defs.resolve_job_def(rr.job_name or "retraining_job")
                 run = execute(job, instance, run_config=QUIET, tags={**tags, "dagster/run_key": rr.run_key})
-                retrain = {"date": day, "trigger": trigger, "run_key": rr.run_key, "run_id": run.run_id,
-                           "seconds": round(time.perf_counter() - t, 1), "promoted": False, "candidate_version": None}
+                retrain = {
+                    "date": day,
+                    "trigger": trigger,
+                    "run_key": rr.run_key,
+                    "run_id": run.run_id,
+                    "seconds": round(time.perf_counter() - t, 1),
+                    "promoted": False,
+                    "candidate_version": None,
+                }
                 if run.success:
-                    decision = defs.resources["stockml"].warehouse().read(
-                        'select candidate_version, promoted, name, value, threshold, passed, outcome '
-                        'from "assets"."promotion_decision"')
+                    decision = (
+                        defs.resources["stockml"]
+                        .warehouse()
+                        .read('select candidate_version, promoted, name, value, threshold, passed, outcome from "assets"."promotion_decision"')
+                    )
                     by_name = decision.set_index("name")
-                    retrain.update(promoted=bool(decision.promoted.iloc[0]),
-                                   candidate_version=str(decision.candidate_version.iloc[0]),
-                                   failed=[str(n) for n in decision.name[~decision.passed.astype(bool)]],
-                                   evidence={n: {"value": _finite(by_name.value[n]), "threshold": _finite(by_name.threshold[n]),
-                                                 "outcome": str(by_name.outcome[n])} for n in by_name.index})
+                    retrain.update(
+                        promoted=bool(decision.promoted.iloc[0]),
+                        candidate_version=str(decision.candidate_version.iloc[0]),
+                        failed=[str(n) for n in decision.name[~decision.passed.astype(bool)]],
+                        evidence={
+                            n: {"value": _finite(by_name.value[n]), "threshold": _finite(by_name.threshold[n]), "outcome": str(by_name.outcome[n])}
+                            for n in by_name.index
+                        },
+                    )
                 else:
                     from stockml_assets.sensors import record_failed_cycle
 
@@ -253,15 +302,16 @@ def replay(start: str, end: str, out: Path, *, data_dir: Path | None = None, hom
                 report["retrains"].append(retrain)
                 if CAPTURE_TAG in tags and run.success:
                     ev = json.loads(tags[CAPTURE_TAG])
-                    report["events_captured"].append({"name": ev["name"], "start": ev["start"], "end": ev["end"],
-                                                      "captured_on": day})
+                    report["events_captured"].append({"name": ev["name"], "start": ev["start"], "end": ev["end"], "captured_on": day})
             if (i + 1) % 20 == 0:
                 log(f"{day}: {i + 1}/{len(days)} days, {len(report['retrains'])} retrains")
         report["shifts"] = detection_delays(settings, days, report["triggers"])
-        report["timing"] = {"total_seconds": round(time.perf_counter() - t_all, 1),
-                            "daily_run_seconds_median": round(float(pd.Series(daily_seconds).median()), 2),
-                            "daily_run_seconds_max": round(float(max(daily_seconds)), 2),
-                            "retrain_seconds_total": round(sum(r["seconds"] for r in report["retrains"]), 1)}
+        report["timing"] = {
+            "total_seconds": round(time.perf_counter() - t_all, 1),
+            "daily_run_seconds_median": round(float(pd.Series(daily_seconds).median()), 2),
+            "daily_run_seconds_max": round(float(max(daily_seconds)), 2),
+            "retrain_seconds_total": round(sum(r["seconds"] for r in report["retrains"]), 1),
+        }
     write_report(report, out)
     return report
 
@@ -277,23 +327,27 @@ def detection_delays(settings: Settings, days: list[str], triggers: list[dict]) 
         if key not in index:
             continue
         detected = next((d for d in drift_days if d >= key), None)
-        out.append({"onset": key, "detected": detected,
-                    "delay_days": index[detected] - index[key] if detected else None})
+        out.append({"onset": key, "detected": detected, "delay_days": index[detected] - index[key] if detected else None})
     return out
 
 
 def write_report(report: dict, out: Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    lines = [f"# StockML replay {report['start']} .. {report['end']}", "",
-             f"- data: `{report['data_dir']}`; state: `{report['home']}`",
-             f"- trading days replayed: {report['trading_days']}; failed runs: {len(report['failed_runs'])}",
-             f"- initial model: {report['initial_model']}",
-             f"- time: {report.get('timing', {})}", "", "## Triggers", ""]
+    lines = [
+        f"# StockML replay {report['start']} .. {report['end']}",
+        "",
+        f"- data: `{report['data_dir']}`; state: `{report['home']}`",
+        f"- trading days replayed: {report['trading_days']}; failed runs: {len(report['failed_runs'])}",
+        f"- initial model: {report['initial_model']}",
+        f"- time: {report.get('timing', {})}",
+        "",
+        "## Triggers",
+        "",
+    ]
     lines += _md(report["triggers"], ["date", "sensor", "trigger", "score", "reason"])
     lines += ["", "## Retrains", ""] + _md(report["retrains"], ["date", "trigger", "promoted", "candidate_version", "failed", "seconds"])
     lines += ["", "## Events captured", ""] + _md(report["events_captured"], ["name", "start", "end", "captured_on"])
-    lines += ["", "## Regime shifts (crash onsets) and detection delay", ""] + \
-        _md(report["shifts"], ["onset", "detected", "delay_days"])
+    lines += ["", "## Regime shifts (crash onsets) and detection delay", ""] + _md(report["shifts"], ["onset", "detected", "delay_days"])
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

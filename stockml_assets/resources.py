@@ -1,6 +1,5 @@
 """Resources: where the data and the runtime state live, configurable through the environment."""
 
-
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,13 @@ class _EmptyAwareTypeHandler(DuckDBPandasTypeHandler):
         # A table written by an earlier version with other columns (a new feature, a new field) is
         # replaced whole: the asset rewrites every row anyway, and an insert would not fit.
         connection.execute(f'create schema if not exists "{table_slice.schema}"')
-        stored = [r[0] for r in connection.execute(
-            "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-            "order by ordinal_position", [table_slice.schema, table_slice.table]).fetchall()]
+        stored = [
+            r[0]
+            for r in connection.execute(
+                "select column_name from information_schema.columns where table_schema = ? and table_name = ? order by ordinal_position",
+                [table_slice.schema, table_slice.table],
+            ).fetchall()
+        ]
         if stored and stored != [str(c) for c in obj.columns] and not table_slice.partition_dimensions:
             connection.execute(f'drop table "{table_slice.schema}"."{table_slice.table}"')
             context.log.info(f"{table_slice.table}: stored columns differ from the asset's; table recreated")
@@ -99,9 +102,14 @@ class WarehouseIOManager(DuckDBPandasIOManager):
         return [_EmptyAwareTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
-        return _CheckedDbIOManager(db_client=DuckDbClient(), database=self.database, schema=self.schema_,
-                                   type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
-                                   io_manager_name="DuckDBIOManager")
+        return _CheckedDbIOManager(
+            db_client=DuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )
 
 
 class StockMLResource(ConfigurableResource):
@@ -121,9 +129,9 @@ class StockMLResource(ConfigurableResource):
     feature_block_rows: int | None = None  # rows per block of a history run's features (Settings.feature_block_rows)
 
     def settings(self) -> Settings:
-        s = Settings(data_dir=Path(self.data_dir), home=Path(self.home),
-                     tickers=tuple(self.tickers) if self.tickers else None,
-                     start=self.start, end=self.end)
+        s = Settings(
+            data_dir=Path(self.data_dir), home=Path(self.home), tickers=tuple(self.tickers) if self.tickers else None, start=self.start, end=self.end
+        )
         if self.feature_block_rows:
             s = s.with_(feature_block_rows=int(self.feature_block_rows))
         if self.fast:
@@ -151,7 +159,7 @@ def _feature_rows_where(after, windows, keys, latest) -> tuple[str, list]:
     if after is not None:
         clauses.append("f.date > ?")
         params.append(pd.Timestamp(after).to_pydatetime())
-    for a, b in ([] if windows is None else windows[["start", "end"]].itertuples(index=False)):
+    for a, b in [] if windows is None else windows[["start", "end"]].itertuples(index=False):
         clauses.append("f.date between ? and ?")  # the SQL is ours; every value is a parameter
         params += [pd.Timestamp(a).to_pydatetime(), pd.Timestamp(b).to_pydatetime()]
     if keys is not None:
@@ -167,9 +175,15 @@ def feature_window_where(windows: pd.DataFrame) -> tuple[str, list]:
     return _feature_rows_where(None, windows, None, False)
 
 
-def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = None,
-                      windows: pd.DataFrame | None = None, keys: pd.DataFrame | None = None,
-                      latest: bool = False, finite_only: list[str] | None = None) -> pd.DataFrame:
+def read_feature_rows(
+    stockml: StockMLResource,
+    *,
+    after: pd.Timestamp | None = None,
+    windows: pd.DataFrame | None = None,
+    keys: pd.DataFrame | None = None,
+    latest: bool = False,
+    finite_only: list[str] | None = None,
+) -> pd.DataFrame:
     """The stored feature_matrix rows a step needs, selected in DuckDB instead of loading the whole table.
 
     Rows dated after ``after``, or inside any (start, end) of ``windows``, or at a (ticker, date) of
@@ -187,8 +201,7 @@ def read_feature_rows(stockml: StockMLResource, *, after: pd.Timestamp | None = 
     with stockml.warehouse().connect() as con:
         if keys is not None:
             con.register("wanted_keys", keys[["ticker", "date"]].assign(date=pd.to_datetime(keys["date"])))
-        df = con.execute(f'select {select} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date',
-                         params).df()
+        df = con.execute(f'select {select} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f where {where} order by f.ticker, f.date', params).df()
     return df.assign(date=pd.to_datetime(df["date"]).astype("datetime64[ns]"))
 
 
@@ -198,8 +211,7 @@ class StreamedTrainingSet:
     never in memory all at once (measured at 375 names: 1.63 GiB peak for 766k rows, against 3.45 GiB and
     three times the time for one query per block of dates, which re-read the row groups each block overlaps)."""
 
-    def __init__(self, stockml: StockMLResource, keys: pd.DataFrame, feature_names: list[str],
-                 chunk_vectors: int = 64) -> None:
+    def __init__(self, stockml: StockMLResource, keys: pd.DataFrame, feature_names: list[str], chunk_vectors: int = 64) -> None:
         self.stockml, self.keys, self.feature_names, self.chunk_vectors = stockml, keys, list(feature_names), chunk_vectors
 
     def __len__(self) -> int:
@@ -212,8 +224,9 @@ class StreamedTrainingSet:
         cols = ", ".join(f'f."{n}"' for n in self.feature_names)  # the registry's names, quoted; never data
         wanted = self.keys[["ticker", "date"]].assign(ord=np.arange(len(self.keys)))  # noqa: F841 (read by DuckDB)
         with self.stockml.warehouse().connect() as con:
-            cur = con.execute(f'select {cols} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f join wanted w '
-                              "on f.ticker = w.ticker and f.date = w.date order by w.ord")
+            cur = con.execute(
+                f'select {cols} from "{WAREHOUSE_SCHEMA}"."feature_matrix" f join wanted w on f.ticker = w.ticker and f.date = w.date order by w.ord'
+            )
             while True:
                 chunk = cur.fetch_df_chunk(self.chunk_vectors)
                 if chunk is None or not len(chunk):
@@ -221,8 +234,7 @@ class StreamedTrainingSet:
                 yield chunk[self.feature_names].to_numpy(dtype="float32")
 
 
-def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Timestamp, last: pd.Timestamp,
-                           blocks: Iterable[pd.DataFrame]) -> int:
+def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Timestamp, last: pd.Timestamp, blocks: Iterable[pd.DataFrame]) -> int:
     """Replace a partitioned table's rows dated in [first, last] by ``blocks``, atomically.
 
     What the warehouse IO manager does for a partitioned asset's output (delete the run's days,
@@ -243,17 +255,16 @@ def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Times
     staging = f'"{WAREHOUSE_SCHEMA}"."{staging_name}"'
     rows = 0
     with stockml.warehouse().connect() as con:
+
         def run(sql: str, params: list | None = None) -> list:  # DuckDB 2: every result is fetched before the next call
             return con.execute(sql, params or []).fetchall()
 
         run(f'create schema if not exists "{WAREHOUSE_SCHEMA}"')
         run(f"set memory_limit = '{BULK_WRITE_MEMORY_LIMIT}'")  # a constant of ours, never data
         try:
-            exists = run("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                         [WAREHOUSE_SCHEMA, table])[0][0]
+            exists = run("select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [WAREHOUSE_SCHEMA, table])[0][0]
             end = (last + pd.Timedelta(days=1)).to_pydatetime()
-            outside = run(f"select count(*) from {name} where date < ? or date >= ?", [first.to_pydatetime(), end])[0][0] \
-                if exists else 0
+            outside = run(f"select count(*) from {name} where date < ? or date >= ?", [first.to_pydatetime(), end])[0][0] if exists else 0
             if outside == 0:  # the whole table is replaced: stage, then swap
                 run(f"drop table if exists {staging}")  # a run killed while staging left it
                 made = swapping = False
@@ -309,11 +320,11 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
         "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
-        WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA,
-                                         connection_config=CONNECTION_CONFIG),
+        WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA, connection_config=CONNECTION_CONFIG),
         "io_manager": VerifiedPickleIOManager(base_dir=str(home / "dagster_storage"), database=str(home / "warehouse.duckdb")),
-        TRAINING_SET_IO: TrainingSetIOManager(folder=str(Settings(data_dir=data_dir, home=home).training_set_dir),
-                                              database=str(home / "warehouse.duckdb")),
+        TRAINING_SET_IO: TrainingSetIOManager(
+            folder=str(Settings(data_dir=data_dir, home=home).training_set_dir), database=str(home / "warehouse.duckdb")
+        ),
     }
 
 
@@ -326,8 +337,7 @@ class TrainingSetIOManager(ConfigurableIOManager):
     database: str
 
     def _store(self, context) -> TrainingMatrixStore:
-        return TrainingMatrixStore(Path(self.folder), Warehouse(Path(self.database)), name=context.asset_key.path[-1],
-                                   schema=WAREHOUSE_SCHEMA)
+        return TrainingMatrixStore(Path(self.folder), Warehouse(Path(self.database)), name=context.asset_key.path[-1], schema=WAREHOUSE_SCHEMA)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         from stockml_assets.checks import check_before_storing
@@ -336,10 +346,12 @@ class TrainingSetIOManager(ConfigurableIOManager):
         streamed = isinstance(obj, StreamedTrainingSet)  # keys in memory, features streamed from the warehouse
         check_before_storing(context.asset_key.to_user_string(), context.run_id, obj.keys if streamed else obj)
         store = self._store(context)
-        rec = store.save(obj.keys, FEATURE_NAMES, obj.blocks, context.run_id or "") if streamed \
+        rec = (
+            store.save(obj.keys, FEATURE_NAMES, obj.blocks, context.run_id or "")
+            if streamed
             else store.save_frame(obj, FEATURE_NAMES, context.run_id or "")
-        context.add_output_metadata({"matrix_sha256": rec["sha256"], "matrix_bytes": int(rec["bytes"]),
-                                     "dagster/storage_kind": "duckdb + npy"})
+        )
+        context.add_output_metadata({"matrix_sha256": rec["sha256"], "matrix_bytes": int(rec["bytes"]), "dagster/storage_kind": "duckdb + npy"})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         return self._store(context.upstream_output).load()
@@ -373,8 +385,9 @@ class VerifiedPickleIOManager(ConfigurableIOManager):
         return self._store().load(self._name(context.upstream_output))
 
 
-CAPTURED_DDL = ("create table if not exists captured_events (name varchar primary key, start date, \"end\" date, "
-                "description varchar, captured_at timestamp)")
+CAPTURED_DDL = (
+    'create table if not exists captured_events (name varchar primary key, start date, "end" date, description varchar, captured_at timestamp)'
+)
 
 
 def captured_events(stockml: StockMLResource) -> pd.DataFrame:
@@ -408,9 +421,10 @@ def record_captured_event(stockml: StockMLResource, event: dict, historical: pd.
             if clash:
                 con.execute("rollback")
                 return False, f"{event['name']} overlaps {', '.join(clash)}; nothing added"
-            con.execute('insert into captured_events (name, start, "end", description, captured_at) values (?, ?, ?, ?, ?)',
-                        [event["name"], start.date(), end.date(), event.get("description", ""),
-                         pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()])
+            con.execute(
+                'insert into captured_events (name, start, "end", description, captured_at) values (?, ?, ?, ?, ?)',
+                [event["name"], start.date(), end.date(), event.get("description", ""), pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()],
+            )
             con.execute("commit")
         except Exception:
             con.execute("rollback")

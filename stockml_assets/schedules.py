@@ -1,7 +1,5 @@
 """Schedules: the daily run after the US close (NYSE holidays skipped) and the weekly retrain."""
 
-
-
 import pandas as pd
 from dagster import DefaultScheduleStatus, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, schedule
 
@@ -47,10 +45,16 @@ def next_daily_range(context: ScheduleEvaluationContext, data_dir) -> tuple[str,
     return keys[0], keys[-1]
 
 
-@schedule(job=daily_job, cron_schedule=DAILY_CRON, execution_timezone=NEW_YORK, name="daily_after_close", default_status=SCHEDULE_STATUS,
-          description="Weekdays 18:30 New York: ingest the new trading day(s) the feed has delivered, compute their "
-                      "features, predict with the champion, measure drift, watch for rare events. Days missed while "
-                      "the daemon was down are caught up in the same single run. NYSE holidays skipped.")
+@schedule(
+    job=daily_job,
+    cron_schedule=DAILY_CRON,
+    execution_timezone=NEW_YORK,
+    name="daily_after_close",
+    default_status=SCHEDULE_STATUS,
+    description="Weekdays 18:30 New York: ingest the new trading day(s) the feed has delivered, compute their "
+    "features, predict with the champion, measure drift, watch for rare events. Days missed while "
+    "the daemon was down are caught up in the same single run. NYSE holidays skipped.",
+)
 def daily_after_close(context: ScheduleEvaluationContext, stockml: StockMLResource):
     found = next_daily_range(context, stockml.settings().data_dir)
     if isinstance(found, str):
@@ -64,11 +68,16 @@ def daily_after_close(context: ScheduleEvaluationContext, stockml: StockMLResour
     return RunRequest(run_key=f"daily-{first}-{last}", tags={**tags, **range_tags(first, last)})
 
 
-@schedule(job=retraining_job, cron_schedule="0 6 * * 6", execution_timezone=NEW_YORK, name="weekly_full_retrain", default_status=SCHEDULE_STATUS,
-          description="Saturday 06:00 New York: retrain on everything ingested so far; the same gate decides.")
+@schedule(
+    job=retraining_job,
+    cron_schedule="0 6 * * 6",
+    execution_timezone=NEW_YORK,
+    name="weekly_full_retrain",
+    default_status=SCHEDULE_STATUS,
+    description="Saturday 06:00 New York: retrain on everything ingested so far; the same gate decides.",
+)
 def weekly_full_retrain(context: ScheduleEvaluationContext):
-    return RunRequest(run_key=f"weekly-{context.scheduled_execution_time:%Y-%m-%d}",
-                      tags={TRIGGER_TAG: "scheduled"})
+    return RunRequest(run_key=f"weekly-{context.scheduled_execution_time:%Y-%m-%d}", tags={TRIGGER_TAG: "scheduled"})
 
 
 SCHEDULES = [daily_after_close, weekly_full_retrain]

@@ -4,7 +4,6 @@ The sensors read Dagster's event log (materialization metadata) and the data fol
 never the DuckDB warehouse, so they never contend with a run for the warehouse's single writer lock.
 """
 
-
 import json
 from datetime import UTC, datetime
 
@@ -41,8 +40,9 @@ def _new_materializations(context: SensorEvaluationContext, asset: str, after: i
     out = []
     cursor = None
     while True:
-        res = context.instance.fetch_materializations(AssetRecordsFilter(AssetKey(asset), after_storage_id=after),
-                                                      limit=500, cursor=cursor, ascending=True)
+        res = context.instance.fetch_materializations(
+            AssetRecordsFilter(AssetKey(asset), after_storage_id=after), limit=500, cursor=cursor, ascending=True
+        )
         for rec in res.records:
             mat = rec.asset_materialization
             if mat is not None:
@@ -56,10 +56,15 @@ def _load_cursor(context: SensorEvaluationContext, default: dict) -> dict:
     return {**default, **json.loads(context.cursor)} if context.cursor else dict(default)
 
 
-@sensor(job=retraining_job, name="drift_sensor", minimum_interval_seconds=30, default_status=SENSOR_STATUS,
-        description="Launch the retraining job once per drift episode: the daily drift score must stay at or above "
-                    f"{DRIFT.score_threshold} for {DRIFT.persistence_days} consecutive trading days, then no new "
-                    f"drift retrain for {DRIFT.cooldown_days} trading days. Tags the run with trigger and score.")
+@sensor(
+    job=retraining_job,
+    name="drift_sensor",
+    minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
+    description="Launch the retraining job once per drift episode: the daily drift score must stay at or above "
+    f"{DRIFT.score_threshold} for {DRIFT.persistence_days} consecutive trading days, then no new "
+    f"drift retrain for {DRIFT.cooldown_days} trading days. Tags the run with trigger and score.",
+)
 def drift_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
     drift = stockml.settings().drift  # the deployment's policy (STOCKML_DRIFT or the resource config)
     state = _load_cursor(context, {"after": None, "episode": EpisodeState().to_dict(), "last_day": None})
@@ -76,10 +81,12 @@ def drift_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
         seen += 1
         episode, trigger = step_episode(episode, day, float(scores[day]), drift)
         if trigger:
-            requests.append(RunRequest(
-                run_key=f"drift-episode-{trigger['episode_start']}",
-                tags={TRIGGER_TAG: "drift", DRIFT_SCORE_TAG: f"{trigger['score']:.4f}",
-                      DAY_TAG: day, REASON_TAG: trigger["reason"][:200]}))
+            requests.append(
+                RunRequest(
+                    run_key=f"drift-episode-{trigger['episode_start']}",
+                    tags={TRIGGER_TAG: "drift", DRIFT_SCORE_TAG: f"{trigger['score']:.4f}", DAY_TAG: day, REASON_TAG: trigger["reason"][:200]},
+                )
+            )
     state["episode"] = episode.to_dict()
     cursor = json.dumps(state)
     if requests:
@@ -87,10 +94,15 @@ def drift_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
     return SensorResult(skip_reason=SkipReason(f"{seen} new drift day(s); no retrain: {episode.summary()}"), cursor=cursor)
 
 
-@sensor(job=retraining_job, name="rare_event_capture_sensor", minimum_interval_seconds=30, default_status=SENSOR_STATUS,
-        description="When rare_event_watch finds a new rare event (crash regime, VIX above 40 for 3+ days, drift score "
-                    "above 0.25, no overlap with a catalogued event), launch retraining that captures it into the "
-                    "catalog and grows the archive. One run per event (run key = event name).")
+@sensor(
+    job=retraining_job,
+    name="rare_event_capture_sensor",
+    minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
+    description="When rare_event_watch finds a new rare event (crash regime, VIX above 40 for 3+ days, drift score "
+    "above 0.25, no overlap with a catalogued event), launch retraining that captures it into the "
+    "catalog and grows the archive. One run per event (run key = event name).",
+)
 def rare_event_capture_sensor(context: SensorEvaluationContext):
     state = _load_cursor(context, {"after": None})
     requests = []
@@ -98,19 +110,27 @@ def rare_event_capture_sensor(context: SensorEvaluationContext):
         state["after"] = storage_id
         event = meta["candidate_event"].value if "candidate_event" in meta else {}
         if event and event.get("end") == day:  # a range run reports its candidate on the capture day only
-            requests.append(RunRequest(run_key=f"capture-{event['name']}",
-                                       tags={TRIGGER_TAG: "new_event", DAY_TAG: day, CAPTURE_TAG: json.dumps(event),
-                                             NEW_EVENTS_TAG: event["name"]}))
+            requests.append(
+                RunRequest(
+                    run_key=f"capture-{event['name']}",
+                    tags={TRIGGER_TAG: "new_event", DAY_TAG: day, CAPTURE_TAG: json.dumps(event), NEW_EVENTS_TAG: event["name"]},
+                )
+            )
     if requests:
         return SensorResult(run_requests=requests, cursor=json.dumps(state))
     return SensorResult(skip_reason=SkipReason("no new rare event"), cursor=json.dumps(state))
 
 
-@sensor(job=retraining_job, name="new_rare_event_sensor", minimum_interval_seconds=60, default_status=SENSOR_STATUS,
-        description="Launch retraining when the data folder's rare_events.csv holds an event (started by the last "
-                    "ingested trading day) that the stored catalog lacks, so the archive grows into the next model. "
-                    "An event a retrain has already catalogued (drift, weekly) needs no second one; captured events "
-                    "retrain through the capture sensor.")
+@sensor(
+    job=retraining_job,
+    name="new_rare_event_sensor",
+    minimum_interval_seconds=60,
+    default_status=SENSOR_STATUS,
+    description="Launch retraining when the data folder's rare_events.csv holds an event (started by the last "
+    "ingested trading day) that the stored catalog lacks, so the archive grows into the next model. "
+    "An event a retrain has already catalogued (drift, weekly) needs no second one; captured events "
+    "retrain through the capture sensor.",
+)
 def new_rare_event_sensor(context: SensorEvaluationContext, stockml: StockMLResource):
     event = context.instance.get_latest_materialization_event(AssetKey("rare_event_catalog"))
     mat = event.asset_materialization if event else None
@@ -126,27 +146,38 @@ def new_rare_event_sensor(context: SensorEvaluationContext, stockml: StockMLReso
         events = events[events.start <= pd.Timestamp(as_of)]
     new = sorted(set(events.name) - set(mat.metadata["historical_event_names"].value))
     if not new:
-        return SkipReason(f"no new rare event: the catalog holds all {len(events)} events of rare_events.csv "
-                          f"that start by {as_of or 'today'}")
-    return RunRequest(run_key="new-event-" + "-".join(new), tags={TRIGGER_TAG: "new_event",
-                                                                   NEW_EVENTS_TAG: ",".join(new)})
+        return SkipReason(f"no new rare event: the catalog holds all {len(events)} events of rare_events.csv that start by {as_of or 'today'}")
+    return RunRequest(run_key="new-event-" + "-".join(new), tags={TRIGGER_TAG: "new_event", NEW_EVENTS_TAG: ",".join(new)})
 
 
-@run_failure_sensor(monitored_jobs=[retraining_job, full_job], name="training_failure_sensor", default_status=SENSOR_STATUS,
-                    description="Record every failed training cycle, with its error, in training_runs. "
-                                "A failed cycle never reaches the gate, so the champion stays.")
+@run_failure_sensor(
+    monitored_jobs=[retraining_job, full_job],
+    name="training_failure_sensor",
+    default_status=SENSOR_STATUS,
+    description="Record every failed training cycle, with its error, in training_runs. A failed cycle never reaches the gate, so the champion stays.",
+)
 def training_failure_sensor(context: RunFailureSensorContext, stockml: StockMLResource):
     run = context.dagster_run
     if run.status != DagsterRunStatus.FAILURE:
         return
-    record_failed_cycle(stockml, run.run_id, run.tags.get(TRIGGER_TAG, "manual"),
-                        context.failure_event.message or "run failed")
+    record_failed_cycle(stockml, run.run_id, run.tags.get(TRIGGER_TAG, "manual"), context.failure_event.message or "run failed")
 
 
 def record_failed_cycle(stockml: StockMLResource, run_id: str, trigger: str, error: str) -> None:
-    record_training_run(stockml, {
-        "run_id": run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None), "trigger": trigger, "samples": 0,
-        "candidate_version": None, "accuracy": None, "balanced_accuracy": None, "promoted": False, "error": error})
+    record_training_run(
+        stockml,
+        {
+            "run_id": run_id,
+            "recorded_at": datetime.now(UTC).replace(tzinfo=None),
+            "trigger": trigger,
+            "samples": 0,
+            "candidate_version": None,
+            "accuracy": None,
+            "balanced_accuracy": None,
+            "promoted": False,
+            "error": error,
+        },
+    )
 
 
 SENSORS = [drift_sensor, rare_event_capture_sensor, new_rare_event_sensor, training_failure_sensor]

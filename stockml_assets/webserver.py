@@ -8,8 +8,7 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
     """POST ``query`` (values passed as ``variables``, never pasted in) to ``url``/graphql; the answer's JSON.
     OSError when the webserver does not answer."""
     body = {"query": query, "variables": variables or {}}
-    req = urllib.request.Request(f"{url.rstrip('/')}/graphql", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{url.rstrip('/')}/graphql", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -27,8 +26,11 @@ def served_partition_count(url: str, asset: str) -> int | None:
 
     (``partitionKeysByDimension(startIdx, endIdx)`` does not help: it counts keys from the start without
     stopping at the end.)"""
-    answer = graphql(url, "query Count($asset: [String!]!) { assetNodeOrError(assetKey: {path: $asset}) "
-                          "{ ... on AssetNode { partitionStats { numPartitions } } } }", {"asset": [asset]})
+    answer = graphql(
+        url,
+        "query Count($asset: [String!]!) { assetNodeOrError(assetKey: {path: $asset}) { ... on AssetNode { partitionStats { numPartitions } } } }",
+        {"asset": [asset]},
+    )
     node = (answer.get("data") or {}).get("assetNodeOrError") or {}
     return (node.get("partitionStats") or {}).get("numPartitions")
 

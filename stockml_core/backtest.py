@@ -35,8 +35,9 @@ def run_backtest(signals: pd.DataFrame, returns: pd.DataFrame, top_k: int, cost_
     gross = (wide * rets.fillna(0.0)).sum(axis=1)
     strategy = gross - turnover * cost_bps / 1e4
     hold = rets.mean(axis=1)
-    out = pd.DataFrame({"date": wide.index, "strategy_return": strategy.to_numpy(),
-                        "buy_and_hold_return": hold.to_numpy(), "turnover": turnover.to_numpy()})
+    out = pd.DataFrame(
+        {"date": wide.index, "strategy_return": strategy.to_numpy(), "buy_and_hold_return": hold.to_numpy(), "turnover": turnover.to_numpy()}
+    )
     out["strategy_equity"] = (1 + out.strategy_return).cumprod()
     out["buy_and_hold_equity"] = (1 + out.buy_and_hold_return).cumprod()
     return out.reset_index(drop=True)
@@ -52,7 +53,8 @@ def performance(returns: pd.Series) -> dict[str, float]:
     vol = float(r.std() * np.sqrt(TRADING_DAYS))
     ann = float(equity.iloc[-1] ** (1 / years) - 1) if years > 0 else np.nan
     return {
-        "annual_return": ann, "annual_volatility": vol,
+        "annual_return": ann,
+        "annual_volatility": vol,
         "sharpe": float(r.mean() * TRADING_DAYS / vol) if vol > 0 else np.nan,
         "max_drawdown": float((equity / equity.cummax() - 1).min()),
     }
@@ -68,8 +70,7 @@ def summarize_backtest(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quantile: float = 0.1,
-                cost_bps: float = 5.0) -> pd.DataFrame:
+def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quantile: float = 0.1, cost_bps: float = 5.0) -> pd.DataFrame:
     """A long top-``quantile`` / short bottom-``quantile`` book held ``horizon`` days, net of costs.
 
     Each day t the names with a score (known at the close of t) are ranked; the top and bottom
@@ -105,8 +106,15 @@ def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quan
     turnover = weights.diff().abs().sum(axis=1)
     turnover.iloc[0] = weights.iloc[0].abs().sum()
     net = gross - turnover * cost_bps / 1e4
-    out = pd.DataFrame({"date": weights.index, "gross_return": gross.to_numpy(), "net_return": net.to_numpy(),
-                        "turnover": turnover.to_numpy(), "names": (books != 0).sum(axis=1).to_numpy()})
+    out = pd.DataFrame(
+        {
+            "date": weights.index,
+            "gross_return": gross.to_numpy(),
+            "net_return": net.to_numpy(),
+            "turnover": turnover.to_numpy(),
+            "names": (books != 0).sum(axis=1).to_numpy(),
+        }
+    )
     out["net_equity"] = (1 + out.net_return).cumprod()
     return out.reset_index(drop=True)
 
@@ -114,13 +122,19 @@ def decile_book(signals: pd.DataFrame, returns: pd.DataFrame, horizon: int, quan
 def book_summary(curve: pd.DataFrame) -> dict[str, float]:
     """Gross and net annual return and Sharpe, max drawdown (net) and average daily turnover of a book."""
     gross, net = performance(curve.gross_return), performance(curve.net_return)
-    return {"gross_annual_return": gross["annual_return"], "gross_sharpe": gross["sharpe"],
-            "net_annual_return": net["annual_return"], "net_sharpe": net["sharpe"], "net_max_drawdown": net["max_drawdown"],
-            "avg_daily_turnover": float(curve.turnover.mean()) if len(curve) else float("nan")}
+    return {
+        "gross_annual_return": gross["annual_return"],
+        "gross_sharpe": gross["sharpe"],
+        "net_annual_return": net["annual_return"],
+        "net_sharpe": net["sharpe"],
+        "net_max_drawdown": net["max_drawdown"],
+        "avg_daily_turnover": float(curve.turnover.mean()) if len(curve) else float("nan"),
+    }
 
 
-def decile_books(evaluation: pd.DataFrame, returns: pd.DataFrame, models: list[str], horizon: int,
-                 cost_bps: float) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+def decile_books(
+    evaluation: pd.DataFrame, returns: pd.DataFrame, models: list[str], horizon: int, cost_bps: float
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Each model's long top / short bottom decile book (``decile_book``) on the evaluation rows, scored by
     its up-minus-down probability (``<model>__p_up`` - ``<model>__p_down``), and one summary row per model
     (``book_summary``); models without columns are skipped."""

@@ -10,8 +10,17 @@ import pandas as pd
 
 # Unscheduled full-day closures (national mourning, 9/11, hurricane Sandy) inside 1990-2030.
 SPECIAL_CLOSURES = (
-    "1994-04-27", "2001-09-11", "2001-09-12", "2001-09-13", "2001-09-14", "2004-06-11",
-    "2007-01-02", "2012-10-29", "2012-10-30", "2018-12-05", "2025-01-09",
+    "1994-04-27",
+    "2001-09-11",
+    "2001-09-12",
+    "2001-09-13",
+    "2001-09-14",
+    "2004-06-11",
+    "2007-01-02",
+    "2012-10-29",
+    "2012-10-30",
+    "2018-12-05",
+    "2025-01-09",
 )
 
 
@@ -55,8 +64,7 @@ def nyse_holidays(year: int) -> frozenset[date]:
     days: set[date | None] = set()
     new_year = date(year, 1, 1)
     # A Saturday New Year's Day is not observed on the Friday before (NYSE rule 7.2).
-    days.add(new_year + timedelta(days=1) if new_year.weekday() == 6 else
-             (None if new_year.weekday() == 5 else new_year))
+    days.add(new_year + timedelta(days=1) if new_year.weekday() == 6 else (None if new_year.weekday() == 5 else new_year))
     if year >= 1998:
         days.add(_nth_weekday(year, 1, 0, 3))  # Martin Luther King Jr. Day
     days.add(_nth_weekday(year, 2, 0, 3))  # Washington's Birthday

@@ -25,12 +25,24 @@ from stockml_core.promotion import with_books
 from stockml_core.regimes import compute_regimes
 from stockml_core.settings import Settings
 
-SECTORS = ("Energy", "Materials", "Industrials", "Consumer Discretionary", "Consumer Staples", "Health Care",
-           "Financials", "Information Technology", "Communication Services", "Utilities", "Real Estate")
+SECTORS = (
+    "Energy",
+    "Materials",
+    "Industrials",
+    "Consumer Discretionary",
+    "Consumer Staples",
+    "Health Care",
+    "Financials",
+    "Information Technology",
+    "Communication Services",
+    "Utilities",
+    "Real Estate",
+)
 
 
-def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: float = 0.0,
-                       start: str = "2005-01-03", shape: str = "linear") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def random_walk_market(
+    n_tickers: int, n_days: int, seed: int = 0, planted: float = 0.0, start: str = "2005-01-03", shape: str = "linear"
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(prices, market, universe) of ``n_tickers`` independent random walks on business days.
 
     Daily log returns are N(0, 1.5%) (plus, with ``planted``, ``planted`` x 1.5% x yesterday's
@@ -53,11 +65,17 @@ def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: floa
     bottom = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.006, size=close.shape)))
     volume = np.round(np.exp(13.0 + 0.4 * shock))
     names = [f"RW{i:03d}" for i in range(n_tickers)]
-    prices = pd.DataFrame({
-        "ticker": np.repeat(names, n_days), "date": np.tile(dates, n_tickers),
-        "open": open_.ravel(), "high": top.ravel(), "low": bottom.ravel(), "close": close.ravel(),
-        "volume": volume.ravel(),
-    })
+    prices = pd.DataFrame(
+        {
+            "ticker": np.repeat(names, n_days),
+            "date": np.tile(dates, n_tickers),
+            "open": open_.ravel(),
+            "high": top.ravel(),
+            "low": bottom.ravel(),
+            "close": close.ravel(),
+            "volume": volume.ravel(),
+        }
+    )
     index = 1000.0 * np.exp(np.cumsum(np.log(close[:, 1:] / close[:, :-1]).mean(axis=0)))
     vix = np.empty(n_days)
     dgs = np.empty(n_days)
@@ -65,15 +83,19 @@ def random_walk_market(n_tickers: int, n_days: int, seed: int = 0, planted: floa
     for t in range(1, n_days):  # small AR(1) loops over days, once per market
         vix[t] = vix[t - 1] + 0.05 * (18.0 - vix[t - 1]) + rng.normal(0.0, 0.8)
         dgs[t] = dgs[t - 1] + 0.01 * (4.0 - dgs[t - 1]) + rng.normal(0.0, 0.04)
-    market = pd.DataFrame({"date": dates, "spx_close": np.concatenate([[1000.0], index]),
-                           "vix_close": np.maximum(vix, 9.0), "dgs10": dgs})
-    universe = pd.DataFrame({"ticker": names, "name": names,
-                             "gics_sector": [SECTORS[i % len(SECTORS)] for i in range(n_tickers)]})
+    market = pd.DataFrame({"date": dates, "spx_close": np.concatenate([[1000.0], index]), "vix_close": np.maximum(vix, 9.0), "dgs10": dgs})
+    universe = pd.DataFrame({"ticker": names, "name": names, "gics_sector": [SECTORS[i % len(SECTORS)] for i in range(n_tickers)]})
     return prices, market, universe
 
 
-def evaluation_cycle(prices: pd.DataFrame, market: pd.DataFrame, universe: pd.DataFrame, settings: Settings,
-                     shuffle_seed: int | None = None, feature_names: list[str] | None = None) -> tuple[dict, pd.DataFrame]:
+def evaluation_cycle(
+    prices: pd.DataFrame,
+    market: pd.DataFrame,
+    universe: pd.DataFrame,
+    settings: Settings,
+    shuffle_seed: int | None = None,
+    feature_names: list[str] | None = None,
+) -> tuple[dict, pd.DataFrame]:
     """One training cycle's out-of-sample evaluation: (the gate's evidence, long validation report).
 
     The evidence is ``evaluation.headline`` with every model's decile-book net Sharpe and turnover
@@ -97,15 +119,13 @@ def evaluation_cycle(prices: pd.DataFrame, market: pd.DataFrame, universe: pd.Da
             values[by_day] = values[shuffled]
             labels[col] = values
     samples = training.model_samples(features, labels, compute_regimes(market), universe)
-    no_events = pd.DataFrame({"ticker": pd.Series(dtype=str), "date": pd.Series(dtype="datetime64[ns]"),
-                              "event": pd.Series(dtype=str)})
+    no_events = pd.DataFrame({"ticker": pd.Series(dtype=str), "date": pd.Series(dtype="datetime64[ns]"), "event": pd.Series(dtype=str)})
     ts = training.build_training_set(samples, no_events, None, names, settings)
     rf = training.train_base_model("rf", ts, names, settings)
     xgb = training.train_base_model("xgb", ts, names, settings)
     _, ev = training.stack(ts, rf, xgb, names, settings)
     report = validation_report(ev, settings.labels.horizon)
-    _, books = decile_books(ev, next_day_returns(prices), ["candidate", "rf", "xgb", *ALL_BASELINES],
-                            settings.labels.horizon, settings.cost_bps)
+    _, books = decile_books(ev, next_day_returns(prices), ["candidate", "rf", "xgb", *ALL_BASELINES], settings.labels.horizon, settings.cost_bps)
     return with_books(headline(report), books), report
 
 

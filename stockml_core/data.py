@@ -22,8 +22,17 @@ PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "volume"]
 MAX_FILL_DAYS = 5  # longer gaps are not carried forward: a stale value would pose as news
 
 MARKET_COLUMNS = [
-    "date", "spx_open", "spx_high", "spx_low", "spx_close", "spx_volume",
-    "vix_open", "vix_high", "vix_low", "vix_close", "dgs10",
+    "date",
+    "spx_open",
+    "spx_high",
+    "spx_low",
+    "spx_close",
+    "spx_volume",
+    "vix_open",
+    "vix_high",
+    "vix_low",
+    "vix_close",
+    "dgs10",
 ]
 
 
@@ -46,13 +55,13 @@ class Repair:
 def _find(data_dir: Path, stem: str) -> Path:
     found = [data_dir / name for name in (f"{stem}.csv", f"{stem}.csv.gz") if (data_dir / name).exists()]
     if len(found) == 2:
-        raise DataFolderError(f"{data_dir}: both {stem}.csv and {stem}.csv.gz exist, and they may differ; keep the one "
-                              "the feed writes and remove the other")
+        raise DataFolderError(
+            f"{data_dir}: both {stem}.csv and {stem}.csv.gz exist, and they may differ; keep the one the feed writes and remove the other"
+        )
     if found:
         return found[0]
     raise DataFolderError(
-        f"{data_dir}: no {stem}.csv or {stem}.csv.gz; point STOCKML_DATA_DIR at a folder with "
-        "prices.csv[.gz], sectors.csv and market.csv[.gz]"
+        f"{data_dir}: no {stem}.csv or {stem}.csv.gz; point STOCKML_DATA_DIR at a folder with prices.csv[.gz], sectors.csv and market.csv[.gz]"
     )
 
 
@@ -73,8 +82,9 @@ def _readable(path: str, size: int, kind: str):
     except pd.errors.ParserError as exc:
         raise DataFolderError(f"{path}: not a readable CSV ({str(exc).strip()[:200]})") from None
     except UnicodeDecodeError as exc:
-        raise DataFolderError(f"{path}: not a text CSV (byte {exc.start} is not UTF-8 text: a binary file, or another "
-                              "encoding); write it as UTF-8 CSV") from None
+        raise DataFolderError(
+            f"{path}: not a text CSV (byte {exc.start} is not UTF-8 text: a binary file, or another encoding); write it as UTF-8 CSV"
+        ) from None
 
 
 @lru_cache(maxsize=8)
@@ -84,10 +94,10 @@ def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
     with _readable(path, size, kind):
         df = pd.read_csv(path, dtype={"ticker": str} if kind == "prices" else None)
     if len(df.columns) == 1 and (sep := next((c for c in ";\t|" if c in str(df.columns[0])), None)):
-        raise DataFolderError(f"{path}: the header is one column, {str(df.columns[0])[:80]!r}: the file looks separated "
-                              f"by {sep!r}; write it with commas")
-    twice = sorted({c.rsplit(".", 1)[0] for c in df.columns if "." in str(c) and c.rsplit(".", 1)[0] in df.columns
-                    and c.rsplit(".", 1)[1].isdigit()})
+        raise DataFolderError(
+            f"{path}: the header is one column, {str(df.columns[0])[:80]!r}: the file looks separated by {sep!r}; write it with commas"
+        )
+    twice = sorted({c.rsplit(".", 1)[0] for c in df.columns if "." in str(c) and c.rsplit(".", 1)[0] in df.columns and c.rsplit(".", 1)[1].isdigit()})
     if twice:
         raise DataFolderError(f"{path}: duplicated column names {twice} in the header; keep one column each")
     if df.empty:
@@ -97,8 +107,10 @@ def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
             fh.seek(-1, 2)
             last_byte = fh.read(1)
         if last_byte not in (b"\n", b"\r") and df.iloc[-1].isna().any():
-            raise DataFolderError(f"{path}: the last line (data line {len(df)}) is cut off mid-row and the file does not "
-                                  "end with a newline: it looks truncated; write it again")
+            raise DataFolderError(
+                f"{path}: the last line (data line {len(df)}) is cut off mid-row and the file does not "
+                "end with a newline: it looks truncated; write it again"
+            )
     if "date" in df.columns:  # dates parsed once per file version too; a malformed one is left for the loaders to report
         try:
             df["date"] = pd.to_datetime(df["date"], format="ISO8601")
@@ -149,8 +161,10 @@ def _latest_date(path: str, mtime_ns: int, size: int) -> pd.Timestamp | None:
 def _require(df: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing == list(columns):  # not one expected column: likely not this file at all (an error page, another table)
-        raise DataFolderError(f"{path}: missing columns {missing}: the header holds none of them (it reads "
-                              f"{','.join(map(str, df.columns))[:80]!r}); is this the right file? expected {columns}")
+        raise DataFolderError(
+            f"{path}: missing columns {missing}: the header holds none of them (it reads "
+            f"{','.join(map(str, df.columns))[:80]!r}); is this the right file? expected {columns}"
+        )
     if missing:
         raise DataFolderError(f"{path}: missing columns {missing}; expected {columns}")
 
@@ -166,8 +180,10 @@ def _numbers(df: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
             bad = values.isna() & df[col].notna() & (text != "")
             if bad.any():
                 lines = ", ".join(str(i + 1) for i in bad[bad].index[:3])
-                raise DataFolderError(f"{path}: {col}: not a number: {', '.join(repr(str(v)) for v in df[col][bad].head(3))} "
-                                      f"at data line(s) {lines}; write numbers with a dot as decimal separator")
+                raise DataFolderError(
+                    f"{path}: {col}: not a number: {', '.join(repr(str(v)) for v in df[col][bad].head(3))} "
+                    f"at data line(s) {lines}; write numbers with a dot as decimal separator"
+                )
         out[col] = values
     return df.assign(**out)
 
@@ -183,12 +199,24 @@ def load_universe(data_dir: Path, tickers: tuple[str, ...] | None = None) -> pd.
 
 # The 11 GICS sectors (2018 structure, with Communication Services): a sector name outside them is a typo
 # that would make a sector of its own (its own sector-neutral target, sector floor and sector features).
-GICS_SECTORS = ("Communication Services", "Consumer Discretionary", "Consumer Staples", "Energy", "Financials",
-                "Health Care", "Industrials", "Information Technology", "Materials", "Real Estate", "Utilities")
+GICS_SECTORS = (
+    "Communication Services",
+    "Consumer Discretionary",
+    "Consumer Staples",
+    "Energy",
+    "Financials",
+    "Health Care",
+    "Industrials",
+    "Information Technology",
+    "Materials",
+    "Real Estate",
+    "Utilities",
+)
 
 
-def universe_problems(universe: pd.DataFrame, previous: pd.DataFrame | None = None,
-                      priced: set[str] | frozenset[str] = frozenset()) -> dict[str, pd.DataFrame]:
+def universe_problems(
+    universe: pd.DataFrame, previous: pd.DataFrame | None = None, priced: set[str] | frozenset[str] = frozenset()
+) -> dict[str, pd.DataFrame]:
     """Rows of a universe that cannot be stored, by check: duplicated tickers (every row of each), sectors
     outside the 11 GICS sectors, and tickers of the ``previous`` (stored) universe that the new one drops
     although the price file still prices them (a sectors.csv that lost a row: stored, it would replace a
@@ -198,12 +226,12 @@ def universe_problems(universe: pd.DataFrame, previous: pd.DataFrame | None = No
     lost = pd.DataFrame(columns=["ticker", "gics_sector", "fix"])
     if previous is not None and len(previous):
         lost = previous[~previous.ticker.isin(universe.ticker) & previous.ticker.isin(priced)]
-        lost = lost.assign(fix="it still has prices: restore its row in sectors.csv (or remove its prices)")[
-            ["ticker", "gics_sector", "fix"]]
+        lost = lost.assign(fix="it still has prices: restore its row in sectors.csv (or remove its prices)")[["ticker", "gics_sector", "fix"]]
     return {
         "market_universe_unique_tickers": dup.assign(fix="keep one row per ticker in sectors.csv")[["ticker", "gics_sector", "fix"]],
         "market_universe_gics_sectors": bad.assign(fix=f"use one of the 11 GICS sectors: {', '.join(GICS_SECTORS)}")[
-            ["ticker", "gics_sector", "fix"]],
+            ["ticker", "gics_sector", "fix"]
+        ],
         "market_universe_keeps_priced_tickers": lost,
     }
 
@@ -234,9 +262,16 @@ def load_universe_checked(data_dir: Path, tickers: tuple[str, ...] | None = None
     repairs: list[Repair] = []
     unnamed = df.name == ""
     if unnamed.any():
-        repairs.append(Repair("market_universe", "empty company name", int(unnamed.sum()), "filled with the ticker",
-                              "the name is optional (shown, never modelled); the ticker identifies the company",
-                              ", ".join(df.ticker[unnamed].head(5))))
+        repairs.append(
+            Repair(
+                "market_universe",
+                "empty company name",
+                int(unnamed.sum()),
+                "filled with the ticker",
+                "the name is optional (shown, never modelled); the ticker identifies the company",
+                ", ".join(df.ticker[unnamed].head(5)),
+            )
+        )
         df.loc[unnamed, "name"] = df.ticker[unnamed]
     return df.sort_values("ticker").reset_index(drop=True), repairs
 
@@ -260,15 +295,15 @@ def _parse_dates(values: pd.Series, path: Path) -> pd.Series:
         bad = values[parsed.isna()].head(3)
         raise DataFolderError(
             f"{path}: the {values.name} column is not ISO dates (YYYY-MM-DD): {', '.join(repr(str(v)) for v in bad)} at data line(s) "
-            f"{', '.join(str(i + 1) for i in bad.index)}; write dates as YYYY-MM-DD. Nothing was read.") from None
+            f"{', '.join(str(i + 1) for i in bad.index)}; write dates as YYYY-MM-DD. Nothing was read."
+        ) from None
 
 
 def load_corporate_actions(data_dir: Path) -> pd.DataFrame:
     """The data folder's optional ``corporate_actions.csv`` (ticker, date, split_ratio: new shares per old share)."""
     path = data_dir / "corporate_actions.csv"
     if not path.exists():
-        return pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"),
-                             "split_ratio": pd.Series(dtype="float64")})
+        return pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"), "split_ratio": pd.Series(dtype="float64")})
     df = pd.read_csv(path, dtype={"ticker": str})
     _require(df, ["ticker", "date", "split_ratio"], path)
     df["date"] = _parse_dates(df["date"], path)
@@ -279,8 +314,7 @@ def load_corporate_actions(data_dir: Path) -> pd.DataFrame:
     return df[["ticker", "date", "split_ratio"]]
 
 
-def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None,
-                    start: str | None = None, end: str | None = None) -> PriceRows:
+def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None, start: str | None = None, end: str | None = None) -> PriceRows:
     """The price file's rows in [start, end], parsed but not judged (``stockml_core.quality`` screens them).
 
     A malformed file (missing columns, dates that are not ISO dates) raises ``DataFolderError``. A
@@ -310,22 +344,31 @@ def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None,
     df = df.sort_values(["ticker", "date"], kind="stable")
     raw = None
     if text:
-        raw = pd.DataFrame({c: (text[c] if c in text else pd.Series(np.nan, index=text[next(iter(text))].index))
-                            for c in ["open", "high", "low", "close", "volume"]}).reindex(df.index)
+        raw = pd.DataFrame(
+            {c: (text[c] if c in text else pd.Series(np.nan, index=text[next(iter(text))].index)) for c in ["open", "high", "low", "close", "volume"]}
+        ).reindex(df.index)
     repairs: list[Repair] = []
     actions = load_corporate_actions(data_dir)
     if len(actions):
         df, n = apply_corporate_actions(df, actions)
-        repairs.append(Repair(
-            "raw_prices", "corporate actions listed in corporate_actions.csv", n, "prices before each date / ratio, volume x ratio",
-            "the user's own list of splits; the history before a split is brought to the current share count",
-            ", ".join(f"{a.ticker} {a.date:%Y-%m-%d} x{a.split_ratio:g}" for a in actions.head(5).itertuples())))
+        repairs.append(
+            Repair(
+                "raw_prices",
+                "corporate actions listed in corporate_actions.csv",
+                n,
+                "prices before each date / ratio, volume x ratio",
+                "the user's own list of splits; the history before a split is brought to the current share count",
+                ", ".join(f"{a.ticker} {a.date:%Y-%m-%d} x{a.split_ratio:g}" for a in actions.head(5).itertuples()),
+            )
+        )
     return PriceRows(df, raw, repairs + _price_quirks(df))
 
 
 def load_prices(
-    data_dir: Path, tickers: tuple[str, ...] | None = None,
-    start: str | None = None, end: str | None = None,
+    data_dir: Path,
+    tickers: tuple[str, ...] | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> tuple[pd.DataFrame, list[Repair]]:
     """Daily OHLCV rows as read (index reset), plus the record of accepted quirks.
 
@@ -341,30 +384,47 @@ def _price_quirks(df: pd.DataFrame) -> list[Repair]:
     zero_volume = df.volume == 0
     if zero_volume.any():
         sample = df.loc[zero_volume, ["ticker", "date"]].head(5)
-        repairs.append(Repair(
-            "raw_prices", "zero volume", int(zero_volume.sum()), "kept",
-            "no trades reported that day; a real observation, so volume features guard log(0) and 0/0",
-            ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in sample.itertuples(index=False)),
-        ))
+        repairs.append(
+            Repair(
+                "raw_prices",
+                "zero volume",
+                int(zero_volume.sum()),
+                "kept",
+                "no trades reported that day; a real observation, so volume features guard log(0) and 0/0",
+                ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in sample.itertuples(index=False)),
+            )
+        )
     first = df.groupby("ticker").date.min()
     late = first[first > first.min()] if len(first) else first
     if len(late):
-        repairs.append(Repair(
-            "raw_prices", "short histories", len(late), "kept",
-            "ticker starts after the panel (listing or source cut-off); features stay NaN during "
-            "their warm-up and the ticker joins training once they are finite",
-            ", ".join(f"{t} from {d:%Y-%m-%d}" for t, d in late.head(5).items()),
-        ))
-    repairs.append(Repair(
-        "raw_prices", "survivorship", df.ticker.nunique(), "kept (documented bias)",
-        "only companies listed at the end of the sample are present; backtest returns are "
-        "biased upward and are reported next to buy-and-hold of the same universe",
-    ))
+        repairs.append(
+            Repair(
+                "raw_prices",
+                "short histories",
+                len(late),
+                "kept",
+                "ticker starts after the panel (listing or source cut-off); features stay NaN during "
+                "their warm-up and the ticker joins training once they are finite",
+                ", ".join(f"{t} from {d:%Y-%m-%d}" for t, d in late.head(5).items()),
+            )
+        )
+    repairs.append(
+        Repair(
+            "raw_prices",
+            "survivorship",
+            df.ticker.nunique(),
+            "kept (documented bias)",
+            "only companies listed at the end of the sample are present; backtest returns are "
+            "biased upward and are reported next to buy-and-hold of the same universe",
+        )
+    )
     return repairs
 
 
 def load_market(
-    data_dir: Path, start: str | None = None, end: str | None = None,
+    data_dir: Path,
+    start: str | None = None,
+    end: str | None = None,
 ) -> tuple[pd.DataFrame, list[Repair]]:
     """S&P 500, VIX and 10-year yield per NYSE trading day, repaired, with the repairs recorded.
 
@@ -389,80 +449,115 @@ def load_market(
     holidays = pd.to_datetime(sorted({h for y in years for h in nyse_holidays(y)}))
     weekend_or_holiday = df.date.isin(holidays) | (df.date.dt.weekday >= 5)
     if weekend_or_holiday.any():
-        repairs.append(Repair(
-            "market_context", "rows on NYSE holidays", int(weekend_or_holiday.sum()), "dropped",
-            "the VIX prints on some days the stock exchange is closed; no stock trades then",
-            _examples(df.date[weekend_or_holiday]),
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "rows on NYSE holidays",
+                int(weekend_or_holiday.sum()),
+                "dropped",
+                "the VIX prints on some days the stock exchange is closed; no stock trades then",
+                _examples(df.date[weekend_or_holiday]),
+            )
+        )
         df = df[~weekend_or_holiday]
 
     vix = ["vix_open", "vix_high", "vix_low", "vix_close"]
     flat = (df.vix_open == df.vix_close) & (df.vix_high == df.vix_close) & (df.vix_low == df.vix_close)
     if flat.any():
-        repairs.append(Repair(
-            "market_context", "VIX open/high/low equal the close", int(flat.sum()), "kept",
-            "the source has only the close on these days; features use vix_close alone",
-            f"{df.date[flat].min():%Y-%m-%d} .. {df.date[flat].max():%Y-%m-%d}",
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "VIX open/high/low equal the close",
+                int(flat.sum()),
+                "kept",
+                "the source has only the close on these days; features use vix_close alone",
+                f"{df.date[flat].min():%Y-%m-%d} .. {df.date[flat].max():%Y-%m-%d}",
+            )
+        )
     hi = df[["vix_open", "vix_high", "vix_close"]].max(axis=1)
     lo = df[["vix_open", "vix_low", "vix_close"]].min(axis=1)
     bad_range = df.vix_high.notna() & ((hi > df.vix_high) | (lo < df.vix_low))
     if bad_range.any():
-        repairs.append(Repair(
-            "market_context", "VIX open outside [low, high]", int(bad_range.sum()),
-            "high/low widened to include open and close",
-            "the source's intraday extremes are inconsistent; the widened range is the smallest "
-            "one consistent with the prints",
-            _examples(df.date[bad_range]),
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "VIX open outside [low, high]",
+                int(bad_range.sum()),
+                "high/low widened to include open and close",
+                "the source's intraday extremes are inconsistent; the widened range is the smallest one consistent with the prints",
+                _examples(df.date[bad_range]),
+            )
+        )
         df.loc[bad_range, "vix_high"] = hi[bad_range]
         df.loc[bad_range, "vix_low"] = lo[bad_range]
 
     missing_vix = df.vix_close.isna()
     if missing_vix.any():
-        repairs.append(Repair(
-            "market_context", "VIX missing on trading days", int(missing_vix.sum()),
-            "forward-filled from the previous trading day",
-            "the index was not published; carrying the last close forward uses no future data",
-            _examples(df.date[missing_vix]),
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "VIX missing on trading days",
+                int(missing_vix.sum()),
+                "forward-filled from the previous trading day",
+                "the index was not published; carrying the last close forward uses no future data",
+                _examples(df.date[missing_vix]),
+            )
+        )
         df[vix] = df[vix].ffill(limit=MAX_FILL_DAYS)
 
     spx_ohlv = ["spx_open", "spx_high", "spx_low", "spx_volume"]
     close_only = df.spx_close.notna() & df[spx_ohlv].isna().all(axis=1)
     if close_only.any():
-        repairs.append(Repair(
-            "market_context", "S&P 500 close only", int(close_only.sum()), "kept (nullable)",
-            "the source publishes only the close from 2024; features use spx_close alone",
-            f"{df.date[close_only].min():%Y-%m-%d} .. {df.date[close_only].max():%Y-%m-%d}",
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "S&P 500 close only",
+                int(close_only.sum()),
+                "kept (nullable)",
+                "the source publishes only the close from 2024; features use spx_close alone",
+                f"{df.date[close_only].min():%Y-%m-%d} .. {df.date[close_only].max():%Y-%m-%d}",
+            )
+        )
     missing_spx = df.spx_close.isna()
     if missing_spx.any():
-        repairs.append(Repair(
-            "market_context", "S&P 500 close missing", int(missing_spx.sum()),
-            f"forward-filled from the previous trading day (at most {MAX_FILL_DAYS} days)",
-            "no index close published that day; carrying the last close forward uses no future data",
-            _examples(df.date[missing_spx]),
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "S&P 500 close missing",
+                int(missing_spx.sum()),
+                f"forward-filled from the previous trading day (at most {MAX_FILL_DAYS} days)",
+                "no index close published that day; carrying the last close forward uses no future data",
+                _examples(df.date[missing_spx]),
+            )
+        )
         df["spx_close"] = df.spx_close.ffill(limit=MAX_FILL_DAYS)
 
     missing_yield = df.dgs10.isna()
     if missing_yield.any():
-        repairs.append(Repair(
-            "market_context", "10-year yield missing", int(missing_yield.sum()),
-            "forward-filled from the previous trading day",
-            "bond markets close on some days stocks trade; the last yield is the one known",
-            _examples(df.date[missing_yield]),
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "10-year yield missing",
+                int(missing_yield.sum()),
+                "forward-filled from the previous trading day",
+                "bond markets close on some days stocks trade; the last yield is the one known",
+                _examples(df.date[missing_yield]),
+            )
+        )
         df["dgs10"] = df.dgs10.ffill(limit=MAX_FILL_DAYS)
     # Rows a short forward fill cannot reach (leading rows, long outages) have no usable context.
     unusable = df[["spx_close", "vix_close", "dgs10"]].isna().any(axis=1)
     if unusable.any():
-        repairs.append(Repair(
-            "market_context", "rows without S&P 500, VIX or yield", int(unusable.sum()), "dropped",
-            f"nothing within {MAX_FILL_DAYS} days to carry forward; a stale value would pose as news",
-            f"{df.date[unusable].min():%Y-%m-%d} .. {df.date[unusable].max():%Y-%m-%d}",
-        ))
+        repairs.append(
+            Repair(
+                "market_context",
+                "rows without S&P 500, VIX or yield",
+                int(unusable.sum()),
+                "dropped",
+                f"nothing within {MAX_FILL_DAYS} days to carry forward; a stale value would pose as news",
+                f"{df.date[unusable].min():%Y-%m-%d} .. {df.date[unusable].max():%Y-%m-%d}",
+            )
+        )
         df = df[~unusable]
     return df.reset_index(drop=True), repairs
 
@@ -477,12 +572,18 @@ def align_market_to_prices(market: pd.DataFrame, prices: pd.DataFrame) -> tuple[
     extra = pd.DataFrame({"date": missing})
     out = pd.concat([market, extra]).sort_values("date").reset_index(drop=True)
     out[["spx_close", "vix_open", "vix_high", "vix_low", "vix_close", "dgs10"]] = out[
-        ["spx_close", "vix_open", "vix_high", "vix_low", "vix_close", "dgs10"]].ffill(limit=MAX_FILL_DAYS)
-    return out, [Repair(
-        "market_context", "market rows missing on stock trading days", len(missing),
-        "added, forward-filled", "stocks traded but the market file has no row",
-        _examples(pd.Series(missing)),
-    )]
+        ["spx_close", "vix_open", "vix_high", "vix_low", "vix_close", "dgs10"]
+    ].ffill(limit=MAX_FILL_DAYS)
+    return out, [
+        Repair(
+            "market_context",
+            "market rows missing on stock trading days",
+            len(missing),
+            "added, forward-filled",
+            "stocks traded but the market file has no row",
+            _examples(pd.Series(missing)),
+        )
+    ]
 
 
 def repairs_frame(repairs: list[Repair]) -> pd.DataFrame:
@@ -497,8 +598,9 @@ def load_rare_events(data_dir: Path) -> pd.DataFrame:
     if not path.exists():  # a user's folder without its own catalog uses the bundled one
         path = BUNDLED_RARE_EVENTS
     if path.stat().st_size == 0:
-        raise DataFolderError(f"{path}: the file is empty (0 bytes); write the events (name,start,end,description) "
-                              "or delete the file to use the bundled catalog")
+        raise DataFolderError(
+            f"{path}: the file is empty (0 bytes); write the events (name,start,end,description) or delete the file to use the bundled catalog"
+        )
     df = pd.read_csv(path, dtype=str)
     _require(df, ["name", "start", "end", "description"], path)
     df["start"] = _parse_dates(df["start"], path)

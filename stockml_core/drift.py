@@ -20,8 +20,20 @@ from scipy import special, stats
 from stockml_core.features.registry import registry_frame
 from stockml_core.settings import DriftSettings
 
-FEATURE_DRIFT_COLUMNS = ["feature", "wasserstein", "threshold", "effect", "ks_statistic", "p_value", "p_value_bh",
-                         "psi", "mean_shift", "n_reference", "n_current", "drifted"]
+FEATURE_DRIFT_COLUMNS = [
+    "feature",
+    "wasserstein",
+    "threshold",
+    "effect",
+    "ks_statistic",
+    "p_value",
+    "p_value_bh",
+    "psi",
+    "mean_shift",
+    "n_reference",
+    "n_current",
+    "drifted",
+]
 QUANTILE_GRID = 200  # Wasserstein-1 = mean |Q_cur(u) - Q_ref(u)| over u = (j + 0.5) / QUANTILE_GRID
 MIN_REFERENCE = 20  # finite reference values needed to test a feature
 MIN_WINDOWS = 3  # calibration windows needed for a threshold
@@ -108,12 +120,20 @@ def _window_stats(ref: np.ndarray, cur: np.ndarray, s: DriftSettings) -> dict[st
     nr, nc = np.isfinite(r).sum(1), np.isfinite(c).sum(1)
     if not r.shape[1] or not c.shape[1]:  # no reference or no current window: nothing to test
         nan = np.full(n_feat, np.nan)
-        return {"wasserstein": nan, "threshold": nan, "ks_statistic": nan, "p_value": nan, "psi": nan,
-                "mean_shift": nan, "n_reference": nr, "n_current": nc}
+        return {
+            "wasserstein": nan,
+            "threshold": nan,
+            "ks_statistic": nan,
+            "p_value": nan,
+            "psi": nan,
+            "mean_shift": nan,
+            "n_reference": nr,
+            "n_current": nc,
+        }
     min_cur = min(5, s.current_window)
     r0, c0 = np.where(np.isfinite(r), r, 0.0), np.where(np.isfinite(c), c, 0.0)
     mean_r, mean_c = r0.sum(1) / np.maximum(nr, 1), c0.sum(1) / np.maximum(nc, 1)
-    sd_r = np.sqrt(np.maximum((r0 ** 2).sum(1) / np.maximum(nr, 1) - mean_r ** 2, 0))
+    sd_r = np.sqrt(np.maximum((r0**2).sum(1) / np.maximum(nr, 1) - mean_r**2, 0))
     pos = np.linspace(0, 1, s.psi_bins + 1)[1:-1]  # PSI bin edges, then the quartiles
     marks = _at(r, np.concatenate([pos, [0.25, 0.75]])[None] * np.maximum(nr - 1, 0)[:, None])
     edges, iqr = marks[:, :-2], (marks[:, -1] - marks[:, -2]) / 1.349
@@ -141,7 +161,7 @@ def _window_stats(ref: np.ndarray, cur: np.ndarray, s: DriftSettings) -> dict[st
     below_r = np.zeros((n_feat, s.psi_bins + 1))
     below_c = np.zeros((n_feat, s.psi_bins + 1))
     for j in np.flatnonzero(ok):  # sorted samples: the KS statistic and PSI counts by searchsorted
-        a, b = r[j, :nr[j]], c[j, :nc[j]]
+        a, b = r[j, : nr[j]], c[j, : nc[j]]
         # F_a - F_b peaks just before a point of b (or at the end), F_b - F_a at a point of b
         a_lt, a_le = np.searchsorted(a, b, "left") / len(a), np.searchsorted(a, b, "right") / len(a)
         b_lt, b_le = np.searchsorted(b, b, "left") / len(b), np.searchsorted(b, b, "right") / len(b)
@@ -158,8 +178,16 @@ def _window_stats(ref: np.ndarray, cur: np.ndarray, s: DriftSettings) -> dict[st
         psis = ((c_share - r_share) * np.log(c_share / r_share)).sum(1)
         shift = np.where(sd_r > 0, (mean_c - mean_r) / sd_r, 0.0)
     nan = np.where(ok, 1.0, np.nan)
-    return {"wasserstein": wass * nan, "threshold": threshold * nan, "ks_statistic": ks, "p_value": p * nan,
-            "psi": psis * nan, "mean_shift": shift * nan, "n_reference": nr, "n_current": nc}
+    return {
+        "wasserstein": wass * nan,
+        "threshold": threshold * nan,
+        "ks_statistic": ks,
+        "p_value": p * nan,
+        "psi": psis * nan,
+        "mean_shift": shift * nan,
+        "n_reference": nr,
+        "n_current": nc,
+    }
 
 
 def _date_level_columns(arr: np.ndarray) -> np.ndarray:
@@ -172,8 +200,7 @@ def _date_level_columns(arr: np.ndarray) -> np.ndarray:
     return same.all(1) & shared
 
 
-def feature_drift(features: pd.DataFrame, feature_names: list[str], s: DriftSettings,
-                  date_level: set[str] | None = None) -> pd.DataFrame:
+def feature_drift(features: pd.DataFrame, feature_names: list[str], s: DriftSettings, date_level: set[str] | None = None) -> pd.DataFrame:
     """Per feature: normalized Wasserstein-1 against a threshold calibrated on the reference, KS, PSI, mean shift.
 
     - current: the last ``current_window`` trading days; reference: the ``reference_window`` days before.
@@ -250,8 +277,11 @@ def market_states(regimes: pd.DataFrame, s: DriftSettings) -> pd.Series:
     The four regimes (the models' input) miss a market that falls steadily while the VIX stays below
     25; the drift score's regime part measures the mix of these five states instead.
     """
-    correction = (regimes.regime.to_numpy() == "normal") & (regimes.spx_drawdown.to_numpy() <= s.correction_drawdown) \
+    correction = (
+        (regimes.regime.to_numpy() == "normal")
+        & (regimes.spx_drawdown.to_numpy() <= s.correction_drawdown)
         & (regimes.spx_return_20d.to_numpy() <= s.correction_return_20d)
+    )
     return pd.Series(np.where(correction, "correction", regimes.regime.to_numpy()), index=regimes.index, name="state")
 
 
@@ -271,8 +301,7 @@ def prediction_component(tv: float, confidence_shift: float, n_classes: int) -> 
     return float(np.clip(max(tv if np.isfinite(tv) else 0.0, scaled), 0.0, 1.0))
 
 
-def prediction_drift(proba_reference: np.ndarray, proba_current: np.ndarray,
-                     class_names) -> tuple[float, pd.DataFrame, dict]:
+def prediction_drift(proba_reference: np.ndarray, proba_current: np.ndarray, class_names) -> tuple[float, pd.DataFrame, dict]:
     """Shift of the predicted (argmax) class mix and of the mean confidence (max probability).
 
     Returns the prediction component (``prediction_component``), the mix table (category,
@@ -281,8 +310,11 @@ def prediction_drift(proba_reference: np.ndarray, proba_current: np.ndarray,
     names = list(class_names)
     pr, pc = np.asarray(proba_reference, float), np.asarray(proba_current, float)
     labels = np.array(names, dtype=object)
-    tv, table = mix_shift(pd.Series(labels[pr.argmax(axis=1)] if len(pr) else [], dtype=object),
-                          pd.Series(labels[pc.argmax(axis=1)] if len(pc) else [], dtype=object), names)
+    tv, table = mix_shift(
+        pd.Series(labels[pr.argmax(axis=1)] if len(pr) else [], dtype=object),
+        pd.Series(labels[pc.argmax(axis=1)] if len(pc) else [], dtype=object),
+        names,
+    )
     conf_r = float(pr.max(axis=1).mean()) if len(pr) else float("nan")
     conf_c = float(pc.max(axis=1).mean()) if len(pc) else float("nan")
     info = {"mean_confidence_reference": conf_r, "mean_confidence_current": conf_c, "confidence_shift": conf_c - conf_r}
@@ -299,8 +331,7 @@ def feature_component(table: pd.DataFrame, s: DriftSettings) -> float:
     return float(table.drifted[tested].mean()) if tested.any() else 0.0
 
 
-def drift_score(feature_component: float, regime_tv: float, prediction_component: float | None,
-                s: DriftSettings) -> float:
+def drift_score(feature_component: float, regime_tv: float, prediction_component: float | None, s: DriftSettings) -> float:
     """One score in [0, 1]: the weighted mean of the feature, regime and prediction components.
 
     score = (w_f F + w_r R + w_p P) / (w_f + w_r + w_p), with F = ``feature_component`` (share of the
@@ -334,8 +365,7 @@ class EpisodeState:
 
     def summary(self) -> str:
         """One line for logs and skip reasons."""
-        ep = f"episode since {self.episode_start}" + (" (retrained)" if self.episode_triggered else "") \
-            if self.episode_start else "no drift episode"
+        ep = f"episode since {self.episode_start}" + (" (retrained)" if self.episode_triggered else "") if self.episode_start else "no drift episode"
         since = "never retrained" if self.days_since_trigger is None else f"last retrain {self.days_since_trigger} days ago"
         return f"{ep}; {self.above_run} day(s) above, {self.below_run} below; {since}"
 
@@ -372,8 +402,7 @@ def step_episode(state: EpisodeState, day: str, score: float, s: DriftSettings) 
     cooled = st.days_since_trigger is None or st.days_since_trigger >= s.cooldown_days
     if above and st.above_run >= s.persistence_days and not st.episode_triggered and cooled:
         st.episode_triggered, st.days_since_trigger = True, 0
-        reason = (f"drift score >= {s.score_threshold:g} on {st.above_run} consecutive trading days "
-                  f"(episode since {st.episode_start})")
+        reason = f"drift score >= {s.score_threshold:g} on {st.above_run} consecutive trading days (episode since {st.episode_start})"
         return st, {"day": day, "score": float(score), "episode_start": st.episode_start, "reason": reason}
     return st, None
 
@@ -394,8 +423,9 @@ def simulate_policy(daily_scores: pd.Series, s: DriftSettings) -> list[dict]:
 def _drawdown_vix(market: pd.DataFrame) -> pd.DataFrame:
     m = market[["date", "spx_close", "vix_close"]].dropna().sort_values("date")
     spx = m.spx_close.to_numpy(float)
-    return pd.DataFrame({"drawdown": spx / np.maximum.accumulate(spx) - 1.0, "vix": m.vix_close.to_numpy(float)},
-                        index=pd.DatetimeIndex(m.date, name="date"))
+    return pd.DataFrame(
+        {"drawdown": spx / np.maximum.accumulate(spx) - 1.0, "vix": m.vix_close.to_numpy(float)}, index=pd.DatetimeIndex(m.date, name="date")
+    )
 
 
 def crash_onsets(market: pd.DataFrame, quiet_run: int = 1) -> list[pd.Timestamp]:
@@ -448,8 +478,9 @@ class DriftTables:
 
 
 def _empty_mix() -> pd.DataFrame:
-    return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "category": pd.Series(dtype=str),
-                         **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}})
+    return pd.DataFrame(
+        {"date": pd.Series(dtype="datetime64[ns]"), "category": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in MIX_COLUMNS[2:]}}
+    )
 
 
 def _report_rows(day, fd: pd.DataFrame, regime_tv: float, transition: str, pred: float | None, s: DriftSettings) -> list[dict]:
@@ -458,22 +489,49 @@ def _report_rows(day, fd: pd.DataFrame, regime_tv: float, transition: str, pred:
     score = drift_score(fc, regime_tv, pred, s)
     top = fd[fd.drifted].head(5).feature.tolist()
     return [
-        {"date": day, "component": "features", "value": fc, "weight": s.weight_features,
-         "detail": f"{int(fd.drifted.sum())}/{int(fd.effect.notna().sum())} features drifted (BH KS p < {s.ks_alpha} and "
-                   f"Wasserstein above its calibrated threshold): {', '.join(top) or 'none'}"},
-        {"date": day, "component": "regime", "value": regime_tv, "weight": s.weight_regime,
-         "detail": f"transition {transition} (mix of market states)"},
-        {"date": day, "component": "predictions", "value": np.nan if pred is None else pred,
-         "weight": s.weight_predictions if pred is not None else 0.0,
-         "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)"},
-        {"date": day, "component": "overall", "value": score, "weight": 1.0,
-         "detail": f"retraining threshold {s.score_threshold} held {s.persistence_days} days: "
-                   f"{'ABOVE' if score >= s.score_threshold else 'below'} today"},
+        {
+            "date": day,
+            "component": "features",
+            "value": fc,
+            "weight": s.weight_features,
+            "detail": f"{int(fd.drifted.sum())}/{int(fd.effect.notna().sum())} features drifted (BH KS p < {s.ks_alpha} and "
+            f"Wasserstein above its calibrated threshold): {', '.join(top) or 'none'}",
+        },
+        {
+            "date": day,
+            "component": "regime",
+            "value": regime_tv,
+            "weight": s.weight_regime,
+            "detail": f"transition {transition} (mix of market states)",
+        },
+        {
+            "date": day,
+            "component": "predictions",
+            "value": np.nan if pred is None else pred,
+            "weight": s.weight_predictions if pred is not None else 0.0,
+            "detail": "no champion" if pred is None else "max(TV of the predicted class mix, scaled mean-confidence shift)",
+        },
+        {
+            "date": day,
+            "component": "overall",
+            "value": score,
+            "weight": 1.0,
+            "detail": f"retraining threshold {s.score_threshold} held {s.persistence_days} days: "
+            f"{'ABOVE' if score >= s.score_threshold else 'below'} today",
+        },
     ]
 
 
-def drift_tables(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings,
-                 date_level: set[str] | None, days, predictions: tuple | None = None, class_names=None) -> DriftTables:
+def drift_tables(
+    features: pd.DataFrame,
+    regimes: pd.DataFrame,
+    feature_names: list[str],
+    s: DriftSettings,
+    date_level: set[str] | None,
+    days,
+    predictions: tuple | None = None,
+    class_names=None,
+) -> DriftTables:
     """The drift of each day of ``days`` that has feature rows, from the trailing windows ending that day:
     the one computation the ``drift`` assets store and ``benchmarks/drift_policy.py`` calibrates.
 
@@ -497,36 +555,62 @@ def drift_tables(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: l
         day = pd.Timestamp(all_days[k])
         k0 = max(0, k + 1 - s.current_window - s.reference_window)
         n_cur = min(s.current_window, k + 1 - k0)
-        fd = feature_drift(f.iloc[first[k0]:ends[k]], feature_names, s, date_level)
-        r = state.iloc[k0:k + 1]
-        tv, mix = mix_shift(r.iloc[:len(r) - n_cur], r.iloc[len(r) - n_cur:], list(MARKET_STATES))
+        fd = feature_drift(f.iloc[first[k0] : ends[k]], feature_names, s, date_level)
+        r = state.iloc[k0 : k + 1]
+        tv, mix = mix_shift(r.iloc[: len(r) - n_cur], r.iloc[len(r) - n_cur :], list(MARKET_STATES))
         tv = tv if len(r) > n_cur else 0.0  # no reference yet: no regime shift
         transitions[f"{day:%Y-%m-%d}"] = transition = regime_transition(mix)
         pred = None
         if predictions is not None:
-            ref = np.isin(p_dates, all_days[k0:k + 1 - n_cur])
-            cur = np.isin(p_dates, all_days[k + 1 - n_cur:k + 1])
+            ref = np.isin(p_dates, all_days[k0 : k + 1 - n_cur])
+            cur = np.isin(p_dates, all_days[k + 1 - n_cur : k + 1])
             pred, table, conf = prediction_drift(proba[ref], proba[cur], list(class_names))
             stats[f"{day:%Y-%m-%d}"] = {"component": pred, **conf}
-            confidence = pd.DataFrame([{"category": CONFIDENCE_ROW, "reference_share": conf["mean_confidence_reference"],
-                                        "current_share": conf["mean_confidence_current"], "change": conf["confidence_shift"]}])
+            confidence = pd.DataFrame(
+                [
+                    {
+                        "category": CONFIDENCE_ROW,
+                        "reference_share": conf["mean_confidence_reference"],
+                        "current_share": conf["mean_confidence_current"],
+                        "change": conf["confidence_shift"],
+                    }
+                ]
+            )
             preds.append(pd.concat([table, confidence], ignore_index=True).assign(date=day))
         fds.append(fd.assign(date=day))
         mixes.append(mix.assign(date=day))
         report += _report_rows(day, fd, tv, transition, pred, s)
-    fdf = pd.concat(fds, ignore_index=True) if fds else feature_drift(f.iloc[:0], feature_names, s, date_level).assign(
-        date=pd.Series(dtype="datetime64[ns]"))
-    rep = pd.DataFrame(report, columns=REPORT_COLUMNS) if report else pd.DataFrame(
-        {"date": pd.Series(dtype="datetime64[ns]"), "component": pd.Series(dtype=str), "value": pd.Series(dtype=float),
-         "weight": pd.Series(dtype=float), "detail": pd.Series(dtype=str)})
-    return DriftTables(feature_drift=fdf[["date", *FEATURE_DRIFT_COLUMNS]],
-                       regime_drift=pd.concat(mixes, ignore_index=True)[MIX_COLUMNS] if mixes else _empty_mix(),
-                       prediction_drift=pd.concat(preds, ignore_index=True)[MIX_COLUMNS] if preds else _empty_mix(),
-                       report=rep, transitions=transitions, prediction_stats=stats)
+    fdf = (
+        pd.concat(fds, ignore_index=True)
+        if fds
+        else feature_drift(f.iloc[:0], feature_names, s, date_level).assign(date=pd.Series(dtype="datetime64[ns]"))
+    )
+    rep = (
+        pd.DataFrame(report, columns=REPORT_COLUMNS)
+        if report
+        else pd.DataFrame(
+            {
+                "date": pd.Series(dtype="datetime64[ns]"),
+                "component": pd.Series(dtype=str),
+                "value": pd.Series(dtype=float),
+                "weight": pd.Series(dtype=float),
+                "detail": pd.Series(dtype=str),
+            }
+        )
+    )
+    return DriftTables(
+        feature_drift=fdf[["date", *FEATURE_DRIFT_COLUMNS]],
+        regime_drift=pd.concat(mixes, ignore_index=True)[MIX_COLUMNS] if mixes else _empty_mix(),
+        prediction_drift=pd.concat(preds, ignore_index=True)[MIX_COLUMNS] if preds else _empty_mix(),
+        report=rep,
+        transitions=transitions,
+        prediction_stats=stats,
+    )
 
 
-def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings,
-                       date_level: set[str] | None, days) -> pd.DataFrame:
+def daily_drift_scores(
+    features: pd.DataFrame, regimes: pd.DataFrame, feature_names: list[str], s: DriftSettings, date_level: set[str] | None, days
+) -> pd.DataFrame:
     """Per day of ``days`` with feature rows: the drift score without a prediction part (``drift_tables``,
     what production stores when no champion exists), with its parts. Columns: score, features
     (component), regime (TV), n_drifted, n_tested, transition; indexed by date."""
@@ -535,8 +619,15 @@ def daily_drift_scores(features: pd.DataFrame, regimes: pd.DataFrame, feature_na
         return pd.DataFrame(columns=["score", "features", "regime", "n_drifted", "n_tested", "transition"])
     by = t.report.pivot(index="date", columns="component", values="value")
     counts = t.feature_drift.groupby("date").agg(n_drifted=("drifted", "sum"), n_tested=("effect", lambda e: int(e.notna().sum())))
-    out = pd.DataFrame({"score": by["overall"], "features": by["features"], "regime": by["regime"],
-                        "n_drifted": counts.n_drifted.astype(int), "n_tested": counts.n_tested.astype(int)})
+    out = pd.DataFrame(
+        {
+            "score": by["overall"],
+            "features": by["features"],
+            "regime": by["regime"],
+            "n_drifted": counts.n_drifted.astype(int),
+            "n_tested": counts.n_tested.astype(int),
+        }
+    )
     out["transition"] = [t.transitions[f"{d:%Y-%m-%d}"] for d in out.index]
     out.index.name = "date"
     return out

@@ -14,18 +14,31 @@ BASELINES = ("majority", "always_up", "previous_direction", "logistic_momentum")
 MOMENTUM_BASELINE_FEATURES = ("ret_5", "ret_20", "ret_60", "ret_120", "rsi_14")
 # Ranking baselines a quant tries first: one feature, ranked across the day's names (sign: +1 long the
 # highest). 12-1 momentum, short-term reversal (raw and sector-neutral: Blitz et al. 2013), low volatility.
-RANK_BASELINES = {"momentum_12_1": ("mom_250_20", 1.0), "reversal_5": ("ret_5", -1.0),
-                  "reversal_5_sector": ("sector_rel_ret_5", -1.0), "low_volatility": ("volatility_60", -1.0)}
+RANK_BASELINES = {
+    "momentum_12_1": ("mom_250_20", 1.0),
+    "reversal_5": ("ret_5", -1.0),
+    "reversal_5_sector": ("sector_rel_ret_5", -1.0),
+    "low_volatility": ("volatility_60", -1.0),
+}
 LINEAR_BASELINE = "linear_all"  # a ridge regression on every feature (Qlib's "Linear" row), fitted per fold
 # Every baseline the validation report shows; the gate's accuracy criteria compare the classification
 # ones (BASELINES): the ranking baselines never predict "flat", so their accuracy is not their point.
 ALL_BASELINES = BASELINES + tuple(RANK_BASELINES) + (LINEAR_BASELINE,)
 # How a reader meets each model (the summary, the README): the key stays the stored name.
-MODEL_LABELS = {"candidate": "candidate (stacked)", "rf": "RandomForest", "xgb": "XGBoost",
-                "majority": "majority class", "always_up": "always up", "previous_direction": "previous 5-day direction",
-                "logistic_momentum": "logistic regression on momentum", "momentum_12_1": "12-1 momentum (ranked)",
-                "reversal_5": "5-day reversal", "reversal_5_sector": "5-day reversal, sector-neutral",
-                "low_volatility": "low volatility", LINEAR_BASELINE: "ridge on every feature (linear_all)"}
+MODEL_LABELS = {
+    "candidate": "candidate (stacked)",
+    "rf": "RandomForest",
+    "xgb": "XGBoost",
+    "majority": "majority class",
+    "always_up": "always up",
+    "previous_direction": "previous 5-day direction",
+    "logistic_momentum": "logistic regression on momentum",
+    "momentum_12_1": "12-1 momentum (ranked)",
+    "reversal_5": "5-day reversal",
+    "reversal_5_sector": "5-day reversal, sector-neutral",
+    "low_volatility": "low volatility",
+    LINEAR_BASELINE: "ridge on every feature (linear_all)",
+}
 
 
 def model_label(model: str) -> str:
@@ -112,8 +125,15 @@ def reliability_table(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> pd.Da
         for i in range(bins):
             m = b == i
             if m.any():
-                rows.append({"class": name, "bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "rows": int(m.sum()),
-                             "predicted": float(p[m].mean()), "observed": float((y[m] == k).mean())})
+                rows.append(
+                    {
+                        "class": name,
+                        "bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}",
+                        "rows": int(m.sum()),
+                        "predicted": float(p[m].mean()),
+                        "observed": float((y[m] == k).mean()),
+                    }
+                )
     return pd.DataFrame(rows, columns=["class", "bin", "rows", "predicted", "observed"])
 
 
@@ -150,8 +170,7 @@ def overlap_t(daily: np.ndarray, horizon: int) -> float:
     return t if np.isfinite(t) or lags == 0 else hac_t(daily, 2 * lags, "bartlett")
 
 
-def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray,
-                             horizon: int = 5) -> dict[str, float]:
+def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np.ndarray, horizon: int = 5) -> dict[str, float]:
     """Daily cross-sectional IC and rank IC of a score against the ``horizon``-day forward return.
 
     ``ic`` / ``rank_ic``: the mean over days of the Pearson / Spearman correlation across the day's
@@ -159,8 +178,7 @@ def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np
     series; ``ic_t`` / ``rank_ic_t``: the mean's t-statistic corrected for the overlap of h-day returns
     (``overlap_t``); ``days``: the days averaged.
     """
-    nan = {"ic": np.nan, "rank_ic": np.nan, "icir": np.nan, "rank_icir": np.nan, "ic_t": np.nan, "rank_ic_t": np.nan,
-           "days": 0.0}
+    nan = {"ic": np.nan, "rank_ic": np.nan, "icir": np.nan, "rank_icir": np.nan, "ic_t": np.nan, "rank_ic_t": np.nan, "days": 0.0}
     df = pd.DataFrame({"date": np.asarray(dates), "s": score, "r": fwd_return}).dropna()
     df = df[df.groupby("date").s.transform("size") >= 3]
     if df.empty:
@@ -176,16 +194,17 @@ def information_coefficients(dates: pd.Series, score: np.ndarray, fwd_return: np
 
     ic, ric = daily_corr(df), daily_corr(ranks)
     return {
-        "ic": float(ic.mean()), "rank_ic": float(ric.mean()),
+        "ic": float(ic.mean()),
+        "rank_ic": float(ric.mean()),
         "icir": float(ic.mean() / ic.std()) if ic.std() > 0 else np.nan,
         "rank_icir": float(ric.mean() / ric.std()) if ric.std() > 0 else np.nan,
-        "ic_t": overlap_t(ic.to_numpy(), horizon), "rank_ic_t": overlap_t(ric.to_numpy(), horizon),
+        "ic_t": overlap_t(ic.to_numpy(), horizon),
+        "rank_ic_t": overlap_t(ric.to_numpy(), horizon),
         "days": float(len(ric)),
     }
 
 
-def logistic_momentum_probabilities(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-                                    seed: int = 0) -> np.ndarray:
+def logistic_momentum_probabilities(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int = 0) -> np.ndarray:
     """Class probabilities of a standardized multinomial logistic regression on momentum features,
     fitted on the fold's (purged) training rows only (missing inputs take the training median)."""
     from sklearn.impute import SimpleImputer
@@ -194,8 +213,7 @@ def logistic_momentum_probabilities(X_train: np.ndarray, y_train: np.ndarray, X_
     from sklearn.preprocessing import StandardScaler
 
     # Missing inputs (a feature still in its warm-up) take the training median.
-    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                          LogisticRegression(C=1.0, max_iter=500, random_state=seed))
+    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=1.0, max_iter=500, random_state=seed))
     model.fit(X_train, np.asarray(y_train).astype(int))
     proba = np.zeros((len(X_test), len(CLASSES)))
     proba[:, model.classes_.astype(int)] = model.predict_proba(X_test)
@@ -225,8 +243,9 @@ def rank_probabilities(dates: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.column_stack([2.0 * (1.0 - u) / 3.0, np.full(len(u), 1.0 / 3.0), 2.0 * u / 3.0])
 
 
-def linear_scores(X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.ndarray, X_test: np.ndarray,
-                  alpha: float = 1.0, chunk: int = 100_000) -> np.ndarray:
+def linear_scores(
+    X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.ndarray, X_test: np.ndarray, alpha: float = 1.0, chunk: int = 100_000
+) -> np.ndarray:
     """A ridge regression on every feature of each training day's percentile rank of the forward return,
     fitted on the fold's purged training rows; its test scores.
 
@@ -242,7 +261,7 @@ def linear_scores(X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.nd
     k = X_train.shape[1]
     total, sq, count = np.zeros(k), np.zeros(k), np.zeros(k)
     for i in range(0, len(rows), chunk):
-        x = X_train[rows[i:i + chunk]].astype("float64")
+        x = X_train[rows[i : i + chunk]].astype("float64")
         x[~np.isfinite(x)] = np.nan
         total += np.nansum(x, axis=0)
         sq += np.nansum(x * x, axis=0)
@@ -261,17 +280,15 @@ def linear_scores(X_train: np.ndarray, dates_train: np.ndarray, fwd_train: np.nd
     y = target[rows] - target[rows].mean()
     gram, rhs = np.zeros((k, k)), np.zeros(k)
     for i in range(0, len(rows), chunk):
-        z = standardized(X_train[rows[i:i + chunk]])
+        z = standardized(X_train[rows[i : i + chunk]])
         gram += z.T @ z
-        rhs += z.T @ y[i:i + chunk]
+        rhs += z.T @ y[i : i + chunk]
     w = np.linalg.solve(gram + alpha * np.eye(k), rhs)
-    return np.concatenate([standardized(X_test[i:i + chunk]) @ w for i in range(0, len(X_test), chunk)]) if len(X_test) \
-        else np.zeros(0)
+    return np.concatenate([standardized(X_test[i : i + chunk]) @ w for i in range(0, len(X_test), chunk)]) if len(X_test) else np.zeros(0)
 
 
 def _rows(scope: str, group: str, model: str, metrics: dict[str, float]) -> list[dict]:
-    return [{"scope": scope, "group": str(group), "model": model, "metric": k, "value": float(v)}
-            for k, v in metrics.items()]
+    return [{"scope": scope, "group": str(group), "model": model, "metric": k, "value": float(v)} for k, v in metrics.items()]
 
 
 def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
@@ -286,17 +303,16 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
     probabilities as ``<model>__p_down`` etc.
     """
-    models = sorted({c.split("__")[0] for c in oof.columns if "__p_" in c},
-                    key=lambda m: (m in ALL_BASELINES, m != "candidate", m))
+    models = sorted({c.split("__")[0] for c in oof.columns if "__p_" in c}, key=lambda m: (m in ALL_BASELINES, m != "candidate", m))
     rows: list[dict] = []
     oof = oof.assign(year=pd.DatetimeIndex(oof.date).year.astype(str))
-    scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"), ("symbol", "ticker"), ("fold", "fold"),
-              ("year", "year")] + ([("source", "source")] if "source" in oof.columns else [])
+    scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"), ("symbol", "ticker"), ("fold", "fold"), ("year", "year")] + (
+        [("source", "source")] if "source" in oof.columns else []
+    )
     y_all = oof.label.to_numpy()
     dates, fwd = oof.date.to_numpy(), oof.fwd_return.to_numpy()
     # Row positions of every group, once per scope (sorted by group, as the report lists them).
-    groups = {scope: [("all", np.arange(len(oof)))] if col is None else sorted(oof.groupby(col).indices.items())
-              for scope, col in scopes}
+    groups = {scope: [("all", np.arange(len(oof)))] if col is None else sorted(oof.groupby(col).indices.items()) for scope, col in scopes}
     for model in models:
         proba_all = oof[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
         score = proba_all[:, 2] - proba_all[:, 0]
@@ -309,36 +325,52 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["scope", "group", "model", "metric", "value"])
 
 
-def ic_decay(evaluation: pd.DataFrame, closes: pd.DataFrame, models: list[str],
-             horizons: tuple[int, ...] = (1, 5, 10, 20)) -> pd.DataFrame:
+def ic_decay(evaluation: pd.DataFrame, closes: pd.DataFrame, models: list[str], horizons: tuple[int, ...] = (1, 5, 10, 20)) -> pd.DataFrame:
     """How a score's ranking skill decays with the holding horizon: each model's up-minus-down score on the
     evaluation rows against the forward close-to-close return over each horizon (``closes``: ticker,
     date, close, every trading day), rank IC and its overlap-corrected t per (model, horizon)."""
     c = closes.sort_values(["ticker", "date"])
     g = c.groupby("ticker").close
-    fwd = pd.DataFrame({"ticker": c.ticker.to_numpy(), "date": c.date.to_numpy(),
-                        **{f"r{h}": (g.shift(-h) / c.close - 1.0).to_numpy() for h in horizons}})
+    fwd = pd.DataFrame(
+        {"ticker": c.ticker.to_numpy(), "date": c.date.to_numpy(), **{f"r{h}": (g.shift(-h) / c.close - 1.0).to_numpy() for h in horizons}}
+    )
     ev = evaluation.merge(fwd, on=["ticker", "date"], how="left")
     rows = []
     for m in [m for m in models if f"{m}__p_up" in ev.columns]:
         score = (ev[f"{m}__p_up"] - ev[f"{m}__p_down"]).to_numpy()
         for h in horizons:
             ic = information_coefficients(ev.date, score, ev[f"r{h}"].to_numpy(), h)
-            rows.append({"model": m, "horizon": h, "rank_ic": ic["rank_ic"], "rank_ic_t": ic["rank_ic_t"],
-                         "days": ic["days"]})
+            rows.append({"model": m, "horizon": h, "rank_ic": ic["rank_ic"], "rank_ic_t": ic["rank_ic_t"], "days": ic["days"]})
     return pd.DataFrame(rows, columns=["model", "horizon", "rank_ic", "rank_ic_t", "days"])
 
 
 def headline(report: pd.DataFrame, model: str = "candidate") -> dict[str, float | str]:
     """The numbers the gate and the summary read from a validation report."""
+
     def get(scope: str, group: str, m: str, metric: str) -> float:
         v = report[(report.scope == scope) & (report.group == group) & (report.model == m) & (report.metric == metric)].value
         return float(v.iloc[0]) if len(v) else float("nan")
 
-    out: dict[str, float | str] = {k: get("overall", "all", model, k) for k in
-                                   ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction",
-                                    "log_loss", "brier", "ic", "rank_ic", "icir", "rank_icir", "ic_t", "rank_ic_t",
-                                    "days"]}
+    out: dict[str, float | str] = {
+        k: get("overall", "all", model, k)
+        for k in [
+            "n",
+            "accuracy",
+            "balanced_accuracy",
+            "macro_f1",
+            "auc_ovr",
+            "auc_direction",
+            "log_loss",
+            "brier",
+            "ic",
+            "rank_ic",
+            "icir",
+            "rank_icir",
+            "ic_t",
+            "rank_ic_t",
+            "days",
+        ]
+    }
     out["ece"] = get("overall", "all", model, "ece")
     out["crash_accuracy"] = get("regime", "crash", model, "accuracy")
     out["crash_n"] = get("regime", "crash", model, "n")
@@ -362,6 +394,23 @@ def comparison_table(report: pd.DataFrame) -> pd.DataFrame:
     """Overall metrics, one row per model (candidate first, then base models and baselines)."""
     overall = report[report.scope == "overall"]
     table = overall.pivot_table(index="model", columns="metric", values="value", sort=False)
-    cols = [c for c in ["accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "auc_direction", "log_loss", "brier", "ece",
-                        "ic", "rank_ic", "rank_ic_t", "icir", "n"] if c in table.columns]
+    cols = [
+        c
+        for c in [
+            "accuracy",
+            "balanced_accuracy",
+            "macro_f1",
+            "auc_ovr",
+            "auc_direction",
+            "log_loss",
+            "brier",
+            "ece",
+            "ic",
+            "rank_ic",
+            "rank_ic_t",
+            "icir",
+            "n",
+        ]
+        if c in table.columns
+    ]
     return table[cols].reset_index()

@@ -55,8 +55,7 @@ def overlapping(catalog: pd.DataFrame, start, end) -> list[str]:
     return list(catalog.name[hit])
 
 
-def capture_candidate(day, regimes: pd.DataFrame, drift_score: float | None, catalog: pd.DataFrame,
-                      s: CaptureSettings) -> tuple[dict | None, str]:
+def capture_candidate(day, regimes: pd.DataFrame, drift_score: float | None, catalog: pd.DataFrame, s: CaptureSettings) -> tuple[dict | None, str]:
     """The new rare event the data up to ``day`` shows, if every capture condition holds: (event, why).
 
     Conditions on ``day``: its regime is ``s.regime``; VIX closed above ``s.vix_above`` on the
@@ -88,7 +87,11 @@ def capture_candidate(day, regimes: pd.DataFrame, drift_score: float | None, cat
     clash = overlapping(catalog, start, day)
     if clash:
         return None, f"window {start:%Y-%m-%d}..{day:%Y-%m-%d} overlaps catalogued {', '.join(clash)}"
-    event = {"name": f"captured_{start:%Y_%m_%d}", "start": f"{start:%Y-%m-%d}", "end": f"{day:%Y-%m-%d}",
-             "description": f"captured on {day:%Y-%m-%d}: {s.regime} regime, VIX above {s.vix_above:g} for {streak} days "
-                            f"(last {vix[-1]:.1f}), drift score {drift_score:.3f}"}
+    event = {
+        "name": f"captured_{start:%Y_%m_%d}",
+        "start": f"{start:%Y-%m-%d}",
+        "end": f"{day:%Y-%m-%d}",
+        "description": f"captured on {day:%Y-%m-%d}: {s.regime} regime, VIX above {s.vix_above:g} for {streak} days "
+        f"(last {vix[-1]:.1f}), drift score {drift_score:.3f}",
+    }
     return event, "all capture conditions hold"

@@ -36,15 +36,19 @@ def shap_long(model: StackedModel, rows: pd.DataFrame, sample: str) -> pd.DataFr
     X = rows[model.feature_names].to_numpy(dtype="float32")
     frames = []
     for base, values in [("xgb", xgb_shap(model.xgb, X)), ("rf", rf_shap(model.rf, X))]:
-        frames.append(pd.DataFrame({
-            "sample": sample,
-            "base_model": base,
-            "ticker": np.repeat(rows.ticker.to_numpy(), len(model.feature_names)),
-            "date": np.repeat(rows.date.to_numpy(), len(model.feature_names)),
-            "regime": np.repeat(rows.regime.to_numpy(), len(model.feature_names)),
-            "feature_name": np.tile(model.feature_names, len(rows)),
-            "shap_value": values.reshape(-1).astype("float64"),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sample": sample,
+                    "base_model": base,
+                    "ticker": np.repeat(rows.ticker.to_numpy(), len(model.feature_names)),
+                    "date": np.repeat(rows.date.to_numpy(), len(model.feature_names)),
+                    "regime": np.repeat(rows.regime.to_numpy(), len(model.feature_names)),
+                    "feature_name": np.tile(model.feature_names, len(rows)),
+                    "shap_value": values.reshape(-1).astype("float64"),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -60,9 +64,9 @@ def importance(shap_values: pd.DataFrame) -> pd.DataFrame:
         per_model = part.groupby(["base_model", "feature_name"]).abs_shap.mean()
         per_model = per_model / per_model.groupby(level=0).transform("sum")
         score = per_model.groupby(level=1).mean().sort_values(ascending=False)
-        frames.append(pd.DataFrame({"regime": regime, "feature_name": score.index,
-                                    "importance_score": score.to_numpy(),
-                                    "rank": np.arange(1, len(score) + 1)}))
+        frames.append(
+            pd.DataFrame({"regime": regime, "feature_name": score.index, "importance_score": score.to_numpy(), "rank": np.arange(1, len(score) + 1)})
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -52,7 +52,7 @@ def dead_writers_files(folder, suffix: str = "") -> list:
     writing a temporary file and renaming it left behind. A live writer's files, and this process's, are not."""
     found = []
     for path in sorted(folder.glob(f"{TEMP_PREFIX}*{suffix}")) if folder.exists() else []:
-        pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        pid = path.name[len(TEMP_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             found.append(path)
     return found

@@ -28,8 +28,9 @@ TARGETS = ("triple_barrier", "market_neutral", "sector_neutral")
 MIN_SCALE = 1e-4  # floor of the daily volatility (a flat history would make every move a barrier touch)
 
 
-def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None,
-                   holes: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_labels(
+    prices: pd.DataFrame, settings: LabelSettings | None = None, holes: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One label per (ticker, date), sorted by (ticker, date); see the module docstring.
 
     ``holes`` (ticker, date): quarantined trading days. A label whose forward path, volatility or
@@ -68,27 +69,33 @@ def compute_labels(prices: pd.DataFrame, settings: LabelSettings | None = None,
     past_return = close / by.shift(s.horizon).to_numpy(dtype="float64") - 1.0  # known at t
     group = p.date.to_numpy()
     if s.target == "sector_neutral":
-        sector = p["gics_sector"] if "gics_sector" in p.columns else \
-            p.ticker.map(None if sectors is None else sectors.drop_duplicates("ticker").set_index("ticker").gics_sector)
+        sector = (
+            p["gics_sector"]
+            if "gics_sector" in p.columns
+            else p.ticker.map(None if sectors is None else sectors.drop_duplicates("ticker").set_index("ticker").gics_sector)
+        )
         if sector.isna().any():
-            raise ValueError(f"sector_neutral labels need a GICS sector for every ticker; missing for "
-                             f"{sorted(p.ticker[sector.isna()].unique())[:10]}")
+            raise ValueError(
+                f"sector_neutral labels need a GICS sector for every ticker; missing for {sorted(p.ticker[sector.isna()].unique())[:10]}"
+            )
         group = [group, sector.to_numpy()]
     excess, rank = cross_sectional(fwd_return, group, s.min_names)
     if s.target != "triple_barrier":
         label = np.minimum(np.floor(rank * 3.0 - 1e-9), 2.0)  # terciles of (0, 1]: (0, 1/3] down, ..., (2/3, 1] up
         day = np.where(np.isfinite(label), float(s.horizon), np.nan)
-    return pd.DataFrame({
-        "ticker": p.ticker.to_numpy(),
-        "date": p.date.to_numpy(),
-        "past_return": past_return,
-        "fwd_return": fwd_return,
-        "excess_return": excess,
-        "target_rank": rank,
-        "vol_scale": scale,
-        "label": label,
-        "barrier_day": day,
-    })
+    return pd.DataFrame(
+        {
+            "ticker": p.ticker.to_numpy(),
+            "date": p.date.to_numpy(),
+            "past_return": past_return,
+            "fwd_return": fwd_return,
+            "excess_return": excess,
+            "target_rank": rank,
+            "vol_scale": scale,
+            "label": label,
+            "barrier_day": day,
+        }
+    )
 
 
 def cross_sectional(values: np.ndarray, by, min_names: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,8 +37,10 @@ from stockml_core.registry import sha256_file
 from stockml_core.warehouse import Warehouse
 
 TABLE = "training_matrices"
-DDL = (f"create table if not exists {TABLE} (name varchar primary key, sha256 varchar, n_rows bigint, "
-       "features varchar, bytes bigint, run_id varchar, written_at timestamp)")
+DDL = (
+    f"create table if not exists {TABLE} (name varchar primary key, sha256 varchar, n_rows bigint, "
+    "features varchar, bytes bigint, run_id varchar, written_at timestamp)"
+)
 DTYPE = np.dtype("<f4")
 BLOCK_ROWS = 65_536  # rows converted and written at a time (65,536 x 223 float32: 58 MB)
 KEEP = 2  # matrices kept on disk: the current one and the one before (a reader that mapped it keeps it anyway)
@@ -65,14 +67,13 @@ def rows_of(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
     fold's training rows or test block, in a set sorted by date)."""
     idx = np.asarray(idx)
     if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) == 1 or bool((np.diff(idx) == 1).all())):
-        return X[int(idx[0]):int(idx[-1]) + 1]
+        return X[int(idx[0]) : int(idx[-1]) + 1]
     return X[idx]
 
 
 def _header(rows: int, cols: int) -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False,
-                                               "shape": (rows, cols)})
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False, "shape": (rows, cols)})
     return buf.getvalue()
 
 
@@ -92,7 +93,7 @@ class TrainingMatrixStore:
         missing = [c for c in names if c not in frame.columns]
         if missing:
             raise ValueError(f"{self.name}: the frame lacks feature columns {missing[:5]}")
-        blocks = (frame.iloc[a:a + BLOCK_ROWS][names].to_numpy(dtype=DTYPE) for a in range(0, len(frame), BLOCK_ROWS))
+        blocks = (frame.iloc[a : a + BLOCK_ROWS][names].to_numpy(dtype=DTYPE) for a in range(0, len(frame), BLOCK_ROWS))
         return self.save(frame.drop(columns=names), names, blocks, run_id)
 
     def save(self, keys: pd.DataFrame, feature_names: Sequence[str], blocks: Iterable[np.ndarray], run_id: str = "") -> dict:
@@ -124,8 +125,15 @@ class TrainingMatrixStore:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        record = {"name": self.name, "sha256": digest, "n_rows": len(keys), "features": json.dumps(names),
-                  "bytes": path.stat().st_size, "run_id": run_id, "written_at": datetime.now(UTC).replace(tzinfo=None)}
+        record = {
+            "name": self.name,
+            "sha256": digest,
+            "n_rows": len(keys),
+            "features": json.dumps(names),
+            "bytes": path.stat().st_size,
+            "run_id": run_id,
+            "written_at": datetime.now(UTC).replace(tzinfo=None),
+        }
         with self.warehouse.connect() as con:
             con.execute(DDL)
             con.execute(f'create schema if not exists "{self.schema}"')
@@ -142,9 +150,8 @@ class TrainingMatrixStore:
 
     def _prune(self, keep: Path) -> None:
         """Delete all but the ``KEEP`` newest matrices (``keep``, just written, always stays)."""
-        stored = sorted((p for p in self.folder.glob("*.npy") if not p.name.startswith(".")),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in [p for p in stored if p != keep][KEEP - 1:]:
+        stored = sorted((p for p in self.folder.glob("*.npy") if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in [p for p in stored if p != keep][KEEP - 1 :]:
             old.unlink(missing_ok=True)
 
     def record(self) -> dict | None:
@@ -170,13 +177,16 @@ class TrainingMatrixStore:
         if actual != rec["sha256"]:
             raise MatrixIntegrityError(
                 f"{self.name}: the matrix at {path} failed its integrity check (expected sha256 {rec['sha256']}, found "
-                f"{actual}): changed since it was written, and not loaded. Fix: materialize {self.name} again")
+                f"{actual}): changed since it was written, and not loaded. Fix: materialize {self.name} again"
+            )
         X = np.load(path, mmap_mode="r", allow_pickle=False)
         names = rec["features"]
         keys = self.warehouse.read(f"select * from {self._table}")
         if X.shape != (int(rec["n_rows"]), len(names)) or X.dtype != DTYPE or len(keys) != X.shape[0]:
-            raise MatrixIntegrityError(f"{self.name}: matrix {X.shape} {X.dtype}, {len(keys)} key rows; recorded "
-                                       f"({rec['n_rows']}, {len(names)}): materialize {self.name} again")
+            raise MatrixIntegrityError(
+                f"{self.name}: matrix {X.shape} {X.dtype}, {len(keys)} key rows; recorded "
+                f"({rec['n_rows']}, {len(names)}): materialize {self.name} again"
+            )
         if "date" in keys:
             keys["date"] = pd.to_datetime(keys["date"]).astype("datetime64[ns]")
         return pd.concat([keys, pd.DataFrame(X, columns=names, copy=False)], axis=1, copy=False)

@@ -26,20 +26,28 @@ if TYPE_CHECKING:  # imported where a model is fitted: scikit-learn and XGBoost 
 def _check_classes(y: np.ndarray, what: str) -> None:
     missing = sorted(set(CLASSES) - set(np.unique(y).astype(int)))
     if missing:
-        raise ValueError(f"{what}: training rows lack classes {missing}; widen the training window "
-                         "(TrainingSettings.recent_years, or fewer folds: n_folds, via STOCKML_TRAINING)")
+        raise ValueError(
+            f"{what}: training rows lack classes {missing}; widen the training window "
+            "(TrainingSettings.recent_years, or fewer folds: n_folds, via STOCKML_TRAINING)"
+        )
 
 
 def fit_random_forest(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings) -> RandomForestClassifier:
     """A depth-bounded RandomForest (bounded so that its TreeSHAP stays cheap)."""
     _check_classes(y, "rf_model")
-    per_tree = s.rf_max_samples if s.rf_max_rows_per_tree is None or s.rf_max_samples * len(X) <= s.rf_max_rows_per_tree \
-        else int(s.rf_max_rows_per_tree)
+    per_tree = (
+        s.rf_max_samples if s.rf_max_rows_per_tree is None or s.rf_max_samples * len(X) <= s.rf_max_rows_per_tree else int(s.rf_max_rows_per_tree)
+    )
     from sklearn.ensemble import RandomForestClassifier
 
     model = RandomForestClassifier(
-        n_estimators=s.rf_trees, max_depth=s.rf_max_depth, min_samples_leaf=s.rf_min_samples_leaf,
-        max_features="sqrt", max_samples=per_tree, n_jobs=s.n_jobs, random_state=s.seed,
+        n_estimators=s.rf_trees,
+        max_depth=s.rf_max_depth,
+        min_samples_leaf=s.rf_min_samples_leaf,
+        max_features="sqrt",
+        max_samples=per_tree,
+        n_jobs=s.n_jobs,
+        random_state=s.seed,
     )
     model.fit(X, y.astype(int), sample_weight=w)
     # Predict on one thread: with several, the trees' probabilities are summed in the order the threads
@@ -62,10 +70,17 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainingSettings
     from xgboost import XGBClassifier
 
     model = XGBClassifier(
-        n_estimators=s.xgb_rounds, max_depth=s.xgb_max_depth, learning_rate=s.xgb_learning_rate,
-        subsample=s.xgb_subsample, colsample_bytree=s.xgb_colsample_bytree, max_bin=s.xgb_max_bin,
-        min_child_weight=20, tree_method="hist",
-        objective="multi:softprob", n_jobs=s.n_jobs, random_state=s.seed,
+        n_estimators=s.xgb_rounds,
+        max_depth=s.xgb_max_depth,
+        learning_rate=s.xgb_learning_rate,
+        subsample=s.xgb_subsample,
+        colsample_bytree=s.xgb_colsample_bytree,
+        max_bin=s.xgb_max_bin,
+        min_child_weight=20,
+        tree_method="hist",
+        objective="multi:softprob",
+        n_jobs=s.n_jobs,
+        random_state=s.seed,
     )
     if s.xgb_max_rows is None or len(X) <= s.xgb_max_rows:
         return model.fit(X, y.astype(int), sample_weight=w)
@@ -89,7 +104,7 @@ def _fit_streamed(model: XGBClassifier, X: np.ndarray, y: np.ndarray, w: np.ndar
         def next(self, input_data) -> bool:
             if self.at >= len(keep):
                 return False
-            rows = keep[self.at:self.at + XGB_SAMPLE_BLOCK]
+            rows = keep[self.at : self.at + XGB_SAMPLE_BLOCK]
             self.at += XGB_SAMPLE_BLOCK
             input_data(data=np.ascontiguousarray(X[rows]), label=y[rows].astype(int), weight=w[rows])
             return True
@@ -124,14 +139,19 @@ class FitProgress:
         if self.sink is None:
             return
         elapsed = time.perf_counter() - self.started
-        fitted = sum(self.rows[:i + 1])
-        left = elapsed / max(fitted, 1) * sum(self.rows[i + 1:])
+        fitted = sum(self.rows[: i + 1])
+        left = elapsed / max(fitted, 1) * sum(self.rows[i + 1 :])
         what = f"fold {i + 1}/{len(self.rows) - 1}" if i < len(self.rows) - 1 else "final fit"
         self.sink(f"{self.kind} {what}: {rows:,} training rows, {elapsed:.0f} s elapsed, ~{left:.0f} s left")
 
 
 def out_of_fold(
-    kind: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, folds: list[Fold], s: TrainingSettings,
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[Fold],
+    s: TrainingSettings,
     progress: FitProgress | None = None,
 ) -> np.ndarray:
     """Out-of-fold class probabilities (NaN on rows that are in no test block)."""

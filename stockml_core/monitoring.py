@@ -6,8 +6,7 @@ import pandas as pd
 
 from stockml_core.evaluation import PROBA_COLUMNS
 
-REPLAY_COLUMNS = ["ticker", "date", "regime", "sector", "label", "predicted", "confidence",
-                  "error_score", "replay_count"]
+REPLAY_COLUMNS = ["ticker", "date", "regime", "sector", "label", "predicted", "confidence", "error_score", "replay_count"]
 
 
 def worst_mistakes(oof: pd.DataFrame, previous: pd.DataFrame | None, size: int) -> pd.DataFrame:
@@ -61,8 +60,11 @@ def replay_error_rates(oof: pd.DataFrame) -> dict[str, float]:
     if not len(rows):
         return {"replayed_evaluated": 0.0, "repeat_error_before": float("nan"), "repeat_error_after": float("nan")}
     pred = rows[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy().argmax(axis=1)
-    return {"replayed_evaluated": float(len(rows)), "repeat_error_before": 1.0,
-            "repeat_error_after": float((pred != rows.label.to_numpy().astype(int)).mean())}
+    return {
+        "replayed_evaluated": float(len(rows)),
+        "repeat_error_before": 1.0,
+        "repeat_error_after": float((pred != rows.label.to_numpy().astype(int)).mean()),
+    }
 
 
 def sector_performance(oof: pd.DataFrame) -> pd.DataFrame:

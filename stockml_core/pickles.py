@@ -21,8 +21,7 @@ from stockml_core.faults import dead_writers_files, temp_prefix
 from stockml_core.warehouse import Warehouse
 
 TABLE = "pickled_outputs"
-DDL = (f"create table if not exists {TABLE} (name varchar primary key, sha256 varchar, bytes bigint, "
-       "run_id varchar, written_at timestamp)")
+DDL = f"create table if not exists {TABLE} (name varchar primary key, sha256 varchar, bytes bigint, run_id varchar, written_at timestamp)"
 
 
 class PickleIntegrityError(RuntimeError):
@@ -54,8 +53,9 @@ class PickleStore:
         os.replace(tmp, path)
         with self.warehouse.connect() as con:
             con.execute(DDL)
-            con.execute(f"insert or replace into {TABLE} values (?, ?, ?, ?, ?)",
-                        [name, digest, len(payload), run_id, datetime.now(UTC).replace(tzinfo=None)])
+            con.execute(
+                f"insert or replace into {TABLE} values (?, ?, ?, ?, ?)", [name, digest, len(payload), run_id, datetime.now(UTC).replace(tzinfo=None)]
+            )
         return digest
 
     def recorded(self, name: str) -> str | None:
@@ -78,5 +78,6 @@ class PickleStore:
             raise PickleIntegrityError(
                 f"{name}: the stored output at {path} failed its integrity check ({why}); it was written by something "
                 f"other than a StockML run or changed since, and was not unpickled. Fix: materialize {name} again "
-                "(its run writes and records a new one)")
+                "(its run writes and records a new one)"
+            )
         return pickle.loads(payload)  # noqa: S301 - the bytes match the hash this platform recorded when it wrote them

@@ -88,8 +88,9 @@ MIN_SKILL_T = 2.0  # a rank IC t below this is no evidence of ranking skill
 def has_directional_skill(rank_ic: float | None, rank_ic_t: float | None) -> bool:
     """A positive out-of-sample rank IC with a t-statistic of at least ``MIN_SKILL_T`` (what the summary and the
     decision page warn about when it does not hold)."""
-    return rank_ic is not None and rank_ic_t is not None and math.isfinite(float(rank_ic_t)) \
-        and float(rank_ic_t) >= MIN_SKILL_T and float(rank_ic) > 0
+    return (
+        rank_ic is not None and rank_ic_t is not None and math.isfinite(float(rank_ic_t)) and float(rank_ic_t) >= MIN_SKILL_T and float(rank_ic) > 0
+    )
 
 
 OUTCOME_SHOWN = {"pass": "pass", "fail": "**FAIL**", "not applicable": "n/a"}
@@ -98,17 +99,18 @@ OUTCOME_SHOWN = {"pass": "pass", "fail": "**FAIL**", "not applicable": "n/a"}
 def reading_table(frame: pd.DataFrame) -> pd.DataFrame:
     """A decision's criteria as a reader scans them: criterion, outcome, value, rule (``GateDecision.frame``)."""
     na = frame.outcome == "not applicable"
-    return pd.DataFrame({
-        "criterion": frame.name,
-        "outcome": [OUTCOME_SHOWN[o] for o in frame.outcome],
-        "value": [shown_value(n, v) for n, v in zip(frame.name, frame.value, strict=True)],
-        "rule": ["" if skip else f"{op} {shown_value(n, t)}"
-                 for n, op, t, skip in zip(frame.name, frame.op, frame.threshold, na, strict=True)]})
+    return pd.DataFrame(
+        {
+            "criterion": frame.name,
+            "outcome": [OUTCOME_SHOWN[o] for o in frame.outcome],
+            "value": [shown_value(n, v) for n, v in zip(frame.name, frame.value, strict=True)],
+            "rule": ["" if skip else f"{op} {shown_value(n, t)}" for n, op, t, skip in zip(frame.name, frame.op, frame.threshold, na, strict=True)],
+        }
+    )
 
 
 def _criterion(name: str, value: float, op: str, threshold: float, detail: str) -> Criterion:
-    ok = (not math.isnan(value)) and not math.isnan(threshold) and (
-        value >= threshold if op == ">=" else value <= threshold)
+    ok = (not math.isnan(value)) and not math.isnan(threshold) and (value >= threshold if op == ">=" else value <= threshold)
     return Criterion(name, float(value), op, float(threshold), bool(ok), detail)
 
 
@@ -147,8 +149,7 @@ def with_books(headline: dict, book_table: pd.DataFrame) -> dict:
     return out
 
 
-def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int,
-                      horizon: int) -> dict[str, float | str]:
+def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int, horizon: int) -> dict[str, float | str]:
     """The candidate against production on the most recent scored days.
 
     ``evaluation``: the candidate's out-of-sample rows (ticker, date, fwd_return, candidate__p_*);
@@ -158,8 +159,7 @@ def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, 
     rows. Both are out-of-sample there: the candidate's rows are walk-forward test rows, production's
     were live. ``recent_days`` 0 where they never meet (first cycle, or nothing published yet).
     """
-    empty = {"recent_days": 0.0, "recent_rank_ic": float("nan"), "production_recent_rank_ic": float("nan"),
-             "recent_versions": ""}
+    empty = {"recent_days": 0.0, "recent_rank_ic": float("nan"), "production_recent_rank_ic": float("nan"), "recent_versions": ""}
     if published is None or published.empty or evaluation.empty:
         return empty
     live = published[["ticker", "date", "model_version", "p_down", "p_up"]].copy()
@@ -171,12 +171,16 @@ def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, 
         return empty
     last = np.sort(both.date.unique())[-days:]
     both = both[both.date.isin(last)]
-    c = information_coefficients(both.date, (both.candidate__p_up - both.candidate__p_down).to_numpy(),
-                                 both.fwd_return.to_numpy(), horizon)
+    c = information_coefficients(both.date, (both.candidate__p_up - both.candidate__p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
     p = information_coefficients(both.date, (both.p_up - both.p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
-    return {"recent_days": float(c["days"]), "recent_rank_ic": c["rank_ic"], "production_recent_rank_ic": p["rank_ic"],
-            "recent_versions": ", ".join(sorted(both.model_version.astype(str).unique())),
-            "recent_first": str(pd.Timestamp(last[0]).date()), "recent_last": str(pd.Timestamp(last[-1]).date())}
+    return {
+        "recent_days": float(c["days"]),
+        "recent_rank_ic": c["rank_ic"],
+        "production_recent_rank_ic": p["rank_ic"],
+        "recent_versions": ", ".join(sorted(both.model_version.astype(str).unique())),
+        "recent_first": str(pd.Timestamp(last[0]).date()),
+        "recent_last": str(pd.Timestamp(last[-1]).date()),
+    }
 
 
 def evaluate_gate(
@@ -194,31 +198,71 @@ def evaluate_gate(
     g = settings
     crit: list[Criterion] = []
     base, best_ric = best_baseline(candidate, "rank_ic")
-    crit.append(_criterion("rank_ic_vs_best_baseline", _num(candidate, "rank_ic"), ">=", best_ric + g.rank_ic_margin,
-                           f"best baseline {base or 'none'} rank IC {best_ric:.4f} + margin {g.rank_ic_margin}, on the same "
-                           f"{_count(candidate, 'days'):,} out-of-sample days"))
-    crit.append(_criterion("rank_ic_t", _num(candidate, "rank_ic_t"), ">=", g.min_rank_ic_t,
-                           "t-statistic of the mean daily rank IC, corrected for the overlap of the h-day returns "
-                           "(Hansen-Hodrick, evaluation.overlap_t)"))
+    crit.append(
+        _criterion(
+            "rank_ic_vs_best_baseline",
+            _num(candidate, "rank_ic"),
+            ">=",
+            best_ric + g.rank_ic_margin,
+            f"best baseline {base or 'none'} rank IC {best_ric:.4f} + margin {g.rank_ic_margin}, on the same "
+            f"{_count(candidate, 'days'):,} out-of-sample days",
+        )
+    )
+    crit.append(
+        _criterion(
+            "rank_ic_t",
+            _num(candidate, "rank_ic_t"),
+            ">=",
+            g.min_rank_ic_t,
+            "t-statistic of the mean daily rank IC, corrected for the overlap of the h-day returns (Hansen-Hodrick, evaluation.overlap_t)",
+        )
+    )
     sbase, best_sharpe = best_baseline(candidate, "net_sharpe")
     floor = max(0.0, best_sharpe) if not math.isnan(best_sharpe) else 0.0
-    crit.append(_criterion("net_sharpe_vs_best_baseline", _num(candidate, "net_sharpe"), ">=", floor + g.net_sharpe_margin,
-                           f"long top / short bottom decile book held h days, net of costs; max(0, best baseline "
-                           f"{sbase or 'none'} {best_sharpe:.2f}) + margin {g.net_sharpe_margin}; "
-                           f"turnover {_num(candidate, 'turnover'):.3f} a day"))
+    crit.append(
+        _criterion(
+            "net_sharpe_vs_best_baseline",
+            _num(candidate, "net_sharpe"),
+            ">=",
+            floor + g.net_sharpe_margin,
+            f"long top / short bottom decile book held h days, net of costs; max(0, best baseline "
+            f"{sbase or 'none'} {best_sharpe:.2f}) + margin {g.net_sharpe_margin}; "
+            f"turnover {_num(candidate, 'turnover'):.3f} a day",
+        )
+    )
     crash_days = _num(candidate, "crash_days")
     crash = _num(candidate, "crash_rank_ic")
     cbase, crash_base = best_baseline(candidate, "crash_rank_ic")
     if math.isnan(crash_days) or crash_days < g.min_crash_days:
-        crit.append(_not_applicable("crash_regime_rank_ic", crash, ">=",
-                                    f"{0 if math.isnan(crash_days) else int(crash_days)} crash-regime days in the evaluation "
-                                    f"(fewer than {g.min_crash_days}): not applicable"))
+        crit.append(
+            _not_applicable(
+                "crash_regime_rank_ic",
+                crash,
+                ">=",
+                f"{0 if math.isnan(crash_days) else int(crash_days)} crash-regime days in the evaluation "
+                f"(fewer than {g.min_crash_days}): not applicable",
+            )
+        )
     else:
-        crit.append(_criterion("crash_regime_rank_ic", crash, ">=", crash_base - g.crash_rank_ic_tolerance,
-                               f"best baseline there {cbase or 'none'} {crash_base:.4f} - tolerance "
-                               f"{g.crash_rank_ic_tolerance}; {int(crash_days)} crash-regime days"))
-    crit.append(_criterion("worst_sector_accuracy", _num(candidate, "worst_sector_accuracy"), ">=", g.min_sector_accuracy,
-                           f"weakest sector: {candidate.get('worst_sector', '')} (three classes: chance is 1/3)"))
+        crit.append(
+            _criterion(
+                "crash_regime_rank_ic",
+                crash,
+                ">=",
+                crash_base - g.crash_rank_ic_tolerance,
+                f"best baseline there {cbase or 'none'} {crash_base:.4f} - tolerance "
+                f"{g.crash_rank_ic_tolerance}; {int(crash_days)} crash-regime days",
+            )
+        )
+    crit.append(
+        _criterion(
+            "worst_sector_accuracy",
+            _num(candidate, "worst_sector_accuracy"),
+            ">=",
+            g.min_sector_accuracy,
+            f"weakest sector: {candidate.get('worst_sector', '')} (three classes: chance is 1/3)",
+        )
+    )
     replay_n = _num(candidate, "replay_n")
     repeat = _num(candidate, "repeat_error_rate")
     champ_repeat = _num(candidate, "champion_repeat_error_rate")
@@ -233,33 +277,62 @@ def evaluate_gate(
     if why:
         crit.append(_not_applicable("replay_improvement", repeat, "<=", why))
     else:
-        crit.append(_criterion("replay_improvement", repeat, "<=", champ_repeat - g.min_replay_correction,
-                               f"share of the {int(replay_n)} replayed mistakes still wrong, vs the champion's "
-                               f"{champ_repeat:.4f} on the same samples - margin {g.min_replay_correction} "
-                               "(1.0 before replay by construction; in-sample for both: they are training rows)"))
+        crit.append(
+            _criterion(
+                "replay_improvement",
+                repeat,
+                "<=",
+                champ_repeat - g.min_replay_correction,
+                f"share of the {int(replay_n)} replayed mistakes still wrong, vs the champion's "
+                f"{champ_repeat:.4f} on the same samples - margin {g.min_replay_correction} "
+                "(1.0 before replay by construction; in-sample for both: they are training rows)",
+            )
+        )
     recent_days = _num(candidate, "recent_days")
     recent = _num(candidate, "recent_rank_ic")
     if math.isnan(recent_days) or recent_days < g.min_recent_days:
-        crit.append(_not_applicable("recent_days_vs_production", recent, ">=",
-                                    f"{0 if math.isnan(recent_days) else int(recent_days)} recent days where published "
-                                    f"predictions and the candidate's out-of-sample scores meet (fewer than "
-                                    f"{g.min_recent_days}): not applicable"))
+        crit.append(
+            _not_applicable(
+                "recent_days_vs_production",
+                recent,
+                ">=",
+                f"{0 if math.isnan(recent_days) else int(recent_days)} recent days where published "
+                f"predictions and the candidate's out-of-sample scores meet (fewer than "
+                f"{g.min_recent_days}): not applicable",
+            )
+        )
     else:
         prod = _num(candidate, "production_recent_rank_ic")
-        crit.append(_criterion("recent_days_vs_production", recent, ">=", prod - g.recent_rank_ic_tolerance,
-                               f"rank IC on the last {int(recent_days)} scored days ({candidate.get('recent_first', '')} to "
-                               f"{candidate.get('recent_last', '')}), against the published predictions' {prod:.4f} on the "
-                               f"same rows (versions {candidate.get('recent_versions', '')}) - tolerance "
-                               f"{g.recent_rank_ic_tolerance}; both out-of-sample"))
+        crit.append(
+            _criterion(
+                "recent_days_vs_production",
+                recent,
+                ">=",
+                prod - g.recent_rank_ic_tolerance,
+                f"rank IC on the last {int(recent_days)} scored days ({candidate.get('recent_first', '')} to "
+                f"{candidate.get('recent_last', '')}), against the published predictions' {prod:.4f} on the "
+                f"same rows (versions {candidate.get('recent_versions', '')}) - tolerance "
+                f"{g.recent_rank_ic_tolerance}; both out-of-sample",
+            )
+        )
     if champion:
         mine, theirs = _num(candidate, CHAMPION_METRIC), _num(champion, CHAMPION_METRIC)
-        crit.append(_criterion("rank_ic_vs_champion", mine, ">=", theirs - g.max_rank_ic_drop,
-                               f"champion's recorded out-of-sample rank IC {theirs:.4f} - at most {g.max_rank_ic_drop}"))
+        crit.append(
+            _criterion(
+                "rank_ic_vs_champion",
+                mine,
+                ">=",
+                theirs - g.max_rank_ic_drop,
+                f"champion's recorded out-of-sample rank IC {theirs:.4f} - at most {g.max_rank_ic_drop}",
+            )
+        )
     else:
-        crit.append(_not_applicable("rank_ic_vs_champion", _num(candidate, CHAMPION_METRIC), ">=",
-                                    "no champion yet: first model, judged on the criteria above alone"))
+        crit.append(
+            _not_applicable(
+                "rank_ic_vs_champion", _num(candidate, CHAMPION_METRIC), ">=", "no champion yet: first model, judged on the criteria above alone"
+            )
+        )
     return GateDecision(promoted=all(c.passed for c in crit), criteria=tuple(crit))
-
 
 
 def switch_not_applied(decision: pd.DataFrame | None, champion_history: pd.DataFrame) -> str | None:

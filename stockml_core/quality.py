@@ -54,26 +54,38 @@ class Rule:
     hole: bool = True  # the row was a real trading day of a known ticker: its absence breaks the series
 
 
-RULES: dict[str, Rule] = {r.name: r for r in (
-    Rule("not_a_number", "a price or volume field holds text that is not a number",
-         "write the number with a dot as decimal separator and no thousands separator"),
-    Rule("missing_value", "a price or the volume is empty", "fill the field from the source, or delete the row"),
-    Rule("non_positive_price", "a price is zero or negative", "correct the price from the source"),
-    Rule("negative_volume", "the volume is negative", "correct the volume from the source"),
-    Rule("high_below_low", "high < low", "correct high/low from the source (often a decimal slip)"),
-    Rule("open_close_outside_range", "open or close outside [low, high]",
-         "correct the field from the source (often a decimal slip in one field)"),
-    Rule("duplicate", "more than one row for the (ticker, date)", "keep one row per ticker and date"),
-    Rule("future_date", "dated after today", "fix the date", hole=False),
-    Rule("non_trading_day", "a weekend day or an NYSE holiday", "fix the date or delete the row", hole=False),
-    Rule("unknown_ticker", "the ticker is not in sectors.csv", "add the ticker to sectors.csv", hole=False),
-    Rule("suspected_reversal", "a large move undone within days (a bad print)",
-         "correct the prints from the source"),
-    Rule("suspected_split", "a jump at a split ratio with volume moving the other way (unadjusted split)",
-         "adjust the history, or list the split in corporate_actions.csv (ticker, date, split_ratio)"),
-    Rule("suspected_spinoff", "a large overnight gap down on a quiet day (unadjusted spin-off)",
-         "adjust the history for the distribution from the source"),
-)}
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule(
+            "not_a_number",
+            "a price or volume field holds text that is not a number",
+            "write the number with a dot as decimal separator and no thousands separator",
+        ),
+        Rule("missing_value", "a price or the volume is empty", "fill the field from the source, or delete the row"),
+        Rule("non_positive_price", "a price is zero or negative", "correct the price from the source"),
+        Rule("negative_volume", "the volume is negative", "correct the volume from the source"),
+        Rule("high_below_low", "high < low", "correct high/low from the source (often a decimal slip)"),
+        Rule(
+            "open_close_outside_range", "open or close outside [low, high]", "correct the field from the source (often a decimal slip in one field)"
+        ),
+        Rule("duplicate", "more than one row for the (ticker, date)", "keep one row per ticker and date"),
+        Rule("future_date", "dated after today", "fix the date", hole=False),
+        Rule("non_trading_day", "a weekend day or an NYSE holiday", "fix the date or delete the row", hole=False),
+        Rule("unknown_ticker", "the ticker is not in sectors.csv", "add the ticker to sectors.csv", hole=False),
+        Rule("suspected_reversal", "a large move undone within days (a bad print)", "correct the prints from the source"),
+        Rule(
+            "suspected_split",
+            "a jump at a split ratio with volume moving the other way (unadjusted split)",
+            "adjust the history, or list the split in corporate_actions.csv (ticker, date, split_ratio)",
+        ),
+        Rule(
+            "suspected_spinoff",
+            "a large overnight gap down on a quiet day (unadjusted spin-off)",
+            "adjust the history for the distribution from the source",
+        ),
+    )
+}
 CORPORATE_ACTION_RULES = ("suspected_reversal", "suspected_split", "suspected_spinoff")
 SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 10.0)
 
@@ -101,8 +113,14 @@ class Screening:
     def counts(self) -> pd.DataFrame:
         """Quarantined rows per rule and ticker."""
         q = self.quarantined
-        return (q.groupby(["rule", "ticker"]).size().rename("rows").reset_index()
-                .sort_values(["rows", "rule", "ticker"], ascending=[False, True, True]).reset_index(drop=True))
+        return (
+            q.groupby(["rule", "ticker"])
+            .size()
+            .rename("rows")
+            .reset_index()
+            .sort_values(["rows", "rule", "ticker"], ascending=[False, True, True])
+            .reset_index(drop=True)
+        )
 
 
 def _fmt(v) -> str:
@@ -110,8 +128,18 @@ def _fmt(v) -> str:
 
 
 def _values(df: pd.DataFrame) -> pd.Series:
-    return ("open " + df.open.map(_fmt) + ", high " + df.high.map(_fmt) + ", low " + df.low.map(_fmt)
-            + ", close " + df.close.map(_fmt) + ", volume " + df.volume.map(_fmt))
+    return (
+        "open "
+        + df.open.map(_fmt)
+        + ", high "
+        + df.high.map(_fmt)
+        + ", low "
+        + df.low.map(_fmt)
+        + ", close "
+        + df.close.map(_fmt)
+        + ", volume "
+        + df.volume.map(_fmt)
+    )
 
 
 def row_rule_failures(df: pd.DataFrame, raw_text: pd.DataFrame | None, known_tickers, today: pd.Timestamp) -> pd.DataFrame:
@@ -152,11 +180,9 @@ def row_rule_failures(df: pd.DataFrame, raw_text: pd.DataFrame | None, known_tic
     add(weekend, "non_trading_day", lambda r: r.date.dt.day_name() + " " + r.date.dt.strftime("%Y-%m-%d"))
     add(~weekend & ~df.date.isin(open_days), "non_trading_day", lambda r: "NYSE holiday " + r.date.dt.strftime("%Y-%m-%d"))
     if known_tickers is not None:
-        add(~df.ticker.isin(set(known_tickers)), "unknown_ticker",
-            lambda r: "ticker " + r.ticker.astype(str) + " has no row in sectors.csv")
+        add(~df.ticker.isin(set(known_tickers)), "unknown_ticker", lambda r: "ticker " + r.ticker.astype(str) + " has no row in sectors.csv")
     if not parts:
-        return pd.DataFrame({"source_row": pd.Series(dtype="int64"), "rule": pd.Series(dtype=object),
-                             "detail": pd.Series(dtype=object)})
+        return pd.DataFrame({"source_row": pd.Series(dtype="int64"), "rule": pd.Series(dtype=object), "detail": pd.Series(dtype=object)})
     return pd.concat(parts, ignore_index=True)
 
 
@@ -165,8 +191,7 @@ def corporate_action_suspects(df: pd.DataFrame, s: QualitySettings) -> pd.DataFr
 
     ``df``: rows that pass the row rules, sorted by (ticker, date). Vectorized over the panel.
     """
-    empty = pd.DataFrame({"source_row": pd.Series(dtype="int64"), "rule": pd.Series(dtype=object),
-                          "detail": pd.Series(dtype=object)})
+    empty = pd.DataFrame({"source_row": pd.Series(dtype="int64"), "rule": pd.Series(dtype=object), "detail": pd.Series(dtype=object)})
     if len(df) < 3:
         return empty
     t = df.ticker.to_numpy()
@@ -195,8 +220,7 @@ def corporate_action_suspects(df: pd.DataFrame, s: QualitySettings) -> pd.DataFr
             if abs(np.log(close[k] / prev_close[i])) <= s.reversal_back:
                 flags[i] = 1
                 quarantine_until[i] = k - 1
-                detail[i] = (f"close {prev_close[i]:g} -> {close[i]:g} ({np.expm1(move[i]):+.0%}), back to {close[k]:g} "
-                             f"after {j} day(s)")
+                detail[i] = f"close {prev_close[i]:g} -> {close[i]:g} ({np.expm1(move[i]):+.0%}), back to {close[k]:g} after {j} day(s)"
                 break
         if flags[i]:
             continue
@@ -205,11 +229,17 @@ def corporate_action_suspects(df: pd.DataFrame, s: QualitySettings) -> pd.DataFr
         for k_ in SPLIT_RATIOS:
             for r in (1.0 / k_, k_):
                 gap_ratio = opn[i] / prev_close[i]  # a split happens overnight: the open jumps by the ratio too
-                if abs(ratio / r - 1.0) <= s.split_tolerance and abs(gap_ratio / r - 1.0) <= s.split_tolerance \
-                        and np.isfinite(vol_ratio) and 1.0 / s.split_volume_band <= vol_ratio * r <= s.split_volume_band:
+                if (
+                    abs(ratio / r - 1.0) <= s.split_tolerance
+                    and abs(gap_ratio / r - 1.0) <= s.split_tolerance
+                    and np.isfinite(vol_ratio)
+                    and 1.0 / s.split_volume_band <= vol_ratio * r <= s.split_volume_band
+                ):
                     flags[i] = 2
-                    detail[i] = (f"close {prev_close[i]:g} -> {close[i]:g} (x{ratio:.3f}, near {'1/' if r < 1 else ''}"
-                                 f"{k_:g}) with volume x{vol_ratio:.2f} against its 20-day median")
+                    detail[i] = (
+                        f"close {prev_close[i]:g} -> {close[i]:g} (x{ratio:.3f}, near {'1/' if r < 1 else ''}"
+                        f"{k_:g}) with volume x{vol_ratio:.2f} against its 20-day median"
+                    )
                     break
             if flags[i]:
                 break
@@ -218,22 +248,21 @@ def corporate_action_suspects(df: pd.DataFrame, s: QualitySettings) -> pd.DataFr
         gap = opn[i] / prev_close[i] - 1.0
         intraday = abs(close[i] / opn[i] - 1.0)
         v_day = vol[i] / usual_vol[i] if usual_vol[i] > 0 else np.nan
-        if gap <= -s.spinoff_gap and intraday <= s.spinoff_max_intraday and np.isfinite(v_day) \
-                and v_day <= s.spinoff_max_volume_ratio:
+        if gap <= -s.spinoff_gap and intraday <= s.spinoff_max_intraday and np.isfinite(v_day) and v_day <= s.spinoff_max_volume_ratio:
             flags[i] = 3
-            detail[i] = (f"open {opn[i]:g} after close {prev_close[i]:g} (gap {gap:+.0%}), session {intraday:.0%}, "
-                         f"volume x{v_day:.2f} its 20-day median")
+            detail[i] = (
+                f"open {opn[i]:g} after close {prev_close[i]:g} (gap {gap:+.0%}), session {intraday:.0%}, volume x{v_day:.2f} its 20-day median"
+            )
     parts = []
     for code, rule in ((1, "suspected_reversal"), (2, "suspected_split"), (3, "suspected_spinoff")):
         for i in np.flatnonzero(flags == code):
             last = quarantine_until[i] if code == 1 else i
-            rows = df.index[i:last + 1]
+            rows = df.index[i : last + 1]
             parts.append(pd.DataFrame({"source_row": rows, "rule": rule, "detail": detail[i]}))
     return pd.concat(parts, ignore_index=True) if parts else empty
 
 
-def screen_prices(df: pd.DataFrame, known_tickers, today: pd.Timestamp, s: QualitySettings,
-                  raw_text: pd.DataFrame | None = None) -> Screening:
+def screen_prices(df: pd.DataFrame, known_tickers, today: pd.Timestamp, s: QualitySettings, raw_text: pd.DataFrame | None = None) -> Screening:
     """Split ``df`` (PRICE_COLUMNS, any index: its labels become ``source_row``) into good and quarantined rows."""
     failures = row_rule_failures(df, raw_text, known_tickers, today)
     bad = df.index.isin(failures.source_row)
@@ -261,9 +290,11 @@ def refusals(screening: Screening, s: QualitySettings) -> list[str]:
     allowed = max(s.min_bad_rows, s.max_bad_share_run * n)
     if n_bad > allowed:
         rules = q.drop_duplicates("source_row").rule.value_counts()
-        out.append(f"{n_bad} of {n} rows ({n_bad / max(n, 1):.2%}) fail a row rule, above the limit of "
-                   f"{s.max_bad_share_run:.2%} of a run's rows (at least {s.min_bad_rows} allowed); by rule: "
-                   + ", ".join(f"{r} {c}" for r, c in rules.items()))
+        out.append(
+            f"{n_bad} of {n} rows ({n_bad / max(n, 1):.2%}) fail a row rule, above the limit of "
+            f"{s.max_bad_share_run:.2%} of a run's rows (at least {s.min_bad_rows} allowed); by rule: "
+            + ", ".join(f"{r} {c}" for r, c in rules.items())
+        )
     if len(q):
         per_day = q.groupby("date").ticker.nunique()  # tickers with a bad row that day
         day_rows = pd.concat([screening.good[["date", "ticker"]], q[["date", "ticker"]]])
@@ -277,23 +308,25 @@ def refusals(screening: Screening, s: QualitySettings) -> list[str]:
 
 
 def refusal_message(screening: Screening, reasons: list[str]) -> str:
-    return ("raw_prices: the price feed looks broken, not a few bad prints: " + "; ".join(reasons)
-            + ". Nothing was stored; the last good data and the champion are unchanged. Fix the file (first rows: "
-            + first_rows(screening.quarantined) + "), or raise the limits (STOCKML_QUALITY='{\"max_bad_share_run\": ..., "
-            "\"max_bad_share_day\": ...}') if these rows really are isolated.")
+    return (
+        "raw_prices: the price feed looks broken, not a few bad prints: "
+        + "; ".join(reasons)
+        + ". Nothing was stored; the last good data and the champion are unchanged. Fix the file (first rows: "
+        + first_rows(screening.quarantined)
+        + '), or raise the limits (STOCKML_QUALITY=\'{"max_bad_share_run": ..., '
+        '"max_bad_share_day": ...}\') if these rows really are isolated.'
+    )
 
 
 def first_rows(q: pd.DataFrame, n: int = 5) -> str:
     head = q.head(n)
-    return "; ".join(f"{r.ticker} {pd.Timestamp(r.date):%Y-%m-%d} {r.rule} ({r.detail})" for r in head.itertuples()) \
-        + (", ..." if len(q) > n else "")
+    return "; ".join(f"{r.ticker} {pd.Timestamp(r.date):%Y-%m-%d} {r.rule} ({r.detail})" for r in head.itertuples()) + (", ..." if len(q) > n else "")
 
 
 CONTEXT_DAYS = 40  # calendar days before a run's first day that corporate-action detection looks back on
 
 
-def screen_run(rows, known_tickers, first: pd.Timestamp, last: pd.Timestamp, today: pd.Timestamp,
-               s: QualitySettings) -> Screening:
+def screen_run(rows, known_tickers, first: pd.Timestamp, last: pd.Timestamp, today: pd.Timestamp, s: QualitySettings) -> Screening:
     """Screen the rows of a run over the trading days [first, last] (``rows``: ``data.PriceRows``).
 
     The weeks before ``first`` are screened too, as context for the corporate-action rules (a
@@ -307,8 +340,9 @@ def screen_run(rows, known_tickers, first: pd.Timestamp, last: pd.Timestamp, tod
     def in_run(d: pd.DataFrame) -> pd.Series:
         return (d.date >= first) & (d.date <= last)
 
-    return Screening(sc.good[in_run(sc.good)].reset_index(drop=True),
-                     sc.quarantined[in_run(sc.quarantined)].reset_index(drop=True), int(in_run(ctx).sum()))
+    return Screening(
+        sc.good[in_run(sc.good)].reset_index(drop=True), sc.quarantined[in_run(sc.quarantined)].reset_index(drop=True), int(in_run(ctx).sum())
+    )
 
 
 def summary_line(q: pd.DataFrame) -> str:
@@ -316,8 +350,10 @@ def summary_line(q: pd.DataFrame) -> str:
     if q.empty:
         return "no price row is quarantined"
     rows = q[["ticker", "date"]].drop_duplicates().shape[0]
-    return (f"{rows} price rows quarantined ({', '.join(f'{r} {c}' for r, c in q.rule.value_counts().items())}) in "
-            f"{q.ticker.nunique()} tickers: " + first_rows(q, 3))
+    return (
+        f"{rows} price rows quarantined ({', '.join(f'{r} {c}' for r, c in q.rule.value_counts().items())}) in "
+        f"{q.ticker.nunique()} tickers: " + first_rows(q, 3)
+    )
 
 
 def holes(quarantined: pd.DataFrame) -> pd.DataFrame:
@@ -385,9 +421,11 @@ class QuarantineStore:
     """
 
     TABLE = "quarantined_prices"
-    DDL = ("create table if not exists quarantined_prices (ticker varchar, date timestamp, rule varchar, detail varchar, "
-           "fix varchar, open double, high double, low double, close double, volume double, source_row bigint, "
-           "run_first date, run_last date)")
+    DDL = (
+        "create table if not exists quarantined_prices (ticker varchar, date timestamp, rule varchar, detail varchar, "
+        "fix varchar, open double, high double, low double, close double, volume double, source_row bigint, "
+        "run_first date, run_last date)"
+    )
 
     def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
@@ -399,8 +437,10 @@ class QuarantineStore:
             con.execute(self.DDL)
             con.execute("begin transaction")
             try:
-                con.execute("delete from quarantined_prices where date >= ? and date <= ?", [first.to_pydatetime(),
-                            (last + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)).to_pydatetime()])
+                con.execute(
+                    "delete from quarantined_prices where date >= ? and date <= ?",
+                    [first.to_pydatetime(), (last + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)).to_pydatetime()],
+                )
                 con.execute("insert into quarantined_prices select * from rows")
                 con.execute("commit")
             except Exception:
@@ -410,8 +450,14 @@ class QuarantineStore:
     def read(self, last: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every quarantined row (dated up to ``last``), sorted by ticker and date."""
         if not self.warehouse.has_table(self.TABLE):
-            return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c == "date" else "float64"
-                                 if c in PRICE_FIELDS else "int64" if c == "source_row" else object) for c in QUARANTINE_COLUMNS})
+            return pd.DataFrame(
+                {
+                    c: pd.Series(
+                        dtype="datetime64[ns]" if c == "date" else "float64" if c in PRICE_FIELDS else "int64" if c == "source_row" else object
+                    )
+                    for c in QUARANTINE_COLUMNS
+                }
+            )
         sql = "select * exclude (run_first, run_last) from quarantined_prices"
         params: list = []
         if last is not None:
@@ -433,5 +479,6 @@ class QuarantineStore:
             "tickers_affected": sorted(q.ticker.unique().tolist()),
             "suspected_corporate_actions": [
                 {"ticker": r.ticker, "date": f"{pd.Timestamp(r.date):%Y-%m-%d}", "rule": r.rule, "evidence": r.detail}
-                for r in ca.drop_duplicates(["ticker", "rule", "detail"]).itertuples()],
+                for r in ca.drop_duplicates(["ticker", "rule", "detail"]).itertuples()
+            ],
         }

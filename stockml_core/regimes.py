@@ -26,10 +26,12 @@ def compute_regimes(market: pd.DataFrame, settings: RegimeSettings | None = None
     high_vol = vix >= s.high_vol_vix
     recovery = (drawdown <= s.recovery_drawdown) & (ret_20d > s.recovery_return_20d)
     regime = np.select([crash, high_vol, recovery], list(REGIMES[:3]), default="normal")
-    return pd.DataFrame({
-        "date": m.date.to_numpy(),
-        "regime": regime,
-        "vix_close": vix,
-        "spx_drawdown": drawdown,
-        "spx_return_20d": ret_20d,
-    })
+    return pd.DataFrame(
+        {
+            "date": m.date.to_numpy(),
+            "regime": regime,
+            "vix_close": vix,
+            "spx_drawdown": drawdown,
+            "spx_return_20d": ret_20d,
+        }
+    )

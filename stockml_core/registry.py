@@ -81,6 +81,7 @@ def _file_lock(path: Path) -> threading.RLock:
     with _FILE_LOCKS_GUARD:
         return _FILE_LOCKS.setdefault(key, threading.RLock())
 
+
 _DDL = (
     """
     create table if not exists model_versions (
@@ -143,10 +144,7 @@ class UnknownVersionError(KeyError):
 
     def __str__(self) -> str:
         """Return a readable message rather than KeyError's quoted key."""
-        return (
-            f"Unknown model version {self.version!r}: it is not in model_versions. "
-            f"List the registered versions with ModelRegistry.versions()."
-        )
+        return f"Unknown model version {self.version!r}: it is not in model_versions. List the registered versions with ModelRegistry.versions()."
 
 
 @dataclass(frozen=True)
@@ -441,9 +439,7 @@ class ModelRegistry:
 
             def allocate_and_insert(con: duckdb.DuckDBPyConnection) -> ModelVersion:
                 created_at = _utcnow()
-                row = con.execute(
-                    "select coalesce(max(cast(substr(version, 2) as bigint)), 0) from model_versions"
-                ).fetchone()
+                row = con.execute("select coalesce(max(cast(substr(version, 2) as bigint)), 0) from model_versions").fetchone()
                 version = _format_version(int(row[0]) + 1)
                 # Stored relative to the artefact folder, so a moved STOCKML_HOME keeps its models.
                 name = f"{version}{_ARTEFACT_SUFFIX}"
@@ -477,9 +473,7 @@ class ModelRegistry:
     def get(self, version: str) -> ModelVersion:
         """Return the metadata of one version; UnknownVersionError if it is not registered."""
         with self._connect() as con:
-            row = con.execute(
-                f"select {_MODEL_COLUMNS} from model_versions where version = ?", [version]
-            ).fetchone()
+            row = con.execute(f"select {_MODEL_COLUMNS} from model_versions where version = ?", [version]).fetchone()
         if row is None:
             raise UnknownVersionError(version)
         mv = _row_to_version(row)
@@ -525,9 +519,7 @@ class ModelRegistry:
     def versions(self) -> pd.DataFrame:
         """Return one row per version in version order, JSON columns as JSON text."""
         with self._connect() as con:
-            df = con.execute(
-                f"select {_MODEL_COLUMNS} from model_versions order by {_VERSION_ORDER}"
-            ).df()
+            df = con.execute(f"select {_MODEL_COLUMNS} from model_versions order by {_VERSION_ORDER}").df()
         df["created_at"] = _utc_column(df["created_at"])
         return df.reset_index(drop=True)
 
@@ -541,9 +533,7 @@ class ModelRegistry:
     def champion_event(self) -> ChampionEvent | None:
         """Return the latest champion event (the one that made the current champion), or None."""
         with self._connect() as con:
-            row = con.execute(
-                f"select {_EVENT_COLUMNS} from model_promotion_history order by event_id desc limit 1"
-            ).fetchone()
+            row = con.execute(f"select {_EVENT_COLUMNS} from model_promotion_history order by event_id desc limit 1").fetchone()
         return None if row is None else _row_to_event(row)
 
     def promote(
@@ -563,8 +553,7 @@ class ModelRegistry:
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
-        return self._append_event(version, reason=reason, actor=actor, decision=decision, action=action,
-                                  trigger=trigger)
+        return self._append_event(version, reason=reason, actor=actor, decision=decision, action=action, trigger=trigger)
 
     def rollback(
         self,
@@ -575,8 +564,7 @@ class ModelRegistry:
         decision: Mapping[str, Any] | None = None,
     ) -> ChampionEvent:
         """Restore an earlier champion: ``version`` must have been champion before and not be now."""
-        return self._append_event(version, reason=reason, actor=actor, decision=decision, action="rollback",
-                                  trigger="manual")
+        return self._append_event(version, reason=reason, actor=actor, decision=decision, action="rollback", trigger="manual")
 
     def _append_event(
         self,
@@ -600,13 +588,9 @@ class ModelRegistry:
         def insert(con: duckdb.DuckDBPyConnection) -> ChampionEvent:
             if con.execute("select 1 from model_versions where version = ?", [version]).fetchone() is None:
                 raise UnknownVersionError(version)
-            latest = con.execute(
-                "select event_id, version from model_promotion_history order by event_id desc limit 1"
-            ).fetchone()
+            latest = con.execute("select event_id, version from model_promotion_history order by event_id desc limit 1").fetchone()
             if action == "rollback":
-                was_champion = con.execute(
-                    "select count(*) from model_promotion_history where version = ?", [version]
-                ).fetchone()[0]
+                was_champion = con.execute("select count(*) from model_promotion_history where version = ?", [version]).fetchone()[0]
                 if not was_champion:
                     raise ValueError(
                         f"Cannot roll back to {version}: it has never been champion. A rollback "
@@ -619,8 +603,7 @@ class ModelRegistry:
             con.execute(
                 f"insert into model_promotion_history ({_EVENT_COLUMNS}, trigger, samples, metrics, promoted, error) "
                 "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [event_id, version, _to_db_time(at), action, actor, reason, decision_json,
-                 trigger, samples, json_dumps(mv.metrics), True, None],
+                [event_id, version, _to_db_time(at), action, actor, reason, decision_json, trigger, samples, json_dumps(mv.metrics), True, None],
             )
             return ChampionEvent(
                 event_id=event_id,

@@ -21,7 +21,8 @@ class MarketUniverseSchema(pa.DataFrameModel):
     ticker: Series[str] = pa.Field(unique=True, str_length={"min_value": 1}, description="exchange ticker, one row each")
     name: Series[str] = pa.Field(description="company name (filled from the ticker, with a warning, where the file leaves it empty)")
     gics_sector: Series[str] = pa.Field(
-        str_length={"min_value": 1}, description="GICS sector: the cross-sectional and sector-neutral features group by it")
+        str_length={"min_value": 1}, description="GICS sector: the cross-sectional and sector-neutral features group by it"
+    )
 
 
 class RawPricesSchema(pa.DataFrameModel):
@@ -106,7 +107,8 @@ class RareEventCatalogSchema(pa.DataFrameModel):
     end: Series[pd.Timestamp] = pa.Field(description="last day of the event window")
     description: Series[str] = pa.Field(description="what happened")
     source: Series[str] = pa.Field(
-        isin=["historical", "captured"], description="historical (rare_events.csv) or captured (found by the rare-event watch)")
+        isin=["historical", "captured"], description="historical (rare_events.csv) or captured (found by the rare-event watch)"
+    )
     trading_days: Series[int] = pa.Field(ge=0, description="NYSE trading days in the window with market data")
 
     @pa.dataframe_check(error="end >= start")
@@ -129,13 +131,16 @@ class LabelsSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(description="trading day the label is attached to (its features use data up to it)")
     past_return: Series[float] = pa.Field(nullable=True, description="return over the horizon up to the date (known at the date)")
     fwd_return: Series[float] = pa.Field(
-        nullable=True, description="return from the close of the date over the label horizon (the future the label describes)")
+        nullable=True, description="return from the close of the date over the label horizon (the future the label describes)"
+    )
     excess_return: Series[float] = pa.Field(nullable=True, description="forward return minus the market's (or the sector's) on the same days")
     target_rank: Series[float] = pa.Field(
-        nullable=True, gt=0, le=1, description="percentile of the target return among the date's tickers (tercile targets)")
+        nullable=True, gt=0, le=1, description="percentile of the target return among the date's tickers (tercile targets)"
+    )
     vol_scale: Series[float] = pa.Field(nullable=True, gt=0, description="volatility that scales the barriers (triple-barrier target)")
     label: Series[float] = pa.Field(
-        nullable=True, isin=CLASS_LABELS, description="class: 0 down, 1 flat, 2 up (NaN: the horizon runs past the data or spans a quarantined day)")
+        nullable=True, isin=CLASS_LABELS, description="class: 0 down, 1 flat, 2 up (NaN: the horizon runs past the data or spans a quarantined day)"
+    )
     barrier_day: Series[float] = pa.Field(nullable=True, ge=1, description="trading day on which a barrier was first touched (triple-barrier target)")
 
     class Config:
@@ -149,8 +154,8 @@ class TrainingSetSchema(pa.DataFrameModel):
     regime: Series[str] = pa.Field(isin=list(REGIMES), description="market regime on the date")
     label: Series[int] = pa.Field(isin=CLASS_LABELS, description="class: 0 down, 1 flat, 2 up")
     source: Series[str] = pa.Field(
-        isin=["recent", "archive", "replay"],
-        description="recent (the training window), archive (a rare-event window) or replay (a replayed mistake)")
+        isin=["recent", "archive", "replay"], description="recent (the training window), archive (a rare-event window) or replay (a replayed mistake)"
+    )
     weight: Series[float] = pa.Field(gt=0, description="sample weight in the fits (archive and replay rows are up-weighted)")
 
     class Config:
@@ -160,7 +165,8 @@ class TrainingSetSchema(pa.DataFrameModel):
 class ValidationReportSchema(pa.DataFrameModel):
     scope: Series[str] = pa.Field(
         isin=["overall", "regime", "sector", "symbol", "fold", "year", "source"],
-        description="what the metric is grouped by: overall, regime, sector, symbol, fold, year or source")
+        description="what the metric is grouped by: overall, regime, sector, symbol, fold, year or source",
+    )
     group: Series[str] = pa.Field(description="the group's value (e.g. the regime's name; all for overall)")
     model: Series[str] = pa.Field(description="candidate, its parts (rf, xgb) or a baseline")
     metric: Series[str] = pa.Field(description="metric name (rank_ic, rank_ic_t, accuracy, auc_direction, ...)")
@@ -179,7 +185,8 @@ class BacktestReportSchema(pa.DataFrameModel):
 class ShapValuesSchema(pa.DataFrameModel):
     model_version: Series[str] = pa.Field(description="registry version explained")
     sample: Series[str] = pa.Field(
-        isin=["latest", "validation"], description="latest (the last date's rows) or validation (a sample of out-of-sample rows)")
+        isin=["latest", "validation"], description="latest (the last date's rows) or validation (a sample of out-of-sample rows)"
+    )
     base_model: Series[str] = pa.Field(isin=["rf", "xgb"], description="rf or xgb: the base model explained")
     ticker: Series[str] = pa.Field(description="exchange ticker")
     date: Series[pd.Timestamp] = pa.Field(description="trading day of the row")
@@ -205,7 +212,8 @@ class PromotionDecisionSchema(pa.DataFrameModel):
     passed: Series[bool] = pa.Field(description="the criterion passed (not-applicable criteria pass)")
     detail: Series[str] = pa.Field(description="the evidence behind the numbers, or why the criterion does not apply")
     applicable: Series[bool] = pa.Field(
-        description="False where the evidence does not exist (no champion, no crash days, ...): it passes, detail says why")
+        description="False where the evidence does not exist (no champion, no crash days, ...): it passes, detail says why"
+    )
     outcome: Series[str] = pa.Field(isin=["pass", "fail", "not applicable"], description="pass, fail or not applicable: what a reader is shown")
     promoted: Series[bool] = pa.Field(description="the verdict: every criterion passed")
 
@@ -233,7 +241,8 @@ class PredictionsSchema(pa.DataFrameModel):
     # values ("ret_5 -0.0410; volatility_60 +0.0220; ..."; explain.top_contributions)
     top_features: Series[str] = pa.Field(
         str_length={"min_value": 1},
-        description="the 3 features that moved the champion's XGBoost part's up-minus-down margin most, with their SHAP values")
+        description="the 3 features that moved the champion's XGBoost part's up-minus-down margin most, with their SHAP values",
+    )
 
     @pa.dataframe_check(error="class probabilities sum to 1")
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
@@ -249,7 +258,8 @@ class FeatureDriftSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(description="trading day measured")
     feature: Series[str] = pa.Field(description="feature")
     wasserstein: Series[float] = pa.Field(
-        nullable=True, ge=0, description="Wasserstein-1 distance, current window vs reference, normalised by the reference's spread")
+        nullable=True, ge=0, description="Wasserstein-1 distance, current window vs reference, normalised by the reference's spread"
+    )
     threshold: Series[float] = pa.Field(nullable=True, gt=0, description="the distance the reference's own windows reach at the calibration quantile")
     effect: Series[float] = pa.Field(nullable=True, ge=0, description="wasserstein / threshold: above 1 is unusual")
     ks_statistic: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="two-sample Kolmogorov-Smirnov statistic")
@@ -279,7 +289,8 @@ class MixDriftSchema(pa.DataFrameModel):
 class RareEventWatchSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(unique=True, description="trading day watched")
     candidate: Series[str] = pa.Field(  # the new event's name, or "" when the conditions do not hold
-        description="the new event's name, or empty when the conditions do not hold")
+        description="the new event's name, or empty when the conditions do not hold"
+    )
     start: Series[pd.Timestamp] = pa.Field(nullable=True, description="the candidate window's first day")
     end: Series[pd.Timestamp] = pa.Field(nullable=True, description="the candidate window's last day")
     drift_score: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="the day's drift score")
@@ -292,7 +303,8 @@ class DriftReportSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(description="trading day measured")
     component: Series[str] = pa.Field(isin=["features", "regime", "predictions", "overall"], description="features, regime, predictions or overall")
     value: Series[float] = pa.Field(  # NaN: no champion, no prediction part
-        nullable=True, ge=0, le=1 + 1e-9, description="the component's drift in [0, 1] (NaN: no champion, no prediction part)")
+        nullable=True, ge=0, le=1 + 1e-9, description="the component's drift in [0, 1] (NaN: no champion, no prediction part)"
+    )
     weight: Series[float] = pa.Field(ge=0, le=1, description="the component's weight in the overall score")
     detail: Series[str] = pa.Field(description="what the component measured, and for overall the retraining rule")
 
@@ -328,13 +340,15 @@ class TrainingRunsSchema(pa.DataFrameModel):
     run_id: Series[str] = pa.Field(description="Dagster run id of the training cycle")
     recorded_at: Series[pd.Timestamp] = pa.Field(description="when the cycle was recorded (UTC)")
     trigger: Series[str] = pa.Field(
-        isin=["scheduled", "drift", "new_event", "manual"], description="what started it: scheduled, drift, new_event or manual")
+        isin=["scheduled", "drift", "new_event", "manual"], description="what started it: scheduled, drift, new_event or manual"
+    )
     samples: Series[int] = pa.Field(ge=0, description="training rows")
     candidate_version: Series[str] = pa.Field(nullable=True, description="the registered candidate (empty if the cycle failed before)")
     accuracy: Series[float] = pa.Field(nullable=True, description="candidate's out-of-sample accuracy")
     balanced_accuracy: Series[float] = pa.Field(nullable=True, description="candidate's out-of-sample balanced accuracy")
     metrics: Series[str] = pa.Field(  # JSON: every out-of-sample metric of the candidate
-        nullable=True, description="every out-of-sample metric of the candidate, as JSON")
+        nullable=True, description="every out-of-sample metric of the candidate, as JSON"
+    )
     promoted: Series[bool] = pa.Field(description="the gate promoted it")
     error: Series[str] = pa.Field(nullable=True, description="why the cycle failed, if it did")
 
@@ -344,9 +358,11 @@ def feature_matrix_schema(feature_names: list[str], definitions: dict[str, str] 
     its registry definition)."""
     definitions = definitions or {}
     annotations = {"ticker": Series[str], "date": Series[pd.Timestamp]}
-    namespace: dict = {"__doc__": "One row per (ticker, date); one float32 column per registered feature.",
-                       "ticker": pa.Field(description="exchange ticker"),
-                       "date": pa.Field(description="trading day: every feature uses data up to it")}
+    namespace: dict = {
+        "__doc__": "One row per (ticker, date); one float32 column per registered feature.",
+        "ticker": pa.Field(description="exchange ticker"),
+        "date": pa.Field(description="trading day: every feature uses data up to it"),
+    }
     for name in feature_names:
         annotations[name] = Series[np.float32]
         namespace[name] = pa.Field(nullable=True, description=definitions.get(name))
@@ -378,11 +394,16 @@ class Validation:
 
 
 def _where(r) -> str:
-    bits = [str(r.ticker) if isinstance(r.ticker, str) and r.ticker else "",
-            f"{pd.Timestamp(r.date):%Y-%m-%d}" if pd.notna(r.date) else "",
-            "" if (isinstance(r.ticker, str) and r.ticker) or pd.notna(r.date) else f"row {r.row}"]
-    col = f" {r.column}={r.failure_case}" if isinstance(r.column, str) and r.column not in ("", "None", "nan") \
-        and r.failure_case is not None and str(r.failure_case) != "nan" else ""
+    bits = [
+        str(r.ticker) if isinstance(r.ticker, str) and r.ticker else "",
+        f"{pd.Timestamp(r.date):%Y-%m-%d}" if pd.notna(r.date) else "",
+        "" if (isinstance(r.ticker, str) and r.ticker) or pd.notna(r.date) else f"row {r.row}",
+    ]
+    col = (
+        f" {r.column}={r.failure_case}"
+        if isinstance(r.column, str) and r.column not in ("", "None", "nan") and r.failure_case is not None and str(r.failure_case) != "nan"
+        else ""
+    )
     return " ".join(b for b in bits if b) + col
 
 
@@ -397,8 +418,9 @@ def validate(table: str, df: pd.DataFrame, model: type[pa.DataFrameModel]) -> Va
     """
     schema = model.to_schema()
     own = [c for c in schema.columns if c in df.columns]
-    checked = df[own] if not schema.strict and not schema.checks and not any(c.regex for c in schema.columns.values()) \
-        and len(own) < df.shape[1] else df
+    checked = (
+        df[own] if not schema.strict and not schema.checks and not any(c.regex for c in schema.columns.values()) and len(own) < df.shape[1] else df
+    )
     try:
         model.validate(checked, lazy=True)
         return Validation(table, len(df), pd.DataFrame(columns=FAILURE_COLUMNS))
@@ -415,11 +437,16 @@ def validate(table: str, df: pd.DataFrame, model: type[pa.DataFrameModel]) -> Va
             tickers[valid] = df.loc[idx[valid].astype(int), "ticker"].to_numpy()
         if "date" in df and valid.any():
             dates[valid] = pd.to_datetime(df.loc[idx[valid].astype(int), "date"]).to_numpy()
-        out = pd.DataFrame({
-            "check": fc["check"].astype(str), "column": fc["column"].astype(str),
-            "failure_case": fc["failure_case"].astype(str), "ticker": tickers, "date": dates,
-            "row": idx,
-        })
+        out = pd.DataFrame(
+            {
+                "check": fc["check"].astype(str),
+                "column": fc["column"].astype(str),
+                "failure_case": fc["failure_case"].astype(str),
+                "ticker": tickers,
+                "date": dates,
+                "row": idx,
+            }
+        )
         # A dataframe-level check reports one case per column of a failing row: keep one per row,
         # with no column named (the whole row fails).
         per_row = out.groupby(["check", "row"], dropna=False).column.transform("size")

@@ -289,8 +289,13 @@ class Settings:
 # The ``fast`` profile (tests, quick looks; STOCKML_FAST=1): smaller models, three folds; never the default.
 FAST_TRAINING = TrainingSettings(rf_trees=40, rf_max_depth=6, xgb_rounds=30, n_folds=3, test_years=3.0)
 # The JSON overrides of the settings sections, one environment variable each (an unknown field is an error).
-OVERRIDES_FROM_ENV = {"gate": "STOCKML_GATE", "training": "STOCKML_TRAINING", "quality": "STOCKML_QUALITY",
-                      "labels": "STOCKML_LABELS", "drift": "STOCKML_DRIFT"}
+OVERRIDES_FROM_ENV = {
+    "gate": "STOCKML_GATE",
+    "training": "STOCKML_TRAINING",
+    "quality": "STOCKML_QUALITY",
+    "labels": "STOCKML_LABELS",
+    "drift": "STOCKML_DRIFT",
+}
 
 
 def overrides_from_env(section: str) -> dict:
@@ -313,8 +318,7 @@ def overridden(section, changes: dict, env: str):
     known = set(type(section).__dataclass_fields__)
     unknown = set(changes) - known
     if unknown:
-        raise ValueError(f"unknown {type(section).__name__} fields {sorted(unknown)} (from {env} or the resource config); "
-                         f"known: {sorted(known)}")
+        raise ValueError(f"unknown {type(section).__name__} fields {sorted(unknown)} (from {env} or the resource config); known: {sorted(known)}")
     return replace(section, **changes)
 
 

@@ -53,9 +53,14 @@ def purged_walk_forward(
             train_mask &= pos >= a - embargo - train_window
         test_mask = (pos >= a) & (pos <= b)
         train_idx = np.flatnonzero(train_mask)
-        folds.append(Fold(
-            fold=k, train_idx=train_idx, test_idx=np.flatnonzero(test_mask),
-            test_start=pd.Timestamp(calendar[a]), test_end=pd.Timestamp(calendar[b]),
-            train_end=pd.Timestamp(d[train_idx].max()) if len(train_idx) else None,
-        ))
+        folds.append(
+            Fold(
+                fold=k,
+                train_idx=train_idx,
+                test_idx=np.flatnonzero(test_mask),
+                test_start=pd.Timestamp(calendar[a]),
+                test_end=pd.Timestamp(calendar[b]),
+                train_end=pd.Timestamp(d[train_idx].max()) if len(train_idx) else None,
+            )
+        )
     return folds

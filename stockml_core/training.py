@@ -28,8 +28,7 @@ from stockml_core.splits import Fold, purged_walk_forward
 KEY_COLUMNS = ["ticker", "date", "sector", "regime", "source", "label", "past_return", "fwd_return"]
 
 
-def model_samples(features: pd.DataFrame, labels: pd.DataFrame, regimes: pd.DataFrame,
-                  universe: pd.DataFrame) -> pd.DataFrame:
+def model_samples(features: pd.DataFrame, labels: pd.DataFrame, regimes: pd.DataFrame, universe: pd.DataFrame) -> pd.DataFrame:
     """Features joined with labels, the date's regime and the ticker's sector (all rows kept).
 
     The joins run on the keys alone and the columns are added to a shallow copy: the feature columns
@@ -67,8 +66,14 @@ def recent_cutoff(labels: pd.DataFrame, s: Settings) -> pd.Timestamp:
     return last - pd.DateOffset(days=int(round(s.training.recent_years * 365.25)) + RECENT_MARGIN_DAYS)
 
 
-def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.DataFrame | None,
-                       feature_names: list[str], s: Settings, all_finite: np.ndarray | None = None) -> pd.DataFrame:
+def build_training_set(
+    samples: pd.DataFrame,
+    archive: pd.DataFrame,
+    replay: pd.DataFrame | None,
+    feature_names: list[str],
+    s: Settings,
+    all_finite: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Recent window + every rare-event sample + error-replay samples, weighted; sorted by (date, ticker).
 
     ``source`` is recent / archive / replay. Replay samples are rows of the set that the previous
@@ -77,8 +82,7 @@ def build_training_set(samples: pd.DataFrame, archive: pd.DataFrame, replay: pd.
     ``all_finite`` (per sample: every feature finite) stands in for the feature columns when ``samples``
     holds only the keys (the training_set asset: the features stay in the warehouse until they are stored).
     """
-    ok = np.flatnonzero(trainable_mask(samples, feature_names) if all_finite is None
-                        else samples.label.notna().to_numpy() & all_finite)
+    ok = np.flatnonzero(trainable_mask(samples, feature_names) if all_finite is None else samples.label.notna().to_numpy() & all_finite)
     dates = samples.date.to_numpy()[ok]
     last = dates.max()
     recent = dates > np.datetime64(pd.Timestamp(last) - pd.DateOffset(days=int(round(s.training.recent_years * 365.25))))
@@ -112,8 +116,7 @@ def positions_of(ts: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
 
 def composition(ts: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Rows by source, regime, sector and event."""
-    return {k: {str(i): int(v) for i, v in ts[k].value_counts().items()}
-            for k in ["source", "regime", "sector", "event"] if k in ts}
+    return {k: {str(i): int(v) for i, v in ts[k].value_counts().items()} for k in ["source", "regime", "sector", "event"] if k in ts}
 
 
 def test_span_years(ts: pd.DataFrame, s: Settings) -> float:
@@ -128,7 +131,8 @@ def test_span_years(ts: pd.DataFrame, s: Settings) -> float:
         raise ValueError(
             f"the training set spans {span:.2f} years of trainable rows (labelled, every feature past its warm-up of up to "
             f"{_max_lookback()} rows); the walk-forward evaluation needs at least {t.min_history_years:g} years "
-            "(TrainingSettings.min_history_years, STOCKML_TRAINING='{\"min_history_years\": ...}'): provide a longer history")
+            "(TrainingSettings.min_history_years, STOCKML_TRAINING='{\"min_history_years\": ...}'): provide a longer history"
+        )
     return min(t.test_years, t.max_test_share * span)
 
 
@@ -143,8 +147,7 @@ def folds_for(ts: pd.DataFrame, s: Settings) -> list[Fold]:
     sliding over ``train_window_days`` trading days)."""
     last = ts.date.max()
     test_start = last - pd.DateOffset(days=int(round(test_span_years(ts, s) * 365.25)))
-    return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon,
-                               train_window=s.training.train_window_days)
+    return purged_walk_forward(ts.date, test_start, s.training.n_folds, s.labels.horizon, train_window=s.training.train_window_days)
 
 
 def fold_of_rows(n: int, folds: list[Fold]) -> np.ndarray:
@@ -164,8 +167,9 @@ class BaseModelResult:
     folds: list[Fold]
 
 
-def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings,
-                     progress: Callable[[str], None] | None = None) -> BaseModelResult:
+def train_base_model(
+    kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings, progress: Callable[[str], None] | None = None
+) -> BaseModelResult:
     """Fit ``kind`` on every walk-forward fold (out-of-fold probabilities), then on the whole set.
 
     ``progress`` receives one line per fit: rows, elapsed seconds and an estimate of the time left.
@@ -181,8 +185,9 @@ def train_base_model(kind: str, ts: pd.DataFrame, feature_names: list[str], s: S
     return BaseModelResult(kind, final, oof, folds)
 
 
-def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_names: list[str],
-          s: Settings) -> tuple[models.StackedModel, pd.DataFrame]:
+def stack(
+    ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_names: list[str], s: Settings
+) -> tuple[models.StackedModel, pd.DataFrame]:
     """Fit the meta-learner on the OOF probabilities; return the bundle and the evaluation frame.
 
     The evaluation frame holds every model's out-of-sample probabilities on the same rows: the
@@ -205,8 +210,7 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
         for f in rf.folds[1:]:
             test = fold_row[ev_mask] == f.fold
             if b == "logistic_momentum":  # fitted on the same purged training rows as the models
-                parts.append(logistic_momentum_probabilities(momentum[f.train_idx], y[f.train_idx],
-                                                             momentum[ev_mask][test], s.training.seed))
+                parts.append(logistic_momentum_probabilities(momentum[f.train_idx], y[f.train_idx], momentum[ev_mask][test], s.training.seed))
                 continue
             majority = int(pd.Series(y[f.train_idx]).mode().iloc[0])
             parts.append(baseline_probabilities(b, int(test.sum()), majority, ev.past_return[test].to_numpy()))
@@ -219,8 +223,9 @@ def stack(ts: pd.DataFrame, rf: BaseModelResult, xgb: BaseModelResult, feature_n
     ev_rows = np.flatnonzero(ev_mask)
     for f in rf.folds[1:]:  # fitted on the same purged training rows as the models
         test = fold_row[ev_mask] == f.fold
-        linear[test] = linear_scores(rows_of(X, f.train_idx), ts.date.to_numpy()[f.train_idx],
-                                     ts.fwd_return.to_numpy()[f.train_idx], rows_of(X, ev_rows[test]))
+        linear[test] = linear_scores(
+            rows_of(X, f.train_idx), ts.date.to_numpy()[f.train_idx], ts.fwd_return.to_numpy()[f.train_idx], rows_of(X, ev_rows[test])
+        )
     ev[[f"{LINEAR_BASELINE}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, linear)
     return bundle, ev
 

@@ -28,32 +28,65 @@ DESIGN_GROUPS: dict[str, list[str]] = {
     "evaluation": ["validation_report", "backtest_report"],
     "explainability": ["shap_values", "shap_importance"],
     "promotion": ["promotion_decision", "production_model"],
-    "monitoring": ["predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report",
-                   "rare_event_watch", "error_replay_buffer", "sector_performance", "training_runs"],
+    "monitoring": [
+        "predictions",
+        "feature_drift",
+        "regime_drift",
+        "prediction_drift",
+        "drift_report",
+        "rare_event_watch",
+        "error_replay_buffer",
+        "sector_performance",
+        "training_runs",
+    ],
 }
 
 SLICE_TICKERS = ["XOM", "JPM", "KO", "IBM", "GE", "AEP"]
 SLICE_START = "2003-01-01"
 # Lenient thresholds guarantee a champion on the slice, so tests can prove it is never disturbed (six names
 # cannot show a significant rank IC: at the default gate the slice's candidates are refused, as they should be).
-LENIENT_GATE = {"rank_ic_margin": -2.0, "min_rank_ic_t": -1000.0, "net_sharpe_margin": -1000.0,
-                "crash_rank_ic_tolerance": 2.0, "min_sector_accuracy": 0.0, "recent_rank_ic_tolerance": 2.0,
-                "max_rank_ic_drop": 2.0}
+LENIENT_GATE = {
+    "rank_ic_margin": -2.0,
+    "min_rank_ic_t": -1000.0,
+    "net_sharpe_margin": -1000.0,
+    "crash_rank_ic_tolerance": 2.0,
+    "min_sector_accuracy": 0.0,
+    "recent_rank_ic_tolerance": 2.0,
+    "max_rank_ic_drop": 2.0,
+}
 
 
 def slice_config(home: Path, data_dir: Path = SAMPLE_DATA_DIR, **overrides) -> dict:
-    cfg = {"home": home, "data_dir": data_dir, "tickers": SLICE_TICKERS, "start": SLICE_START, "fast": True,
-           "gate": LENIENT_GATE}
+    cfg = {"home": home, "data_dir": data_dir, "tickers": SLICE_TICKERS, "start": SLICE_START, "fast": True, "gate": LENIENT_GATE}
     cfg.update(overrides)
     return cfg
 
 
 # Partitioned by NYSE trading day (stockml_assets.partitions); the other assets are unpartitioned.
-PARTITIONED_ASSETS = {"raw_prices", "market_context", "feature_matrix", "predictions", "feature_drift", "regime_drift",
-                      "prediction_drift", "drift_report", "rare_event_watch"}
+PARTITIONED_ASSETS = {
+    "raw_prices",
+    "market_context",
+    "feature_matrix",
+    "predictions",
+    "feature_drift",
+    "regime_drift",
+    "prediction_drift",
+    "drift_report",
+    "rare_event_watch",
+}
 MONITORING_ONLY = {"predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch"}
-TRAINING_AND_GATE = {"training_set", "rf_model", "xgb_model", "meta_learner", "validation_report", "backtest_report",
-                     "shap_values", "shap_importance", "promotion_decision", "production_model"}
+TRAINING_AND_GATE = {
+    "training_set",
+    "rf_model",
+    "xgb_model",
+    "meta_learner",
+    "validation_report",
+    "backtest_report",
+    "shap_values",
+    "shap_importance",
+    "promotion_decision",
+    "production_model",
+}
 ALL_ASSETS = {n for names in DESIGN_GROUPS.values() for n in names}
 HISTORY_ASSETS = ALL_ASSETS - MONITORING_ONLY  # stockml_full_job: everything but the per-day monitoring
 
@@ -70,8 +103,9 @@ def make_instance(dagster_home: Path) -> DagsterInstance:
     from stockml_assets.instance_storage import event_log_config
 
     dagster_home.mkdir(parents=True, exist_ok=True)
-    return DagsterInstance.local_temp(str(dagster_home), overrides={
-        "event_log_storage": event_log_config(str(dagster_home / "history" / "runs")), "telemetry": {"enabled": False}})
+    return DagsterInstance.local_temp(
+        str(dagster_home), overrides={"event_log_storage": event_log_config(str(dagster_home / "history" / "runs")), "telemetry": {"enabled": False}}
+    )
 
 
 def definitions(**config):
@@ -108,8 +142,7 @@ def materialized_keys(result) -> set[str]:
 
 
 def materialized_partitions(result, asset: str) -> list[str]:
-    return sorted(e.partition for e in result.get_asset_materialization_events()
-                  if e.asset_key.to_user_string() == asset)
+    return sorted(e.partition for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset)
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +162,15 @@ def materialized(tmp_path_factory):
     daily = run_daily_job(instance, last, **config) if history.success else None
     t2 = time.perf_counter()
     print(f"\nmaterialized fixture: history {t1 - t0:.1f} s, daily {t2 - t1:.1f} s")
-    return SimpleNamespace(home=home, instance=instance, result=history, daily=daily, last_day=f"{last:%Y-%m-%d}",
-                           config=config, timings={"history": t1 - t0, "daily": t2 - t1})
+    return SimpleNamespace(
+        home=home,
+        instance=instance,
+        result=history,
+        daily=daily,
+        last_day=f"{last:%Y-%m-%d}",
+        config=config,
+        timings={"history": t1 - t0, "daily": t2 - t1},
+    )
 
 
 @pytest.fixture

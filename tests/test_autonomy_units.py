@@ -26,8 +26,10 @@ def test_day_keys_never_snap_past_the_range() -> None:
     assert day_keys("2011-07-20", "2011-07-24") == ["2011-07-20", "2011-07-21", "2011-07-22"]
     assert day_keys("2011-07-23", "2011-07-24") == []  # a weekend holds no trading day
     assert day_keys("2011-07-26", "2011-07-25") == []
-    assert range_tags("2011-07-23", "2011-07-29") == {"dagster/asset_partition_range_start": "2011-07-25",
-                                                      "dagster/asset_partition_range_end": "2011-07-29"}
+    assert range_tags("2011-07-23", "2011-07-29") == {
+        "dagster/asset_partition_range_start": "2011-07-25",
+        "dagster/asset_partition_range_end": "2011-07-29",
+    }
     with pytest.raises(ValueError, match="no NYSE trading day"):
         range_tags("2011-07-23", "2011-07-24")
 
@@ -46,8 +48,7 @@ def _regimes(vix: list[float], regime: list[str], start="2011-08-01") -> pd.Data
 
 
 S = CaptureSettings()
-EMPTY = pd.DataFrame({"name": pd.Series(dtype=str), "start": pd.Series(dtype="datetime64[ns]"),
-                      "end": pd.Series(dtype="datetime64[ns]")})
+EMPTY = pd.DataFrame({"name": pd.Series(dtype=str), "start": pd.Series(dtype="datetime64[ns]"), "end": pd.Series(dtype="datetime64[ns]")})
 REGIME = ["normal", "high_volatility", "crash", "crash", "crash", "crash"]
 VIX = [20.0, 30.0, 39.0, 41.0, 42.0, 43.0]
 
@@ -61,13 +62,16 @@ def test_capture_when_every_condition_holds() -> None:
     assert event["end"] == f"{day:%Y-%m-%d}" and event["name"] == f"captured_{r.date.iloc[1]:%Y_%m_%d}"
 
 
-@pytest.mark.parametrize(("vix", "regime", "score", "reason"), [
-    (VIX, REGIME[:-1] + ["high_volatility"], 0.3, "regime high_volatility is not crash"),
-    (VIX[:-1] + [39.0], REGIME, 0.3, "VIX above 40 on 0 consecutive"),
-    ([20.0, 30.0, 41.0, 39.0, 42.0, 43.0], REGIME, 0.3, "on 2 consecutive day(s) < 3"),
-    (VIX, REGIME, 0.25, "drift score 0.25 <= 0.25"),
-    (VIX, REGIME, None, "drift score n/a"),
-])
+@pytest.mark.parametrize(
+    ("vix", "regime", "score", "reason"),
+    [
+        (VIX, REGIME[:-1] + ["high_volatility"], 0.3, "regime high_volatility is not crash"),
+        (VIX[:-1] + [39.0], REGIME, 0.3, "VIX above 40 on 0 consecutive"),
+        ([20.0, 30.0, 41.0, 39.0, 42.0, 43.0], REGIME, 0.3, "on 2 consecutive day(s) < 3"),
+        (VIX, REGIME, 0.25, "drift score 0.25 <= 0.25"),
+        (VIX, REGIME, None, "drift score n/a"),
+    ],
+)
 def test_no_capture_when_a_condition_fails(vix, regime, score, reason) -> None:
     r = _regimes(vix, regime)
     event, why = capture_candidate(r.date.iloc[-1], r, score, EMPTY, S)
@@ -76,8 +80,7 @@ def test_no_capture_when_a_condition_fails(vix, regime, score, reason) -> None:
 
 def test_no_capture_overlapping_a_catalogued_event() -> None:
     r = _regimes(VIX, REGIME)
-    catalog = pd.DataFrame({"name": ["us_downgrade_2011"], "start": [pd.Timestamp("2011-07-22")],
-                            "end": [pd.Timestamp("2011-08-02")]})
+    catalog = pd.DataFrame({"name": ["us_downgrade_2011"], "start": [pd.Timestamp("2011-07-22")], "end": [pd.Timestamp("2011-08-02")]})
     event, why = capture_candidate(r.date.iloc[-1], r, 0.3, catalog, S)
     assert event is None and "overlaps catalogued us_downgrade_2011" in why
     assert overlapping(catalog, "2011-08-03", "2011-08-10") == []
@@ -102,8 +105,7 @@ def test_captured_events_are_stored_once_and_never_overlapping(tmp_path) -> None
     assert not added and "already in the catalog" in why
     added, why = record_captured_event(stockml, {**event, "name": "other", "start": "2018-02-08"}, historical)
     assert not added and "overlaps captured_2018_02_05" in why
-    added, why = record_captured_event(stockml, {**event, "name": "x", "start": "2011-08-01", "end": "2011-08-05"},
-                                       historical)
+    added, why = record_captured_event(stockml, {**event, "name": "x", "start": "2011-08-01", "end": "2011-08-05"}, historical)
     assert not added and "us_downgrade_2011" in why
     assert list(captured_events(stockml).name) == ["captured_2018_02_05"]
 
@@ -116,8 +118,14 @@ def test_score_cache_scores_only_unseen_rows_and_never_serves_a_changed_row() ->
     from stockml_assets.assets.monitoring import ScoreCache
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"ticker": np.repeat(["A", "B"], 50), "date": np.tile(pd.bdate_range("2020-01-01", periods=50), 2),
-                          "x1": rng.normal(size=100), "x2": rng.normal(size=100)})
+    frame = pd.DataFrame(
+        {
+            "ticker": np.repeat(["A", "B"], 50),
+            "date": np.tile(pd.bdate_range("2020-01-01", periods=50), 2),
+            "x1": rng.normal(size=100),
+            "x2": rng.normal(size=100),
+        }
+    )
     model = LogisticRegression().fit(frame[["x1", "x2"]].to_numpy(), rng.integers(0, 3, 100))
 
     class Counting:  # the real model, counting the rows it is asked to score
@@ -147,8 +155,7 @@ def test_market_state_plot_is_reused_only_for_the_same_mix() -> None:
     redraw), any other share a new one, so the UI never shows a stale plot."""
     from stockml_assets.assets.monitoring import _mix_plot_md
 
-    mix = pd.DataFrame({"category": ["crash", "correction", "normal"], "reference_share": [0.0, 0.1, 0.9],
-                        "current_share": [0.0, 0.2, 0.8]})
+    mix = pd.DataFrame({"category": ["crash", "correction", "normal"], "reference_share": [0.0, 0.1, 0.9], "current_share": [0.0, 0.2, 0.8]})
     first = _mix_plot_md(mix, "market state mix")
     assert _mix_plot_md(mix.copy(), "market state mix") is first
     moved = _mix_plot_md(mix.assign(current_share=[0.0, 0.4, 0.6]), "market state mix")

@@ -73,28 +73,49 @@ CASES = {
     # prices.csv: the file itself
     "prices missing": ("prices", lambda f: (f / "prices.csv").unlink(), ("refused", "no prices.csv or prices.csv.gz")),
     "prices empty (0 bytes)": ("prices", lambda f: _text(f, "prices.csv", ""), ("refused", "the file is empty")),
-    "prices header only": ("prices", lambda f: _text(f, "prices.csv", _header(f, "prices.csv")),
-                           ("refused", "a header and no rows")),
-    "prices missing a column": ("prices", lambda f: _write_prices(f, _prices(f).drop(columns="volume")),
-                                ("refused", r"missing columns \['volume'\]")),
-    "prices truncated mid-row": ("prices", lambda f: _text(f, "prices.csv", (f / "prices.csv").read_text()[:-25]),
-                                 ("refused", "looks truncated")),
-    "prices gzip cut off": ("prices", lambda f: (_text(f, "prices.csv.gz", gzip.compress((f / "prices.csv").read_bytes())[:400]),
-                                                 (f / "prices.csv").unlink()), ("refused", "cut off or corrupt")),
-    "prices dates DD-MM-YYYY": ("prices", lambda f: _write_prices(f, _prices(f).assign(
-        date=lambda d: pd.to_datetime(d.date).dt.strftime("%d-%m-%Y"))), ("refused", "not ISO dates")),
-    "prices one unparseable date": ("prices", lambda f: _set(f, 3, date="yesterday"),
-                                    ("refused", "not ISO dates.*'yesterday' at data line\\(s\\) 4")),
-    "prices separated by semicolons": ("prices", lambda f: _prices(f).to_csv(f / "prices.csv", index=False, sep=";"),
-                                       ("refused", "separated by ';'")),
-    "prices a column twice": ("prices", lambda f: _text(f, "prices.csv", (f / "prices.csv").read_text().replace(
-        "volume\n", "close\n", 1)), ("refused", r"duplicated column names \['close'\]")),
-    "prices not text (binary)": ("prices", lambda f: _text(f, "prices.csv", bytes(range(256)) * 40),
-                                 ("refused", "not a text CSV")),
-    "prices an HTML error page": ("prices", lambda f: _text(f, "prices.csv", "<html>\n<body>502 Bad Gateway</body>\n</html>\n"),
-                                  ("refused", "missing columns")),
-    "prices.csv and prices.csv.gz both": ("prices", lambda f: shutil.copy(f / "market.csv.gz", f / "prices.csv.gz"),
-                                          ("refused", "both prices.csv and prices.csv.gz")),
+    "prices header only": ("prices", lambda f: _text(f, "prices.csv", _header(f, "prices.csv")), ("refused", "a header and no rows")),
+    "prices missing a column": (
+        "prices",
+        lambda f: _write_prices(f, _prices(f).drop(columns="volume")),
+        ("refused", r"missing columns \['volume'\]"),
+    ),
+    "prices truncated mid-row": ("prices", lambda f: _text(f, "prices.csv", (f / "prices.csv").read_text()[:-25]), ("refused", "looks truncated")),
+    "prices gzip cut off": (
+        "prices",
+        lambda f: (_text(f, "prices.csv.gz", gzip.compress((f / "prices.csv").read_bytes())[:400]), (f / "prices.csv").unlink()),
+        ("refused", "cut off or corrupt"),
+    ),
+    "prices dates DD-MM-YYYY": (
+        "prices",
+        lambda f: _write_prices(f, _prices(f).assign(date=lambda d: pd.to_datetime(d.date).dt.strftime("%d-%m-%Y"))),
+        ("refused", "not ISO dates"),
+    ),
+    "prices one unparseable date": (
+        "prices",
+        lambda f: _set(f, 3, date="yesterday"),
+        ("refused", "not ISO dates.*'yesterday' at data line\\(s\\) 4"),
+    ),
+    "prices separated by semicolons": (
+        "prices",
+        lambda f: _prices(f).to_csv(f / "prices.csv", index=False, sep=";"),
+        ("refused", "separated by ';'"),
+    ),
+    "prices a column twice": (
+        "prices",
+        lambda f: _text(f, "prices.csv", (f / "prices.csv").read_text().replace("volume\n", "close\n", 1)),
+        ("refused", r"duplicated column names \['close'\]"),
+    ),
+    "prices not text (binary)": ("prices", lambda f: _text(f, "prices.csv", bytes(range(256)) * 40), ("refused", "not a text CSV")),
+    "prices an HTML error page": (
+        "prices",
+        lambda f: _text(f, "prices.csv", "<html>\n<body>502 Bad Gateway</body>\n</html>\n"),
+        ("refused", "missing columns"),
+    ),
+    "prices.csv and prices.csv.gz both": (
+        "prices",
+        lambda f: shutil.copy(f / "market.csv.gz", f / "prices.csv.gz"),
+        ("refused", "both prices.csv and prices.csv.gz"),
+    ),
     # prices.csv: one bad row among good ones
     "price with a decimal comma": ("prices", lambda f: _set(f, 5, close="12,34"), ("quarantined", "not_a_number")),
     "price empty": ("prices", lambda f: _set(f, 5, open=""), ("quarantined", "missing_value")),
@@ -102,50 +123,90 @@ CASES = {
     "volume negative": ("prices", lambda f: _set(f, 5, volume=-100), ("quarantined", "negative_volume")),
     "high below low": ("prices", lambda f: _set(f, 5, high=1.0), ("quarantined", "high_below_low")),
     "close above high": ("prices", lambda f: _set(f, 5, close=10_000.0), ("quarantined", "open_close_outside_range")),
-    "row repeated": ("prices", lambda f: _write_prices(f, pd.concat([_prices(f), _prices(f).iloc[[5]]])),
-                     ("quarantined", "duplicate")),
+    "row repeated": ("prices", lambda f: _write_prices(f, pd.concat([_prices(f), _prices(f).iloc[[5]]])), ("quarantined", "duplicate")),
     "row on a Saturday": ("prices", lambda f: _set(f, 5, date="2017-01-07"), ("quarantined", "non_trading_day")),
     "row on an NYSE holiday": ("prices", lambda f: _set(f, 5, date="2017-07-04"), ("quarantined", "non_trading_day")),
-    "row dated in the future": ("prices", lambda f: _set(f, len(_prices(f)) - 1, date="2017-11-20"),
-                                ("quarantined", "future_date")),
+    "row dated in the future": ("prices", lambda f: _set(f, len(_prices(f)) - 1, date="2017-11-20"), ("quarantined", "future_date")),
     "ticker not in sectors.csv": ("prices", lambda f: _set(f, 5, ticker="XOMM"), ("quarantined", "unknown_ticker")),
     # sectors.csv
     "sectors missing": ("sectors", lambda f: (f / "sectors.csv").unlink(), ("refused", "no sectors.csv")),
     "sectors empty (0 bytes)": ("sectors", lambda f: _text(f, "sectors.csv", ""), ("refused", "sectors.csv: the file is empty")),
-    "sectors header only": ("sectors", lambda f: _text(f, "sectors.csv", _header(f, "sectors.csv")),
-                            ("refused", "sectors.csv: a header and no rows")),
-    "sectors missing gics_sector": ("sectors", lambda f: _sectors(f).drop(columns="gics_sector").to_csv(
-        f / "sectors.csv", index=False), ("refused", r"missing columns \['gics_sector'\]")),
-    "sectors a ticker twice": ("sectors", lambda f: pd.concat([_sectors(f), _sectors(f).head(1)]).to_csv(
-        f / "sectors.csv", index=False), ("refused", "market_universe_unique_tickers")),
-    "sectors a sector outside GICS": ("sectors", lambda f: _sectors(f).assign(gics_sector="Energie").to_csv(
-        f / "sectors.csv", index=False), ("refused", "market_universe_gics_sectors")),
-    "sectors an empty ticker": ("sectors", lambda f: _sectors(f).assign(ticker=lambda d: d.ticker.where(d.index > 0, "")).to_csv(
-        f / "sectors.csv", index=False), ("refused", "market_universe_schema")),
+    "sectors header only": (
+        "sectors",
+        lambda f: _text(f, "sectors.csv", _header(f, "sectors.csv")),
+        ("refused", "sectors.csv: a header and no rows"),
+    ),
+    "sectors missing gics_sector": (
+        "sectors",
+        lambda f: _sectors(f).drop(columns="gics_sector").to_csv(f / "sectors.csv", index=False),
+        ("refused", r"missing columns \['gics_sector'\]"),
+    ),
+    "sectors a ticker twice": (
+        "sectors",
+        lambda f: pd.concat([_sectors(f), _sectors(f).head(1)]).to_csv(f / "sectors.csv", index=False),
+        ("refused", "market_universe_unique_tickers"),
+    ),
+    "sectors a sector outside GICS": (
+        "sectors",
+        lambda f: _sectors(f).assign(gics_sector="Energie").to_csv(f / "sectors.csv", index=False),
+        ("refused", "market_universe_gics_sectors"),
+    ),
+    "sectors an empty ticker": (
+        "sectors",
+        lambda f: _sectors(f).assign(ticker=lambda d: d.ticker.where(d.index > 0, "")).to_csv(f / "sectors.csv", index=False),
+        ("refused", "market_universe_schema"),
+    ),
     # market.csv
     "market missing": ("market", lambda f: (f / "market.csv.gz").unlink(), ("refused", "no market.csv or market.csv.gz")),
-    "market without vix_close": ("market", lambda f: _write_market(f, _market(f).drop(columns="vix_close")),
-                                 ("refused", r"missing columns \['vix_close'\]")),
-    "market dates DD-MM-YYYY": ("market", lambda f: _write_market(f, _market(f).assign(
-        date=lambda d: pd.to_datetime(d.date).dt.strftime("%d-%m-%Y"))), ("refused", "not ISO dates")),
-    "market text in vix_close": ("market", lambda f: _write_market(f, _market(f).astype({"vix_close": object}).assign(
-        vix_close=lambda d: d.vix_close.where(d.index != 100, "12,34"))), ("refused", "vix_close: not a number: '12,34'")),
-    "market gzip cut off": ("market", lambda f: _text(f, "market.csv.gz", (f / "market.csv.gz").read_bytes()[:300]),
-                            ("refused", "cut off or corrupt")),
+    "market without vix_close": (
+        "market",
+        lambda f: _write_market(f, _market(f).drop(columns="vix_close")),
+        ("refused", r"missing columns \['vix_close'\]"),
+    ),
+    "market dates DD-MM-YYYY": (
+        "market",
+        lambda f: _write_market(f, _market(f).assign(date=lambda d: pd.to_datetime(d.date).dt.strftime("%d-%m-%Y"))),
+        ("refused", "not ISO dates"),
+    ),
+    "market text in vix_close": (
+        "market",
+        lambda f: _write_market(f, _market(f).astype({"vix_close": object}).assign(vix_close=lambda d: d.vix_close.where(d.index != 100, "12,34"))),
+        ("refused", "vix_close: not a number: '12,34'"),
+    ),
+    "market gzip cut off": (
+        "market",
+        lambda f: _text(f, "market.csv.gz", (f / "market.csv.gz").read_bytes()[:300]),
+        ("refused", "cut off or corrupt"),
+    ),
     "market header only": ("market", lambda f: _write_market(f, _market(f).head(0)), ("refused", "a header and no rows")),
     # rare_events.csv
-    "rare events missing a column": ("events", lambda f: _events(f).drop(columns="end").to_csv(f / "rare_events.csv", index=False),
-                                     ("refused", r"missing columns \['end'\]")),
-    "rare event ends before it starts": ("events", lambda f: _events(f).assign(end="1900-01-01").to_csv(
-        f / "rare_events.csv", index=False), ("refused", "events end before they start")),
-    "rare event date unparseable": ("events", lambda f: _events(f).assign(start=lambda d: d.start.where(d.index > 0, "soon")).to_csv(
-        f / "rare_events.csv", index=False), ("refused", "not ISO dates.*'soon'")),
+    "rare events missing a column": (
+        "events",
+        lambda f: _events(f).drop(columns="end").to_csv(f / "rare_events.csv", index=False),
+        ("refused", r"missing columns \['end'\]"),
+    ),
+    "rare event ends before it starts": (
+        "events",
+        lambda f: _events(f).assign(end="1900-01-01").to_csv(f / "rare_events.csv", index=False),
+        ("refused", "events end before they start"),
+    ),
+    "rare event date unparseable": (
+        "events",
+        lambda f: _events(f).assign(start=lambda d: d.start.where(d.index > 0, "soon")).to_csv(f / "rare_events.csv", index=False),
+        ("refused", "not ISO dates.*'soon'"),
+    ),
     "rare events empty (0 bytes)": ("events", lambda f: _text(f, "rare_events.csv", ""), ("refused", "rare_events.csv: the file is empty")),
     # corporate_actions.csv (optional)
-    "corporate action ratio not positive": ("actions", lambda f: _text(f, "corporate_actions.csv", "ticker,date,split_ratio\nKO,2017-06-01,0\n"),
-                                            ("refused", "split_ratio must be a positive number")),
-    "corporate actions missing a column": ("actions", lambda f: _text(f, "corporate_actions.csv", "ticker,date\nKO,2017-06-01\n"),
-                                           ("refused", r"missing columns \['split_ratio'\]")),
+    "corporate action ratio not positive": (
+        "actions",
+        lambda f: _text(f, "corporate_actions.csv", "ticker,date,split_ratio\nKO,2017-06-01,0\n"),
+        ("refused", "split_ratio must be a positive number"),
+    ),
+    "corporate actions missing a column": (
+        "actions",
+        lambda f: _text(f, "corporate_actions.csv", "ticker,date\nKO,2017-06-01\n"),
+        ("refused", r"missing columns \['split_ratio'\]"),
+    ),
 }
 
 
@@ -214,13 +275,15 @@ def _digest(home: Path) -> dict:
 
 
 # One kind per file and failure route, through real daily runs: (kind, the step that fails, words of its message).
-DAILY = [("prices header only", "raw_prices", "a header and no rows"),
-         ("prices gzip cut off", "raw_prices", "cut off or corrupt"),
-         ("prices separated by semicolons", "raw_prices", "separated by ';'"),
-         ("sectors empty (0 bytes)", "market_universe", "the file is empty"),
-         ("sectors a ticker twice", "market_universe", "market_universe_unique_tickers"),
-         ("market text in vix_close", "market_context", "not a number: '12,34'"),
-         ("corporate action ratio not positive", "raw_prices", "split_ratio must be a positive number")]
+DAILY = [
+    ("prices header only", "raw_prices", "a header and no rows"),
+    ("prices gzip cut off", "raw_prices", "cut off or corrupt"),
+    ("prices separated by semicolons", "raw_prices", "separated by ';'"),
+    ("sectors empty (0 bytes)", "market_universe", "the file is empty"),
+    ("sectors a ticker twice", "market_universe", "market_universe_unique_tickers"),
+    ("market text in vix_close", "market_context", "not a number: '12,34'"),
+    ("corporate action ratio not positive", "raw_prices", "split_ratio must be a positive number"),
+]
 
 # The prices files whose date column cannot be read: the freshness check says so, naming the failed run.
 UNREADABLE = {"prices header only", "prices gzip cut off", "prices separated by semicolons"}

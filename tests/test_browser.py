@@ -28,8 +28,14 @@ from tests.test_ui import HOST, WORKSPACE, Webserver, _free_port, _stop_process_
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHOTS = PROJECT_ROOT / ".test-output" / "screenshots"
 CHROMIUM = os.environ.get("STOCKML_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-_missing = [what for what, ok in [("the playwright package (pip install -e '.[dev]')", importlib.util.find_spec("playwright")),
-                                  ("a Chromium executable (make browser, or STOCKML_CHROMIUM)", CHROMIUM)] if not ok]
+_missing = [
+    what
+    for what, ok in [
+        ("the playwright package (pip install -e '.[dev]')", importlib.util.find_spec("playwright")),
+        ("a Chromium executable (make browser, or STOCKML_CHROMIUM)", CHROMIUM),
+    ]
+    if not ok
+]
 pytestmark = pytest.mark.skipif(bool(_missing), reason="browser tests need " + " and ".join(_missing))
 ALL_ASSETS = sorted(a for assets in DESIGN_GROUPS.values() for a in assets)
 PAGE_TIMEOUT_MS = 60_000
@@ -63,11 +69,16 @@ def served(materialized, tmp_path_factory):
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(home), "STOCKML_AUTOMATION": "off"}
     log_path = root / "webserver.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
-                                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path,
-                       dagster_home=dagster_home, stockml_home=home)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path, dagster_home=dagster_home, stockml_home=home)
     try:
         _wait_until_ready(proc, server)
         yield server, materialized.result.run_id, refused.run_id
@@ -117,8 +128,8 @@ def _inline_svgs(page) -> list[dict]:
     """The inline SVG charts on the page, drawn (natural width > 0) and laid out (a box on the page)."""
     return page.eval_on_selector_all(
         "img[src^='data:image/svg+xml']",
-        "els => els.map(e => ({alt: e.alt, width: e.naturalWidth, top: e.getBoundingClientRect().top,"
-        " text: decodeURIComponent(e.src)}))")
+        "els => els.map(e => ({alt: e.alt, width: e.naturalWidth, top: e.getBoundingClientRect().top, text: decodeURIComponent(e.src)}))",
+    )
 
 
 def test_the_lineage_shows_every_asset(page, served):

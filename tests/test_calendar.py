@@ -41,8 +41,18 @@ def test_trading_days_equal_the_sp500_close_days_through_2026(market_close_days)
 
 
 def test_holidays_of_2026() -> None:
-    expected = {date(2026, 1, 1), date(2026, 1, 19), date(2026, 2, 16), date(2026, 4, 3), date(2026, 5, 25),
-                date(2026, 6, 19), date(2026, 7, 3), date(2026, 9, 7), date(2026, 11, 26), date(2026, 12, 25)}
+    expected = {
+        date(2026, 1, 1),
+        date(2026, 1, 19),
+        date(2026, 2, 16),
+        date(2026, 4, 3),
+        date(2026, 5, 25),
+        date(2026, 6, 19),
+        date(2026, 7, 3),
+        date(2026, 9, 7),
+        date(2026, 11, 26),
+        date(2026, 12, 25),
+    }
     assert nyse_holidays(2026) == expected  # Saturday 4 July observed on Friday 3 July
 
 

@@ -56,8 +56,7 @@ def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:
     prices, _ = core_data.load_prices(SAMPLE_DATA_DIR, None, "2008-01-01")
     market, _ = core_data.load_market(SAMPLE_DATA_DIR, "2008-01-01")
     universe = core_data.load_universe(SAMPLE_DATA_DIR)
-    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=4.0, **FAST), shuffle_seed=3,
-                            feature_names=NAMES)
+    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=4.0, **FAST), shuffle_seed=3, feature_names=NAMES)
     assert h["n"] > 15_000
     assert abs(h["auc_direction"] - 0.5) <= 0.02 and abs(h["auc_ovr"] - 0.5) <= 0.02
     # 33 names: the mean daily IC's standard error under no signal is 1/sqrt(32) a day over the days counted

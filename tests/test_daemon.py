@@ -82,7 +82,7 @@ def _listening_addresses(port: int) -> set[str]:
             if int(hexport, 16) != port or fields[3] != "0A":
                 continue
             if v6:
-                words = [addr[i:i + 8] for i in range(0, 32, 8)]
+                words = [addr[i : i + 8] for i in range(0, 32, 8)]
                 raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
                 found.add(socket.inet_ntop(socket.AF_INET6, raw))
             else:
@@ -176,8 +176,14 @@ def daemon_scenario(tmp_path: Path) -> None:
     # Three tickers: light on the two cores the rest of the suite runs on meanwhile.
     write_slice_folder(source, tickers=DAEMON_TICKERS, start="2001-06-01", end="2006-03-31")
     plant_shift(source, SHIFT_DAY)
-    env = {"DAGSTER_HOME": str(dagster_home), "STOCKML_DATA_DIR": str(data), "STOCKML_HOME": str(home),
-           "STOCKML_DAILY_CRON": "* * * * *", "STOCKML_FAST": "1", "STOCKML_GATE": json.dumps(LENIENT_GATE)}
+    env = {
+        "DAGSTER_HOME": str(dagster_home),
+        "STOCKML_DATA_DIR": str(data),
+        "STOCKML_HOME": str(home),
+        "STOCKML_DAILY_CRON": "* * * * *",
+        "STOCKML_FAST": "1",
+        "STOCKML_GATE": json.dumps(LENIENT_GATE),
+    }
     os.environ.update(env)
     os.environ.pop("STOCKML_AUTOMATION", None)
 
@@ -213,8 +219,20 @@ def daemon_scenario(tmp_path: Path) -> None:
     # The daily runs ask this webserver to reload when it serves partitions ending before the feed's day.
     penv = {**os.environ, "PYTHONUNBUFFERED": "1", "STOCKML_WEBSERVER_URL": f"http://127.0.0.1:{port}"}
     commands = {
-        "feed": [sys.executable, "-m", "stockml_assets.cli", "feed", "--source", str(source), "--target", str(data),
-                 "--start", FEED_START, "--every", str(FEED_EVERY_S)],
+        "feed": [
+            sys.executable,
+            "-m",
+            "stockml_assets.cli",
+            "feed",
+            "--source",
+            str(source),
+            "--target",
+            str(data),
+            "--start",
+            FEED_START,
+            "--every",
+            str(FEED_EVERY_S),
+        ],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "stockml_assets.definitions"],
         "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-m", "stockml_assets.definitions"],
     }
@@ -228,8 +246,9 @@ def daemon_scenario(tmp_path: Path) -> None:
             if name == "feed":
                 time.sleep((FEED_PHASE_S - time.time()) % 60)
             with open(logs / f"{name}.log", "w") as out:
-                procs[name] = subprocess.Popen(commands[name], cwd=PROJECT_ROOT, env=penv, stdout=out,
-                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                procs[name] = subprocess.Popen(
+                    commands[name], cwd=PROJECT_ROOT, env=penv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
 
         def diagnostics() -> str:
             return "\n".join(f"--- {n}.log ---\n{_tail(logs / f'{n}.log')}" for n in commands)
@@ -244,17 +263,23 @@ def daemon_scenario(tmp_path: Path) -> None:
                         raise AssertionError(f"{name} exited with {proc.returncode}\n{diagnostics()}")
                 if web_up_at is None and _webserver_up(port):
                     web_up_at = time.time()
-                records = instance.get_run_records(RunsFilter(job_name="daily_job"), ascending=True) + \
-                    instance.get_run_records(RunsFilter(job_name="retraining_job"), ascending=True)
+                records = instance.get_run_records(RunsFilter(job_name="daily_job"), ascending=True) + instance.get_run_records(
+                    RunsFilter(job_name="retraining_job"), ascending=True
+                )
                 for rec in records:
                     if rec.dagster_run.status == DagsterRunStatus.FAILURE:
                         run = rec.dagster_run
-                        raise AssertionError(f"{run.job_name} run {run.run_id} ({run.tags}) failed: "
-                                             f"{_failure(instance, run.run_id)}\n{diagnostics()}")
-                daily = [r for r in records if r.dagster_run.job_name == "daily_job"
-                         and r.dagster_run.tags.get(TRIGGER) == "scheduled" and r.dagster_run.status == DagsterRunStatus.SUCCESS]
-                drift = [r for r in records if r.dagster_run.job_name == "retraining_job"
-                         and r.dagster_run.tags.get(TRIGGER) == "drift"]
+                        raise AssertionError(
+                            f"{run.job_name} run {run.run_id} ({run.tags}) failed: {_failure(instance, run.run_id)}\n{diagnostics()}"
+                        )
+                daily = [
+                    r
+                    for r in records
+                    if r.dagster_run.job_name == "daily_job"
+                    and r.dagster_run.tags.get(TRIGGER) == "scheduled"
+                    and r.dagster_run.status == DagsterRunStatus.SUCCESS
+                ]
+                drift = [r for r in records if r.dagster_run.job_name == "retraining_job" and r.dagster_run.tags.get(TRIGGER) == "drift"]
                 if len(daily) >= 2 and drift and drift[0].dagster_run.status == DagsterRunStatus.SUCCESS:
                     decision = _promotion_decision(instance, drift[0].dagster_run.run_id)
                     if decision is not None:
@@ -266,15 +291,18 @@ def daemon_scenario(tmp_path: Path) -> None:
             for rec in all_runs:
                 run = rec.dagster_run
                 what = run.tags.get("dagster/partition") or "..".join(
-                    filter(None, [run.tags.get("dagster/asset_partition_range_start"),
-                                  run.tags.get("dagster/asset_partition_range_end")]))
-                timeline.append(f"{run.job_name:17s} {what:23s} trigger={run.tags.get(TRIGGER, '-'):9s} "
-                                f"{run.status.value:8s} created {_hms(_epoch(rec.create_timestamp), started)} "
-                                f"start {_hms(rec.start_time, started)} end {_hms(rec.end_time, started)}"
-                                + (f" score={run.tags['stockml/drift_score']}" if "stockml/drift_score" in run.tags else ""))
-        assert done is not None, (f"within {DEADLINE_S} s: not two scheduled daily runs then a successful drift retrain "
-                                  f"with a promotion decision\nruns:\n" + "\n".join(timeline)
-                                  + f"\ndrift scores: {scores}\n{diagnostics()}")
+                    filter(None, [run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")])
+                )
+                timeline.append(
+                    f"{run.job_name:17s} {what:23s} trigger={run.tags.get(TRIGGER, '-'):9s} "
+                    f"{run.status.value:8s} created {_hms(_epoch(rec.create_timestamp), started)} "
+                    f"start {_hms(rec.start_time, started)} end {_hms(rec.end_time, started)}"
+                    + (f" score={run.tags['stockml/drift_score']}" if "stockml/drift_score" in run.tags else "")
+                )
+        assert done is not None, (
+            f"within {DEADLINE_S} s: not two scheduled daily runs then a successful drift retrain "
+            f"with a promotion decision\nruns:\n" + "\n".join(timeline) + f"\ndrift scores: {scores}\n{diagnostics()}"
+        )
         daily, retrain, decision, _ = done
         run = retrain.dagster_run
         # The retrain came from the sensor after the daily runs measured the shift, with its score.
@@ -286,14 +314,16 @@ def daemon_scenario(tmp_path: Path) -> None:
         assert len(quiet) == 3 and all(scores[d] < threshold for d in quiet), scores  # quiet before the shift
         # The webserver serves the same instance (graphql) and listens on loopback only.
         assert web_up_at is not None, diagnostics()
-        gql = _graphql(port, '{ runsOrError(filter: {pipelineName: "retraining_job"}) '
-                             '{ ... on Runs { results { runId status tags { key value } } } } }')
+        gql = _graphql(
+            port, '{ runsOrError(filter: {pipelineName: "retraining_job"}) { ... on Runs { results { runId status tags { key value } } } } }'
+        )
         seen = {r["runId"]: r for r in gql["data"]["runsOrError"]["results"]}
         assert seen[run.run_id]["status"] == "SUCCESS"
         # Its partitions end at a day the feed delivered while it ran (it loaded when the feed ended on
         # 2006-01-25): the daily runs had it reload, so the UI counts no undelivered day as missing.
-        served = _graphql(port, '{ assetNodeOrError(assetKey: {path: ["drift_report"]}) '
-                                '{ ... on AssetNode { partitionKeysByDimension { partitionKeys } } } }')
+        served = _graphql(
+            port, '{ assetNodeOrError(assetKey: {path: ["drift_report"]}) { ... on AssetNode { partitionKeysByDimension { partitionKeys } } } }'
+        )
         served_keys = served["data"]["assetNodeOrError"]["partitionKeysByDimension"][0]["partitionKeys"]
         assert max(scores) in served_keys and served_keys[-1] >= max(scores) > "2006-01-25", (served_keys[-3:], max(scores))
         assert _listening_addresses(port) == {"127.0.0.1"}, _listening_addresses(port)
@@ -317,13 +347,16 @@ def daemon_scenario(tmp_path: Path) -> None:
         assert len(rows) == 1 and rows.trigger.iloc[0] == "drift", history
     else:
         assert rows.empty
-    summary = [f"history and setup daily run (in-process, {first:%Y-%m-%d}..{last:%Y-%m-%d}): {history_s:.0f} s",
-               f"processes up {stopped - started:.0f} s; condition met after {elapsed:.0f} s; "
-               f"webserver answered after {web_up_at - started:.0f} s; test wall time {time.time() - t_test:.0f} s",
-               f"retrain {run.run_id[:8]} (score {run.tags['stockml/drift_score']}, day {run.tags['stockml/day']}): "
-               f"{verdict}, candidate {decision.metadata['candidate_version'].value}",
-               f"drift scores: { {d: round(float(s), 3) for d, s in scores.items()} }", "runs (times from the processes' start):",
-               *timeline]
+    summary = [
+        f"history and setup daily run (in-process, {first:%Y-%m-%d}..{last:%Y-%m-%d}): {history_s:.0f} s",
+        f"processes up {stopped - started:.0f} s; condition met after {elapsed:.0f} s; "
+        f"webserver answered after {web_up_at - started:.0f} s; test wall time {time.time() - t_test:.0f} s",
+        f"retrain {run.run_id[:8]} (score {run.tags['stockml/drift_score']}, day {run.tags['stockml/day']}): "
+        f"{verdict}, candidate {decision.metadata['candidate_version'].value}",
+        f"drift scores: { {d: round(float(s), 3) for d, s in scores.items()} }",
+        "runs (times from the processes' start):",
+        *timeline,
+    ]
     (tmp_path / "summary.txt").write_text("\n".join(summary) + "\n")
     print("\n" + "\n".join(summary))
 
@@ -336,8 +369,9 @@ def start_scenario(base: Path) -> subprocess.Popen:
     """Start ``daemon_scenario`` in a background process (its own process group); output in base/scenario.log."""
     base.mkdir(parents=True, exist_ok=True)
     log = open(base / "scenario.log", "w")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, "-m", "tests.test_daemon", str(base)], cwd=PROJECT_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.test_daemon", str(base)], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def test_daemon_schedule_and_drift_sensor_run_the_platform(request, tmp_path) -> None:

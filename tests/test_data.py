@@ -214,9 +214,9 @@ def test_missing_column_is_named(tmp_path, raw_market) -> None:
 
 
 def test_rare_events_reject_end_before_start(tmp_path) -> None:
-    pd.DataFrame({"name": ["ok", "backwards"], "start": ["2001-01-02", "2008-10-10"],
-                  "end": ["2001-02-01", "2008-09-01"], "description": ["x", "y"]}
-                 ).to_csv(tmp_path / "rare_events.csv", index=False)
+    pd.DataFrame(
+        {"name": ["ok", "backwards"], "start": ["2001-01-02", "2008-10-10"], "end": ["2001-02-01", "2008-09-01"], "description": ["x", "y"]}
+    ).to_csv(tmp_path / "rare_events.csv", index=False)
     with pytest.raises(DataFolderError, match="backwards"):
         load_rare_events(tmp_path)
 
@@ -244,8 +244,7 @@ def test_data_dir_comes_from_the_env_var(tmp_path, monkeypatch) -> None:
     assert data_dir_from_env() == DEFAULT_DATA_DIR.resolve() == BROAD_DATA_DIR.resolve()
 
 
-def _bad_folder(root: Path, name: str, prices_text: str | None = None, prices_bytes: bytes | None = None,
-                market: pd.DataFrame | None = None) -> Path:
+def _bad_folder(root: Path, name: str, prices_text: str | None = None, prices_bytes: bytes | None = None, market: pd.DataFrame | None = None) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
     shutil.copy(SAMPLE_DATA_DIR / "sectors.csv", folder / "sectors.csv")
@@ -272,8 +271,10 @@ def test_every_malformed_file_kind_is_refused_with_its_own_message(tmp_path) -> 
         "header_only": (dict(prices_text=full.splitlines()[0] + "\n"), "a header and no rows"),
         "truncated": (dict(prices_text=full[: len(full) // 2]), "looks truncated"),
         "truncated_gzip": (dict(prices_bytes=gzip.compress(full.encode())[:400]), "cut off or corrupt"),
-        "dd_mm_yyyy": (dict(prices_text=prices.assign(date=pd.to_datetime(prices.date).dt.strftime("%d-%m-%Y")).to_csv(index=False)),
-                       "not ISO dates"),
+        "dd_mm_yyyy": (
+            dict(prices_text=prices.assign(date=pd.to_datetime(prices.date).dt.strftime("%d-%m-%Y")).to_csv(index=False)),
+            "not ISO dates",
+        ),
         "missing_prices": (dict(), "no prices.csv or prices.csv.gz"),
     }
     for name, (kwargs, message) in cases.items():

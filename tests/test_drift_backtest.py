@@ -40,8 +40,7 @@ S = DriftSettings()
 def _panel(n_days: int = 300, n_tickers: int = 8, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2016-01-04", periods=n_days)
-    return pd.DataFrame({"date": np.repeat(dates, n_tickers),
-                         "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_days)}), rng, dates
+    return pd.DataFrame({"date": np.repeat(dates, n_tickers), "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_days)}), rng, dates
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +92,7 @@ def test_threshold_is_the_quantile_of_reference_windows(features) -> None:
     iqr = np.subtract(*np.quantile(x, [0.75, 0.25])) / 1.349
     days = np.sort(r.date.unique())
     starts = range(len(days) - S.current_window, -1, -S.calibration_step)
-    dists = [wasserstein_distance(x, r.stationary[r.date.isin(days[i:i + S.current_window])]) / iqr for i in starts]
+    dists = [wasserstein_distance(x, r.stationary[r.date.isin(days[i : i + S.current_window])]) / iqr for i in starts]
     row = feature_drift(features, ["stationary"], S).iloc[0]
     assert row.threshold == pytest.approx(np.quantile(dists, S.calibration_quantile), rel=0.05)
 
@@ -117,8 +116,7 @@ def test_date_level_features_are_tested_once_per_date() -> None:
     assert (per_date_out.n_reference, per_date_out.n_current) == (S.reference_window, S.current_window)
     from scipy.stats import ks_2samp
 
-    expected = ks_2samp(per_date[-(S.current_window + S.reference_window):-S.current_window],
-                        per_date[-S.current_window:], method="exact").pvalue
+    expected = ks_2samp(per_date[-(S.current_window + S.reference_window) : -S.current_window], per_date[-S.current_window :], method="exact").pvalue
     assert per_date_out.p_value == pytest.approx(expected)
     detected = feature_drift(df, ["vix_like"], S).iloc[0]  # None: detected as identical across tickers
     assert detected.n_current == S.current_window and detected.p_value == pytest.approx(expected)
@@ -139,7 +137,7 @@ def test_feature_without_enough_values_is_not_flagged(features) -> None:
 
 
 def test_empty_or_short_history_gives_untestable_rows(features) -> None:
-    for rows in (features.iloc[:0], features.iloc[:8 * S.current_window]):
+    for rows in (features.iloc[:0], features.iloc[: 8 * S.current_window]):
         out = feature_drift(rows, ["stationary", "shifted"], S)
         assert list(out.columns) == FEATURE_DRIFT_COLUMNS and len(out) == 2
         assert out.effect.isna().all() and not out.drifted.any() and (out.n_reference == 0).all()
@@ -410,8 +408,9 @@ def _random_market(n_tickers=40, n_days=120, seed=0):
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2021-01-01", periods=n_days)
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_days, n_tickers)), axis=0))
-    prices = pd.DataFrame({"ticker": np.tile([f"T{i:02d}" for i in range(n_tickers)], n_days),
-                           "date": np.repeat(dates, n_tickers), "close": close.ravel()})
+    prices = pd.DataFrame(
+        {"ticker": np.tile([f"T{i:02d}" for i in range(n_tickers)], n_days), "date": np.repeat(dates, n_tickers), "close": close.ravel()}
+    )
     return prices, next_day_returns(prices)
 
 

@@ -1,6 +1,5 @@
 """Tests of the drift policy's history replay: crash onsets, quiet days, daily scores (stockml_core.drift)."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,9 +66,13 @@ def test_real_sample_onsets() -> None:
 
 
 def test_a_falling_normal_market_is_a_correction_state() -> None:
-    reg = pd.DataFrame({"regime": ["normal", "normal", "normal", "high_volatility", "recovery", "crash"],
-                        "spx_drawdown": [-0.09, -0.09, -0.07, -0.09, -0.12, -0.20],
-                        "spx_return_20d": [-0.06, -0.04, -0.06, -0.06, 0.01, -0.10]})
+    reg = pd.DataFrame(
+        {
+            "regime": ["normal", "normal", "normal", "high_volatility", "recovery", "crash"],
+            "spx_drawdown": [-0.09, -0.09, -0.07, -0.09, -0.12, -0.20],
+            "spx_return_20d": [-0.06, -0.04, -0.06, -0.06, 0.01, -0.10],
+        }
+    )
     # only the first: the second falls too little, the third is too close to its peak, the others
     # are in a regime already
     assert market_states(reg, S).tolist() == ["correction", "normal", "normal", "high_volatility", "recovery", "crash"]
@@ -87,8 +90,7 @@ def test_market_states_on_the_sample_catch_january_2008_and_ignore_the_future() 
     assert (states["2007-01-01":"2007-06-30"] == "normal").all()
     # no look-ahead: the states up to 2008-01-09 are the same when the later prices are changed
     cut = market.date <= "2008-01-09"
-    changed = market.assign(spx_close=np.where(cut, market.spx_close, market.spx_close * 3),
-                            vix_close=np.where(cut, market.vix_close, 80.0))
+    changed = market.assign(spx_close=np.where(cut, market.spx_close, market.spx_close * 3), vix_close=np.where(cut, market.vix_close, 80.0))
     again = market_states(compute_regimes(changed), S)
     assert again[cut.to_numpy()].tolist() == states[cut.to_numpy()].tolist()
 
@@ -108,22 +110,20 @@ def test_daily_drift_scores_match_feature_drift_on_each_day() -> None:
     f["a"] = rng.normal(size=len(f)) + 3.0 * (f.date >= dates[-3]).to_numpy()
     f["b"] = rng.normal(size=len(f))
     f = f.sample(frac=1.0, random_state=0)  # any row order
-    regimes = pd.DataFrame({"date": dates, "regime": ["normal"] * 277 + ["crash"] * 3, "spx_drawdown": 0.0,
-                            "spx_return_20d": 0.0})
+    regimes = pd.DataFrame({"date": dates, "regime": ["normal"] * 277 + ["crash"] * 3, "spx_drawdown": 0.0, "spx_return_20d": 0.0})
     s = DriftSettings()
     days = dates[-4:]
     out = daily_drift_scores(f, regimes, ["a", "b"], s, set(), days)
     assert list(out.index) == list(days)
     assert {"score", "features", "regime", "n_drifted", "n_tested", "transition"} <= set(out.columns)
     assert out.score.between(0, 1).all()
-    last = feature_drift(f[f.date.isin(dates[-(s.current_window + s.reference_window):])], ["a", "b"], s, set())
+    last = feature_drift(f[f.date.isin(dates[-(s.current_window + s.reference_window) :])], ["a", "b"], s, set())
     assert out.n_drifted.iloc[-1] == last.drifted.sum() == 1
     assert out.regime.iloc[-1] == pytest.approx(3 / s.current_window)
     assert out.transition.iloc[-1] == "normal -> crash" and out.transition.iloc[0] == "none"
     assert out.score.iloc[-1] > out.score.iloc[0]
     # the regime part is the mix of market states: a falling market under a calm VIX shifts it too
-    falling = regimes.assign(regime="normal", spx_drawdown=np.r_[[0.0] * 277, [-0.1] * 3],
-                             spx_return_20d=np.r_[[0.0] * 277, [-0.06] * 3])
+    falling = regimes.assign(regime="normal", spx_drawdown=np.r_[[0.0] * 277, [-0.1] * 3], spx_return_20d=np.r_[[0.0] * 277, [-0.06] * 3])
     out = daily_drift_scores(f, falling, ["a", "b"], s, set(), days)
     assert out.regime.iloc[-1] == pytest.approx(3 / s.current_window)
     assert out.transition.iloc[-1] == "normal -> correction"

@@ -24,8 +24,7 @@ def test_benchmark_scores_equal_the_stored_drift_report_on_a_replayed_month(fres
     assert history.success
     daily = run_daily_job(fresh_instance, MONTH[0], last=MONTH[1], **config)
     assert daily.success
-    stored = Warehouse(home / "warehouse.duckdb").read(
-        'select date, value from "assets".drift_report where component = ? order by date', ["overall"])
+    stored = Warehouse(home / "warehouse.duckdb").read('select date, value from "assets".drift_report where component = ? order by date', ["overall"])
     stored = pd.Series(stored.value.to_numpy(), index=pd.DatetimeIndex(stored.date))
     assert len(stored) == 19 and stored.index.min() == pd.Timestamp(MONTH[0])  # February 2006's trading days
 

@@ -112,8 +112,7 @@ def test_metrics_of_no_rows() -> None:
 def _panel(n_dates: int, n_tickers: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2015-01-01", periods=n_dates)
-    frame = pd.DataFrame({"date": np.repeat(dates, n_tickers),
-                          "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_dates)})
+    frame = pd.DataFrame({"date": np.repeat(dates, n_tickers), "ticker": np.tile([f"T{i}" for i in range(n_tickers)], n_dates)})
     return frame.assign(fwd_return=rng.normal(0, 0.02, len(frame)))
 
 
@@ -173,7 +172,7 @@ def test_overlap_t_is_calibrated_on_overlapping_returns_where_the_plain_t_is_not
     # Daily ICs of 5-day returns with no skill: each day's IC shares 4 of its 5 days with the next (MA(4)).
     rng = np.random.default_rng(11)
     shocks = rng.normal(size=(2000, 1004))
-    ics = np.stack([shocks[:, k:k + 1000] for k in range(5)]).sum(axis=0)
+    ics = np.stack([shocks[:, k : k + 1000] for k in range(5)]).sum(axis=0)
     plain = np.array([hac_t(row, 0) for row in ics])
     nw = np.array([hac_t(row, 4) for row in ics])
     ours = np.array([overlap_t(row, 5) for row in ics])

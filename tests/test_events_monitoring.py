@@ -26,8 +26,14 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 def _catalog(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame({"name": [r[0] for r in rows], "start": pd.to_datetime([r[1] for r in rows]),
-                         "end": pd.to_datetime([r[2] for r in rows]), "description": [r[0] for r in rows]})
+    return pd.DataFrame(
+        {
+            "name": [r[0] for r in rows],
+            "start": pd.to_datetime([r[1] for r in rows]),
+            "end": pd.to_datetime([r[2] for r in rows]),
+            "description": [r[0] for r in rows],
+        }
+    )
 
 
 OVERLAPPING = _catalog([("early", "2020-01-06", "2020-01-17"), ("late", "2020-01-13", "2020-01-24")])
@@ -89,30 +95,41 @@ def test_catalog_merges_captured_events_without_duplicate_names() -> None:
 
 def _oof(rows: list[tuple[str, str, str, str, int, list[float]]]) -> pd.DataFrame:
     """rows: (ticker, date, sector, regime, label, [p_down, p_flat, p_up])."""
-    df = pd.DataFrame({"ticker": [r[0] for r in rows], "date": pd.to_datetime([r[1] for r in rows]),
-                       "sector": [r[2] for r in rows], "regime": [r[3] for r in rows],
-                       "label": [r[4] for r in rows]})
+    df = pd.DataFrame(
+        {
+            "ticker": [r[0] for r in rows],
+            "date": pd.to_datetime([r[1] for r in rows]),
+            "sector": [r[2] for r in rows],
+            "regime": [r[3] for r in rows],
+            "label": [r[4] for r in rows],
+        }
+    )
     df[[f"candidate__{c}" for c in PROBA_COLUMNS]] = np.array([r[5] for r in rows])
     return df
 
 
-OOF = _oof([
-    ("AAA", "2020-01-02", "Energy", "normal", 2, [0.90, 0.05, 0.05]),  # wrong, confidence 0.90
-    ("AAA", "2020-01-03", "Energy", "crash", 0, [0.10, 0.10, 0.80]),  # wrong, 0.80
-    ("BBB", "2020-01-02", "Energy", "normal", 1, [0.05, 0.90, 0.05]),  # right
-    ("BBB", "2020-01-03", "Energy", "crash", 1, [0.20, 0.20, 0.60]),  # wrong, 0.60
-    ("CCC", "2020-01-02", "Utilities", "normal", 0, [0.95, 0.03, 0.02]),  # right, very confident
-    ("CCC", "2020-01-03", "Utilities", "crash", 2, [0.50, 0.40, 0.10]),  # wrong, 0.50
-    ("DDD", "2020-01-02", "Utilities", "normal", 2, [0.10, 0.20, 0.70]),  # right
-    ("DDD", "2020-01-03", "Utilities", "normal", 2, [0.20, 0.30, 0.50]),  # right
-])
+OOF = _oof(
+    [
+        ("AAA", "2020-01-02", "Energy", "normal", 2, [0.90, 0.05, 0.05]),  # wrong, confidence 0.90
+        ("AAA", "2020-01-03", "Energy", "crash", 0, [0.10, 0.10, 0.80]),  # wrong, 0.80
+        ("BBB", "2020-01-02", "Energy", "normal", 1, [0.05, 0.90, 0.05]),  # right
+        ("BBB", "2020-01-03", "Energy", "crash", 1, [0.20, 0.20, 0.60]),  # wrong, 0.60
+        ("CCC", "2020-01-02", "Utilities", "normal", 0, [0.95, 0.03, 0.02]),  # right, very confident
+        ("CCC", "2020-01-03", "Utilities", "crash", 2, [0.50, 0.40, 0.10]),  # wrong, 0.50
+        ("DDD", "2020-01-02", "Utilities", "normal", 2, [0.10, 0.20, 0.70]),  # right
+        ("DDD", "2020-01-03", "Utilities", "normal", 2, [0.20, 0.30, 0.50]),  # right
+    ]
+)
 
 
 def test_worst_mistakes_picks_the_most_confident_wrong_predictions() -> None:
     buf = worst_mistakes(OOF, None, size=3)
     assert list(buf.columns) == REPLAY_COLUMNS
     assert list(zip(buf.ticker, buf.date.dt.strftime("%Y-%m-%d"), strict=True)) == [
-        ("AAA", "2020-01-02"), ("AAA", "2020-01-03"), ("BBB", "2020-01-03")]
+        ("AAA", "2020-01-02"),
+        ("AAA", "2020-01-03"),
+        ("BBB", "2020-01-03"),
+    ]
     np.testing.assert_allclose(buf.confidence, [0.90, 0.80, 0.60])
     np.testing.assert_allclose(buf.error_score, buf.confidence)
     assert list(buf.predicted) == [0, 2, 2] and list(buf.label) == [2, 0, 1]

@@ -60,8 +60,9 @@ def second_step(first_step: Big) -> Big:
     return out
 
 
-DEFS = Definitions(assets=[first_step, second_step], resources={"io_manager": summary_io},
-                   jobs=[define_asset_job("both", AssetSelection.all(), partitions_def=DAYS)])
+DEFS = Definitions(
+    assets=[first_step, second_step], resources={"io_manager": summary_io}, jobs=[define_asset_job("both", AssetSelection.all(), partitions_def=DAYS)]
+)
 
 
 def _run(runner):
@@ -69,8 +70,11 @@ def _run(runner):
     SummaryIO.stored.clear()
     with DagsterInstance.ephemeral() as instance:
         result = runner(DEFS.resolve_job_def("both"), instance)
-        events = [(e.event_type_value, e.step_key) for e in result.all_events
-                  if e.event_type_value in ("STEP_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION", "HANDLED_OUTPUT")]
+        events = [
+            (e.event_type_value, e.step_key)
+            for e in result.all_events
+            if e.event_type_value in ("STEP_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION", "HANDLED_OUTPUT")
+        ]
         run = instance.get_run_by_id(result.run_id)
         gc.collect()
         alive = sum(r() is not None for r in ALIVE)
@@ -80,9 +84,9 @@ def _run(runner):
 def test_execute_runs_what_execute_in_process_runs_and_frees_the_outputs():
     tags = {"stockml/trigger": "manual"}
     ref, ref_events, ref_run, ref_stored, ref_alive = _run(
-        lambda job, inst: job.execute_in_process(instance=inst, partition_key="2024-01-03", tags=tags))
-    got, events, run, stored, alive = _run(
-        lambda job, inst: execute(job, inst, partition_key="2024-01-03", tags=tags))
+        lambda job, inst: job.execute_in_process(instance=inst, partition_key="2024-01-03", tags=tags)
+    )
+    got, events, run, stored, alive = _run(lambda job, inst: execute(job, inst, partition_key="2024-01-03", tags=tags))
     assert ref.success and got.success
     assert events == ref_events and stored == ref_stored == {"first_step": 1e6, "second_step": 2e6}
     assert run.tags["dagster/partition"] == "2024-01-03" and run.tags["stockml/trigger"] == "manual"
@@ -94,8 +98,7 @@ def test_execute_runs_what_execute_in_process_runs_and_frees_the_outputs():
 def test_execute_takes_an_asset_selection_and_refuses_an_unknown_partition():
     with DagsterInstance.ephemeral() as instance:
         SummaryIO.stored.clear()
-        got = execute(DEFS.resolve_job_def("both"), instance, partition_key="2024-01-04",
-                      asset_selection=[first_step.key])
+        got = execute(DEFS.resolve_job_def("both"), instance, partition_key="2024-01-04", asset_selection=[first_step.key])
         assert got.success and set(SummaryIO.stored) == {"first_step"}
         with pytest.raises(DagsterUnknownPartitionError):  # as execute_in_process does
             execute(DEFS.resolve_job_def("both"), instance, partition_key="2031-01-01")

@@ -18,9 +18,15 @@ STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
 
 
 def _env(tmp_path) -> dict:
-    return {**os.environ, "STOCKML_DATA_DIR": str(tmp_path / "data"), "STOCKML_HOME": str(tmp_path / "home"),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"), "STOCKML_FAST": "1", "STOCKML_AUTOMATION": "off",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "STOCKML_DATA_DIR": str(tmp_path / "data"),
+        "STOCKML_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "STOCKML_FAST": "1",
+        "STOCKML_AUTOMATION": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _started_runs(dagster_home) -> list:
@@ -51,22 +57,29 @@ def test_a_run_killed_at_each_of_five_points_is_completed_by_the_next_and_equals
     gate = {"STOCKML_GATE": json.dumps(LENIENT_GATE)}  # three names cannot show skill: a champion to compare
     env = {**_env(tmp_path), **gate}
     reference_env = {**env, "STOCKML_HOME": str(tmp_path / "reference"), "DAGSTER_HOME": str(tmp_path / "reference_dh")}
-    reference = subprocess.Popen([*STOCKML, "run"], env=reference_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)  # the uninterrupted run, alongside
+    reference = subprocess.Popen(
+        [*STOCKML, "run"], env=reference_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )  # the uninterrupted run, alongside
     table = []
     for point in POINTS:
         t0 = time.monotonic()
-        killed = subprocess.run([*STOCKML, "run"], env={**env, FAILPOINT_ENV: point}, capture_output=True, text=True,
-                                timeout=300)
+        killed = subprocess.run([*STOCKML, "run"], env={**env, FAILPOINT_ENV: point}, capture_output=True, text=True, timeout=300)
         assert killed.returncode == -signal.SIGKILL, (point, killed.stdout[-2000:], killed.stderr[-2000:])
         if table:  # the run killed before it was found dead and marked failed
             assert "recovered: stockml_full_job run" in killed.stderr, (point, killed.stderr[-2000:])
         left = _left_behind(tmp_path / "home")
-        table.append({"point": point, "killed_after_s": round(time.monotonic() - t0, 1),
-                      "runs_left_started": len(_started_runs(tmp_path / "dagster_home")), **left})
+        table.append(
+            {
+                "point": point,
+                "killed_after_s": round(time.monotonic() - t0, 1),
+                "runs_left_started": len(_started_runs(tmp_path / "dagster_home")),
+                **left,
+            }
+        )
     assert table[3]["without_file"] == ["v0001"] and table[3]["tmp"]  # a version whose artefact was not renamed yet
-    between = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
-                                        timeout=120).stdout)  # after the kill at the gate: decided, not applied
+    between = json.loads(
+        subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout
+    )  # after the kill at the gate: decided, not applied
     assert between["champion"] is None and between["last_decision"]["promoted"]
     assert between["last_decision"]["switch_pending"] is True
     t0 = time.monotonic()
@@ -77,8 +90,7 @@ def test_a_run_killed_at_each_of_five_points_is_completed_by_the_next_and_equals
     ref_out, ref_err = reference.communicate(timeout=300)
     assert reference.returncode == 0, ref_out[-2000:] + ref_err[-2000:]
 
-    status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True,
-                                       timeout=120).stdout)
+    status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout)
     champion, decision = status["champion"], status["last_decision"]
     from stockml_core.registry import ModelRegistry
     from stockml_core.warehouse import Warehouse
@@ -89,8 +101,9 @@ def test_a_run_killed_at_each_of_five_points_is_completed_by_the_next_and_equals
     # uninterrupted run's champion, byte for byte, with the same out-of-sample metrics.
     completed = registry.get(events.version.iloc[0])
     assert "switch completed by the next run" in events.reason.iloc[0]
-    uninterrupted = ModelRegistry(Warehouse(tmp_path / "reference" / "warehouse.duckdb", read_only=True),
-                                  tmp_path / "reference" / "models").champion()
+    uninterrupted = ModelRegistry(
+        Warehouse(tmp_path / "reference" / "warehouse.duckdb", read_only=True), tmp_path / "reference" / "models"
+    ).champion()
     assert completed.sha256 == uninterrupted.sha256
     assert json.dumps(completed.metrics, sort_keys=True) == json.dumps(uninterrupted.metrics, sort_keys=True)
     # Then it judged its own candidate: a second training cycle, since the killed run had also stored its
@@ -107,10 +120,14 @@ def test_a_run_killed_at_each_of_five_points_is_completed_by_the_next_and_equals
         assert not instance.event_log_storage.get_concurrency_run_ids()  # no pool slot left claimed
     print("\n| kill -9 at | after (s) | runs left STARTED | temporary files | versions | version without its file |")
     for row in table:
-        print(f"| {row['point']} | {row['killed_after_s']} | {row['runs_left_started']} | {len(row['tmp'])} | "
-              f"{', '.join(row['versions']) or '-'} | {', '.join(row['without_file']) or '-'} |")
-    print(f"| rerun: completed | {rerun_s:.1f} | 0 | 0 | switch to {completed.version} (= the uninterrupted run's "
-          f"sha256) completed; candidate {decision['candidate_version']} promoted: {decision['promoted']} | - |")
+        print(
+            f"| {row['point']} | {row['killed_after_s']} | {row['runs_left_started']} | {len(row['tmp'])} | "
+            f"{', '.join(row['versions']) or '-'} | {', '.join(row['without_file']) or '-'} |"
+        )
+    print(
+        f"| rerun: completed | {rerun_s:.1f} | 0 | 0 | switch to {completed.version} (= the uninterrupted run's "
+        f"sha256) completed; candidate {decision['candidate_version']} promoted: {decision['promoted']} | - |"
+    )
 
 
 def test_sigterm_stops_a_run_within_seconds_and_leaves_no_run_started(tmp_path) -> None:

@@ -32,8 +32,7 @@ def _assert_equal_to_full(home, folder, end: str) -> None:
     stored, full = _stored(home), _full(folder, end)
     pd.testing.assert_frame_equal(stored[["ticker", "date"]], full[["ticker", "date"]])
     for name in FEATURE_NAMES:
-        np.testing.assert_allclose(stored[name].to_numpy(np.float64), full[name].to_numpy(np.float64),
-                                   rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(stored[name].to_numpy(np.float64), full[name].to_numpy(np.float64), rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,7 @@ def history(tmp_path_factory):
     instance = make_instance(root / "dagster")
     # Blocks of MIN_BLOCK_DAYS days (the floor at a 1-row budget), each ticker on its own: the 1,380-day
     # history is computed and stored in nine.
-    config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True,
-              "feature_block_rows": 1}
+    config = {"home": root / "home", "data_dir": folder, "tickers": TICKERS, "start": START, "fast": True, "feature_block_rows": 1}
     result = run_history_job(instance, START, "2017-06-30", train=False, **config)
     assert result.success
     yield root, folder, instance, config, result
@@ -72,8 +70,7 @@ def test_history_run_is_one_run_over_every_day_and_equals_a_full_recompute(histo
 
 def test_history_features_are_stored_in_blocks_in_one_transaction(history, tmp_path):
     _, _, _, config, result = history
-    meta = next(e for e in result.get_asset_materialization_events()
-                if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+    meta = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
     days = materialized_partitions(result, "feature_matrix")
     assert meta["blocks"].value == int(np.ceil(len(days) / MIN_BLOCK_DAYS)) == 9 and meta["dagster/row_count"].value == len(_stored(config["home"]))
     # A block that fails while the iterator makes it (a check raising) rolls the whole write back.
@@ -93,8 +90,9 @@ def test_history_features_are_stored_in_blocks_in_one_transaction(history, tmp_p
     pd.testing.assert_frame_equal(_stored(copied["home"]), before)
     # The same write completed replaces exactly [first, last].
     kept = before[before.date < first]
-    assert replace_partition_rows(res, "feature_matrix", first, last, iter([before[before.date >= first].assign(ret_1=0.5)])) \
-        == int((before.date >= first).sum())
+    assert replace_partition_rows(res, "feature_matrix", first, last, iter([before[before.date >= first].assign(ret_1=0.5)])) == int(
+        (before.date >= first).sum()
+    )
     after = _stored(copied["home"])
     pd.testing.assert_frame_equal(after[after.date < first], kept)
     assert (after.ret_1[after.date >= first] == 0.5).all()
@@ -113,8 +111,11 @@ def test_a_whole_table_rewrite_is_staged_then_swapped_and_a_failure_leaves_it_as
     halves = [before[before.date < pd.Timestamp("2015-01-01")], before[before.date >= pd.Timestamp("2015-01-01")]]
 
     def tables() -> set[str]:
-        return set(Warehouse(copied["home"] / "warehouse.duckdb").read(
-            "select table_name from information_schema.tables where table_schema = 'assets'").table_name)
+        return set(
+            Warehouse(copied["home"] / "warehouse.duckdb")
+            .read("select table_name from information_schema.tables where table_schema = 'assets'")
+            .table_name
+        )
 
     def failing():
         yield halves[0].assign(ret_1=1.0)
@@ -140,8 +141,7 @@ def test_a_range_run_plans_each_check_once_and_completes_it(history):
 
     _, _, instance, _, result = history
     for asset in ("market_regimes", "labels"):
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey(asset), f"{asset}_schema"), limit=10_000)
+        records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), f"{asset}_schema"), limit=10_000)
         ours = [r for r in records if r.run_id == result.run_id]
         assert [r.status.value for r in ours] == ["SUCCEEDED"], (asset, len(ours))
 
@@ -153,8 +153,7 @@ def test_daily_run_after_history_equals_a_full_recompute(history, tmp_path):
         result = run_daily_job(instance, day, **config)
         assert result.success
         assert materialized_partitions(result, "feature_matrix") == [day]
-        meta = next(e for e in result.get_asset_materialization_events()
-                    if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+        meta = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
         assert meta["dagster/row_count"].value == len(TICKERS)  # one new day: one row per ticker
     _assert_equal_to_full(config["home"], folder, "2017-07-07")
     # Running a day again replaces its partition: no duplicate rows, still equal to a full recompute.
@@ -169,8 +168,16 @@ def test_range_run_after_history_equals_a_full_recompute(history, tmp_path):
     result = run_daily_job(instance, "2017-07-03", last="2017-07-14", **config)
     assert result.success
     assert materialized_partitions(result, "feature_matrix") == [
-        "2017-07-03", "2017-07-05", "2017-07-06", "2017-07-07", "2017-07-10", "2017-07-11", "2017-07-12",
-        "2017-07-13", "2017-07-14"]
+        "2017-07-03",
+        "2017-07-05",
+        "2017-07-06",
+        "2017-07-07",
+        "2017-07-10",
+        "2017-07-11",
+        "2017-07-12",
+        "2017-07-13",
+        "2017-07-14",
+    ]
     _assert_equal_to_full(config["home"], folder, "2017-07-14")
     # Drift and the rare-event watch have one block of rows per day of the range.
     drift = Warehouse(config["home"] / "warehouse.duckdb").read('select * from "assets"."drift_report"')

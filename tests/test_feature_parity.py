@@ -87,9 +87,11 @@ def _check(name: str, ticker: str, one: pd.DataFrame, ours: pd.Series, ref: pd.S
     if bad.any():
         rows = np.flatnonzero(bad)
         worst = rows[np.argmax(np.abs(x[rows] - y[rows]))]
-        problems.append(f"{ticker}: {len(rows)} of {int(compared.sum())} rows differ; first row {rows[0]} "
-                        f"({pd.Timestamp(one['date'].iloc[rows[0]]):%Y-%m-%d}): ours {x[rows[0]]:.9g} ta {y[rows[0]]:.9g}; "
-                        f"worst row {worst}: ours {x[worst]:.9g} ta {y[worst]:.9g}")
+        problems.append(
+            f"{ticker}: {len(rows)} of {int(compared.sum())} rows differ; first row {rows[0]} "
+            f"({pd.Timestamp(one['date'].iloc[rows[0]]):%Y-%m-%d}): ours {x[rows[0]]:.9g} ta {y[rows[0]]:.9g}; "
+            f"worst row {worst}: ours {x[worst]:.9g} ta {y[worst]:.9g}"
+        )
     return int(compared.sum()), problems
 
 

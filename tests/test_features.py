@@ -129,7 +129,7 @@ def _cut_dates(frame: pd.DataFrame, seed: int) -> list[pd.Timestamp]:
     # Cuts late enough that even the longest warm-up has values before them.
     dates = np.sort(frame["date"].unique())
     rng = np.random.default_rng(seed)
-    return [pd.Timestamp(d) for d in rng.choice(dates[MAX_LOOKBACK + 10:-20], size=3, replace=False)]
+    return [pd.Timestamp(d) for d in rng.choice(dates[MAX_LOOKBACK + 10 : -20], size=3, replace=False)]
 
 
 def _assert_past_identical(full: pd.DataFrame, other: pd.DataFrame, cut: pd.Timestamp) -> set[str]:
@@ -401,8 +401,12 @@ def test_returns_and_rolling_match_pandas(lookahead_slice) -> None:
     assert np.allclose(out["rank_10"], rank, rtol=1e-6, equal_nan=True)
     slope = close.transform(lambda s: s.rolling(30).apply(lambda w: np.polyfit(np.arange(30), w, 1)[0] / w[-1], raw=True))
     assert np.allclose(out["slope_30"], slope, rtol=1e-4, atol=1e-7, equal_nan=True)
-    corr = ordered.assign(lv=np.log1p(ordered["volume"])).groupby("ticker")[["close", "lv"]].apply(
-        lambda g: g["close"].rolling(20).corr(g["lv"])).to_numpy()
+    corr = (
+        ordered.assign(lv=np.log1p(ordered["volume"]))
+        .groupby("ticker")[["close", "lv"]]
+        .apply(lambda g: g["close"].rolling(20).corr(g["lv"]))
+        .to_numpy()
+    )
     assert np.allclose(out["corr_pv_20"], corr, atol=1e-5, equal_nan=True)
 
 
@@ -432,7 +436,7 @@ def test_rsi_matches_wilder_and_rising_series(lookahead_slice) -> None:
     rising["open"] = rising["close"]
     r = compute_features(rising)
     for n in (6, 14, 21):
-        assert (r[f"rsi_{n}"].iloc[feature_spec(f"rsi_{n}").lookback:] == 100.0).all()
+        assert (r[f"rsi_{n}"].iloc[feature_spec(f"rsi_{n}").lookback :] == 100.0).all()
     assert (r["up_share_20"].iloc[20:] == 1.0).all()
 
 
@@ -503,7 +507,7 @@ def test_incremental_day_equals_full_recompute(long_panel, market, sectors) -> N
         _assert_features_close(one, full[full["date"] >= day])
     # One new day needs only the last MAX_LOOKBACK rows of each ticker: the older rows do not matter.
     last = days[-1]
-    tail = long_panel.groupby("ticker", group_keys=False).apply(lambda g: g.iloc[-(MAX_LOOKBACK + 1):])
+    tail = long_panel.groupby("ticker", group_keys=False).apply(lambda g: g.iloc[-(MAX_LOOKBACK + 1) :])
     _assert_features_close(compute_features_since(tail, last, market, sectors), full[full["date"] == last])
 
 
@@ -587,7 +591,6 @@ def test_families_select_columns_and_equal_the_full_set(lookahead_slice, market,
         names = [s.name for s in FEATURE_REGISTRY if s.family in families]
         assert list(part.columns) == ["ticker", "date", *names]
         pd.testing.assert_frame_equal(part, full[["ticker", "date", *names]])
-    assert list(compute_features(lookahead_slice, families="candle").columns)[2:] == \
-        [s.name for s in FEATURE_REGISTRY if s.family == "candle"]
+    assert list(compute_features(lookahead_slice, families="candle").columns)[2:] == [s.name for s in FEATURE_REGISTRY if s.family == "candle"]
     with pytest.raises(ValueError, match="unknown feature families"):
         compute_features(lookahead_slice, families=["returns", "astrology"])

@@ -21,12 +21,12 @@ def _evaluations(instance) -> list:
 
 def test_the_daily_run_records_the_check_caught_up(materialized) -> None:
     """`stockml run`'s daily run evaluates the check after drift_report: every delivered day processed."""
-    (ev,) = [e for e in materialized.daily.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-             and e.event_specific_data.check_name == CHECK_NAME]
+    (ev,) = [
+        e for e in materialized.daily.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == CHECK_NAME
+    ]
     assert ev.event_specific_data.passed, ev.event_specific_data.metadata
     f = judge_freshness(materialized.instance, SAMPLE_DATA_DIR, 6.0)
-    assert (f.passed, f.status, f.feed_last_day, f.processed_last_day) == (True, "caught up", materialized.last_day,
-                                                                           materialized.last_day)
+    assert (f.passed, f.status, f.feed_last_day, f.processed_last_day) == (True, "caught up", materialized.last_day, materialized.last_day)
 
 
 def test_a_delivered_day_waits_then_is_overdue_and_the_sensor_records_each_change(fresh_instance, tmp_path) -> None:
@@ -44,8 +44,14 @@ def test_a_delivered_day_waits_then_is_overdue_and_the_sensor_records_each_chang
     sensor = defs.resolve_sensor_def("feed_freshness_sensor")
 
     def tick(cursor):
-        return sensor.evaluate_tick(build_sensor_context(instance=fresh_instance, cursor=cursor, definitions=defs, resources={
-            "stockml": StockMLResource(data_dir=str(folder), home=str(tmp_path / "home"))}))
+        return sensor.evaluate_tick(
+            build_sensor_context(
+                instance=fresh_instance,
+                cursor=cursor,
+                definitions=defs,
+                resources={"stockml": StockMLResource(data_dir=str(folder), home=str(tmp_path / "home"))},
+            )
+        )
 
     first = tick(None)
     again = tick(first.cursor)  # the same verdict: not recorded twice

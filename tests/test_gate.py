@@ -15,8 +15,14 @@ from stockml_core.settings import GateSettings
 SETTINGS = GateSettings()
 CHAMPION = {"rank_ic": 0.025, "accuracy": 0.38}
 ALL_CRITERIA = [
-    "rank_ic_vs_best_baseline", "rank_ic_t", "net_sharpe_vs_best_baseline", "crash_regime_rank_ic",
-    "worst_sector_accuracy", "replay_improvement", "recent_days_vs_production", "rank_ic_vs_champion",
+    "rank_ic_vs_best_baseline",
+    "rank_ic_t",
+    "net_sharpe_vs_best_baseline",
+    "crash_regime_rank_ic",
+    "worst_sector_accuracy",
+    "replay_improvement",
+    "recent_days_vs_production",
+    "rank_ic_vs_champion",
 ]
 NAN = float("nan")
 
@@ -25,17 +31,41 @@ def _candidate(**changes: float | str) -> dict[str, float | str]:
     """The gate's evidence (evaluation.headline + with_books + replay + recent_comparison) of a modest,
     honest candidate at breadth: rank IC 0.028 with t 2.6 against a best baseline of 0.019."""
     c: dict[str, float | str] = {
-        "n": 250_000.0, "days": 1000.0, "accuracy": 0.386, "balanced_accuracy": 0.386, "auc_direction": 0.52,
-        "ic": 0.02, "rank_ic": 0.028, "rank_ic_t": 2.6, "icir": 0.17, "net_sharpe": 0.8, "turnover": 0.5,
-        "crash_rank_ic": 0.01, "crash_days": 40.0, "worst_sector_accuracy": 0.35, "worst_sector": "Energy",
-        "replay_n": 120.0, "repeat_error_rate": 0.80, "champion_repeat_error_rate": 0.85,
-        "recent_days": 60.0, "recent_rank_ic": 0.03, "production_recent_rank_ic": 0.01,
+        "n": 250_000.0,
+        "days": 1000.0,
+        "accuracy": 0.386,
+        "balanced_accuracy": 0.386,
+        "auc_direction": 0.52,
+        "ic": 0.02,
+        "rank_ic": 0.028,
+        "rank_ic_t": 2.6,
+        "icir": 0.17,
+        "net_sharpe": 0.8,
+        "turnover": 0.5,
+        "crash_rank_ic": 0.01,
+        "crash_days": 40.0,
+        "worst_sector_accuracy": 0.35,
+        "worst_sector": "Energy",
+        "replay_n": 120.0,
+        "repeat_error_rate": 0.80,
+        "champion_repeat_error_rate": 0.85,
+        "recent_days": 60.0,
+        "recent_rank_ic": 0.03,
+        "production_recent_rank_ic": 0.01,
     }
     for b in ALL_BASELINES:
         c.update({f"{b}_rank_ic": NAN, f"{b}_net_sharpe": NAN, f"{b}_crash_rank_ic": NAN})
-    c.update({"momentum_12_1_rank_ic": 0.019, "momentum_12_1_net_sharpe": 0.3, "momentum_12_1_crash_rank_ic": -0.02,
-              "reversal_5_sector_rank_ic": 0.016, "reversal_5_sector_net_sharpe": 0.5,
-              "reversal_5_sector_crash_rank_ic": 0.015, "logistic_momentum_rank_ic": 0.009})
+    c.update(
+        {
+            "momentum_12_1_rank_ic": 0.019,
+            "momentum_12_1_net_sharpe": 0.3,
+            "momentum_12_1_crash_rank_ic": -0.02,
+            "reversal_5_sector_rank_ic": 0.016,
+            "reversal_5_sector_net_sharpe": 0.5,
+            "reversal_5_sector_crash_rank_ic": 0.015,
+            "logistic_momentum_rank_ic": 0.009,
+        }
+    )
     c.update(changes)
     return c
 
@@ -73,8 +103,7 @@ SINGLE_FAILURES = [
 ]
 
 
-@pytest.mark.parametrize(("criterion", "candidate_changes", "champion_changes"), SINGLE_FAILURES,
-                         ids=[case[0] for case in SINGLE_FAILURES])
+@pytest.mark.parametrize(("criterion", "candidate_changes", "champion_changes"), SINGLE_FAILURES, ids=[case[0] for case in SINGLE_FAILURES])
 def test_failing_one_criterion_rejects_and_names_it(criterion, candidate_changes, champion_changes) -> None:
     decision = _gate(_candidate(**candidate_changes), champion={**CHAMPION, **champion_changes})
     assert not decision.promoted
@@ -115,15 +144,18 @@ def test_missing_evidence_fails() -> None:
     assert _failed(_gate(_candidate(), champion={"rank_ic": NAN})) == ["rank_ic_vs_champion"]
 
 
-@pytest.mark.parametrize(("criterion", "changes", "champion"), [
-    ("crash_regime_rank_ic", {"crash_days": 5.0, "crash_rank_ic": -0.5}, CHAMPION),
-    ("crash_regime_rank_ic", {"crash_days": NAN, "crash_rank_ic": NAN}, CHAMPION),
-    ("replay_improvement", {"replay_n": 0.0, "repeat_error_rate": NAN}, CHAMPION),
-    ("replay_improvement", {"repeat_error_rate": 0.99}, None),
-    ("recent_days_vs_production", {"recent_days": 10.0, "recent_rank_ic": -0.5}, CHAMPION),
-    ("recent_days_vs_production", {"recent_days": 0.0, "recent_rank_ic": NAN}, CHAMPION),
-    ("rank_ic_vs_champion", {}, None),
-])
+@pytest.mark.parametrize(
+    ("criterion", "changes", "champion"),
+    [
+        ("crash_regime_rank_ic", {"crash_days": 5.0, "crash_rank_ic": -0.5}, CHAMPION),
+        ("crash_regime_rank_ic", {"crash_days": NAN, "crash_rank_ic": NAN}, CHAMPION),
+        ("replay_improvement", {"replay_n": 0.0, "repeat_error_rate": NAN}, CHAMPION),
+        ("replay_improvement", {"repeat_error_rate": 0.99}, None),
+        ("recent_days_vs_production", {"recent_days": 10.0, "recent_rank_ic": -0.5}, CHAMPION),
+        ("recent_days_vs_production", {"recent_days": 0.0, "recent_rank_ic": NAN}, CHAMPION),
+        ("rank_ic_vs_champion", {}, None),
+    ],
+)
 def test_absent_evidence_is_not_applicable_and_said_so(criterion, changes, champion) -> None:
     decision = _gate(_candidate(**changes), champion=champion)
     c = _crit(decision, criterion)
@@ -163,19 +195,16 @@ def test_frame_has_value_threshold_outcome_for_every_criterion() -> None:
     assert list(frame.columns) == ["value", "op", "threshold", "passed", "detail", "applicable", "outcome"]
     assert frame.loc["rank_ic_t", "outcome"] == "fail" and frame.loc["rank_ic_vs_best_baseline", "outcome"] == "pass"
     assert frame.loc["rank_ic_vs_champion", "outcome"] == "not applicable"
-    assert (frame.loc["rank_ic_vs_best_baseline", "value"], frame.loc["rank_ic_vs_best_baseline", "threshold"]) == \
-        (0.028, pytest.approx(0.021))
+    assert (frame.loc["rank_ic_vs_best_baseline", "value"], frame.loc["rank_ic_vs_best_baseline", "threshold"]) == (0.028, pytest.approx(0.021))
     assert set(frame.outcome) <= {"pass", "fail", "not applicable"}
     applicable = frame[frame.applicable]
     assert applicable.value.notna().all() and applicable.threshold.notna().all()
 
 
 def test_with_books_adds_every_models_net_sharpe() -> None:
-    table = pd.DataFrame({"model": ["candidate", "momentum_12_1"], "net_sharpe": [0.7, 0.2],
-                          "avg_daily_turnover": [0.4, 0.1]})
+    table = pd.DataFrame({"model": ["candidate", "momentum_12_1"], "net_sharpe": [0.7, 0.2], "avg_daily_turnover": [0.4, 0.1]})
     e = with_books({"rank_ic": 0.02}, table)
-    assert e == {"rank_ic": 0.02, "net_sharpe": 0.7, "turnover": 0.4, "momentum_12_1_net_sharpe": 0.2,
-                 "momentum_12_1_turnover": 0.1}
+    assert e == {"rank_ic": 0.02, "net_sharpe": 0.7, "turnover": 0.4, "momentum_12_1_net_sharpe": 0.2, "momentum_12_1_turnover": 0.1}
 
 
 def test_recent_comparison_uses_only_the_rows_both_scored() -> None:

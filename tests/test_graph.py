@@ -39,8 +39,7 @@ def test_every_design_asset_exists_in_its_group_with_a_blocking_gate():
     single-run backfills) validate inside the asset (metadata.validated) and report it as their
     ``<asset>_schema`` check, once per run; proven on real runs below."""
     graph = defs.resolve_asset_graph()
-    blocking = {spec.asset_key for node_def in graph.assets_defs for spec in node_def.check_specs
-                if spec.blocking}
+    blocking = {spec.asset_key for node_def in graph.assets_defs for spec in node_def.check_specs if spec.blocking}
     assert {n for names in DESIGN_ASSETS.values() for n in names} == {k.to_user_string() for k in graph.get_all_asset_keys()}
     for group, names in DESIGN_ASSETS.items():
         for name in names:
@@ -80,9 +79,13 @@ def test_every_blocking_check_passes_on_real_data(materialized):
     assert checked == HISTORY_ASSETS and len(evals) >= 20 and failed == []
     # A partitioned asset's gate is one evaluation per run (not per partition), naming the days it covered.
     for result in (materialized.result, materialized.daily):
-        gates = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                 and e.event_specific_data.asset_key.to_user_string() in PARTITIONED_ASSETS
-                 and e.event_specific_data.asset_check_key.name != CHECK_NAME]  # freshness: tests/test_freshness.py
+        gates = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.asset_key.to_user_string() in PARTITIONED_ASSETS
+            and e.event_specific_data.asset_check_key.name != CHECK_NAME
+        ]  # freshness: tests/test_freshness.py
         names = [g.asset_check_key.name for g in gates]
         ran = PARTITIONED_ASSETS & {k for k in materialized_keys(result)}
         assert sorted(names) == sorted(f"{a}_schema" for a in ran) and all(g.passed for g in gates), names
@@ -95,8 +98,9 @@ def test_every_blocking_check_passes_on_real_data(materialized):
                 meta = mat.materialization.metadata
                 assert f"{name}_schema" in meta["checks passed"].value, name
                 assert meta["rows checked"].value > 0, name
-    features = next(e for e in materialized.daily.get_asset_materialization_events()
-                    if e.asset_key.to_user_string() == "feature_matrix").materialization.metadata
+    features = next(
+        e for e in materialized.daily.get_asset_materialization_events() if e.asset_key.to_user_string() == "feature_matrix"
+    ).materialization.metadata
     assert "features_finite_after_warmup" in features["checks passed"].value
 
 
@@ -160,8 +164,16 @@ def test_shap_analysis_table_ranks_every_feature_per_version(materialized):
 
 def test_promotion_decision_lists_every_criterion_with_value_and_threshold(materialized):
     d = _table(materialized.home, "promotion_decision")
-    assert list(d.name) == ["rank_ic_vs_best_baseline", "rank_ic_t", "net_sharpe_vs_best_baseline", "crash_regime_rank_ic",
-                            "worst_sector_accuracy", "replay_improvement", "recent_days_vs_production", "rank_ic_vs_champion"]
+    assert list(d.name) == [
+        "rank_ic_vs_best_baseline",
+        "rank_ic_t",
+        "net_sharpe_vs_best_baseline",
+        "crash_regime_rank_ic",
+        "worst_sector_accuracy",
+        "replay_improvement",
+        "recent_days_vs_production",
+        "rank_ic_vs_champion",
+    ]
     assert d.promoted.all() == d.passed.all()
     assert set(d.outcome) <= {"pass", "fail", "not applicable"}
     assert d.set_index("name").outcome["rank_ic_vs_champion"] == "not applicable"  # the first model: no champion yet
@@ -205,7 +217,8 @@ def test_the_decision_and_its_plots_are_small_enough_for_the_ui_to_show_inline(m
         "backtest_report": [k for k in _latest_metadata(materialized, "backtest_report") if k.startswith("equity curve (")],
         "validation_report": [k for k in _latest_metadata(materialized, "validation_report") if k.startswith("reliability (")],
         "shap_importance": [k for k in _latest_metadata(materialized, "shap_importance") if k.startswith("top features (")],
-        "drift_report": ["drift score, last 250 trading days"]}
+        "drift_report": ["drift score, last 250 trading days"],
+    }
     assert all(len(keys) for keys in inline.values()) and len(inline["promotion_decision"]) == 3, inline
     for asset, keys in inline.items():
         meta = _latest_metadata(materialized, asset)

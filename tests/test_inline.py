@@ -54,8 +54,9 @@ def test_a_drift_chart_keeps_one_day_spikes_and_marks_the_days_above_the_thresho
     dates = pd.bdate_range("2016-01-01", periods=250)
     score = np.full(250, 0.1)
     score[137] = 0.9  # one day, between sampled points
-    md = inline.line_chart("drift score to 2016-12-15", dates, {"score": score}, hline=0.46, hline_label="threshold 0.46",
-                           marks=[137], peaks=True).value
+    md = inline.line_chart(
+        "drift score to 2016-12-15", dates, {"score": score}, hline=0.46, hline_label="threshold 0.46", marks=[137], peaks=True
+    ).value
     assert len(md) < inline.INLINE_LIMIT
     paths = _paths(_svg(md))
     line = next(p for p in paths if "l" in p)
@@ -79,12 +80,21 @@ def test_bar_chart_and_tables_fit_or_say_what_is_left_out():
 
 
 def test_criteria_read_pass_fail_or_na_never_nan():
-    frame = pd.DataFrame({"name": ["rank_ic_t", "worst_sector_accuracy", "crash_regime_rank_ic", "rank_ic_vs_best_baseline"],
-                          "value": [1.234567, 0.31234, np.nan, 0.0123456], "op": [">=", ">=", ">=", ">="],
-                          "threshold": [2.0, 0.30, np.nan, 0.02], "outcome": ["fail", "pass", "not applicable", "fail"]})
+    frame = pd.DataFrame(
+        {
+            "name": ["rank_ic_t", "worst_sector_accuracy", "crash_regime_rank_ic", "rank_ic_vs_best_baseline"],
+            "value": [1.234567, 0.31234, np.nan, 0.0123456],
+            "op": [">=", ">=", ">=", ">="],
+            "threshold": [2.0, 0.30, np.nan, 0.02],
+            "outcome": ["fail", "pass", "not applicable", "fail"],
+        }
+    )
     table = reading_table(frame)
     assert table.to_dict("list") == {
-        "criterion": list(frame.name), "outcome": ["**FAIL**", "pass", "n/a", "**FAIL**"],
-        "value": ["1.23", "31.2%", "n/a", "0.0123"], "rule": [">= 2.00", ">= 30.0%", "", ">= 0.0200"]}
+        "criterion": list(frame.name),
+        "outcome": ["**FAIL**", "pass", "n/a", "**FAIL**"],
+        "value": ["1.23", "31.2%", "n/a", "0.0123"],
+        "rule": [">= 2.00", ">= 30.0%", "", ">= 0.0200"],
+    }
     assert "nan" not in table.to_markdown().lower()
     assert shown_value("rank_ic", None) == "n/a" and shown_value("replay_improvement", 0.5) == "50.0%"

@@ -17,8 +17,7 @@ def _ticker(path_after: list[float], name: str = "AAA") -> pd.DataFrame:
     warm = 100 * np.cumprod([1.0] + [1.01 if i % 2 else 1 / 1.01 for i in range(29)])
     close = np.concatenate([warm, warm[-1] * np.asarray(path_after)])
     dates = pd.bdate_range("2020-01-01", periods=len(close))
-    return pd.DataFrame({"ticker": name, "date": dates, "open": close, "high": close, "low": close,
-                         "close": close, "volume": 1e6})
+    return pd.DataFrame({"ticker": name, "date": dates, "open": close, "high": close, "low": close, "close": close, "volume": 1e6})
 
 
 def _row29(path_after: list[float]) -> pd.Series:
@@ -48,8 +47,17 @@ def test_a_touch_after_the_horizon_does_not_count() -> None:
 def test_barrier_scales_with_trailing_volatility() -> None:
     i = np.arange(45)
     close = (100 + 1e-3 * (i % 2)) * np.where(i >= 31, 1.002, 1.0)  # a near-flat history, then +0.2%
-    calm = pd.DataFrame({"ticker": "AAA", "date": pd.bdate_range("2020-01-01", periods=len(i)), "open": close,
-                         "high": close, "low": close, "close": close, "volume": 1e6})
+    calm = pd.DataFrame(
+        {
+            "ticker": "AAA",
+            "date": pd.bdate_range("2020-01-01", periods=len(i)),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 1e6,
+        }
+    )
     labels = compute_labels(calm, S)
     assert labels.vol_scale.iloc[29] == np.sqrt(5) * 1e-4  # the volatility floor
     assert labels.label.iloc[29] == 2.0  # 0.2% crosses a barrier of 0.022%
@@ -74,10 +82,10 @@ def _panel(n_tickers: int = 12, n_days: int = 60, seed: int = 0) -> tuple[pd.Dat
     rows = []
     for i in range(n_tickers):
         close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n_days)))
-        rows.append(pd.DataFrame({"ticker": f"T{i:02d}", "date": dates, "open": close, "high": close, "low": close,
-                                  "close": close, "volume": 1e6}))
-    sectors = pd.DataFrame({"ticker": [f"T{i:02d}" for i in range(n_tickers)],
-                            "gics_sector": ["Energy" if i % 2 else "Utilities" for i in range(n_tickers)]})
+        rows.append(pd.DataFrame({"ticker": f"T{i:02d}", "date": dates, "open": close, "high": close, "low": close, "close": close, "volume": 1e6}))
+    sectors = pd.DataFrame(
+        {"ticker": [f"T{i:02d}" for i in range(n_tickers)], "gics_sector": ["Energy" if i % 2 else "Utilities" for i in range(n_tickers)]}
+    )
     return pd.concat(rows, ignore_index=True), sectors
 
 
@@ -94,7 +102,7 @@ def test_market_neutral_terciles_rank_each_day_against_its_peers() -> None:
     # The common move of the day is gone: adding the same return to every name changes no label.
     shifted = prices.copy()
     bump = shifted.date.map(dict(zip(shifted.date.unique(), np.linspace(1.0, 1.5, shifted.date.nunique()), strict=True)))
-    shifted[["open", "high", "low", "close"]] = shifted[["open", "high", "low", "close"]].mul(bump ** 3, axis=0)
+    shifted[["open", "high", "low", "close"]] = shifted[["open", "high", "low", "close"]].mul(bump**3, axis=0)
     again = compute_labels(shifted, LabelSettings(target="market_neutral"))
     finite = lab.label.notna()
     # (1 + r_i) x f_t for a common factor f_t: every name's rank that day, hence its label, is kept.

@@ -18,9 +18,16 @@ def _frame(n_days: int = 400, tickers: int = 6, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2012-01-02", periods=n_days)
     keys = pd.DataFrame([(d, t) for d in dates for t in [f"T{j}" for j in range(tickers)]], columns=["date", "ticker"])
-    df = keys.assign(sector="Energy", regime="normal", label=rng.integers(0, 3, len(keys)),
-                     past_return=rng.normal(size=len(keys)), fwd_return=rng.normal(size=len(keys)),
-                     event=None, source="recent", weight=1.0)
+    df = keys.assign(
+        sector="Energy",
+        regime="normal",
+        label=rng.integers(0, 3, len(keys)),
+        past_return=rng.normal(size=len(keys)),
+        fwd_return=rng.normal(size=len(keys)),
+        event=None,
+        source="recent",
+        weight=1.0,
+    )
     for name in NAMES:
         df[name] = rng.normal(size=len(keys)).astype("float32")
     return df[["ticker", "date", *NAMES, "label", "past_return", "fwd_return", "regime", "sector", "event", "source", "weight"]]
@@ -92,8 +99,9 @@ def test_rows_of_is_a_view_for_a_run_of_rows_and_a_copy_otherwise() -> None:
 def test_a_model_trained_on_the_mapped_set_equals_one_trained_in_memory(store, tmp_path) -> None:
     df = _frame(n_days=900, tickers=4)
     store.save_frame(df, NAMES)
-    s = Settings(data_dir=tmp_path, home=tmp_path).with_(training=replace(
-        TrainingSettings(), rf_trees=10, rf_max_depth=4, n_folds=2, test_years=1.0, min_history_years=1.0))
+    s = Settings(data_dir=tmp_path, home=tmp_path).with_(
+        training=replace(TrainingSettings(), rf_trees=10, rf_max_depth=4, n_folds=2, test_years=1.0, min_history_years=1.0)
+    )
     a = training.train_base_model("rf", df, NAMES, s)
     b = training.train_base_model("rf", store.load(), NAMES, s)
     np.testing.assert_array_equal(a.oof, b.oof)

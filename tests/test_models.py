@@ -25,8 +25,7 @@ def test_xgboost_row_cap_fits_a_seeded_sample_and_predicts_every_row():
     uncapped = models.fit_xgboost(X, y, w, replace(s, xgb_max_rows=None))
     assert not np.array_equal(uncapped.predict_proba(X), capped.predict_proba(X))
     # At or under the cap nothing is sampled.
-    np.testing.assert_array_equal(models.fit_xgboost(X, y, w, replace(s, xgb_max_rows=len(X))).predict_proba(X),
-                                  uncapped.predict_proba(X))
+    np.testing.assert_array_equal(models.fit_xgboost(X, y, w, replace(s, xgb_max_rows=len(X))).predict_proba(X), uncapped.predict_proba(X))
 
 
 def test_a_capped_xgboost_sample_is_streamed_in_blocks_not_copied_whole(monkeypatch):

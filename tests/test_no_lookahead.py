@@ -36,8 +36,7 @@ def _cuts(dates: pd.Series, seed: int, margin: int = 30) -> list[pd.Timestamp]:
     return [pd.Timestamp(d) for d in rng.choice(days[margin:-margin], size=N_CUTS, replace=False)]
 
 
-def _perturb_after(frame: pd.DataFrame, cut: pd.Timestamp, columns: list[str], seed: int,
-                   low: float = 0.5, high: float = 2.0) -> pd.DataFrame:
+def _perturb_after(frame: pd.DataFrame, cut: pd.Timestamp, columns: list[str], seed: int, low: float = 0.5, high: float = 2.0) -> pd.DataFrame:
     """Every value dated after ``cut`` multiplied by its own random factor."""
     out = frame.copy()
     after = (out.date > cut).to_numpy()
@@ -109,8 +108,7 @@ def test_label_ignores_data_after_t_plus_horizon(prices) -> None:
         window_before_cut = pos + H < _first_moved_position(base, cut)  # (t, t+h] ends on or before the cut
         assert window_before_cut.any()
         for col in ["label", "fwd_return"]:
-            assert _bitwise_equal(base[col].to_numpy()[window_before_cut],
-                                  moved[col].to_numpy()[window_before_cut]), (cut, col)
+            assert _bitwise_equal(base[col].to_numpy()[window_before_cut], moved[col].to_numpy()[window_before_cut]), (cut, col)
 
 
 def test_label_looks_forward_exactly_horizon_days(prices) -> None:
@@ -133,13 +131,13 @@ def test_label_follows_the_first_barrier_crossed(prices) -> None:
     t = 100
     for factor, expected in [(2.0, 2.0), (0.5, 0.0)]:
         moved = ko.copy()
-        moved.loc[t + 1:, "close"] *= factor  # a jump on day t + 1 and after: its barrier is crossed on day 1
+        moved.loc[t + 1 :, "close"] *= factor  # a jump on day t + 1 and after: its barrier is crossed on day 1
         before = compute_labels(ko, BARRIERS)
         after = compute_labels(moved, BARRIERS)
         assert after.label[t] == expected and after.barrier_day[t] == 1
         assert after.vol_scale[t] == before.vol_scale[t]
         # Rows whose horizon ends on or before t are untouched.
-        assert np.array_equal(after.label.iloc[:t - H + 1], before.label.iloc[:t - H + 1], equal_nan=True)
+        assert np.array_equal(after.label.iloc[: t - H + 1], before.label.iloc[: t - H + 1], equal_nan=True)
 
 
 def test_label_is_nan_where_the_horizon_runs_past_the_data(prices) -> None:

@@ -20,14 +20,18 @@ from tests.conftest import write_slice_folder
 
 def _load(data_dir: Path, script: str = "") -> dict:
     """Load the definitions in a fresh process with STOCKML_DATA_DIR=data_dir; run ``script`` there; its JSON."""
-    code = textwrap.dedent("""
+    code = (
+        textwrap.dedent("""
         import json
         from stockml_assets.definitions import defs
         from stockml_assets.partitions import TRADING_DAYS
         out = {"last": TRADING_DAYS.get_last_partition_key(),
                "asset_last": defs.get_assets_def("drift_report").partitions_def.get_last_partition_key(),
                "job_last": defs.resolve_job_def("daily_job").partitions_def.get_last_partition_key()}
-    """) + textwrap.dedent(script) + "\nprint(json.dumps(out))\n"
+    """)
+        + textwrap.dedent(script)
+        + "\nprint(json.dumps(out))\n"
+    )
     env = {**os.environ, "STOCKML_DATA_DIR": str(data_dir), "STOCKML_AUTOMATION": "off"}
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,15 +110,32 @@ def test_a_webserver_loaded_before_the_feed_delivered_catches_up_when_asked(tmp_
     expected = trading_days(partitions_end("2006-01-26")).get_num_partitions()
     (tmp_path / "dagster_home").mkdir()
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "STOCKML_HOME": str(tmp_path / "home"),
-           "STOCKML_DATA_DIR": str(data), "STOCKML_AUTOMATION": "off"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "STOCKML_HOME": str(tmp_path / "home"),
+        "STOCKML_DATA_DIR": str(data),
+        "STOCKML_AUTOMATION": "off",
+    }
     log_path = tmp_path / "webserver.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
-                                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path,
-                       dagster_home=tmp_path / "dagster_home", stockml_home=tmp_path / "home")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = Webserver(
+        pid=proc.pid,
+        port=port,
+        url=f"http://{HOST}:{port}",
+        log_path=log_path,
+        dagster_home=tmp_path / "dagster_home",
+        stockml_home=tmp_path / "home",
+    )
     try:
         _wait_until_ready(proc, server)
         assert served_partition_count(server.url, "drift_report") == expected - 1  # up to 2006-01-25

@@ -31,13 +31,18 @@ def test_us_broad_real_bad_rows_are_quarantined_with_their_rule():
     rows = read_price_rows(BROAD_DATA_DIR, ("ARE", "BEN", "XOM", "KO"), "2002-06-01", "2006-12-31")
     sc = _screen(rows)
     got = {(r.ticker, f"{r.date:%Y-%m-%d}", r.rule) for r in sc.quarantined.itertuples()}
-    assert got == {("ARE", "2006-06-06", "high_below_low"), ("BEN", "2002-09-18", "open_close_outside_range"),
-                   ("BEN", "2002-09-19", "high_below_low"), ("BEN", "2003-02-14", "high_below_low")}
+    assert got == {
+        ("ARE", "2006-06-06", "high_below_low"),
+        ("BEN", "2002-09-18", "open_close_outside_range"),
+        ("BEN", "2002-09-19", "high_below_low"),
+        ("BEN", "2003-02-14", "high_below_low"),
+    }
     are = sc.quarantined[sc.quarantined.ticker == "ARE"].iloc[0]
     assert "high 7.133" in are.detail and "high/low" in are.fix and are.high == pytest.approx(7.133)
     assert len(sc.good) == len(rows.frame) - 4 and quality.refusals(sc, Q) == []
-    assert not sc.good.set_index(["ticker", "date"]).index.isin(
-        sc.quarantined.set_index(["ticker", "date"]).index).any()  # nothing quarantined goes on
+    assert (
+        not sc.good.set_index(["ticker", "date"]).index.isin(sc.quarantined.set_index(["ticker", "date"]).index).any()
+    )  # nothing quarantined goes on
 
 
 def test_whole_us_broad_file_quarantines_its_25_bad_rows_and_is_not_refused():
@@ -160,7 +165,7 @@ def test_a_quarantined_day_breaks_the_feature_and_label_windows():
     labels = compute_labels(cut, holes=hole)
     kl = labels[labels.ticker == "KO"].reset_index(drop=True)
     before = kl.index[kl.date < hole_day][-1]
-    assert kl.loc[before - 4:before, "label"].isna().all() and kl.loc[before - 5, "label"] in (0.0, 1.0, 2.0)
+    assert kl.loc[before - 4 : before, "label"].isna().all() and kl.loc[before - 5, "label"] in (0.0, 1.0, 2.0)
 
 
 def test_perturbing_a_quarantined_row_changes_no_feature_or_label():
@@ -189,8 +194,11 @@ def test_malformed_files_are_refused_with_their_own_message(tmp_path):
 
 
 def test_an_empty_company_name_is_filled_from_the_ticker_with_a_repair(tmp_path):
-    _write(tmp_path, pd.read_csv(SAMPLE_DATA_DIR / "prices.csv.gz").head(5),
-           pd.DataFrame({"ticker": ["KO", "XOM"], "name": ["Coca-Cola", ""], "gics_sector": ["Consumer Staples", "Energy"]}))
+    _write(
+        tmp_path,
+        pd.read_csv(SAMPLE_DATA_DIR / "prices.csv.gz").head(5),
+        pd.DataFrame({"ticker": ["KO", "XOM"], "name": ["Coca-Cola", ""], "gics_sector": ["Consumer Staples", "Energy"]}),
+    )
     df, repairs = load_universe_checked(tmp_path)
     assert df.set_index("ticker").name.to_dict() == {"KO": "Coca-Cola", "XOM": "XOM"}
     assert repairs[0].quirk == "empty company name" and repairs[0].rows == 1

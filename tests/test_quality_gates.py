@@ -80,18 +80,20 @@ def test_a_few_bad_prints_are_quarantined_and_the_run_goes_on(materialized, home
     prices.to_csv(folder / "prices.csv", index=False)
 
     # Only the days from mid-2009 are ingested again (both bad prints fall in them); the stored days before stay.
-    result = run_history_job(fresh_instance, "2009-06-01", materialized.last_day, train=False,
-                             **slice_config(home_copy, data_dir=folder))
+    result = run_history_job(fresh_instance, "2009-06-01", materialized.last_day, train=False, **slice_config(home_copy, data_dir=folder))
 
     assert result.success
     q = Warehouse(home_copy / "warehouse.duckdb").read("select ticker, date, rule from quarantined_prices order by ticker")
     assert {(t, f"{d:%Y-%m-%d}", r) for t, d, r in q.itertuples(index=False)} == {
-        ("KO", "2011-05-02", "non_positive_price"), ("KO", "2011-05-02", "open_close_outside_range"),
-        ("XOM", "2010-03-01", "high_below_low")}  # a negative close is also below the low: both rules are named
+        ("KO", "2011-05-02", "non_positive_price"),
+        ("KO", "2011-05-02", "open_close_outside_range"),
+        ("XOM", "2010-03-01", "high_below_low"),
+    }  # a negative close is also below the low: both rules are named
     stored = _stored_prices(home_copy)
     assert len(stored) == len(prices) - 2
     features = Warehouse(home_copy / "warehouse.duckdb").read(
-        'select date, ret_1 from "assets"."feature_matrix" where ticker = ? and date >= ? order by date limit 2', ["XOM", "2010-03-01"])
+        'select date, ret_1 from "assets"."feature_matrix" where ticker = ? and date >= ? order by date limit 2', ["XOM", "2010-03-01"]
+    )
     assert f"{features.date.iloc[0]:%Y-%m-%d}" == "2010-03-02" and features.ret_1.isna().iloc[0]  # the hole is not bridged
     assert _registry(home_copy).champion().version == "v0001"
 
@@ -132,15 +134,21 @@ def test_rejected_candidate_never_touches_the_champion(materialized, home_copy, 
 
     job = build_definitions(**slice_config(home_copy)).resolve_job_def("override_job")
     with pytest.raises(DagsterInvalidConfigError, match="reason"):
-        job.execute_in_process(instance=fresh_instance,
-                               run_config={"ops": {"override_champion": {"config": {"version": "v0002"}}}})
+        job.execute_in_process(instance=fresh_instance, run_config={"ops": {"override_champion": {"config": {"version": "v0002"}}}})
     assert _registry(home_copy).champion().version == "v0001"
-    result = job.execute_in_process(instance=fresh_instance, run_config={"ops": {"override_champion": {
-        "config": {"version": "v0002", "reason": "desk wants the sector fix live", "actor": "carol"}}}})
+    result = job.execute_in_process(
+        instance=fresh_instance,
+        run_config={"ops": {"override_champion": {"config": {"version": "v0002", "reason": "desk wants the sector fix live", "actor": "carol"}}}},
+    )
     assert result.success and _registry(home_copy).champion().version == "v0002"
     last = _registry(home_copy).history().iloc[-1]
     assert (last.action, last.actor, last.reason, last.trigger, bool(last.promoted)) == (
-        "override", "carol", "desk wants the sector fix live", "manual", True)
+        "override",
+        "carol",
+        "desk wants the sector fix live",
+        "manual",
+        True,
+    )
     assert last.samples > 0 and "accuracy" in json.loads(last.metrics) and last.error is None
 
 
@@ -155,8 +163,10 @@ def test_rollback_job_restores_a_named_version_and_records_who_and_why(home_copy
     from stockml_assets.definitions import build_definitions
 
     job = build_definitions(**slice_config(home_copy)).resolve_job_def("rollback_job")
-    result = job.execute_in_process(instance=fresh_instance, run_config={"ops": {"rollback_champion": {
-        "config": {"version": "v0001", "reason": "v0002 misbehaves live", "actor": "alice"}}}})
+    result = job.execute_in_process(
+        instance=fresh_instance,
+        run_config={"ops": {"rollback_champion": {"config": {"version": "v0001", "reason": "v0002 misbehaves live", "actor": "alice"}}}},
+    )
 
     assert result.success and reg.champion().version == "v0001"
     last = reg.history().iloc[-1]
@@ -227,8 +237,7 @@ def test_daily_job_refreshes_data_predictions_and_drift_without_training(materia
     assert {f"{d:%Y-%m-%d}" for d in preds.date} == {day} and (preds.model_version == "v0001").all()
 
 
-def test_a_universe_that_drops_a_priced_ticker_is_refused_before_it_is_stored(materialized, home_copy, fresh_instance,
-                                                                              tmp_path):
+def test_a_universe_that_drops_a_priced_ticker_is_refused_before_it_is_stored(materialized, home_copy, fresh_instance, tmp_path):
     """Issue 15 (3): with KO's row gone from sectors.csv the run failed, but only after the 5-row universe had
     replaced the good 6-row one. The universe is checked against the stored one before it is stored."""
     folder = tmp_path / "orphan"
@@ -257,8 +266,9 @@ def test_a_priced_ticker_without_a_sector_on_a_first_run_stops_it(fresh_instance
     sectors = pd.read_csv(folder / "sectors.csv")
     sectors[sectors.ticker != "KO"].to_csv(folder / "sectors.csv", index=False)
 
-    result = run_history_job(fresh_instance, "2017-06-01", "2017-11-10", train=False,
-                             **slice_config(tmp_path / "home", data_dir=folder, tickers=None, start="2017-06-01"))
+    result = run_history_job(
+        fresh_instance, "2017-06-01", "2017-11-10", train=False, **slice_config(tmp_path / "home", data_dir=folder, tickers=None, start="2017-06-01")
+    )
 
     assert not result.success
     failure = _step_failure(result, "raw_prices").user_failure_data
@@ -289,11 +299,9 @@ def test_a_planted_pickle_in_dagster_storage_is_refused_not_unpickled(materializ
     (home_copy / "dagster_storage" / "meta_learner").write_bytes(pickle.dumps(_Planted(str(marker))))
     job = definitions(**slice_config(home_copy)).resolve_job_def("retraining_job")
     before = _registry(home_copy).champion().version
-    result = job.execute_in_process(instance=fresh_instance, raise_on_error=False,
-                                    asset_selection=[AssetKey("validation_report")])
+    result = job.execute_in_process(instance=fresh_instance, raise_on_error=False, asset_selection=[AssetKey("validation_report")])
     assert not result.success and not marker.exists()
-    errors = " ".join(str(ev.event_specific_data.error.cause or ev.event_specific_data.error) for ev in result.all_events
-                      if ev.is_step_failure)
+    errors = " ".join(str(ev.event_specific_data.error.cause or ev.event_specific_data.error) for ev in result.all_events if ev.is_step_failure)
     assert "meta_learner" in errors and "failed its integrity check" in errors and "not unpickled" in errors
     assert _registry(home_copy).champion().version == before
 
@@ -307,16 +315,20 @@ def test_a_malformed_price_file_fails_at_once_without_retries(tmp_path, fresh_in
     header = (folder / "prices.csv").read_text().splitlines()[0]
     (folder / "prices.csv").write_text(header + "\n")
     t0 = time.perf_counter()
-    result = run_history_job(fresh_instance, "2017-11-06", "2017-11-10", train=False,
-                             **slice_config(tmp_path / "home", data_dir=folder, tickers=["XOM", "KO"], start="2017-01-01"))
+    result = run_history_job(
+        fresh_instance,
+        "2017-11-06",
+        "2017-11-10",
+        train=False,
+        **slice_config(tmp_path / "home", data_dir=folder, tickers=["XOM", "KO"], start="2017-01-01"),
+    )
     assert not result.success and time.perf_counter() - t0 < 60
     assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_UP_FOR_RETRY"]
     failure = next(ev for ev in result.all_events if ev.is_step_failure)
     assert failure.step_key == "raw_prices" and "a header and no rows" in failure.event_specific_data.error.message
 
 
-def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked_up_daily(materialized, home_copy,
-                                                                                         fresh_instance, tmp_path):
+def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked_up_daily(materialized, home_copy, fresh_instance, tmp_path):
     """Issue 15 (3): a duplicated ticker in sectors.csv failed the blocking schema check *after* the 7-row table had
     replaced the good 6-row one, and the daily job never re-read sectors.csv."""
     folder = tmp_path / "data"
@@ -324,8 +336,10 @@ def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked
     good = pd.read_csv(folder / "sectors.csv")
     before = Warehouse(home_copy / "warehouse.duckdb").read('select * from "assets"."market_universe" order by ticker')
     config = slice_config(home_copy, data_dir=folder, tickers=None)
-    for broken, check in [(pd.concat([good, good[good.ticker == "KO"]]), "market_universe_unique_tickers"),
-                          (good.assign(gics_sector=good.gics_sector.replace("Energy", "Energie")), "market_universe_gics_sectors")]:
+    for broken, check in [
+        (pd.concat([good, good[good.ticker == "KO"]]), "market_universe_unique_tickers"),
+        (good.assign(gics_sector=good.gics_sector.replace("Energy", "Energie")), "market_universe_gics_sectors"),
+    ]:
         broken.to_csv(folder / "sectors.csv", index=False)
         result = run_daily_job(fresh_instance, materialized.last_day, **config)
         assert not result.success
@@ -340,8 +354,7 @@ def test_a_bad_universe_is_refused_before_it_is_stored_and_a_fixed_one_is_picked
     assert stored.name["KO"] == "The Coca-Cola Company" and len(stored) == len(before)
 
 
-def test_an_unpartitioned_table_that_fails_its_schema_keeps_the_last_good_one(materialized, home_copy, fresh_instance,
-                                                                              monkeypatch):
+def test_an_unpartitioned_table_that_fails_its_schema_keeps_the_last_good_one(materialized, home_copy, fresh_instance, monkeypatch):
     """Issue 15 (3) / 16: the blocking schema check of an unpartitioned table ran after Dagster's IO manager had
     deleted the stored table and inserted the new one. Now the IO manager validates first: a labels table with an
     impossible class fails `labels` itself, with the rows named, and the stored labels stay byte for byte."""
@@ -359,9 +372,12 @@ def test_an_unpartitioned_table_that_fails_its_schema_keeps_the_last_good_one(ma
     wh = Warehouse(home_copy / "warehouse.duckdb")
     before = wh.read('select * from "assets"."labels" order by ticker, date')
     job = definitions(**slice_config(home_copy)).resolve_job_def("stockml_full_job")
-    result = execute(job, fresh_instance, asset_selection=[AssetKey("labels")],
-                     tags={"dagster/asset_partition_range_start": materialized.last_day,
-                           "dagster/asset_partition_range_end": materialized.last_day})
+    result = execute(
+        job,
+        fresh_instance,
+        asset_selection=[AssetKey("labels")],
+        tags={"dagster/asset_partition_range_start": materialized.last_day, "dagster/asset_partition_range_end": materialized.last_day},
+    )
     assert not result.success
     failure = _step_failure(result, "labels")
     failure = failure.user_failure_data

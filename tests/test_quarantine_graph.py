@@ -15,8 +15,12 @@ from tests.conftest import LENIENT_GATE, make_instance, materialized_keys, run_h
 
 TICKERS = ["ARE", "BEN", "XOM", "KO", "JPM"]
 START, END = "2001-06-01", "2007-12-31"
-REAL_BAD = {("ARE", "2006-06-06", "high_below_low"), ("BEN", "2002-09-18", "open_close_outside_range"),
-            ("BEN", "2002-09-19", "high_below_low"), ("BEN", "2003-02-14", "high_below_low")}
+REAL_BAD = {
+    ("ARE", "2006-06-06", "high_below_low"),
+    ("BEN", "2002-09-18", "open_close_outside_range"),
+    ("BEN", "2002-09-19", "high_below_low"),
+    ("BEN", "2003-02-14", "high_below_low"),
+}
 
 
 def _folder(dst, perturb: bool = False):
@@ -65,8 +69,11 @@ def test_real_bad_rows_are_quarantined_and_the_rest_trains(broad):
 
 def test_the_quarantine_is_a_warn_check_with_counts_per_rule_and_ticker(broad):
     _, instance, result = broad
-    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-              and e.event_specific_data.asset_check_key.name == "no_quarantined_prices"]
+    checks = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.asset_check_key.name == "no_quarantined_prices"
+    ]
     assert len(checks) == 1
     check = checks[0]
     assert not check.passed and check.severity.value == "WARN"

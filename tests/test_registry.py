@@ -241,17 +241,12 @@ def test_concurrent_registration_allocates_distinct_versions(tmp_path: Path) -> 
     registry = registries[0]
     models = [_model(seed) for seed in range(4)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [
-            pool.submit(registries[seed % 2].register, model, {"seed": seed}, {})
-            for seed, model in enumerate(models)
-        ]
+        futures = [pool.submit(registries[seed % 2].register, model, {"seed": seed}, {}) for seed, model in enumerate(models)]
         results = [future.result(timeout=60).version for future in futures]
     assert sorted(results) == ["v0001", "v0002", "v0003", "v0004"]
     for version in results:  # every artefact matches its own row and model
         seed = registry.get(version).metrics["seed"]
-        np.testing.assert_array_equal(
-            registry.load(version).predict_proba(_probe()), models[seed].predict_proba(_probe())
-        )
+        np.testing.assert_array_equal(registry.load(version).predict_proba(_probe()), models[seed].predict_proba(_probe()))
 
 
 def test_json_dumps_handles_numpy_pandas_and_nan() -> None:
@@ -326,10 +321,13 @@ def test_a_writer_killed_between_commit_and_rename_has_its_registration_complete
     import sys
 
     wh, artefacts = tmp_path / "warehouse.duckdb", tmp_path / "models"
-    code = ("from stockml_core.registry import ModelRegistry; from stockml_core.warehouse import Warehouse; "
-            f"ModelRegistry(Warehouse({str(wh)!r}), {str(artefacts)!r}).register({{'w': 1}}, {{'rank_ic': 0.1}}, {{}})")
-    killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "STOCKML_FAILPOINT": "registry_write"},
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "from stockml_core.registry import ModelRegistry; from stockml_core.warehouse import Warehouse; "
+        f"ModelRegistry(Warehouse({str(wh)!r}), {str(artefacts)!r}).register({{'w': 1}}, {{'rank_ic': 0.1}}, {{}})"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "STOCKML_FAILPOINT": "registry_write"}, capture_output=True, text=True, timeout=120
+    )
     assert killed.returncode == -9, killed.stderr
     registry = ModelRegistry(Warehouse(wh), artefacts)
     assert registry.get("v0001") and not (artefacts / "v0001.joblib").exists() and len(list(artefacts.glob(".tmp-*"))) == 1

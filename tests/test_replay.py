@@ -25,8 +25,7 @@ SHIFT_DAY = "2006-01-23"
 
 
 def _replay(tmp_path, data_dir, start, end, **kw) -> dict:
-    replay(start, end, tmp_path / "out", data_dir=data_dir, home=tmp_path / "state", log=lambda _: None,
-                    **{**REPLAY_CONFIG, **kw})
+    replay(start, end, tmp_path / "out", data_dir=data_dir, home=tmp_path / "state", log=lambda _: None, **{**REPLAY_CONFIG, **kw})
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert REPORT_KEYS <= set(on_disk) and (tmp_path / "out" / "report.md").exists()
     return on_disk
@@ -70,7 +69,7 @@ def test_quiet_window_then_planted_shift_triggers_exactly_one_retrain(tmp_path) 
     assert report["failed_runs"] == []
     assert report["initial_model"]["champion"] is not None  # started from a model trained before --start
     days = list(report["drift_scores"])
-    quiet = days[:days.index(SHIFT_DAY)]
+    quiet = days[: days.index(SHIFT_DAY)]
     assert len(quiet) == 4 and len(days) - len(quiet) == 8
     assert max(report["drift_scores"][d] for d in quiet) < DriftSettings().score_threshold
     assert all(t["date"] >= SHIFT_DAY for t in report["triggers"]), report["triggers"]
@@ -113,11 +112,9 @@ def test_replay_refuses_a_window_without_data_or_history(tmp_path) -> None:
     folder = tmp_path / "data"
     write_slice_folder(folder, start="2010-01-01", end="2010-12-31")
     with pytest.raises(ValueError, match="no trading day with data"):
-        replay("2011-01-03", "2011-12-30", tmp_path / "out", data_dir=folder, home=tmp_path / "state",
-               log=lambda _: None, **REPLAY_CONFIG)
+        replay("2011-01-03", "2011-12-30", tmp_path / "out", data_dir=folder, home=tmp_path / "state", log=lambda _: None, **REPLAY_CONFIG)
     with pytest.raises(ValueError, match="no data before 2010-01-04"):
-        replay("2009-06-01", "2010-03-01", tmp_path / "out", data_dir=folder, home=tmp_path / "state",
-               log=lambda _: None, **REPLAY_CONFIG)
+        replay("2009-06-01", "2010-03-01", tmp_path / "out", data_dir=folder, home=tmp_path / "state", log=lambda _: None, **REPLAY_CONFIG)
 
 
 def test_replay_checks_every_argument_before_it_touches_the_disk(tmp_path, monkeypatch) -> None:
@@ -130,11 +127,13 @@ def test_replay_checks_every_argument_before_it_touches_the_disk(tmp_path, monke
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")
     monkeypatch.setenv("STOCKML_HOME", str(tmp_path))
-    for start, end, message in [("./victim", "", "--start './victim' is not a date"),
-                                ("2011-01-03", "", "--end '' is not a date"),
-                                ("2011-13-01", "2011-12-30", "is not a date"),
-                                ("03-01-2011", "2011-12-30", "is not a date"),
-                                ("2011-12-30", "2011-01-03", "is after --end")]:
+    for start, end, message in [
+        ("./victim", "", "--start './victim' is not a date"),
+        ("2011-01-03", "", "--end '' is not a date"),
+        ("2011-13-01", "2011-12-30", "is not a date"),
+        ("03-01-2011", "2011-12-30", "is not a date"),
+        ("2011-12-30", "2011-01-03", "is after --end"),
+    ]:
         with pytest.raises(ValueError, match=message):
             replay(start, end, tmp_path / "out", data_dir=tmp_path, log=lambda _: None)
     assert (victim / "precious.txt").read_text() == "keep me" and not (tmp_path / "out").exists()

@@ -42,8 +42,11 @@ def _cycle(seed: int) -> tuple[dict, np.ndarray, str]:
     rf = training.train_base_model("rf", ts, FEATURE_NAMES, s)
     xgb = training.train_base_model("xgb", ts, FEATURE_NAMES, s)
     bundle, ev = training.stack(ts, rf, xgb, FEATURE_NAMES, s)
-    return (headline(validation_report(ev)), bundle.predict_proba(ev.merge(ts, on=["ticker", "date"], suffixes=("", "_ts"))),
-            _artefact_sha256(bundle))
+    return (
+        headline(validation_report(ev)),
+        bundle.predict_proba(ev.merge(ts, on=["ticker", "date"], suffixes=("", "_ts"))),
+        _artefact_sha256(bundle),
+    )
 
 
 def test_same_data_config_and_seed_give_the_same_metrics_and_predictions():

@@ -26,15 +26,18 @@ def _report_drift(instance: DagsterInstance, scores: dict[str, float], partition
     """drift_report materializations as a run writes them: one per partition (day), each carrying the run's
     ``daily_scores``; a daily run has one day, a range run several."""
     for day in partitions or list(scores):
-        instance.report_runless_asset_event(AssetMaterialization(
-            asset_key="drift_report", partition=day,
-            metadata={"drift_score": scores[max(scores)], "daily_scores": MetadataValue.json(scores)}))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                asset_key="drift_report", partition=day, metadata={"drift_score": scores[max(scores)], "daily_scores": MetadataValue.json(scores)}
+            )
+        )
 
 
 def _tick(instance: DagsterInstance, cursor: str | None, stockml=None):
     sensor = defs.resolve_sensor_def("drift_sensor")
-    return sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                                     resources={"stockml": stockml or defs.resources["stockml"]}))
+    return sensor.evaluate_tick(
+        build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources={"stockml": stockml or defs.resources["stockml"]})
+    )
 
 
 def _play(instance: DagsterInstance, scores: list[float], start: int = 0, cursor: str | None = None, stockml=None):
@@ -56,8 +59,7 @@ def test_the_drift_policy_is_the_deployments_settings(tmp_path):
     """drift_sensor reads the policy from the deployment's resource (STOCKML_DRIFT or its config), like the gate."""
     from stockml_assets.resources import StockMLResource
 
-    strict = StockMLResource(data_dir=str(tmp_path), home=str(tmp_path / "home"),
-                             drift={"score_threshold": HIGH + 0.05, "persistence_days": 2})
+    strict = StockMLResource(data_dir=str(tmp_path), home=str(tmp_path / "home"), drift={"score_threshold": HIGH + 0.05, "persistence_days": 2})
     with DagsterInstance.ephemeral() as instance:
         played, _ = _play(instance, [HIGH] * (P + 3), stockml=strict)
     assert _triggered(played) == []  # HIGH is below this deployment's threshold
@@ -122,8 +124,9 @@ def test_a_range_run_is_read_day_by_day_and_past_days_do_not_replay():
 
 
 def _report_watch(instance: DagsterInstance, day: str, event: dict) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(
-        asset_key="rare_event_watch", partition=day, metadata={"candidate_event": MetadataValue.json(event)}))
+    instance.report_runless_asset_event(
+        AssetMaterialization(asset_key="rare_event_watch", partition=day, metadata={"candidate_event": MetadataValue.json(event)})
+    )
 
 
 def test_rare_event_capture_sensor_requests_one_capture_per_event():
@@ -165,8 +168,9 @@ def _schedule_tick(instance: DagsterInstance, when: datetime):
 
     resources = {"stockml": StockMLResource(data_dir=str(data_dir_from_env()), home=defs.resources["stockml"].home)}
     schedule = defs.resolve_schedule_def("daily_after_close")
-    return schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                                         repository_def=defs.get_repository_def(), resources=resources))
+    return schedule.evaluate_tick(
+        build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def(), resources=resources)
+    )
 
 
 def _processed(instance: DagsterInstance, day: str) -> None:
@@ -222,8 +226,7 @@ def test_daily_schedule_waits_for_the_feed(feed, instance):
 def test_weekly_full_retrain_targets_the_retraining_job(instance):
     schedule = defs.resolve_schedule_def("weekly_full_retrain")
     assert schedule.job_name == "retraining_job" and schedule.cron_schedule == "0 6 * * 6"
-    result = schedule.evaluate_tick(build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2017, 11, 11, 6, 0, tzinfo=NY)))
+    result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=datetime(2017, 11, 11, 6, 0, tzinfo=NY)))
     assert [rr.run_key for rr in result.run_requests] == ["weekly-2017-11-11"]
 
 
@@ -233,8 +236,9 @@ def test_default_executor_is_in_process():
 
 
 def _report_catalog(instance: DagsterInstance, names: list[str]) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(
-        asset_key="rare_event_catalog", metadata={"historical_event_names": MetadataValue.json(names)}))
+    instance.report_runless_asset_event(
+        AssetMaterialization(asset_key="rare_event_catalog", metadata={"historical_event_names": MetadataValue.json(names)})
+    )
 
 
 def test_an_event_added_to_rare_events_csv_requests_retraining_once(tmp_path):
@@ -244,9 +248,15 @@ def test_an_event_added_to_rare_events_csv_requests_retraining_once(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    pd.DataFrame([("gulf_war_1990", "1990-07-17", "1990-10-11"), ("us_downgrade_2011", "2011-07-22", "2011-10-03"),
-                  ("crash_2016", "2016-01-04", "2016-02-11"), ("future_2030", "2030-01-02", "2030-02-01")],
-                 columns=["name", "start", "end"]).assign(description="x").to_csv(data / "rare_events.csv", index=False)
+    pd.DataFrame(
+        [
+            ("gulf_war_1990", "1990-07-17", "1990-10-11"),
+            ("us_downgrade_2011", "2011-07-22", "2011-10-03"),
+            ("crash_2016", "2016-01-04", "2016-02-11"),
+            ("future_2030", "2030-01-02", "2030-02-01"),
+        ],
+        columns=["name", "start", "end"],
+    ).assign(description="x").to_csv(data / "rare_events.csv", index=False)
     sensor = defs.resolve_sensor_def("new_rare_event_sensor")
     resources = {"stockml": StockMLResource(data_dir=str(data), home=str(tmp_path / "home"))}
 
@@ -276,12 +286,17 @@ def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):
     with DagsterInstance.ephemeral() as instance:
         # Retraining on an empty home fails: there is no feature_matrix to train on.
         result = fresh.resolve_job_def("retraining_job").execute_in_process(
-            instance=instance, raise_on_error=False, tags={"stockml/trigger": "drift"})
+            instance=instance, raise_on_error=False, tags={"stockml/trigger": "drift"}
+        )
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = build_run_status_sensor_context(
-            sensor_name="training_failure_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=failure, resources={"stockml": fresh.resources["stockml"]}).for_run_failure()
+            sensor_name="training_failure_sensor",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=failure,
+            resources={"stockml": fresh.resources["stockml"]},
+        ).for_run_failure()
         fresh.resolve_sensor_def("training_failure_sensor")(context)
     log = Warehouse(home / "warehouse.duckdb").read("select * from training_runs_log")
     assert log.run_id.tolist() == [result.run_id]

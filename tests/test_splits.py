@@ -85,8 +85,7 @@ def test_test_blocks_are_contiguous_ordered_and_cover_the_span(dates, folds) -> 
         assert calendar[block[-1]] == f.test_end.to_datetime64()
     for prev, nxt in pairwise(folds):
         assert prev.test_end < nxt.test_start
-        assert np.searchsorted(calendar, nxt.test_start.to_datetime64()) == np.searchsorted(
-            calendar, prev.test_end.to_datetime64()) + 1
+        assert np.searchsorted(calendar, nxt.test_start.to_datetime64()) == np.searchsorted(calendar, prev.test_end.to_datetime64()) + 1
     assert folds[0].test_start == calendar[calendar >= TEST_START.to_datetime64()][0]
     assert folds[-1].test_end == dates.max()
 
@@ -179,8 +178,7 @@ def test_training_set_drops_old_rows_outside_events(samples, archive, settings) 
     rows = trainable(samples, FEATURES)
     cutoff = rows.date.max() - pd.DateOffset(days=int(round(2.0 * 365.25)))
     in_event = rows.merge(archive[["ticker", "date"]], on=["ticker", "date"]).shape[0]
-    expected = int((rows.date > cutoff).sum()) + int(
-        rows[rows.date <= cutoff].merge(archive[["ticker", "date"]], on=["ticker", "date"]).shape[0])
+    expected = int((rows.date > cutoff).sum()) + int(rows[rows.date <= cutoff].merge(archive[["ticker", "date"]], on=["ticker", "date"]).shape[0])
     assert in_event > 0
     assert len(ts) == expected
 

@@ -180,10 +180,10 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(stockml_home)}
     cmd = [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path,
-                       dagster_home=dagster_home, stockml_home=stockml_home)
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path, dagster_home=dagster_home, stockml_home=stockml_home)
     try:
         _wait_until_ready(proc, server)
         yield server
@@ -253,8 +253,7 @@ def test_every_designed_asset_is_in_its_group(asset_nodes: dict[str, dict]):
     actual = {name: node["groupName"] for name, node in asset_nodes.items()}
     missing = sorted(set(EXPECTED_ASSETS) - set(actual))
     unexpected = sorted(set(actual) - set(EXPECTED_ASSETS))
-    wrong_group = {name: (actual[name], group) for name, group in EXPECTED_ASSETS.items()
-                   if name in actual and actual[name] != group}
+    wrong_group = {name: (actual[name], group) for name, group in EXPECTED_ASSETS.items() if name in actual and actual[name] != group}
     assert not missing, f"designed assets missing from the UI: {missing}"
     assert not unexpected, f"assets not in the design: {unexpected}"
     assert not wrong_group, f"assets in the wrong group (actual, designed): {wrong_group}"
@@ -329,11 +328,16 @@ def test_a_run_from_the_cli_path_shows_on_its_jobs_page_with_the_code_location(w
         result = execute(job, instance, asset_selection=[AssetKey("market_universe")])
     assert result.success
     run_id = result.run_id
-    runs = webserver.graphql("""query ($id: String!) { runsOrError(filter: {runIds: [$id]}) { ... on Runs { results {
-        runId jobName repositoryOrigin { repositoryLocationName repositoryName } } } } }""", {"id": run_id})
+    runs = webserver.graphql(
+        """query ($id: String!) { runsOrError(filter: {runIds: [$id]}) { ... on Runs { results {
+        runId jobName repositoryOrigin { repositoryLocationName repositoryName } } } } }""",
+        {"id": run_id},
+    )
     (run,) = runs["runsOrError"]["results"]
     assert run["repositoryOrigin"] == {"repositoryLocationName": LOCATION_NAME, "repositoryName": "__repository__"}
-    page = webserver.graphql("""query ($location: String!) { pipelineOrError(params: {pipelineName: "stockml_full_job",
+    page = webserver.graphql(
+        """query ($location: String!) { pipelineOrError(params: {pipelineName: "stockml_full_job",
         repositoryName: "__repository__", repositoryLocationName: $location}) { __typename ... on Pipeline { runs { runId } } } }""",
-                             {"location": LOCATION_NAME})["pipelineOrError"]
+        {"location": LOCATION_NAME},
+    )["pipelineOrError"]
     assert page["__typename"] == "Pipeline" and run_id in [r["runId"] for r in page["runs"]]  # the job page lists it

@@ -1,6 +1,5 @@
 """Training, evaluation, explainability and promotion: the retraining subgraph."""
 
-
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -75,10 +74,17 @@ TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
 
 
-@asset(group_name="training", kinds={"pandas", "duckdb", "numpy"}, metadata=column_schema(TrainingSetSchema),
-       deps=[AssetDep("feature_matrix"), AssetDep("rare_event_archive")], io_manager_key=TRAINING_SET_IO, pool=DUCKDB_POOL)
-def training_set(context: AssetExecutionContext, stockml: StockMLResource,
-                 labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame) -> StreamedTrainingSet:
+@asset(
+    group_name="training",
+    kinds={"pandas", "duckdb", "numpy"},
+    metadata=column_schema(TrainingSetSchema),
+    deps=[AssetDep("feature_matrix"), AssetDep("rare_event_archive")],
+    io_manager_key=TRAINING_SET_IO,
+    pool=DUCKDB_POOL,
+)
+def training_set(
+    context: AssetExecutionContext, stockml: StockMLResource, labels: pd.DataFrame, market_regimes: pd.DataFrame, market_universe: pd.DataFrame
+) -> StreamedTrainingSet:
     """Recent window + the whole rare-event archive + error-replay samples (weighted).
 
     Reads only the feature rows the set can hold (the recent window, with a margin, and the archive's
@@ -102,28 +108,41 @@ def training_set(context: AssetExecutionContext, stockml: StockMLResource,
     if ts.date[ts.source != "archive"].min() - pd.Timedelta(days=7) <= after:  # the window may reach past the margin
         ts = keys_after(pd.Timestamp(0))
     comp = training.composition(ts)
-    context.add_output_metadata({
-        "dagster/row_count": len(ts), **date_range(ts), "composition": MetadataValue.json(comp),
-        "rows by source": md_table(pd.DataFrame(list(comp["source"].items()), columns=["source", "rows"])),
-        "rows by regime": md_table(pd.DataFrame(list(comp["regime"].items()), columns=["regime", "rows"])),
-        "replayed_rows": comp["source"].get("replay", 0),
-        "recent_years": s.training.recent_years,
-    })
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(ts),
+            **date_range(ts),
+            "composition": MetadataValue.json(comp),
+            "rows by source": md_table(pd.DataFrame(list(comp["source"].items()), columns=["source", "rows"])),
+            "rows by regime": md_table(pd.DataFrame(list(comp["regime"].items()), columns=["regime", "rows"])),
+            "replayed_rows": comp["source"].get("replay", 0),
+            "recent_years": s.training.recent_years,
+        }
+    )
     return StreamedTrainingSet(stockml, ts, FEATURE_NAMES)  # the IO manager streams the features to the matrix
 
 
 def _fold_table(result: training.BaseModelResult) -> pd.DataFrame:
-    return pd.DataFrame([{"fold": f.fold, "train_rows": len(f.train_idx), "train_end": f"{f.train_end:%Y-%m-%d}",
-                          "test_start": f"{f.test_start:%Y-%m-%d}", "test_end": f"{f.test_end:%Y-%m-%d}",
-                          "test_rows": len(f.test_idx)} for f in result.folds])
+    return pd.DataFrame(
+        [
+            {
+                "fold": f.fold,
+                "train_rows": len(f.train_idx),
+                "train_end": f"{f.train_end:%Y-%m-%d}",
+                "test_start": f"{f.test_start:%Y-%m-%d}",
+                "test_end": f"{f.test_end:%Y-%m-%d}",
+                "test_rows": len(f.test_idx),
+            }
+            for f in result.folds
+        ]
+    )
 
 
 def _base_model(kind: str, context: AssetExecutionContext, stockml: StockMLResource, ts: pd.DataFrame):
     result = training.train_base_model(kind, ts, FEATURE_NAMES, stockml.settings(), progress=lambda m: context.log.info(PROGRESS + m))
     rows = np.isfinite(result.oof).all(axis=1)
     m = classification_metrics(ts.label.to_numpy()[rows], result.oof[rows])
-    context.add_output_metadata({"walk-forward folds": md_table(_fold_table(result)),
-                                 **{f"oof_{k}": num(v) for k, v in m.items()}})
+    context.add_output_metadata({"walk-forward folds": md_table(_fold_table(result)), **{f"oof_{k}": num(v) for k, v in m.items()}})
     return result
 
 
@@ -142,11 +161,15 @@ def xgb_model(context: AssetExecutionContext, stockml: StockMLResource, training
 def _oof_check(result: training.BaseModelResult, horizon: int) -> AssetCheckResult:
     rows = np.isfinite(result.oof).all(axis=1)
     sums_ok = bool(np.allclose(result.oof[rows].sum(axis=1), 1.0, atol=1e-5))
-    gaps = [(f.fold, f.train_end, f.test_start) for f in result.folds
-            if f.train_end is not None and np.busday_count(f.train_end.date(), f.test_start.date()) <= horizon]
-    return AssetCheckResult(passed=bool(sums_ok and not gaps and rows.any()), metadata={
-        "oof_rows": int(rows.sum()), "probabilities_sum_to_one": sums_ok,
-        "folds_without_purge_gap": str(gaps) if gaps else "none"})
+    gaps = [
+        (f.fold, f.train_end, f.test_start)
+        for f in result.folds
+        if f.train_end is not None and np.busday_count(f.train_end.date(), f.test_start.date()) <= horizon
+    ]
+    return AssetCheckResult(
+        passed=bool(sums_ok and not gaps and rows.any()),
+        metadata={"oof_rows": int(rows.sum()), "probabilities_sum_to_one": sums_ok, "folds_without_purge_gap": str(gaps) if gaps else "none"},
+    )
 
 
 @asset_check(asset=rf_model, blocking=True, description="OOF probabilities valid; every fold purged and embargoed")
@@ -159,8 +182,7 @@ def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.B
     return _oof_check(xgb_model, stockml.settings().labels.horizon)
 
 
-STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir",
-                  "ic_t", "rank_ic_t", "days")
+STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir", "ic_t", "rank_ic_t", "days")
 
 
 def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]:
@@ -173,9 +195,10 @@ def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]
 def evaluation_closes(stockml: StockMLResource, ev: pd.DataFrame, days_after: int = 40) -> pd.DataFrame:
     """Closes over the evaluation span and ``days_after`` calendar days past it (for the forward returns),
     from the stored prices (only the rows it needs)."""
-    prices = stockml.warehouse().read('select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
-                                      [pd.Timestamp(ev.date.min()).to_pydatetime(),
-                                       (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=days_after)).to_pydatetime()])
+    prices = stockml.warehouse().read(
+        'select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
+        [pd.Timestamp(ev.date.min()).to_pydatetime(), (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=days_after)).to_pydatetime()],
+    )
     return prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]"))
 
 
@@ -184,8 +207,10 @@ def published_predictions(stockml: StockMLResource, since) -> pd.DataFrame | Non
     wh = stockml.warehouse()
     if not wh.has_table("predictions", WAREHOUSE_SCHEMA):
         return None
-    return wh.read(f'select ticker, date, model_version, p_down, p_up from "{WAREHOUSE_SCHEMA}"."predictions" where date >= ?',
-                   [pd.Timestamp(since).to_pydatetime()])
+    return wh.read(
+        f'select ticker, date, model_version, p_down, p_up from "{WAREHOUSE_SCHEMA}"."predictions" where date >= ?',
+        [pd.Timestamp(since).to_pydatetime()],
+    )
 
 
 def pending_switch(stockml: StockMLResource) -> tuple[str, pd.DataFrame] | None:
@@ -203,10 +228,12 @@ def complete_interrupted_switch(stockml: StockMLResource, trigger: str) -> str |
         return None
     version, last = pending
     stockml.registry().promote(
-        version, reason="passed every promotion criterion (switch completed by the next run: the deciding run stopped "
-                        "before it applied it)", actor="promotion_gate",
+        version,
+        reason="passed every promotion criterion (switch completed by the next run: the deciding run stopped before it applied it)",
+        actor="promotion_gate",
         decision={"criteria": last[["name", "value", "threshold", "passed"]].to_dict("records")},
-        trigger=trigger if trigger in TRIGGERS else "manual")
+        trigger=trigger if trigger in TRIGGERS else "manual",
+    )
     return f"{version} had passed the gate but the run stopped before the switch: it is champion now"
 
 
@@ -215,13 +242,20 @@ def stack_versus_parts(metrics: dict[str, dict[str, float]]) -> str:
     best = max(("rf", "xgb"), key=lambda m: metrics[m]["rank_ic"] if np.isfinite(metrics[m]["rank_ic"]) else -np.inf)
     c, b = metrics["candidate"], metrics[best]
     verdict = "beats" if c["rank_ic"] > b["rank_ic"] else "does not beat"
-    return (f"the stacked candidate (rank IC {c['rank_ic']:.4f}, t {c['rank_ic_t']:.2f}) {verdict} its better base model, "
-            f"{best} (rank IC {b['rank_ic']:.4f}, t {b['rank_ic_t']:.2f}), on the same {int(c['n']):,} out-of-sample rows")
+    return (
+        f"the stacked candidate (rank IC {c['rank_ic']:.4f}, t {c['rank_ic_t']:.2f}) {verdict} its better base model, "
+        f"{best} (rank IC {b['rank_ic']:.4f}, t {b['rank_ic_t']:.2f}), on the same {int(c['n']):,} out-of-sample rows"
+    )
 
 
 @asset(group_name="training", kinds={"scikitlearn", "duckdb"}, pool=DUCKDB_POOL)
-def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame,
-                 rf_model: training.BaseModelResult, xgb_model: training.BaseModelResult) -> dict:
+def meta_learner(
+    context: AssetExecutionContext,
+    stockml: StockMLResource,
+    training_set: pd.DataFrame,
+    rf_model: training.BaseModelResult,
+    xgb_model: training.BaseModelResult,
+) -> dict:
     """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate."""
     s = stockml.settings()
     bundle, ev = training.stack(training_set, rf_model, xgb_model, FEATURE_NAMES, s)
@@ -239,18 +273,36 @@ def meta_learner(context: AssetExecutionContext, stockml: StockMLResource, train
         target = metrics if row.model == "candidate" else metrics["base_models"].get(row.model, metrics["baselines"].get(row.model))
         target.update(net_sharpe=float(row.net_sharpe), turnover=float(row.avg_daily_turnover))
     context.log.info(f"meta_learner: {stack_note}")
-    lineage = {"dagster_run_id": context.run_id, "data_first_date": training_set.date.min(),
-               "data_last_date": training_set.date.max(), "features": FEATURE_NAMES,
-               "settings": s.as_dict(), "evaluated_from": ev.date.min()}
+    lineage = {
+        "dagster_run_id": context.run_id,
+        "data_first_date": training_set.date.min(),
+        "data_last_date": training_set.date.max(),
+        "features": FEATURE_NAMES,
+        "settings": s.as_dict(),
+        "evaluated_from": ev.date.min(),
+    }
     replay = training.replay_correction(bundle, training_set)
     version = stockml.registry().register(bundle, {**metrics, **replay}, lineage, training.composition(training_set))
-    context.add_output_metadata({"candidate_version": version.version, "sha256": version.sha256,
-                                 **{f"oos_{k}": num(v) for k, v in metrics.items() if k not in ("baselines", "base_models")},
-                                 "stack vs its parts": stack_note,
-                                 "replayed_mistakes": replay["replay_n"],
-                                 "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"]})
-    return {"version": version.version, "model": bundle, "evaluation": ev, "replay": replay,
-            "books": books, "book_table": book_table, "stack_note": stack_note, "decay": decay}
+    context.add_output_metadata(
+        {
+            "candidate_version": version.version,
+            "sha256": version.sha256,
+            **{f"oos_{k}": num(v) for k, v in metrics.items() if k not in ("baselines", "base_models")},
+            "stack vs its parts": stack_note,
+            "replayed_mistakes": replay["replay_n"],
+            "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"],
+        }
+    )
+    return {
+        "version": version.version,
+        "model": bundle,
+        "evaluation": ev,
+        "replay": replay,
+        "books": books,
+        "book_table": book_table,
+        "stack_note": stack_note,
+        "decay": decay,
+    }
 
 
 @asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
@@ -270,10 +322,12 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
     h = headline(report)
     replay = replay_error_rates(ev)
     reliability = reliability_table(ev.label.to_numpy(), ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy())
-    regime = report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(
-        index="group", columns="model", values="value").reset_index()
-    sector = report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(
-        index="group", columns="model", values="value").reset_index()
+    regime = (
+        report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(index="group", columns="model", values="value").reset_index()
+    )
+    sector = (
+        report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(index="group", columns="model", values="value").reset_index()
+    )
     best_rank_baseline = best_baseline(h, "rank_ic")[0]
     shown_models = ["candidate", "rf", "xgb", best_rank_baseline]
 
@@ -282,24 +336,29 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         return part.pivot_table(index="group", columns=["model", "metric"], values="value").reset_index()
 
     decay = meta_learner["decay"]
-    decay = decay[decay.model.isin(shown_models)].pivot_table(
-        index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
-    context.add_output_metadata({
-        "dagster/row_count": len(report), "candidate_version": meta_learner["version"],
-        **{k: num(v) for k, v in h.items() if isinstance(v, float)}, "worst_sector": str(h["worst_sector"]),
-        "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
-        f"rank IC and t by year (candidate, parts, best baseline {best_rank_baseline})": md_table(_flat(rank_ic_by("year"))),
-        "rank IC and t by regime": md_table(_flat(rank_ic_by("regime"))),
-        "rank IC and t by sector": md_table(_flat(rank_ic_by("sector"))),
-        "rank IC and t by fold": md_table(_flat(rank_ic_by("fold"))),
-        "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(_flat(decay)),
-        "accuracy by regime": md_table(regime), "accuracy by sector": md_table(sector),
-        f"reliability ({meta_learner['version']}, out-of-sample, class up)": _reliability_chart(
-            meta_learner["version"], reliability, f"{ev.date.max():%Y-%m-%d}"),
-        "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
-        "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
-        "replayed mistakes in the evaluation": replay["replayed_evaluated"],
-    })
+    decay = decay[decay.model.isin(shown_models)].pivot_table(index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(report),
+            "candidate_version": meta_learner["version"],
+            **{k: num(v) for k, v in h.items() if isinstance(v, float)},
+            "worst_sector": str(h["worst_sector"]),
+            "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
+            f"rank IC and t by year (candidate, parts, best baseline {best_rank_baseline})": md_table(_flat(rank_ic_by("year"))),
+            "rank IC and t by regime": md_table(_flat(rank_ic_by("regime"))),
+            "rank IC and t by sector": md_table(_flat(rank_ic_by("sector"))),
+            "rank IC and t by fold": md_table(_flat(rank_ic_by("fold"))),
+            "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(_flat(decay)),
+            "accuracy by regime": md_table(regime),
+            "accuracy by sector": md_table(sector),
+            f"reliability ({meta_learner['version']}, out-of-sample, class up)": _reliability_chart(
+                meta_learner["version"], reliability, f"{ev.date.max():%Y-%m-%d}"
+            ),
+            "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
+            "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
+            "replayed mistakes in the evaluation": replay["replayed_evaluated"],
+        }
+    )
     return report
 
 
@@ -307,8 +366,11 @@ def _reliability_chart(version: str, reliability: pd.DataFrame, last: str) -> Me
     """Observed frequency of "up" against the mean predicted probability, per probability bin with 50+ rows:
     a calibrated model's two lines coincide."""
     up = reliability[(reliability["class"] == "up") & (reliability.rows >= 50)]
-    return line_chart(f"{version} reliability, class up, to {last}", up.predicted.round(2),
-                      {"observed frequency": up.observed.to_numpy(), "mean predicted": up.predicted.to_numpy()})
+    return line_chart(
+        f"{version} reliability, class up, to {last}",
+        up.predicted.round(2),
+        {"observed frequency": up.observed.to_numpy(), "mean predicted": up.predicted.to_numpy()},
+    )
 
 
 def _flat(table: pd.DataFrame) -> pd.DataFrame:
@@ -317,20 +379,25 @@ def _flat(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-@asset_check(asset=validation_report, blocking=False, description="the candidate's out-of-sample rank IC beats every "
-             "baseline's on the same rows; the promotion gate enforces it with a margin, its t-statistic and the net Sharpe")
+@asset_check(
+    asset=validation_report,
+    blocking=False,
+    description="the candidate's out-of-sample rank IC beats every "
+    "baseline's on the same rows; the promotion gate enforces it with a margin, its t-statistic and the net Sharpe",
+)
 def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResult:
     h = headline(validation_report)
     rows = [{"baseline": b, "rank_ic": h[f"{b}_rank_ic"], "rank_ic_t": h[f"{b}_rank_ic_t"]} for b in ALL_BASELINES]
     ok = all(not np.isfinite(r["rank_ic"]) or h["rank_ic"] > r["rank_ic"] for r in rows) and np.isfinite(h["rank_ic"])
-    return AssetCheckResult(passed=bool(ok), severity=AssetCheckSeverity.WARN, metadata={
-        "candidate_rank_ic": num(h["rank_ic"]), "candidate_rank_ic_t": num(h["rank_ic_t"]),
-        "baselines": md_table(pd.DataFrame(rows))})
+    return AssetCheckResult(
+        passed=bool(ok),
+        severity=AssetCheckSeverity.WARN,
+        metadata={"candidate_rank_ic": num(h["rank_ic"]), "candidate_rank_ic_t": num(h["rank_ic_t"]), "baselines": md_table(pd.DataFrame(rows))},
+    )
 
 
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(BacktestReportSchema), **TABLE)
-def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                    raw_prices: pd.DataFrame) -> pd.DataFrame:
+def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, raw_prices: pd.DataFrame) -> pd.DataFrame:
     """Daily long top-k / short bottom-k on the out-of-sample signals, with costs, vs buy-and-hold; and
     at breadth, every model's and baseline's long top-decile / short bottom-decile book held for the
     label horizon (overlapping sub-books), gross and net of costs, on the same days."""
@@ -344,32 +411,40 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
     base = table[table.model.isin(ALL_BASELINES)]
     best = base.loc[base.net_sharpe.idxmax()] if base.net_sharpe.notna().any() else None
     cand = table.iloc[0]
-    context.add_output_metadata({
-        "dagster/row_count": len(curve), **date_range(curve), "top_k": s.top_k, "cost_bps_per_side": s.cost_bps,
-        **{f"strategy_{k}": num(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
-        "buy_and_hold_sharpe": num(summary.iloc[1].sharpe),
-        f"equity curve ({meta_learner['version']}, net of costs)": line_chart(
-            f"{meta_learner['version']} long/short top-{s.top_k}, net of {s.cost_bps:g} bp", curve.date,
-            {"strategy": curve.strategy_equity.to_numpy(), "buy-and-hold": curve.buy_and_hold_equity.to_numpy()}),
-        "strategy vs buy-and-hold": md_table(summary), "equity curve": md_plot(equity_plot(curve)),
-        "decile book: net_sharpe (candidate)": num(cand.net_sharpe),
-        "decile book: best baseline": "" if best is None else str(best.model),
-        "decile book: best baseline net_sharpe": num("nan") if best is None else num(best.net_sharpe),
-        f"decile books (top / bottom 10%, held {s.labels.horizon} days, {s.cost_bps:g} bp a side), every model": md_table(table),
-        "decile book equity (candidate vs best baseline)": md_plot(book_plot(
-            books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner["version"])),
-    })
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(curve),
+            **date_range(curve),
+            "top_k": s.top_k,
+            "cost_bps_per_side": s.cost_bps,
+            **{f"strategy_{k}": num(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
+            "buy_and_hold_sharpe": num(summary.iloc[1].sharpe),
+            f"equity curve ({meta_learner['version']}, net of costs)": line_chart(
+                f"{meta_learner['version']} long/short top-{s.top_k}, net of {s.cost_bps:g} bp",
+                curve.date,
+                {"strategy": curve.strategy_equity.to_numpy(), "buy-and-hold": curve.buy_and_hold_equity.to_numpy()},
+            ),
+            "strategy vs buy-and-hold": md_table(summary),
+            "equity curve": md_plot(equity_plot(curve)),
+            "decile book: net_sharpe (candidate)": num(cand.net_sharpe),
+            "decile book: best baseline": "" if best is None else str(best.model),
+            "decile book: best baseline net_sharpe": num("nan") if best is None else num(best.net_sharpe),
+            f"decile books (top / bottom 10%, held {s.labels.horizon} days, {s.cost_bps:g} bp a side), every model": md_table(table),
+            "decile book equity (candidate vs best baseline)": md_plot(
+                book_plot(books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner["version"])
+            ),
+        }
+    )
     return curve
 
 
-@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema),
-       deps=[AssetDep("feature_matrix")], **TABLE)
-def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                training_set: pd.DataFrame, market_regimes: pd.DataFrame) -> pd.DataFrame:
+@asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema), deps=[AssetDep("feature_matrix")], **TABLE)
+def shap_values(
+    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, training_set: pd.DataFrame, market_regimes: pd.DataFrame
+) -> pd.DataFrame:
     """Per-prediction SHAP values of both base models: the latest date and a validation sample."""
     model = meta_learner["model"]
-    latest = read_feature_rows(stockml, latest=True).merge(
-        market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
+    latest = read_feature_rows(stockml, latest=True).merge(market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
     latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
     ev_keys = meta_learner["evaluation"][["ticker", "date"]]
     rows = pd.Series(training.positions_of(training_set, ev_keys))
@@ -377,8 +452,9 @@ def shap_values(context: AssetExecutionContext, stockml: StockMLResource, meta_l
     val = training_set.iloc[rows.to_numpy()].reset_index(drop=True)  # only the sampled rows are copied
     sv = pd.concat([shap_long(model, latest, "latest"), shap_long(model, val, "validation")], ignore_index=True)
     sv.insert(0, "model_version", meta_learner["version"])
-    context.add_output_metadata({"dagster/row_count": len(sv), "model_version": meta_learner["version"],
-                                 "latest_rows": len(latest), "validation_rows": len(val)})
+    context.add_output_metadata(
+        {"dagster/row_count": len(sv), "model_version": meta_learner["version"], "latest_rows": len(latest), "validation_rows": len(val)}
+    )
     return sv
 
 
@@ -390,36 +466,48 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
     imp.insert(0, "model_version", version)
     stored = imp.assign(computed_at=datetime.now(UTC).replace(tzinfo=None))
     with stockml.warehouse().connect() as con:
-        con.execute("create table if not exists shap_analysis (model_version varchar, regime varchar, "
-                    "feature_name varchar, importance_score double, rank integer, computed_at timestamp)")
+        con.execute(
+            "create table if not exists shap_analysis (model_version varchar, regime varchar, "
+            "feature_name varchar, importance_score double, rank integer, computed_at timestamp)"
+        )
         con.execute("begin")
         con.execute("delete from shap_analysis where model_version = ?", [version])
         con.register("stored_importance", stored)
-        con.execute("insert into shap_analysis select model_version, regime, feature_name, importance_score, "
-                    "rank, computed_at from stored_importance")
+        con.execute(
+            "insert into shap_analysis select model_version, regime, feature_name, importance_score, rank, computed_at from stored_importance"
+        )
         con.execute("commit")
     top = imp[imp.regime == "all"].head(10)
     families = family_shares(imp)
     market_share = float(families.share[families.market_wide].sum())
     per_regime = imp[imp["rank"] <= 5].pivot_table(index="rank", columns="regime", values="feature_name", aggfunc="first").reset_index()
-    context.add_output_metadata({
-        "dagster/row_count": len(imp), "model_version": version,
-        "top 10 features": md_table(top[["rank", "feature_name", "importance_score"]]),
-        "top 5 by regime": md_table(per_regime),
-        "importance by feature family": md_table(families),
-        "market-wide share (one value per date: ranks no stock by itself)": market_share,
-        "importance plot": md_plot(bar_plot(top.feature_name[::-1], top.importance_score[::-1], "mean |SHAP| (normalised)")),
-    })
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(imp),
+            "model_version": version,
+            "top 10 features": md_table(top[["rank", "feature_name", "importance_score"]]),
+            "top 5 by regime": md_table(per_regime),
+            "importance by feature family": md_table(families),
+            "market-wide share (one value per date: ranks no stock by itself)": market_share,
+            "importance plot": md_plot(bar_plot(top.feature_name[::-1], top.importance_score[::-1], "mean |SHAP| (normalised)")),
+        }
+    )
     latest = shap_values.date[shap_values["sample"] == "latest"]
     on = f"{pd.Timestamp(latest.max()):%Y-%m-%d}" if len(latest) else "no latest rows"
-    context.add_output_metadata({f"top features ({version}, mean |SHAP| on {on} and a validation sample)": bar_chart(
-        f"{version}: mean |SHAP|, latest {on}", top.feature_name, top.importance_score)})
+    context.add_output_metadata(
+        {
+            f"top features ({version}, mean |SHAP| on {on} and a validation sample)": bar_chart(
+                f"{version}: mean |SHAP|, latest {on}", top.feature_name, top.importance_score
+            )
+        }
+    )
     return imp
 
 
 @asset(group_name="promotion", kinds={"pandas", "duckdb"}, metadata=column_schema(PromotionDecisionSchema), **TABLE)
-def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                       validation_report: pd.DataFrame, training_set: pd.DataFrame) -> pd.DataFrame:
+def promotion_decision(
+    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, validation_report: pd.DataFrame, training_set: pd.DataFrame
+) -> pd.DataFrame:
     """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
     s = stockml.settings()
     reg = stockml.registry()
@@ -432,13 +520,17 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
         champion_model = reg.load(champ.version)
         missing = sorted(set(champion_model.feature_names) - set(training_set.columns))
         if missing:  # trained on an earlier feature registry: it cannot score today's rows
-            replay["champion_replay_note"] = (f"champion {champ.version} was trained on other features "
-                                              f"({len(missing)} no longer computed, e.g. {missing[0]}): not comparable")
+            replay["champion_replay_note"] = (
+                f"champion {champ.version} was trained on other features ({len(missing)} no longer computed, e.g. {missing[0]}): not comparable"
+            )
         else:
             replay["champion_repeat_error_rate"] = training.replay_correction(champion_model, training_set)["repeat_error_rate"]
     ev = meta_learner["evaluation"]
-    evidence = {**with_books(headline(validation_report), meta_learner["book_table"]), **replay,
-                **recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon)}
+    evidence = {
+        **with_books(headline(validation_report), meta_learner["book_table"]),
+        **replay,
+        **recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon),
+    }
     decision = evaluate_gate(evidence, s.gate, champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner["version"])
@@ -455,45 +547,56 @@ def promotion_decision(context: AssetExecutionContext, stockml: StockMLResource,
     if sharpe_base in books:
         book_lines[sharpe_base] = books[sharpe_base]
     dates = books["candidate"].date
-    context.add_output_metadata({
-        "decision": inline_md(decision_evidence(version, decision.promoted, decision, champ, evidence,
-                                                (ric_base, ric), (sharpe_base, sharpe))),
-        "criteria": small_table(reading_table(df)),
-        f"decile book equity, net of costs ({version}, {first}..{last})": line_chart(
-            f"{version} decile book, net of costs, to {last}", dates,
-            {name: b.set_index("date").net_equity.reindex(dates).to_numpy() for name, b in book_lines.items()}),
-        "verdict": "PROMOTE" if decision.promoted else "REJECT", "reason": decision.reason,
-        "candidate_version": version, "champion_before": champ.version if champ else "none",
-        "criteria with their evidence": md_table(shown),
-        **{f"candidate_{k}": num(v) for k, v in bases.items()},
-        # the published predictions' rank IC on the last scored days (the champions' live record; NaN before any)
-        "production_live_rank_ic": num(evidence.get("production_recent_rank_ic", float("nan"))),
-        "production_live_days": int(evidence.get("recent_days", 0) or 0),
-        "best_baseline_rank_ic": f"{ric_base} {ric:.4f}", "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
-        "stack vs its parts": meta_learner.get("stack_note", ""),
-        "gate settings": MetadataValue.json(s.as_dict()["gate"]),
-    })
+    context.add_output_metadata(
+        {
+            "decision": inline_md(decision_evidence(version, decision.promoted, decision, champ, evidence, (ric_base, ric), (sharpe_base, sharpe))),
+            "criteria": small_table(reading_table(df)),
+            f"decile book equity, net of costs ({version}, {first}..{last})": line_chart(
+                f"{version} decile book, net of costs, to {last}",
+                dates,
+                {name: b.set_index("date").net_equity.reindex(dates).to_numpy() for name, b in book_lines.items()},
+            ),
+            "verdict": "PROMOTE" if decision.promoted else "REJECT",
+            "reason": decision.reason,
+            "candidate_version": version,
+            "champion_before": champ.version if champ else "none",
+            "criteria with their evidence": md_table(shown),
+            **{f"candidate_{k}": num(v) for k, v in bases.items()},
+            # the published predictions' rank IC on the last scored days (the champions' live record; NaN before any)
+            "production_live_rank_ic": num(evidence.get("production_recent_rank_ic", float("nan"))),
+            "production_live_days": int(evidence.get("recent_days", 0) or 0),
+            "best_baseline_rank_ic": f"{ric_base} {ric:.4f}",
+            "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
+            "stack vs its parts": meta_learner.get("stack_note", ""),
+            "gate settings": MetadataValue.json(s.as_dict()["gate"]),
+        }
+    )
     return df
 
 
-def decision_evidence(version: str, promoted: bool, decision, champ, evidence: dict, rank_ic_base: tuple[str, float],
-                      sharpe_base: tuple[str, float]) -> str:
+def decision_evidence(
+    version: str, promoted: bool, decision, champ, evidence: dict, rank_ic_base: tuple[str, float], sharpe_base: tuple[str, float]
+) -> str:
     """The verdict and the evidence a reader weighs first, in a few short lines (shown inline)."""
     ric, t, sharpe = (float(evidence.get(k, float("nan"))) for k in ("rank_ic", "rank_ic_t", "net_sharpe"))
     if promoted:
         head = f"**PROMOTE {version}**: {decision.reason}"
     else:
-        head = (f"**REJECT {version}** ({'champion ' + champ.version + ' stays' if champ else 'no champion: nothing is published'}): "
-                f"failed {', '.join(c.name for c in decision.failed)}")
-    lines = [head, "",
-             f"- rank IC {shown_value('rank_ic', ric)} (t {shown_value('rank_ic_t', t)}) vs best baseline "
-             f"{rank_ic_base[0] or 'none'} {shown_value('rank_ic', rank_ic_base[1])}",
-             f"- decile book net Sharpe {shown_value('net_sharpe_vs_best_baseline', sharpe)} vs best baseline "
-             f"{sharpe_base[0] or 'none'} {shown_value('net_sharpe_vs_best_baseline', sharpe_base[1])}"]
+        head = (
+            f"**REJECT {version}** ({'champion ' + champ.version + ' stays' if champ else 'no champion: nothing is published'}): "
+            f"failed {', '.join(c.name for c in decision.failed)}"
+        )
+    lines = [
+        head,
+        "",
+        f"- rank IC {shown_value('rank_ic', ric)} (t {shown_value('rank_ic_t', t)}) vs best baseline "
+        f"{rank_ic_base[0] or 'none'} {shown_value('rank_ic', rank_ic_base[1])}",
+        f"- decile book net Sharpe {shown_value('net_sharpe_vs_best_baseline', sharpe)} vs best baseline "
+        f"{sharpe_base[0] or 'none'} {shown_value('net_sharpe_vs_best_baseline', sharpe_base[1])}",
+    ]
     if champ is not None:
         theirs = float(champ.metrics.get("rank_ic", float("nan")))
-        lines.append(f"- vs champion {champ.version}: rank IC {shown_value('rank_ic', ric)} against its recorded "
-                     f"{shown_value('rank_ic', theirs)}")
+        lines.append(f"- vs champion {champ.version}: rank IC {shown_value('rank_ic', ric)} against its recorded {shown_value('rank_ic', theirs)}")
     else:
         lines.append("- no champion yet: the first model is judged on the criteria alone")
     if not has_directional_skill(ric, t):
@@ -502,8 +605,13 @@ def decision_evidence(version: str, promoted: bool, decision, champ, evidence: d
 
 
 # The weekly retrain re-materializes it (whatever the gate decides): overdue after 8 days.
-@asset(group_name="promotion", kinds={"duckdb"}, metadata=column_schema(ProductionModelSchema),
-       freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)), **TABLE)
+@asset(
+    group_name="promotion",
+    kinds={"duckdb"},
+    metadata=column_schema(ProductionModelSchema),
+    freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)),
+    **TABLE,
+)
 def production_model(context: AssetExecutionContext, stockml: StockMLResource, promotion_decision: pd.DataFrame) -> pd.DataFrame:
     """The champion in the model registry; it changes only when the gate promotes the candidate."""
     failpoint("gate")
@@ -513,25 +621,47 @@ def production_model(context: AssetExecutionContext, stockml: StockMLResource, p
     if promoted:
         reasons = promotion_decision[["name", "value", "threshold", "passed"]].to_dict("records")
         trigger = trigger_of(context.run.tags)
-        reg.promote(version, reason="passed every promotion criterion", actor="promotion_gate",
-                    decision={"criteria": reasons, "dagster_run_id": context.run_id},
-                    trigger=trigger if trigger in TRIGGERS else "manual")
+        reg.promote(
+            version,
+            reason="passed every promotion criterion",
+            actor="promotion_gate",
+            decision={"criteria": reasons, "dagster_run_id": context.run_id},
+            trigger=trigger if trigger in TRIGGERS else "manual",
+        )
     champ = reg.champion_event()
     df = pd.DataFrame(columns=["version", "sha256", "champion_since", "action", "actor", "reason"])
     if champ is not None:
         mv = reg.get(champ.version)
         since = pd.Timestamp(champ.at).tz_convert(None)  # registry times are UTC; tables hold naive UTC
-        df = pd.DataFrame([{"version": mv.version, "sha256": mv.sha256, "champion_since": since,
-                            "action": champ.action, "actor": champ.actor, "reason": champ.reason}])
+        df = pd.DataFrame(
+            [
+                {
+                    "version": mv.version,
+                    "sha256": mv.sha256,
+                    "champion_since": since,
+                    "action": champ.action,
+                    "actor": champ.actor,
+                    "reason": champ.reason,
+                }
+            ]
+        )
     df["champion_since"] = pd.to_datetime(df["champion_since"])
-    context.add_output_metadata({"champion": df.version.iloc[0] if len(df) else "none",
-                                 "changed_this_run": promoted, "candidate_version": version,
-                                 "history": md_table(reg.history().drop(columns=["decision"], errors="ignore").tail(10))})
+    context.add_output_metadata(
+        {
+            "champion": df.version.iloc[0] if len(df) else "none",
+            "changed_this_run": promoted,
+            "candidate_version": version,
+            "history": md_table(reg.history().drop(columns=["decision"], errors="ignore").tail(10)),
+        }
+    )
     return df
 
 
-@asset_check(asset=production_model, blocking=True, description="the champion's artefact matches its content "
-             "hash, and it reached production through the gate or a recorded manual action")
+@asset_check(
+    asset=production_model,
+    blocking=True,
+    description="the champion's artefact matches its content hash, and it reached production through the gate or a recorded manual action",
+)
 def champion_verified(stockml: StockMLResource, production_model: pd.DataFrame) -> AssetCheckResult:
     if production_model.empty:
         return AssetCheckResult(passed=True, metadata={"champion": "none (no model has passed the gate)"})
@@ -544,5 +674,6 @@ def champion_verified(stockml: StockMLResource, production_model: pd.DataFrame) 
         hash_ok, detail = False, str(exc)
     event = reg.champion_event()
     through_gate = event is not None and event.action in ("promote", "rollback", "override")
-    return AssetCheckResult(passed=hash_ok and through_gate, metadata={"champion": version, "integrity": detail,
-                                                                       "action": event.action if event else ""})
+    return AssetCheckResult(
+        passed=hash_ok and through_gate, metadata={"champion": version, "integrity": detail, "action": event.action if event else ""}
+    )

@@ -1,6 +1,5 @@
 """Monitoring: the champion's predictions, drift, the error replay buffer and per-sector accuracy."""
 
-
 import functools
 from datetime import UTC, datetime
 
@@ -89,7 +88,7 @@ class ScoreCache:
             found[missing] = model.predict_proba(rows[missing])
             fresh = pd.DataFrame(found[missing], index=keys[missing])
             known = fresh if known is None else pd.concat([known, fresh])
-            known = known[~known.index.duplicated(keep="last")].iloc[-self.max_rows:]
+            known = known[~known.index.duplicated(keep="last")].iloc[-self.max_rows :]
         self._by_model[model_key] = known
         while len(self._by_model) > self.max_models:
             self._by_model.pop(next(iter(self._by_model)))
@@ -99,21 +98,35 @@ class ScoreCache:
 CHAMPION_SCORES = ScoreCache()
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
-       deps=[AssetDep("production_model")], **PARTITIONED, **TABLE,
-       check_specs=[gate_spec("predictions", PredictionsSchema, "predictions_probabilities_sum_to_one")])
-def predictions(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
-                market_regimes: pd.DataFrame):
+@asset(
+    group_name="monitoring",
+    kinds={"pandas", "duckdb"},
+    metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
+    deps=[AssetDep("production_model")],
+    **PARTITIONED,
+    **TABLE,
+    check_specs=[gate_spec("predictions", PredictionsSchema, "predictions_probabilities_sum_to_one")],
+)
+def predictions(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame):
     """The champion's signal and confidence per ticker for the run's trading days; none without a champion."""
     rows = _with_regime(feature_matrix, market_regimes)
     rows = trainable(rows.assign(label=0.0), FEATURE_NAMES)
     version, proba, model = _champion_proba(stockml, rows)
     if proba is None:
-        add_metadata(context, {"published": False, "dagster/row_count": 0,
-                               "reason": "no rows with complete features" if version else
-                                         "no champion: no model has passed the promotion gate"})
-        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float, str], strict=True)})
+        add_metadata(
+            context,
+            {
+                "published": False,
+                "dagster/row_count": 0,
+                "reason": "no rows with complete features" if version else "no champion: no model has passed the promotion gate",
+            },
+        )
+        empty = pd.DataFrame(
+            {
+                c: pd.Series(dtype=t)
+                for c, t in zip(PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float, str], strict=True)
+            }
+        )
         return validated(context, "predictions", empty, PredictionsSchema, probabilities_check(empty))
     out = rows[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
     out[PROBA_COLUMNS] = proba
@@ -122,12 +135,18 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
     out["top_features"] = top_contributions(model, rows.reset_index(drop=True))  # why: the champion's own SHAP
     out = out[PREDICTION_COLUMNS]
     latest = out[out.date == out.date.max()]
-    add_metadata(context, {
-        "published": True, "dagster/row_count": len(out), "model_version": version, **date_range(out),
-        "signals (latest day)": MetadataValue.json(latest.signal.value_counts().to_dict()),
-        "mean_confidence (latest day)": num(latest.confidence.mean()),
-        "predictions (latest day)": md_table(latest.sort_values("confidence", ascending=False), limit=50),
-    })
+    add_metadata(
+        context,
+        {
+            "published": True,
+            "dagster/row_count": len(out),
+            "model_version": version,
+            **date_range(out),
+            "signals (latest day)": MetadataValue.json(latest.signal.value_counts().to_dict()),
+            "mean_confidence (latest day)": num(latest.confidence.mean()),
+            "predictions (latest day)": md_table(latest.sort_values("confidence", ascending=False), limit=50),
+        },
+    )
     return validated(context, "predictions", out, PredictionsSchema, probabilities_check(out))
 
 
@@ -139,40 +158,48 @@ def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 def _feature_meta(df: pd.DataFrame) -> dict:
     last = df[df.date == df.date.max()]
-    return {"dagster/row_count": len(df), **date_range(df),
-            "drifted_features (latest day)": int(last.drifted.sum()),
-            "share_drifted (latest day)": num(last.drifted.mean()) if len(last) else 0.0,
-            "top drifted (latest day)": md_table(last.head(15))}
+    return {
+        "dagster/row_count": len(df),
+        **date_range(df),
+        "drifted_features (latest day)": int(last.drifted.sum()),
+        "share_drifted (latest day)": num(last.drifted.mean()) if len(last) else 0.0,
+        "top drifted (latest day)": md_table(last.head(15)),
+    }
 
 
 def _regime_meta(df: pd.DataFrame, transitions: dict) -> dict:
     last = df[df.date == df.date.max()]
-    return {"total_variation (latest day)": num(0.5 * last.change.abs().sum()),
-            "transition (latest day)": next(reversed(transitions.values()), "none"),
-            "transitions": MetadataValue.json(transitions), "mix (latest day)": md_table(last),
-            **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {})}
+    return {
+        "total_variation (latest day)": num(0.5 * last.change.abs().sum()),
+        "transition (latest day)": next(reversed(transitions.values()), "none"),
+        "transitions": MetadataValue.json(transitions),
+        "mix (latest day)": md_table(last),
+        **({"plot": _mix_plot_md(last, "market state mix")} if len(last) else {}),
+    }
 
 
 def _mix_plot_md(table: pd.DataFrame, title: str) -> MetadataValue:
     """``mix_plot`` as markdown metadata; the same mix (to 4 decimals) reuses the PNG drawn last time
     (drawing one takes ~0.1 s, and the mix of most days equals the day before's)."""
-    return _mix_plot_cached(title, tuple(table.category), tuple(table.reference_share.round(4)),
-                            tuple(table.current_share.round(4)))
+    return _mix_plot_cached(title, tuple(table.category), tuple(table.reference_share.round(4)), tuple(table.current_share.round(4)))
 
 
 @functools.lru_cache(maxsize=32)
 def _mix_plot_cached(title: str, categories: tuple, reference: tuple, current: tuple) -> MetadataValue:
-    return md_plot(mix_plot(pd.DataFrame({"category": categories, "reference_share": reference,
-                                          "current_share": current}), title))
+    return md_plot(mix_plot(pd.DataFrame({"category": categories, "reference_share": reference, "current_share": current}), title))
 
 
 def _prediction_meta(df: pd.DataFrame, stats: dict, version: str | None) -> dict:
     if version is None:
         return {"measured": False, "reason": "no champion, no predictions"}
     last_stats = next(reversed(stats.values()), {})
-    return {"measured": True, "model_version": version,
-            **{f"{k} (latest day)": num(v) for k, v in last_stats.items()},
-            "by day": MetadataValue.json(stats), "mix (latest day)": md_table(df[df.date == df.date.max()])}
+    return {
+        "measured": True,
+        "model_version": version,
+        **{f"{k} (latest day)": num(v) for k, v in last_stats.items()},
+        "by day": MetadataValue.json(stats),
+        "mix (latest day)": md_table(df[df.date == df.date.max()]),
+    }
 
 
 def _report_meta(s, df: pd.DataFrame, feature_drift: pd.DataFrame) -> dict:
@@ -181,23 +208,36 @@ def _report_meta(s, df: pd.DataFrame, feature_drift: pd.DataFrame) -> dict:
     last_day = max(scores) if scores else None
     score = scores[last_day] if last_day else float("nan")
     last_fd = feature_drift[feature_drift.date == feature_drift.date.max()] if len(feature_drift) else feature_drift
-    return {"drift_score": num(score), "day": last_day or "", "daily_scores": MetadataValue.json(scores),
-            "threshold": s.score_threshold, "above_threshold": bool(score >= s.score_threshold),
-            "components": md_table(df[df.date == df.date.max()]),
-            "top drifted features": md_table(last_fd[last_fd.drifted].head(10))}
+    return {
+        "drift_score": num(score),
+        "day": last_day or "",
+        "daily_scores": MetadataValue.json(scores),
+        "threshold": s.score_threshold,
+        "above_threshold": bool(score >= s.score_threshold),
+        "components": md_table(df[df.date == df.date.max()]),
+        "top drifted features": md_table(last_fd[last_fd.drifted].head(10)),
+    }
 
 
-def measure_drift(context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame,
-                  market_regimes: pd.DataFrame) -> tuple[core_drift.DriftTables, str | None]:
+def measure_drift(
+    context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame
+) -> tuple[core_drift.DriftTables, str | None]:
     """The run's days' drift (``stockml_core.drift.drift_tables``, what the drift benchmark calibrates),
     with the champion's predictions on the same rows when there is a champion; and its version."""
     first, last = run_days(context)
     rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)
     version, proba, _ = _champion_proba(stockml, rows)
     days = pd.DatetimeIndex(feature_matrix.date.unique())
-    tables = core_drift.drift_tables(feature_matrix, market_regimes, FEATURE_NAMES, s, DATE_LEVEL,
-                                     days[(days >= first) & (days <= last)],
-                                     predictions=None if proba is None else (rows.date, proba), class_names=CLASS_NAMES)
+    tables = core_drift.drift_tables(
+        feature_matrix,
+        market_regimes,
+        FEATURE_NAMES,
+        s,
+        DATE_LEVEL,
+        days[(days >= first) & (days <= last)],
+        predictions=None if proba is None else (rows.date, proba),
+        class_names=CLASS_NAMES,
+    )
     return tables, (version if proba is not None else None)
 
 
@@ -207,21 +247,37 @@ def _score_chart(stockml: StockMLResource, s, report: pd.DataFrame, version: str
     new = report[report.component == "overall"][["date", "value"]]
     first = new.date.min() if len(new) else pd.Timestamp.max
     wh = stockml.warehouse()
-    old = wh.read(f'select date, value from "{WAREHOUSE_SCHEMA}".drift_report where component = ? and date < ? '
-                  'order by date desc limit 250', ["overall", first]) if wh.has_table("drift_report", "assets") else new.iloc[:0]
+    old = (
+        wh.read(
+            f'select date, value from "{WAREHOUSE_SCHEMA}".drift_report where component = ? and date < ? order by date desc limit 250',
+            ["overall", first],
+        )
+        if wh.has_table("drift_report", "assets")
+        else new.iloc[:0]
+    )
     series = pd.concat([old.iloc[::-1], new], ignore_index=True).tail(250)
     if series.empty:
         return inline_md("_(no drift score yet)_")
     last = f"{pd.Timestamp(series.date.iloc[-1]):%Y-%m-%d}"
     above = np.flatnonzero(series.value.to_numpy() >= s.score_threshold)
-    return line_chart(f"drift score to {last}" + (f", champion {version}" if version else ""), series.date,
-                      {"score": series.value.to_numpy()}, hline=s.score_threshold,
-                      hline_label=f"threshold {s.score_threshold:g} (ticks: days above)", marks=above, peaks=True)
+    return line_chart(
+        f"drift score to {last}" + (f", champion {version}" if version else ""),
+        series.date,
+        {"score": series.value.to_numpy()},
+        hline=s.score_threshold,
+        hline_label=f"threshold {s.score_threshold:g} (ticks: days above)",
+        marks=above,
+        peaks=True,
+    )
 
 
 # The drift step's assets, in the order the step returns them, with the schema that gates each.
-DRIFT_SCHEMAS = {"feature_drift": FeatureDriftSchema, "regime_drift": MixDriftSchema,
-                 "prediction_drift": MixDriftSchema, "drift_report": DriftReportSchema}
+DRIFT_SCHEMAS = {
+    "feature_drift": FeatureDriftSchema,
+    "regime_drift": MixDriftSchema,
+    "prediction_drift": MixDriftSchema,
+    "drift_report": DriftReportSchema,
+}
 
 
 _D = drift_settings_from_env()
@@ -232,35 +288,45 @@ _DRIFT_REPORT_DESCRIPTION = (
     f"class mix and confidence ({_D.weight_predictions:g}; without a champion the other two are renormalized). A retrain "
     f"is triggered when the score is at or above {_D.score_threshold:g} for {_D.persistence_days} trading days in a row, "
     f"then not again for {_D.cooldown_days} trading days (DriftSettings, STOCKML_DRIFT applied). The page shows the last 250 days' "
-    "scores with the threshold.")
+    "scores with the threshold."
+)
 
 
 def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
-    return AssetOut(kinds=kwargs.pop("kinds", {"pandas", "duckdb"}), description=description,
-                    metadata={**column_schema(DRIFT_SCHEMAS[name]), **PARTITION_EXPR},
-                    io_manager_key=TABLE["io_manager_key"], **kwargs)
+    return AssetOut(
+        kinds=kwargs.pop("kinds", {"pandas", "duckdb"}),
+        description=description,
+        metadata={**column_schema(DRIFT_SCHEMAS[name]), **PARTITION_EXPR},
+        io_manager_key=TABLE["io_manager_key"],
+        **kwargs,
+    )
 
 
 @multi_asset(
-    name="drift", group_name="monitoring", pool=TABLE["pool"], **PARTITIONED,
+    name="drift",
+    group_name="monitoring",
+    pool=TABLE["pool"],
+    **PARTITIONED,
     check_specs=[gate_spec(name, schema) for name, schema in DRIFT_SCHEMAS.items()],
     outs={
         "feature_drift": _drift_out(
-            "feature_drift", kinds={"scipy", "duckdb"},
+            "feature_drift",
+            kinds={"scipy", "duckdb"},
             description="Per trading day and feature: normalized Wasserstein distance against a threshold calibrated "
-                        "on the reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI."),
+            "on the reference window's own variability, KS p-value (Benjamini-Hochberg across features), PSI.",
+        ),
         "regime_drift": _drift_out(
             "regime_drift",
             description="Per trading day: shift of the mix of market states in the current window against the reference, "
-                        "naming the transition. The states are the regimes, with a falling normal market (S&P 500 8%+ "
-                        "below its peak and 5%+ down over 20 days) as correction."),
+            "naming the transition. The states are the regimes, with a falling normal market (S&P 500 8%+ "
+            "below its peak and 5%+ down over 20 days) as correction.",
+        ),
         "prediction_drift": _drift_out(
             "prediction_drift",
             description="Per trading day: shift of the champion's predicted class mix and of its mean confidence, current "
-                        "vs reference. The champion scores both windows, so the shift is the data's, not a change of model."),
-        "drift_report": _drift_out(
-            "drift_report",
-            description=_DRIFT_REPORT_DESCRIPTION),
+            "vs reference. The champion scores both windows, so the shift is the data's, not a change of model.",
+        ),
+        "drift_report": _drift_out("drift_report", description=_DRIFT_REPORT_DESCRIPTION),
     },
     ins={"feature_matrix": AssetIn(partition_mapping=DRIFT_HISTORY)},
     deps=[AssetDep("production_model")],
@@ -271,8 +337,7 @@ def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
         "drift_report": {AssetKey("feature_drift"), AssetKey("regime_drift"), AssetKey("prediction_drift")},
     },
 )
-def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame,
-          market_regimes: pd.DataFrame):
+def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame):
     """Feature, regime and prediction drift and the day's drift report, one step for the four assets.
 
     They read the same windows (the run's days and the 254 trading days before each), so one step
@@ -281,21 +346,28 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
     """
     s = stockml.settings().drift
     t, version = measure_drift(context, stockml, s, feature_matrix, market_regimes)
-    tables = {"feature_drift": (t.feature_drift, _feature_meta(t.feature_drift)),
-              "regime_drift": (t.regime_drift, _regime_meta(t.regime_drift, t.transitions)),
-              "prediction_drift": (t.prediction_drift, _prediction_meta(t.prediction_drift, t.prediction_stats, version)),
-              "drift_report": (t.report, _report_meta(s, t.report, t.feature_drift))}
+    tables = {
+        "feature_drift": (t.feature_drift, _feature_meta(t.feature_drift)),
+        "regime_drift": (t.regime_drift, _regime_meta(t.regime_drift, t.transitions)),
+        "prediction_drift": (t.prediction_drift, _prediction_meta(t.prediction_drift, t.prediction_stats, version)),
+        "drift_report": (t.report, _report_meta(s, t.report, t.feature_drift)),
+    }
     tables["drift_report"][1]["drift score, last 250 trading days"] = _score_chart(stockml, s, t.report, version)
     for name, (_, meta) in tables.items():
         add_metadata(context, meta, output_name=name)
     return tuple(validated(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
 
 
-@asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
-       deps=[AssetDep("rare_event_catalog")], **PARTITIONED, **TABLE,
-       check_specs=[gate_spec("rare_event_watch", RareEventWatchSchema)])
-def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame,
-                     drift_report: pd.DataFrame):
+@asset(
+    group_name="monitoring",
+    kinds={"pandas", "duckdb"},
+    metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
+    deps=[AssetDep("rare_event_catalog")],
+    **PARTITIONED,
+    **TABLE,
+    check_specs=[gate_spec("rare_event_watch", RareEventWatchSchema)],
+)
+def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, market_regimes: pd.DataFrame, drift_report: pd.DataFrame):
     """Per trading day: do the conditions for capturing a new rare event hold (crash regime, VIX above 40 for
     3+ days, drift score above 0.25, no overlap with a catalogued event)? The capture sensor reads the answer."""
     s = stockml.settings()
@@ -306,24 +378,32 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
     for day in sorted(overall.index):
         event, why = capture_candidate(day, market_regimes, float(overall[day]), catalog, s.capture)
         if event:
-            catalog = pd.concat([catalog, pd.DataFrame([event]).assign(
-                start=lambda d: pd.to_datetime(d.start), end=lambda d: pd.to_datetime(d.end))], ignore_index=True)
+            catalog = pd.concat(
+                [catalog, pd.DataFrame([event]).assign(start=lambda d: pd.to_datetime(d.start), end=lambda d: pd.to_datetime(d.end))],
+                ignore_index=True,
+            )
             candidate = event
-        rows.append({"date": pd.Timestamp(day), "candidate": event["name"] if event else "",
-                     "start": pd.Timestamp(event["start"]) if event else pd.NaT,
-                     "end": pd.Timestamp(event["end"]) if event else pd.NaT,
-                     "drift_score": float(overall[day]), "reason": why})
+        rows.append(
+            {
+                "date": pd.Timestamp(day),
+                "candidate": event["name"] if event else "",
+                "start": pd.Timestamp(event["start"]) if event else pd.NaT,
+                "end": pd.Timestamp(event["end"]) if event else pd.NaT,
+                "drift_score": float(overall[day]),
+                "reason": why,
+            }
+        )
     df = pd.DataFrame(rows, columns=["date", "candidate", "start", "end", "drift_score", "reason"]).astype(
-        {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str,
-         "drift_score": float})
-    add_metadata(context, {"dagster/row_count": len(df), "candidate_event": MetadataValue.json(candidate or {}),
-                                 "latest": md_table(df.tail(5))})
+        {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str, "drift_score": float}
+    )
+    add_metadata(context, {"dagster/row_count": len(df), "candidate_event": MetadataValue.json(candidate or {}), "latest": md_table(df.tail(5))})
     return validated(context, "rare_event_watch", df, RareEventWatchSchema)
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)
-def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict,
-                        promotion_decision: pd.DataFrame, training_set: pd.DataFrame) -> pd.DataFrame:
+def error_replay_buffer(
+    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, promotion_decision: pd.DataFrame, training_set: pd.DataFrame
+) -> pd.DataFrame:
     """The worst confident out-of-sample mistakes, replayed (up-weighted) in the next training cycle.
 
     A sample leaves the buffer once a promoted model gets it right; a rejected candidate removes
@@ -336,13 +416,19 @@ def error_replay_buffer(context: AssetExecutionContext, stockml: StockMLResource
     feats = training_set.iloc[positions_of(training_set, buf)][["ticker", "date", *FEATURE_NAMES]]  # the buffer's rows only
     buf = buf.merge(feats, on=["ticker", "date"], how="left")
     rates = replay_error_rates(meta_learner["evaluation"])
-    add_metadata(context, {"dagster/row_count": len(buf), "previous_rows": 0 if previous is None else len(previous),
-                                 "candidate_promoted": promoted,
-                                 "replayed_mistakes_evaluated": rates["replayed_evaluated"],
-                                 "repeat_error_rate_before_replay": rates["repeat_error_before"],
-                                 "repeat_error_rate_after_replay": rates["repeat_error_after"],
-                                 "by regime": md_table(buf.regime.value_counts().rename_axis("regime").reset_index(name="rows")),
-                                 "worst": md_table(buf.head(10))})
+    add_metadata(
+        context,
+        {
+            "dagster/row_count": len(buf),
+            "previous_rows": 0 if previous is None else len(previous),
+            "candidate_promoted": promoted,
+            "replayed_mistakes_evaluated": rates["replayed_evaluated"],
+            "repeat_error_rate_before_replay": rates["repeat_error_before"],
+            "repeat_error_rate_after_replay": rates["repeat_error_after"],
+            "by regime": md_table(buf.regime.value_counts().rename_axis("regime").reset_index(name="rows")),
+            "worst": md_table(buf.head(10)),
+        },
+    )
     return buf
 
 
@@ -351,39 +437,75 @@ def sector_performance(context: AssetExecutionContext, meta_learner: dict) -> pd
     """Out-of-sample accuracy by sector x regime, by sector and by symbol, weakest named."""
     df = build_sector_performance(meta_learner["evaluation"])
     sectors = df[df.scope == "sector"].sort_values("accuracy")
-    add_metadata(context, {"dagster/row_count": len(df), "weakest_sectors": ", ".join(sectors.sector.head(3)),
-                                 "by sector": md_table(sectors[["sector", "accuracy", "n"]])})
+    add_metadata(
+        context,
+        {
+            "dagster/row_count": len(df),
+            "weakest_sectors": ", ".join(sectors.sector.head(3)),
+            "by sector": md_table(sectors[["sector", "accuracy", "n"]]),
+        },
+    )
     return df
 
 
-TRAINING_RUN_COLUMNS = ["run_id", "recorded_at", "trigger", "samples", "candidate_version", "accuracy",
-                        "balanced_accuracy", "metrics", "promoted", "error"]
+TRAINING_RUN_COLUMNS = [
+    "run_id",
+    "recorded_at",
+    "trigger",
+    "samples",
+    "candidate_version",
+    "accuracy",
+    "balanced_accuracy",
+    "metrics",
+    "promoted",
+    "error",
+]
 
 
 def record_training_run(stockml: StockMLResource, row: dict) -> pd.DataFrame:
     """Append one cycle to the training_runs log (also called by the run-failure sensor)."""
     with stockml.warehouse().connect() as con:
-        con.execute("create table if not exists training_runs_log (run_id varchar, recorded_at timestamp, "
-                    "trigger varchar, samples bigint, candidate_version varchar, accuracy double, "
-                    "balanced_accuracy double, promoted boolean, error varchar)")
+        con.execute(
+            "create table if not exists training_runs_log (run_id varchar, recorded_at timestamp, "
+            "trigger varchar, samples bigint, candidate_version varchar, accuracy double, "
+            "balanced_accuracy double, promoted boolean, error varchar)"
+        )
         con.execute("alter table training_runs_log add column if not exists metrics varchar")  # older warehouses
         cols = ", ".join(TRAINING_RUN_COLUMNS)
-        con.execute(f"insert into training_runs_log ({cols}) values ({', '.join('?' * len(TRAINING_RUN_COLUMNS))})",
-                    [row.get(c) for c in TRAINING_RUN_COLUMNS])
+        con.execute(
+            f"insert into training_runs_log ({cols}) values ({', '.join('?' * len(TRAINING_RUN_COLUMNS))})",
+            [row.get(c) for c in TRAINING_RUN_COLUMNS],
+        )
         return con.execute(f"select {cols} from training_runs_log order by recorded_at").df()
 
 
 @asset(group_name="monitoring", kinds={"duckdb"}, metadata=column_schema(TrainingRunsSchema), **TABLE)
-def training_runs(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame,
-                  meta_learner: dict, promotion_decision: pd.DataFrame, production_model: pd.DataFrame) -> pd.DataFrame:
+def training_runs(
+    context: AssetExecutionContext,
+    stockml: StockMLResource,
+    training_set: pd.DataFrame,
+    meta_learner: dict,
+    promotion_decision: pd.DataFrame,
+    production_model: pd.DataFrame,
+) -> pd.DataFrame:
     """One row per training cycle: trigger, samples, metrics, promoted, error (failures via a sensor)."""
     v = stockml.registry().get(meta_learner["version"])
     trigger = trigger_of(context.run.tags)
-    log = record_training_run(stockml, {
-        "run_id": context.run_id, "recorded_at": datetime.now(UTC).replace(tzinfo=None),
-        "trigger": trigger, "samples": len(training_set), "candidate_version": v.version,
-        "accuracy": v.metrics.get("accuracy"), "balanced_accuracy": v.metrics.get("balanced_accuracy"),
-        "metrics": json_dumps(v.metrics), "promoted": bool(promotion_decision.promoted.iloc[0]), "error": None})
+    log = record_training_run(
+        stockml,
+        {
+            "run_id": context.run_id,
+            "recorded_at": datetime.now(UTC).replace(tzinfo=None),
+            "trigger": trigger,
+            "samples": len(training_set),
+            "candidate_version": v.version,
+            "accuracy": v.metrics.get("accuracy"),
+            "balanced_accuracy": v.metrics.get("balanced_accuracy"),
+            "metrics": json_dumps(v.metrics),
+            "promoted": bool(promotion_decision.promoted.iloc[0]),
+            "error": None,
+        },
+    )
     log["samples"] = log.samples.astype("int64")
     add_metadata(context, {"dagster/row_count": len(log), "cycles": md_table(log.tail(10))})
     return log

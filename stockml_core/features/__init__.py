@@ -42,10 +42,26 @@ from stockml_core.features.registry import (
 from stockml_core.quality import segment_starts
 
 __all__ = [
-    "FAMILIES", "FEATURE_NAMES", "FEATURE_REGISTRY", "MARKET_FEATURES", "MAX_LOOKBACK", "MIN_BLOCK_DAYS", "SECTOR_FEATURES",
-    "ENGINE_VERSION", "FeatureSpec", "block_days", "compute_features", "compute_features_since", "feature_blocks",
-    "feature_spec", "history_fingerprint",
-    "markdown_table", "registry_frame", "row_positions", "update_features", "warmup_violations",
+    "FAMILIES",
+    "FEATURE_NAMES",
+    "FEATURE_REGISTRY",
+    "MARKET_FEATURES",
+    "MAX_LOOKBACK",
+    "MIN_BLOCK_DAYS",
+    "SECTOR_FEATURES",
+    "ENGINE_VERSION",
+    "FeatureSpec",
+    "block_days",
+    "compute_features",
+    "compute_features_since",
+    "feature_blocks",
+    "feature_spec",
+    "history_fingerprint",
+    "markdown_table",
+    "registry_frame",
+    "row_positions",
+    "update_features",
+    "warmup_violations",
 ]
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -56,20 +72,26 @@ MARKET_ASOF_TOLERANCE = pd.Timedelta(days=10)
 
 # Changes whenever the engine's code or registry changes: a stored matrix from another version is
 # recomputed in full rather than extended.
-ENGINE_VERSION = hashlib.sha256(b"".join(
-    (Path(__file__).parent / name).read_bytes() for name in ("__init__.py", "kernels.py", "registry.py"))).hexdigest()[:16]
+ENGINE_VERSION = hashlib.sha256(
+    b"".join((Path(__file__).parent / name).read_bytes() for name in ("__init__.py", "kernels.py", "registry.py"))
+).hexdigest()[:16]
 
 _N_TICKER = len(PER_TICKER)
 _MARKET_NAMES = [s.name for s in FEATURE_REGISTRY if s.family == "market"]
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LOOKBACK = np.array([s.lookback for s in FEATURE_REGISTRY], dtype=np.int64)
-_KINDS = {"rank": kernels.RANK, "zscore": kernels.ZSCORE, "sector_diff": kernels.SECTOR_DIFF,
-          "sector_ratio": kernels.SECTOR_RATIO, "sector_rank": kernels.SECTOR_RANK}
+_KINDS = {
+    "rank": kernels.RANK,
+    "zscore": kernels.ZSCORE,
+    "sector_diff": kernels.SECTOR_DIFF,
+    "sector_ratio": kernels.SECTOR_RATIO,
+    "sector_rank": kernels.SECTOR_RANK,
+}
 _CS_SPECS = sorted(CROSS_SECTION, key=lambda spec: _INDEX[spec[1]])  # grouped by source: one gather each
 _CS_CHUNK = 32  # consecutive dates per parallel task of the cross-section kernel (shared scratch buffers)
 assert FEATURE_NAMES[:_N_TICKER] == [s.name for s in PER_TICKER], "per-ticker families must come first"
-assert FEATURE_NAMES[_N_TICKER:_N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
-assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES):] == [name for name, _, _ in CROSS_SECTION]
+assert FEATURE_NAMES[_N_TICKER : _N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
+assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES) :] == [name for name, _, _ in CROSS_SECTION]
 
 
 # ------------------------------------------------------------------------------------------ market
@@ -103,7 +125,7 @@ def _rank_in_window(x: np.ndarray, w: int) -> np.ndarray:
     out = np.full(len(x), np.nan)
     if len(x) >= w:
         win = np.lib.stride_tricks.sliding_window_view(x, w)
-        out[w - 1:] = (win <= win[:, -1:]).sum(axis=1) / w
+        out[w - 1 :] = (win <= win[:, -1:]).sum(axis=1) / w
     return out
 
 
@@ -187,8 +209,11 @@ def _prepare(prices: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
     if len(frame) > 1:
         step = np.diff(codes)
         within = step == 0
-        ordered = bool((step >= 0).all()) and list(uniques) == sorted(uniques) and \
-            bool((np.diff(frame["date"].to_numpy().view(np.int64))[within] > 0).all())
+        ordered = (
+            bool((step >= 0).all())
+            and list(uniques) == sorted(uniques)
+            and bool((np.diff(frame["date"].to_numpy().view(np.int64))[within] > 0).all())
+        )
     if not ordered:
         cols = ["ticker", "date", *PRICE_COLUMNS] + (["gics_sector"] if "gics_sector" in frame.columns else [])
         frame = frame[cols].sort_values(["ticker", "date"], kind="mergesort").reset_index(drop=True)
@@ -198,8 +223,7 @@ def _prepare(prices: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
     return frame, codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
-def _sector_codes(frame: pd.DataFrame, ticker_codes: np.ndarray, ticker_names: np.ndarray,
-                  sectors: pd.DataFrame | None) -> tuple[np.ndarray, int]:
+def _sector_codes(frame: pd.DataFrame, ticker_codes: np.ndarray, ticker_names: np.ndarray, sectors: pd.DataFrame | None) -> tuple[np.ndarray, int]:
     if sectors is not None:
         if not {"ticker", "gics_sector"} <= set(sectors.columns):
             raise ValueError("sectors frame needs columns ticker and gics_sector")
@@ -249,8 +273,9 @@ def _families(families) -> tuple[str, ...]:
     return tuple(f for f in FAMILIES if f in chosen)
 
 
-def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
-                     sectors: pd.DataFrame | None = None, families=None, holes: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_features(
+    prices: pd.DataFrame, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None, families=None, holes: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Compute every registry feature for each (ticker, date) row, using only data up to that date.
 
     Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
@@ -270,7 +295,7 @@ def compute_features(prices: pd.DataFrame, market: pd.DataFrame | None = None,
 
 
 def _as_frame(out: np.ndarray, names: list[str], frame: pd.DataFrame) -> pd.DataFrame:
-    df = pd.DataFrame(out[:len(names)].T, columns=names, copy=False)
+    df = pd.DataFrame(out[: len(names)].T, columns=names, copy=False)
     df.insert(0, "date", frame["date"].to_numpy())
     df.insert(0, "ticker", frame["ticker"].to_numpy())
     return df
@@ -312,7 +337,7 @@ def _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout,
             # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
             kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
         else:
-            out[m0:m0 + len(_MARKET_NAMES)] = np.nan
+            out[m0 : m0 + len(_MARKET_NAMES)] = np.nan
     return out
 
 
@@ -352,8 +377,9 @@ def row_positions(prices: pd.DataFrame, holes: pd.DataFrame | None = None) -> np
 # ------------------------------------------------------------------------------------ incremental
 
 
-def compute_features_since(prices: pd.DataFrame, since, market: pd.DataFrame | None = None,
-                           sectors: pd.DataFrame | None = None, holes: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_features_since(
+    prices: pd.DataFrame, since, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None, holes: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Features of the rows dated >= ``since`` only, from each ticker's last ``MAX_LOOKBACK`` rows before.
 
     Equal to ``compute_features(prices, ...)`` restricted to those rows: every per-ticker feature
@@ -409,8 +435,14 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - np.cumsum(np.concatenate([[0], lengths[:-1]])), lengths) + np.arange(lengths.sum())
 
 
-def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None,
-                   holes: pd.DataFrame | None = None, max_rows: int = 1_000_000):
+def feature_blocks(
+    prices: pd.DataFrame,
+    first,
+    market: pd.DataFrame | None = None,
+    sectors: pd.DataFrame | None = None,
+    holes: pd.DataFrame | None = None,
+    max_rows: int = 1_000_000,
+):
     """The features of the rows dated >= ``first``, as consecutive blocks of trading days.
 
     Yields ``(block_first, block_last, features, rows)`` per block, in date order: ``features`` equals
@@ -460,8 +492,9 @@ def feature_blocks(prices: pd.DataFrame, first, market: pd.DataFrame | None = No
         yield a, b, _as_frame(out, layout[0], block), rows  # a fresh RangeIndex: no reset (a copy)
 
 
-def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None,
-                    sectors: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
+def update_features(
+    stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataFrame | None = None, sectors: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, int]:
     """Append the features of the days after ``stored``'s last date: (full matrix, new rows).
 
     Raises ``ValueError`` when ``stored`` cannot be extended (other columns, or rows the prices no
@@ -476,8 +509,11 @@ def update_features(stored: pd.DataFrame, prices: pd.DataFrame, market: pd.DataF
     last = pd.Timestamp(stored["date"].max())
     frame = _prepare_prices(prices)
     old = frame[frame["date"] <= last]
-    if len(old) != len(stored) or not (old["ticker"].to_numpy() == stored["ticker"].to_numpy()).all() \
-            or not (old["date"].to_numpy() == stored["date"].to_numpy()).all():
+    if (
+        len(old) != len(stored)
+        or not (old["ticker"].to_numpy() == stored["ticker"].to_numpy()).all()
+        or not (old["date"].to_numpy() == stored["date"].to_numpy()).all()
+    ):
         raise ValueError("stored feature matrix does not match the price history up to its last date")
     new = compute_features_since(frame, last + pd.Timedelta(days=1), market, sectors)
     if new.empty:
@@ -508,8 +544,7 @@ def history_fingerprint(prices: pd.DataFrame, market: pd.DataFrame | None, until
 # ------------------------------------------------------------------------------------- validation
 
 
-def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = None,
-                      positions: np.ndarray | None = None) -> pd.DataFrame:
+def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = None, positions: np.ndarray | None = None) -> pd.DataFrame:
     """List (ticker, date, feature) rows where a feature is non-finite at or after its warm-up.
 
     ``prior_rows`` (per ticker) counts each ticker's rows before ``features``' first, when
@@ -522,8 +557,7 @@ def warmup_violations(features: pd.DataFrame, prior_rows: pd.Series | None = Non
     (``MARKET_FEATURES``, ``SECTOR_FEATURES``) that are NaN on every row are skipped: their input
     was not supplied.
     """
-    empty = pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"),
-                          "feature": pd.Series(dtype=object)})
+    empty = pd.DataFrame({"ticker": pd.Series(dtype=object), "date": pd.Series(dtype="datetime64[ns]"), "feature": pd.Series(dtype=object)})
     if features.empty:
         return empty
     frame = features

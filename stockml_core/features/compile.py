@@ -20,8 +20,9 @@ def warm_up() -> float:
     frames = []
     for ticker in ("A", "B"):
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(dates))))
-        frames.append(pd.DataFrame({"ticker": ticker, "date": dates, "open": close, "high": close * 1.01,
-                                    "low": close * 0.99, "close": close, "volume": 1e6}))
+        frames.append(
+            pd.DataFrame({"ticker": ticker, "date": dates, "open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6})
+        )
     prices = pd.concat(frames, ignore_index=True)
     market = pd.DataFrame({"date": dates, "spx_close": 1000.0 + np.arange(len(dates)), "vix_close": 20.0, "dgs10": 4.0})
     sectors = pd.DataFrame({"ticker": ["A", "B"], "gics_sector": ["Energy", "Energy"]})

@@ -1007,7 +1007,6 @@ def _avg_pct_rank(vals, order, sec, by_sector, n_sectors, res, total, done, tie)
         i = j + 1
 
 
-
 RANK, ZSCORE, SECTOR_DIFF, SECTOR_RATIO, SECTOR_RANK = 0, 1, 2, 3, 4
 
 
@@ -1048,7 +1047,7 @@ def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, secto
         for d in range(ch * chunk, min(n_dates, (ch + 1) * chunk)):
             a = date_starts[d]
             m = date_starts[d + 1] - a
-            rows = date_order[a:a + m]
+            rows = date_order[a : a + m]
             for t in range(m):
                 sec[t] = sector[rows[t]]
             fresh = True
@@ -1103,7 +1102,6 @@ def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, secto
                 dst = out[dst_rows[q]]
                 for t in range(m):
                     dst[rows[t]] = res[t]
-
 
 
 @njit(cache=True, parallel=True)

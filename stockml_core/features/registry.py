@@ -94,126 +94,270 @@ def _build() -> tuple[FeatureSpec, ...]:
     for w in (10, 20, 60):
         add(f"parkinson_vol_{w}", "volatility", f"sqrt(mean(ln(high/low)^2) / (4 ln 2)) over {w} rows", w - 1)
     for w in (10, 20, 60):
-        add(f"garman_klass_vol_{w}", "volatility",
-            f"sqrt(max(0, mean(0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2))) over {w} rows", w - 1)
+        add(f"garman_klass_vol_{w}", "volatility", f"sqrt(max(0, mean(0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2))) over {w} rows", w - 1)
     add("rogers_satchell_vol_20", "volatility", "sqrt(max(0, mean(ln(H/C) ln(H/O) + ln(L/C) ln(L/O)))) over 20 rows", 19)
     for w in (5, 10, 14):
-        add(f"atr_{w}_rel", "volatility", f"Wilder average true range ({w}) / close", w - 1 + burn_in(1 / w),
-            f"AverageTrueRange(high, low, close, {w}).average_true_range() / close")
-    add("bb_pct_b_20", "volatility", "Bollinger %B (20 rows, 2 population std); 0.5 when std is 0", 19,
-        "BollingerBands(close, 20, 2).bollinger_pband()", "ta gives NaN on a flat window, we give 0.5")
-    add("bb_width_20", "volatility", "Bollinger width (upper - lower) / middle (20, 2)", 19,
-        "BollingerBands(close, 20, 2).bollinger_wband() / 100")
+        add(
+            f"atr_{w}_rel",
+            "volatility",
+            f"Wilder average true range ({w}) / close",
+            w - 1 + burn_in(1 / w),
+            f"AverageTrueRange(high, low, close, {w}).average_true_range() / close",
+        )
+    add(
+        "bb_pct_b_20",
+        "volatility",
+        "Bollinger %B (20 rows, 2 population std); 0.5 when std is 0",
+        19,
+        "BollingerBands(close, 20, 2).bollinger_pband()",
+        "ta gives NaN on a flat window, we give 0.5",
+    )
+    add("bb_width_20", "volatility", "Bollinger width (upper - lower) / middle (20, 2)", 19, "BollingerBands(close, 20, 2).bollinger_wband() / 100")
     kelt = max(burn_in(2 / 21), 9 + burn_in(1 / 10))
-    add("keltner_pct_20", "volatility", "position of close in the Keltner channel EMA20 +/- 2 ATR10; 0.5 if ATR is 0", kelt,
-        "KeltnerChannel(high, low, close, 20, 10, original_version=False).keltner_channel_pband()")
-    add("keltner_width_20", "volatility", "Keltner channel width 4 ATR10 / EMA20", kelt,
-        "KeltnerChannel(high, low, close, 20, 10, original_version=False).keltner_channel_wband() / 100")
+    add(
+        "keltner_pct_20",
+        "volatility",
+        "position of close in the Keltner channel EMA20 +/- 2 ATR10; 0.5 if ATR is 0",
+        kelt,
+        "KeltnerChannel(high, low, close, 20, 10, original_version=False).keltner_channel_pband()",
+    )
+    add(
+        "keltner_width_20",
+        "volatility",
+        "Keltner channel width 4 ATR10 / EMA20",
+        kelt,
+        "KeltnerChannel(high, low, close, 20, 10, original_version=False).keltner_channel_wband() / 100",
+    )
     # momentum ----------------------------------------------------------------------------------
     for w in (6, 14, 21):
-        add(f"rsi_{w}", "momentum", f"Wilder RSI({w}) in 0..100; 50 when the window has no move", burn_in(1 / w),
-            f"RSIIndicator(close, {w}).rsi()", "ta gives 100 when there is no down move at all, even with no up move")
-    add("stoch_k_14", "momentum", "100 (close - low14) / (high14 - low14); 50 if no range", 13,
-        "StochasticOscillator(high, low, close, 14, 3).stoch()", "ta gives NaN with no range, we give 50")
-    add("stoch_d_3", "momentum", "3-row mean of stoch_k_14", 15, "StochasticOscillator(high, low, close, 14, 3).stoch_signal()",
-        "ta gives NaN if one of the 3 rows has no range; we average stoch_k_14 (50 there)")
-    add("williams_r_14", "momentum", "-100 (high14 - close) / (high14 - low14); -50 if no range", 13,
-        "WilliamsRIndicator(high, low, close, 14).williams_r()")
-    add("stoch_rsi_14", "momentum", "(rsi_14 - min14(rsi_14)) / (max14 - min14); 0.5 if flat", burn_in(1 / 14) + 13,
+        add(
+            f"rsi_{w}",
+            "momentum",
+            f"Wilder RSI({w}) in 0..100; 50 when the window has no move",
+            burn_in(1 / w),
+            f"RSIIndicator(close, {w}).rsi()",
+            "ta gives 100 when there is no down move at all, even with no up move",
+        )
+    add(
+        "stoch_k_14",
+        "momentum",
+        "100 (close - low14) / (high14 - low14); 50 if no range",
+        13,
+        "StochasticOscillator(high, low, close, 14, 3).stoch()",
+        "ta gives NaN with no range, we give 50",
+    )
+    add(
+        "stoch_d_3",
+        "momentum",
+        "3-row mean of stoch_k_14",
+        15,
+        "StochasticOscillator(high, low, close, 14, 3).stoch_signal()",
+        "ta gives NaN if one of the 3 rows has no range; we average stoch_k_14 (50 there)",
+    )
+    add(
+        "williams_r_14",
+        "momentum",
+        "-100 (high14 - close) / (high14 - low14); -50 if no range",
+        13,
+        "WilliamsRIndicator(high, low, close, 14).williams_r()",
+    )
+    add(
+        "stoch_rsi_14",
+        "momentum",
+        "(rsi_14 - min14(rsi_14)) / (max14 - min14); 0.5 if flat",
+        burn_in(1 / 14) + 13,
         "StochRSIIndicator(close, 14).stochrsi()",
         "prices flat for 14 rows leave the RSI constant up to rounding: ta divides that noise (0, 1 or NaN), "
-        "we treat an RSI range below 1e-9 as flat (0.5)")
-    add("cci_20", "momentum", "(TP - SMA20(TP)) / (0.015 mean abs deviation), TP = (H+L+C)/3; 0 if flat", 19,
-        "CCIIndicator(high, low, close, 20).cci()")
-    add("mfi_14", "momentum", "money flow index: 100 up-flow / (up + down flow) of TP x volume over 14 rows; 50 if none", 14,
-        "MFIIndicator(high, low, close, volume, 14).money_flow_index()")
-    add("ultimate_osc", "momentum", "ultimate oscillator (7, 14, 28; weights 4, 2, 1) in 0..100", 28,
-        "UltimateOscillator(high, low, close).ultimate_oscillator()", "a window with no true range counts 0.5 (ta: NaN)")
-    add("awesome_osc_rel", "momentum", "(SMA5 - SMA34 of (H+L)/2) / close", 33,
-        "AwesomeOscillatorIndicator(high, low).awesome_oscillator() / close")
-    add("tsi", "momentum", "true strength index (25, 13): 100 EMA(EMA(change)) / EMA(EMA(|change|))",
-        25 + burn_in(2 / 26, 2), "TSIIndicator(close).tsi()", "0 when the smoothed |change| is 0 (ta: NaN)")
+        "we treat an RSI range below 1e-9 as flat (0.5)",
+    )
+    add(
+        "cci_20",
+        "momentum",
+        "(TP - SMA20(TP)) / (0.015 mean abs deviation), TP = (H+L+C)/3; 0 if flat",
+        19,
+        "CCIIndicator(high, low, close, 20).cci()",
+    )
+    add(
+        "mfi_14",
+        "momentum",
+        "money flow index: 100 up-flow / (up + down flow) of TP x volume over 14 rows; 50 if none",
+        14,
+        "MFIIndicator(high, low, close, volume, 14).money_flow_index()",
+    )
+    add(
+        "ultimate_osc",
+        "momentum",
+        "ultimate oscillator (7, 14, 28; weights 4, 2, 1) in 0..100",
+        28,
+        "UltimateOscillator(high, low, close).ultimate_oscillator()",
+        "a window with no true range counts 0.5 (ta: NaN)",
+    )
+    add("awesome_osc_rel", "momentum", "(SMA5 - SMA34 of (H+L)/2) / close", 33, "AwesomeOscillatorIndicator(high, low).awesome_oscillator() / close")
+    add(
+        "tsi",
+        "momentum",
+        "true strength index (25, 13): 100 EMA(EMA(change)) / EMA(EMA(|change|))",
+        25 + burn_in(2 / 26, 2),
+        "TSIIndicator(close).tsi()",
+        "0 when the smoothed |change| is 0 (ta: NaN)",
+    )
     # trend --------------------------------------------------------------------------------------
-    add("macd_rel", "trend", "MACD line (EMA12 - EMA26 of close) / close", burn_in(2 / 27),
-        "MACD(close).macd() / close")
+    add("macd_rel", "trend", "MACD line (EMA12 - EMA26 of close) / close", burn_in(2 / 27), "MACD(close).macd() / close")
     add("macd_signal_rel", "trend", "EMA9 of the MACD line / close", burn_in(2 / 27, 2), "MACD(close).macd_signal() / close")
     add("macd_hist_rel", "trend", "(MACD line - signal) / close", burn_in(2 / 27, 2), "MACD(close).macd_diff() / close")
     for w in (10, 20, 40):
         add(f"close_to_ema_{w}", "trend", f"close / EMA{w}(close) - 1", burn_in(2 / (w + 1)), f"close / EMAIndicator(close, {w}).ema_indicator() - 1")
-    add("adx_14", "trend", "average directional index (14), Wilder", 14 + burn_in(1 / 14, 2), "ADXIndicator(high, low, close, 14).adx()",
-        "ta (0.11) writes 0, not NaN, before its first value (row 27); the last row is computed too")
+    add(
+        "adx_14",
+        "trend",
+        "average directional index (14), Wilder",
+        14 + burn_in(1 / 14, 2),
+        "ADXIndicator(high, low, close, 14).adx()",
+        "ta (0.11) writes 0, not NaN, before its first value (row 27); the last row is computed too",
+    )
     add("adx_pos_14", "trend", "+DI (14): 100 Wilder(+DM) / Wilder(TR)", 14 + burn_in(1 / 14), "ADXIndicator(high, low, close, 14).adx_pos()")
     add("adx_neg_14", "trend", "-DI (14): 100 Wilder(-DM) / Wilder(TR)", 14 + burn_in(1 / 14), "ADXIndicator(high, low, close, 14).adx_neg()")
-    add("psar_dist", "trend", "(close - parabolic SAR(0.02, 0.2)) / close", 250, "(close - PSARIndicator(high, low, close).psar()) / close",
-        "path dependent: warm-up 250 rows so the state no longer depends on the start")
-    add("psar_up", "trend", "1 if the parabolic SAR is in an up-trend, else 0", 250, "PSARIndicator(high, low, close).psar_up().notna()",
-        "ta's psar_up_indicator() marks only the switch days; the state is where psar_up() is set")
+    add(
+        "psar_dist",
+        "trend",
+        "(close - parabolic SAR(0.02, 0.2)) / close",
+        250,
+        "(close - PSARIndicator(high, low, close).psar()) / close",
+        "path dependent: warm-up 250 rows so the state no longer depends on the start",
+    )
+    add(
+        "psar_up",
+        "trend",
+        "1 if the parabolic SAR is in an up-trend, else 0",
+        250,
+        "PSARIndicator(high, low, close).psar_up().notna()",
+        "ta's psar_up_indicator() marks only the switch days; the state is where psar_up() is set",
+    )
     ichimoku = "IchimokuIndicator(high, low, 9, 26, 52, visual=False)"
-    add("ichimoku_conv_dist", "trend", "close / Ichimoku conversion line (9) - 1", 8,
-        f"close / {ichimoku}.ichimoku_conversion_line() - 1")
-    add("ichimoku_base_dist", "trend", "close / Ichimoku base line (26) - 1", 25,
-        f"close / {ichimoku}.ichimoku_base_line() - 1")
-    add("ichimoku_a_dist", "trend", "close / Ichimoku span A (unshifted: no look-ahead) - 1", 25,
-        f"close / {ichimoku}.ichimoku_a() - 1")
-    add("ichimoku_b_dist", "trend", "close / Ichimoku span B (52, unshifted) - 1", 51,
+    add("ichimoku_conv_dist", "trend", "close / Ichimoku conversion line (9) - 1", 8, f"close / {ichimoku}.ichimoku_conversion_line() - 1")
+    add("ichimoku_base_dist", "trend", "close / Ichimoku base line (26) - 1", 25, f"close / {ichimoku}.ichimoku_base_line() - 1")
+    add("ichimoku_a_dist", "trend", "close / Ichimoku span A (unshifted: no look-ahead) - 1", 25, f"close / {ichimoku}.ichimoku_a() - 1")
+    add(
+        "ichimoku_b_dist",
+        "trend",
+        "close / Ichimoku span B (52, unshifted) - 1",
+        51,
         f"close / {ichimoku}.ichimoku_b() - 1",
-        "ta fills span B from partial windows before row 51; we wait for the full window")
+        "ta fills span B from partial windows before row 51; we wait for the full window",
+    )
     add("ichimoku_cloud_rel", "trend", "(span A - span B) / close", 51)
-    add("aroon_up_25", "trend", "100 (25 - rows since the 26-row high) / 25 (oldest occurrence on ties)", 25,
-        "AroonIndicator(high, low, 25).aroon_up()")
-    add("aroon_down_25", "trend", "100 (25 - rows since the 26-row low) / 25 (oldest occurrence on ties)", 25,
-        "AroonIndicator(high, low, 25).aroon_down()")
-    add("vortex_pos_14", "trend", "sum|high - previous low| / sum TR over 14 rows; 1 if no range", 14,
-        "VortexIndicator(high, low, close, 14).vortex_indicator_pos()")
-    add("vortex_neg_14", "trend", "sum|low - previous high| / sum TR over 14 rows; 1 if no range", 14,
-        "VortexIndicator(high, low, close, 14).vortex_indicator_neg()")
+    add(
+        "aroon_up_25",
+        "trend",
+        "100 (25 - rows since the 26-row high) / 25 (oldest occurrence on ties)",
+        25,
+        "AroonIndicator(high, low, 25).aroon_up()",
+    )
+    add(
+        "aroon_down_25",
+        "trend",
+        "100 (25 - rows since the 26-row low) / 25 (oldest occurrence on ties)",
+        25,
+        "AroonIndicator(high, low, 25).aroon_down()",
+    )
+    add(
+        "vortex_pos_14",
+        "trend",
+        "sum|high - previous low| / sum TR over 14 rows; 1 if no range",
+        14,
+        "VortexIndicator(high, low, close, 14).vortex_indicator_pos()",
+    )
+    add(
+        "vortex_neg_14",
+        "trend",
+        "sum|low - previous high| / sum TR over 14 rows; 1 if no range",
+        14,
+        "VortexIndicator(high, low, close, 14).vortex_indicator_neg()",
+    )
     add("trix_15", "trend", "100 x one-row change of the triple EMA15 of close", 29 + burn_in(2 / 16, 3), "TRIXIndicator(close, 15).trix()")
-    add("mass_index", "trend", "sum over 25 rows of EMA9(H-L) / EMA9(EMA9(H-L))", 40 + burn_in(0.2, 2), "MassIndex(high, low, 9, 25).mass_index()",
-        "a row whose smoothed range is 0 counts 1 (ta: NaN)")
-    add("dpo_20_rel", "trend", "(close 11 rows back - SMA20) / close (detrended price oscillator)", 19,
-        "DPOIndicator(close, 20).dpo() / close")
-    add("ulcer_index_14", "trend", "sqrt(mean over 14 rows of (100 x drawdown from the 14-row max close)^2)", 26,
-        "UlcerIndex(close, 14).ulcer_index()", "ta uses partial-window maxima in the first rows; we wait for full windows")
+    add(
+        "mass_index",
+        "trend",
+        "sum over 25 rows of EMA9(H-L) / EMA9(EMA9(H-L))",
+        40 + burn_in(0.2, 2),
+        "MassIndex(high, low, 9, 25).mass_index()",
+        "a row whose smoothed range is 0 counts 1 (ta: NaN)",
+    )
+    add("dpo_20_rel", "trend", "(close 11 rows back - SMA20) / close (detrended price oscillator)", 19, "DPOIndicator(close, 20).dpo() / close")
+    add(
+        "ulcer_index_14",
+        "trend",
+        "sqrt(mean over 14 rows of (100 x drawdown from the 14-row max close)^2)",
+        26,
+        "UlcerIndex(close, 14).ulcer_index()",
+        "ta uses partial-window maxima in the first rows; we wait for full windows",
+    )
     # volume -------------------------------------------------------------------------------------
     for w in (20, 60):
-        add(f"obv_change_{w}", "volume", f"OBV change over {w} rows / volume over {w} rows; 0 with no volume", w,
+        add(
+            f"obv_change_{w}",
+            "volume",
+            f"OBV change over {w} rows / volume over {w} rows; 0 with no volume",
+            w,
             f"OnBalanceVolumeIndicator(close, volume).on_balance_volume().diff({w}) / volume.rolling({w}).sum()",
-            "as ta: an unchanged close counts as an up day")
-    add("cmf_20", "volume", "Chaikin money flow (20); 0 with no volume", 19,
-        "ChaikinMoneyFlowIndicator(high, low, close, volume, 20).chaikin_money_flow()")
-    add("force_index_13_rel", "volume", "EMA13(close change x volume) / (close x SMA20(volume)); 0 with no volume",
-        max(19, 1 + burn_in(2 / 14)), "ForceIndexIndicator(close, volume, 13).force_index() / (close * volume.rolling(20).mean())")
+            "as ta: an unchanged close counts as an up day",
+        )
+    add(
+        "cmf_20",
+        "volume",
+        "Chaikin money flow (20); 0 with no volume",
+        19,
+        "ChaikinMoneyFlowIndicator(high, low, close, volume, 20).chaikin_money_flow()",
+    )
+    add(
+        "force_index_13_rel",
+        "volume",
+        "EMA13(close change x volume) / (close x SMA20(volume)); 0 with no volume",
+        max(19, 1 + burn_in(2 / 14)),
+        "ForceIndexIndicator(close, volume, 13).force_index() / (close * volume.rolling(20).mean())",
+    )
     for w in (14, 60):
-        add(f"vwap_dist_{w}", "volume", f"close / rolling {w}-row VWAP of the typical price - 1; 0 with no volume", w - 1,
-            f"close / VolumeWeightedAveragePrice(high, low, close, volume, {w}).volume_weighted_average_price() - 1")
+        add(
+            f"vwap_dist_{w}",
+            "volume",
+            f"close / rolling {w}-row VWAP of the typical price - 1; 0 with no volume",
+            w - 1,
+            f"close / VolumeWeightedAveragePrice(high, low, close, volume, {w}).volume_weighted_average_price() - 1",
+        )
     add("volume_z_20", "volume", "(volume - SMA20) / std20 (ddof 1); 0 when std is 0", 19)
     add("dollar_volume_log_20", "volume", "log1p(SMA20(close x volume))", 19)
     add("volume_ma_ratio_5_20", "volume", "log1p(SMA5(volume)) - log1p(SMA20(volume))", 19)
-    windowed("volume", [
-        ("vma_ratio", "log1p(SMA{w}(volume)) - log1p(volume) (Alpha158 VMA, log form)", -1),
-        ("vstd", "std / mean of volume over {w} rows; 0 with no volume", -1),
-        ("wvma", "std / mean of |return| x volume over {w} rows (Alpha158 WVMA); 0 with no volume", 0),
-        ("vsump", "sum of volume increases / sum of |volume changes| over {w} rows; 0.5 if none", 0),
-    ])
+    windowed(
+        "volume",
+        [
+            ("vma_ratio", "log1p(SMA{w}(volume)) - log1p(volume) (Alpha158 VMA, log form)", -1),
+            ("vstd", "std / mean of volume over {w} rows; 0 with no volume", -1),
+            ("wvma", "std / mean of |return| x volume over {w} rows (Alpha158 WVMA); 0 with no volume", 0),
+            ("vsump", "sum of volume increases / sum of |volume changes| over {w} rows; 0.5 if none", 0),
+        ],
+    )
     # rolling (Alpha158 in spirit) ---------------------------------------------------------------
     for w in (5, 10, 20, 30, 60, 120, 250):
         add(f"close_to_sma_{w}", "rolling", f"close / SMA{w}(close) - 1", w - 1, f"close / SMAIndicator(close, {w}).sma_indicator() - 1")
-    windowed("rolling", [
-        ("std", "population std of close over {w} rows / close", -1),
-        ("slope", "OLS slope of close on time over {w} rows / close", -1),
-        ("rsqr", "R^2 of that regression; 0 on a flat window", -1),
-        ("resid", "(close - fitted value today) / close, same regression", -1),
-        ("max", "max(high over {w} rows) / close - 1", -1),
-        ("min", "min(low over {w} rows) / close - 1", -1),
-        ("range_pos", "(close - min low) / (max high - min low) over {w} rows; 0.5 if flat (quantile position)", -1),
-        ("rank", "share of the last {w} closes <= today's close (rank of today in the window)", -1),
-        ("imax", "rows since the highest high of the last {w} rows / {w} (oldest on ties)", -1),
-        ("imin", "rows since the lowest low of the last {w} rows / {w} (oldest on ties)", -1),
-        ("corr_pv", "corr(close, log1p(volume)) over {w} rows; 0 if either is flat", -1),
-        ("cord", "corr(return, change of log1p(volume)) over {w} rows; 0 if either is flat", 0),
-        ("up_share", "share of the last {w} daily returns that are > 0", 0),
-        ("sump", "sum of gains / sum of |close changes| over {w} rows; 0.5 if none", 0),
-    ])
+    windowed(
+        "rolling",
+        [
+            ("std", "population std of close over {w} rows / close", -1),
+            ("slope", "OLS slope of close on time over {w} rows / close", -1),
+            ("rsqr", "R^2 of that regression; 0 on a flat window", -1),
+            ("resid", "(close - fitted value today) / close, same regression", -1),
+            ("max", "max(high over {w} rows) / close - 1", -1),
+            ("min", "min(low over {w} rows) / close - 1", -1),
+            ("range_pos", "(close - min low) / (max high - min low) over {w} rows; 0.5 if flat (quantile position)", -1),
+            ("rank", "share of the last {w} closes <= today's close (rank of today in the window)", -1),
+            ("imax", "rows since the highest high of the last {w} rows / {w} (oldest on ties)", -1),
+            ("imin", "rows since the lowest low of the last {w} rows / {w} (oldest on ties)", -1),
+            ("corr_pv", "corr(close, log1p(volume)) over {w} rows; 0 if either is flat", -1),
+            ("cord", "corr(return, change of log1p(volume)) over {w} rows; 0 if either is flat", 0),
+            ("up_share", "share of the last {w} daily returns that are > 0", 0),
+            ("sump", "sum of gains / sum of |close changes| over {w} rows; 0.5 if none", 0),
+        ],
+    )
     # beta (stock vs S&P 500 over the same intervals) ---------------------------------------------
     for w in (20, 60):
         add(f"beta_spx_{w}", "beta", f"cov(stock, S&P 500 daily returns) / var(S&P 500) over {w} rows; 0 if flat", w)
@@ -237,8 +381,13 @@ def _build() -> tuple[FeatureSpec, ...]:
     add("spx_sma_50_200", "market", "S&P 500 SMA50 / SMA200 - 1", 199)
     for k in (5, 20, 60):
         add(f"dgs10_change_{k}", "market", f"10-year yield - its value {k} market rows back (points)", k)
-    add("dgs10_zscore_250", "market", "(10-year yield - mean250) / std250; 0 if flat", 249,
-        note="the raw yield level is not a feature: it is non-stationary and lets models learn the era")
+    add(
+        "dgs10_zscore_250",
+        "market",
+        "(10-year yield - mean250) / std250; 0 if flat",
+        249,
+        note="the raw yield level is not a feature: it is non-stationary and lets models learn the era",
+    )
     # cross-section (same-date values of the universe) --------------------------------------------
     for k in (1, 5, 20, 60):
         add(f"cs_rank_ret_{k}", "cross_section", f"percentile rank of ret_{k} among the tickers that day", k)
@@ -292,8 +441,12 @@ def registry_frame():
     """The registry as a DataFrame (for metadata and the README table)."""
     import pandas as pd
 
-    return pd.DataFrame([{"feature": s.name, "family": s.family, "lookback": s.lookback, "definition": s.definition,
-                          "ta": s.ta, "note": s.note} for s in FEATURE_REGISTRY])
+    return pd.DataFrame(
+        [
+            {"feature": s.name, "family": s.family, "lookback": s.lookback, "definition": s.definition, "ta": s.ta, "note": s.note}
+            for s in FEATURE_REGISTRY
+        ]
+    )
 
 
 def markdown_table() -> str:
