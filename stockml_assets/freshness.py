@@ -20,11 +20,13 @@ import pandas as pd
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
     DagsterInstance,
     DagsterRunStatus,
+    DefaultSensorStatus,
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
@@ -35,11 +37,12 @@ from dagster import (
 
 from stockml_assets.partitions import day_keys
 from stockml_assets.resources import StockMLResource
-from stockml_assets.sensors import SENSOR_STATUS
 from stockml_core.data import DataFolderError, latest_price_date
+from stockml_core.settings import automation_from_env
 
 CHECKED_ASSET = "drift_report"
 CHECK_NAME = "caught_up_with_the_feed"
+CHECK_KEY = AssetCheckKey(AssetKey(CHECKED_ASSET), CHECK_NAME)
 DAILY_JOBS = ("daily_job", "stockml_full_job")  # the runs that bring delivered days in
 ACTIVE = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
@@ -185,7 +188,7 @@ def caught_up_with_the_feed(context: AssetCheckExecutionContext, stockml: StockM
 @sensor(
     name="feed_freshness_sensor",
     minimum_interval_seconds=60,
-    default_status=SENSOR_STATUS,
+    default_status=DefaultSensorStatus.RUNNING if automation_from_env() else DefaultSensorStatus.STOPPED,
     description="Every minute: has drift_report caught up with the feed's last trading day? Records the "
     "caught_up_with_the_feed check when its verdict changes (a failed daily run fails it).",
 )

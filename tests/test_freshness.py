@@ -19,12 +19,12 @@ def _evaluations(instance) -> list:
     return [r.event.dagster_event.event_specific_data for r in records if r.event and r.event.dagster_event]
 
 
-def test_the_daily_run_records_the_check_caught_up(materialized) -> None:
-    """`stockml run`'s daily run evaluates the check after drift_report: every delivered day processed."""
-    (ev,) = [
+def test_after_the_daily_run_the_feed_is_caught_up(materialized) -> None:
+    """After `stockml run`'s daily run every delivered day is processed. The check is no step of the daily
+    run (the sensor and the CLI judge it: a step per run would cost every replayed day)."""
+    assert not [
         e for e in materialized.daily.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == CHECK_NAME
     ]
-    assert ev.event_specific_data.passed, ev.event_specific_data.metadata
     f = judge_freshness(materialized.instance, SAMPLE_DATA_DIR, 6.0)
     assert (f.passed, f.status, f.feed_last_day, f.processed_last_day) == (True, "caught up", materialized.last_day, materialized.last_day)
 
