@@ -15,6 +15,17 @@ CLASS_LABELS = [0, 1, 2]
 SIGNALS = ["down", "flat", "up"]
 
 
+PROBABILITY_TOLERANCE = 1e-5  # class probabilities of a row must sum to 1 within this
+
+
+def probabilities_off(proba) -> np.ndarray:
+    """Rows (of an n x classes array) whose finite class probabilities do not sum to 1: the one rule the
+    predictions' schema, their gate and the out-of-fold checks apply (rows with a NaN are not judged here)."""
+    p = np.asarray(proba, dtype=float)
+    finite = np.isfinite(p).all(axis=1)
+    return finite & (np.abs(p.sum(axis=1) - 1.0) > PROBABILITY_TOLERANCE)
+
+
 class MarketUniverseSchema(pa.DataFrameModel):
     """Tickers with name and GICS sector."""
 
@@ -246,7 +257,7 @@ class PredictionsSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(error="class probabilities sum to 1")
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df[["p_down", "p_flat", "p_up"]].sum(axis=1) - 1).abs() < 1e-6
+        return pd.Series(~probabilities_off(df[["p_down", "p_flat", "p_up"]].to_numpy()), index=df.index)
 
     class Config:
         unique = ["ticker", "date"]  # one prediction per ticker and trading day (a range run holds several days)

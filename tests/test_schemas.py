@@ -1,5 +1,6 @@
 """The Pandera models reject what a quant would reject, and name the rows."""
 
+import numpy as np
 import pandas as pd
 
 from stockml_core.data import load_prices
@@ -89,3 +90,10 @@ def test_every_column_the_ui_shows_has_a_description_from_its_pandera_model():
     }
     assert len(shown) >= 25
     assert [(a, c.name) for a, schema in shown.items() for c in schema.schema.columns if not c.description] == []
+
+
+def test_one_probability_sum_rule_for_schema_gate_and_out_of_fold_checks() -> None:
+    from stockml_core.schemas import PROBABILITY_TOLERANCE, probabilities_off
+
+    p = np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.6], [np.nan, 0.5, 0.5], [0.2, 0.3, 0.5 + PROBABILITY_TOLERANCE / 2]])
+    assert probabilities_off(p).tolist() == [False, True, False, False]  # a NaN row is not judged by this rule

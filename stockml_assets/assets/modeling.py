@@ -68,6 +68,7 @@ from stockml_core.schemas import (
     ShapValuesSchema,
     TrainingSetSchema,
     ValidationReportSchema,
+    probabilities_off,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
@@ -160,7 +161,7 @@ def xgb_model(context: AssetExecutionContext, stockml: StockMLResource, training
 
 def _oof_check(result: training.BaseModelResult, horizon: int) -> AssetCheckResult:
     rows = np.isfinite(result.oof).all(axis=1)
-    sums_ok = bool(np.allclose(result.oof[rows].sum(axis=1), 1.0, atol=1e-5))
+    sums_ok = not probabilities_off(result.oof[rows]).any()
     gaps = [
         (f.fold, f.train_end, f.test_start)
         for f in result.folds

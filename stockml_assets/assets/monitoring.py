@@ -43,6 +43,7 @@ from stockml_core.schemas import (
     RareEventWatchSchema,
     SectorPerformanceSchema,
     TrainingRunsSchema,
+    probabilities_off,
 )
 from stockml_core.settings import drift_settings_from_env
 from stockml_core.training import positions_of, trainable
@@ -152,8 +153,8 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
 
 def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Rows whose class probabilities do not sum to 1."""
-    err = (predictions[["p_down", "p_flat", "p_up"]].sum(axis=1) - 1).abs()
-    return "predictions_probabilities_sum_to_one", predictions.loc[err > 1e-6, ["ticker", "date"]]
+    off = probabilities_off(predictions[PROBA_COLUMNS].to_numpy())
+    return "predictions_probabilities_sum_to_one", predictions.loc[off, ["ticker", "date"]]
 
 
 def _feature_meta(df: pd.DataFrame) -> dict:
