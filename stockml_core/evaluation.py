@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from stockml_core.labels import CLASSES
+from stockml_core.labels import CLASS_NAMES, CLASSES
 
-PROBA_COLUMNS = ["p_down", "p_flat", "p_up"]
+PROBA_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]  # p_down, p_flat, p_up
 BASELINES = ("majority", "always_up", "previous_direction", "logistic_momentum")
 # The logistic-regression baseline's inputs: a handful of plain momentum features.
 MOMENTUM_BASELINE_FEATURES = ("ret_5", "ret_20", "ret_60", "ret_120", "rsi_14")
@@ -119,7 +119,7 @@ def reliability_table(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> pd.Da
     """
     y = np.asarray(y).astype(int)
     rows = []
-    for k, name in enumerate(("down", "flat", "up")):
+    for k, name in enumerate(CLASS_NAMES):
         p = proba[:, k]
         b = np.minimum((p * bins).astype(int), bins - 1)
         for i in range(bins):

@@ -9,10 +9,11 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from stockml_core.labels import CLASS_NAMES
 from stockml_core.regimes import REGIMES
 
 CLASS_LABELS = [0, 1, 2]
-SIGNALS = ["down", "flat", "up"]
+SIGNALS = list(CLASS_NAMES)
 
 
 PROBABILITY_TOLERANCE = 1e-5  # class probabilities of a row must sum to 1 within this
@@ -257,7 +258,7 @@ class PredictionsSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(error="class probabilities sum to 1")
     def probabilities_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
-        return pd.Series(~probabilities_off(df[["p_down", "p_flat", "p_up"]].to_numpy()), index=df.index)
+        return pd.Series(~probabilities_off(df[[f"p_{name}" for name in CLASS_NAMES]].to_numpy()), index=df.index)
 
     class Config:
         unique = ["ticker", "date"]  # one prediction per ticker and trading day (a range run holds several days)

@@ -58,7 +58,7 @@ from stockml_core.features import (
     row_positions,
     warmup_violations,
 )
-from stockml_core.labels import compute_labels
+from stockml_core.labels import CLASS_NAMES, compute_labels
 from stockml_core.regimes import compute_regimes
 from stockml_core.schemas import (
     LabelsSchema,
@@ -410,7 +410,7 @@ def labels(context: AssetExecutionContext, stockml: StockMLResource, raw_prices:
             "target": s.target,
             "horizon_days": s.horizon,
             "threshold_sigma": s.threshold,
-            "class_mix": MetadataValue.json({n: round(float(mix.get(float(i), 0.0)), 4) for i, n in enumerate(["down", "flat", "up"])}),
+            "class_mix": MetadataValue.json({n: round(float(mix.get(float(i), 0.0)), 4) for i, n in enumerate(CLASS_NAMES)}),
             "unlabelled_rows (horizon runs past data)": int(df.label.isna().sum()),
             "quarantine_breaks": len(holes),
         },
