@@ -35,9 +35,9 @@ from dagster import (
     sensor,
 )
 
-from stockml_assets.partitions import day_keys
+from stockml_assets.partitions import day_keys, last_trading_day
 from stockml_assets.resources import StockMLResource
-from stockml_core.data import DataFolderError, latest_price_date
+from stockml_core.data import DataFolderError, latest_price_date, prices_file
 from stockml_core.settings import automation_from_env
 
 CHECKED_ASSET = "drift_report"
@@ -94,8 +94,7 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
         )
     if delivered is None:
         return FeedFreshness(True, "caught up", "the feed has delivered no prices yet", processed_last_day=processed)
-    days = day_keys(pd.Timestamp(delivered) - pd.Timedelta(days=14), min(pd.Timestamp(delivered), pd.Timestamp(now.date())))
-    feed_last = days[-1] if days else f"{delivered:%Y-%m-%d}"
+    feed_last = last_trading_day(delivered) or f"{delivered:%Y-%m-%d}"
     if processed is not None and processed >= feed_last:
         run = newest.dagster_run if failed else None
         if run is not None and _last_day(run) is not None and _last_day(run) >= feed_last:
@@ -132,8 +131,7 @@ def judge_freshness(instance: DagsterInstance, data_dir: Path, overdue_hours: fl
             **base,
             run_id=run.run_id,
         )
-    path = next((data_dir / n for n in ("prices.csv", "prices.csv.gz") if (data_dir / n).exists()), None)
-    delivered_at = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path else now
+    delivered_at = datetime.fromtimestamp(prices_file(data_dir).stat().st_mtime, UTC)  # read just above, so it exists
     waited = (now - delivered_at) / timedelta(hours=1)
     if waited > overdue_hours:
         return FeedFreshness(

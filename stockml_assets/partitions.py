@@ -40,23 +40,33 @@ _CALENDAR = {"start": FIRST_DAY, "cron_schedule": "0 0 * * 1-5", "fmt": "%Y-%m-%
 UP_TO_TODAY = TimeWindowPartitionsDefinition(**_CALENDAR, end_offset=1)
 
 
+def day_keys(start, end) -> list[str]:
+    """The partition keys (trading days) in [start, end] (either may be a non-trading day)."""
+    a, b = pd.Timestamp(start).strftime("%Y-%m-%d"), pd.Timestamp(end).strftime("%Y-%m-%d")
+    if b < a:
+        return []
+    # Every trading day up to today (the schedule asks for days the feed delivered after this code
+    # loaded). Dagster snaps a key that is not a partition to the next one: keep only days inside [a, b].
+    return [k for k in UP_TO_TODAY.get_partition_keys_in_range(PartitionKeyRange(a, b)) if a <= k <= b]
+
+
+def last_trading_day(day) -> str | None:
+    """The last NYSE trading day (a partition key) on or before ``day`` and not after today; None when there is
+    none (no day, or one before FIRST_DAY)."""
+    if day is None or pd.isna(day):
+        return None
+    b = min(pd.Timestamp(day).strftime("%Y-%m-%d"), UP_TO_TODAY.get_last_partition_key() or "")
+    if b < FIRST_DAY:
+        return None
+    keys = day_keys(max(f"{pd.Timestamp(b) - pd.Timedelta(days=14):%Y-%m-%d}", FIRST_DAY), b)
+    return keys[-1] if keys else None
+
+
 def partitions_end(last_day) -> datetime | None:
     """Where the partitions end for data whose last date is ``last_day``: the end of the window of
-    the last trading day on or before it (and not after today); None (up to today) when there is none."""
-    if last_day is None or pd.isna(last_day):
-        return None
-    today = UP_TO_TODAY.get_last_partition_key()
-    day = min(pd.Timestamp(last_day).strftime("%Y-%m-%d"), today or "")
-    keys = (
-        [
-            k
-            for k in UP_TO_TODAY.get_partition_keys_in_range(PartitionKeyRange(f"{pd.Timestamp(day) - pd.Timedelta(days=14):%Y-%m-%d}", day))
-            if k <= day
-        ]
-        if day >= FIRST_DAY
-        else []
-    )
-    return UP_TO_TODAY.time_window_for_partition_key(keys[-1]).end if keys else None
+    its ``last_trading_day``; None (up to today) when there is none."""
+    key = last_trading_day(last_day)
+    return UP_TO_TODAY.time_window_for_partition_key(key).end if key else None
 
 
 def _delivered_end() -> datetime | None:
@@ -89,16 +99,6 @@ def run_days(context: AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp
     """First and last trading day of the partitions this run materializes (one day, or a range)."""
     keys = context.partition_key_range
     return pd.Timestamp(keys.start), pd.Timestamp(keys.end)
-
-
-def day_keys(start, end) -> list[str]:
-    """The partition keys (trading days) in [start, end] (either may be a non-trading day)."""
-    a, b = pd.Timestamp(start).strftime("%Y-%m-%d"), pd.Timestamp(end).strftime("%Y-%m-%d")
-    if b < a:
-        return []
-    # Every trading day up to today (the schedule asks for days the feed delivered after this code
-    # loaded). Dagster snaps a key that is not a partition to the next one: keep only days inside [a, b].
-    return [k for k in UP_TO_TODAY.get_partition_keys_in_range(PartitionKeyRange(a, b)) if a <= k <= b]
 
 
 def range_tags(start, end) -> dict[str, str]:

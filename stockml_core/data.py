@@ -137,9 +137,14 @@ def latest_price_date(data_dir: Path) -> pd.Timestamp | None:
     partitions end at the data's last day) and the daily schedule on every tick. A date that does
     not parse is left to ingestion to quarantine; None when no date parses.
     """
-    path = _find(data_dir, "prices")
+    path = prices_file(data_dir)
     st = path.stat()
     return _latest_date(str(path), st.st_mtime_ns, st.st_size)
+
+
+def prices_file(data_dir: Path) -> Path:
+    """The data folder's prices file (prices.csv or prices.csv.gz); DataFolderError when there is none or both."""
+    return _find(data_dir, "prices")
 
 
 @lru_cache(maxsize=8)

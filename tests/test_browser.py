@@ -15,15 +15,13 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import DESIGN_GROUPS, make_instance, run_daily_job, slice_config, write_slice_folder
-from tests.test_ui import HOST, WORKSPACE, Webserver, _free_port, _stop_process_group, _wait_until_ready
+from tests.test_ui import serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHOTS = PROJECT_ROOT / ".test-output" / "screenshots"
@@ -65,25 +63,8 @@ def served(materialized, tmp_path_factory):
     instance.dispose()
     assert not refused.success and not fresh.passed
 
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(home), "STOCKML_AUTOMATION": "off"}
-    log_path = root / "webserver.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = Webserver(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", log_path=log_path, dagster_home=dagster_home, stockml_home=home)
-    try:
-        _wait_until_ready(proc, server)
+    with serving(dagster_home, home, root / "webserver.log", STOCKML_AUTOMATION="off") as server:
         yield server, materialized.result.run_id, refused.run_id
-    finally:
-        _stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

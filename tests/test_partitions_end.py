@@ -102,46 +102,18 @@ def test_partitions_end_on_the_last_trading_day_on_or_before_the_data_and_never_
 def test_a_webserver_loaded_before_the_feed_delivered_catches_up_when_asked(tmp_path) -> None:
     """What a daily run's extend_partitions hook does under `make ui`, against a real webserver."""
     from stockml_assets.webserver import catch_up_served_partitions, served_partition_count
-    from tests.test_ui import HOST, WORKSPACE, Webserver, _free_port, _stop_process_group, _wait_until_ready
+    from tests.test_ui import serving
 
     data = tmp_path / "data"
     prices = write_slice_folder(data, tickers=["XOM", "KO"], start="2005-06-01", end="2006-01-26")
     prices[prices.date <= "2006-01-25"].to_csv(data / "prices.csv", index=False)
     expected = trading_days(partitions_end("2006-01-26")).get_num_partitions()
     (tmp_path / "dagster_home").mkdir()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "STOCKML_HOME": str(tmp_path / "home"),
-        "STOCKML_DATA_DIR": str(data),
-        "STOCKML_AUTOMATION": "off",
-    }
-    log_path = tmp_path / "webserver.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = Webserver(
-        pid=proc.pid,
-        port=port,
-        url=f"http://{HOST}:{port}",
-        log_path=log_path,
-        dagster_home=tmp_path / "dagster_home",
-        stockml_home=tmp_path / "home",
-    )
-    try:
-        _wait_until_ready(proc, server)
+    with serving(
+        tmp_path / "dagster_home", tmp_path / "home", tmp_path / "webserver.log", STOCKML_DATA_DIR=str(data), STOCKML_AUTOMATION="off"
+    ) as server:
         assert served_partition_count(server.url, "drift_report") == expected - 1  # up to 2006-01-25
         prices.to_csv(data / "prices.csv", index=False)  # the feed delivers the 26th
         assert catch_up_served_partitions(server.url, expected) == expected - 1  # behind: it reloaded
         assert served_partition_count(server.url, "drift_report") == expected
         assert catch_up_served_partitions(server.url, expected) is None  # up to date: nothing to do
-    finally:
-        _stop_process_group(proc)

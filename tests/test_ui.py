@@ -8,6 +8,7 @@ STOCKML_HOME) serves every test in this module; it is stopped by its process gro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -169,15 +170,12 @@ def _wait_until_ready(proc: subprocess.Popen, server: Webserver) -> None:
     pytest.fail(f"dagster-webserver not ready after {STARTUP_TIMEOUT_S:.0f} s ({last_error!r}):\n{server.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def webserver(tmp_path_factory: pytest.TempPathFactory):
-    dagster_home = tmp_path_factory.mktemp("dagster_home")
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    stockml_home = tmp_path_factory.mktemp("stockml_home")
-    log_path = tmp_path_factory.mktemp("webserver_log") / "webserver.log"
-
+@contextlib.contextmanager
+def serving(dagster_home: Path, stockml_home: Path, log_path: Path, **env_vars: str):
+    """A ``dagster-webserver`` on 127.0.0.1 serving ``workspace.yaml`` against ``dagster_home`` (plus ``env_vars``),
+    ready (its code location loaded); stopped with its process group on exit."""
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(stockml_home)}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "STOCKML_HOME": str(stockml_home), **env_vars}
     cmd = [sys.executable, "-m", "dagster_webserver", "-h", HOST, "-p", str(port), "-w", str(WORKSPACE)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -189,6 +187,14 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         _stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory):
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with serving(dagster_home, tmp_path_factory.mktemp("stockml_home"), tmp_path_factory.mktemp("webserver_log") / "webserver.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
