@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from stockml_assets.tags import TRIGGER_TAG
-from stockml_core.settings import PROJECT_ROOT, Settings
+from stockml_core.settings import PROJECT_ROOT, Settings, event_log_from_env
+from stockml_core.stores import AssetTables, ShapAnalysisStore
 from stockml_core.warehouse import Warehouse
 
 DAGSTER_YAML = """\
@@ -30,14 +31,21 @@ concurrency:
 # is judged on the data's calendar: the caught_up_with_the_feed check).
 freshness:
   enabled: true
-# SQLite without an fsync per event: a backfill of 7,000 trading days writes tens of thousands of
-# events (see stockml_assets/instance_storage.py).
+"""
+EVENT_LOG_YAML = """# SQLite without an fsync per event: a backfill of 7,000 trading days writes tens of thousands of
+# events (see stockml_assets/instance_storage.py; STOCKML_EVENT_LOG=dagster uses Dagster's own).
 event_log_storage:
   module: stockml_assets.instance_storage
   class: LocalEventLogStorage
   config:
     base_dir: {base_dir}
 """
+
+
+def dagster_yaml(home: Path) -> str:
+    """The dagster.yaml of a project-style DAGSTER_HOME (the event log as ``STOCKML_EVENT_LOG`` chooses)."""
+    ours = event_log_from_env() == "stockml"
+    return DAGSTER_YAML + (EVENT_LOG_YAML.format(base_dir=json.dumps(str(home / "history" / "runs"))) if ours else "")
 
 
 def _stop_on_signals() -> None:
@@ -57,9 +65,10 @@ def init_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    wanted = DAGSTER_YAML.format(base_dir=json.dumps(str(home / "history" / "runs")))
-    if not cfg.exists() or "LocalEventLogStorage" not in cfg.read_text():  # homes made by earlier versions upgrade
-        cfg.write_text(wanted)
+    ours = event_log_from_env() == "stockml"
+    # homes made by earlier versions upgrade; a change of STOCKML_EVENT_LOG rewrites the file
+    if not cfg.exists() or ("LocalEventLogStorage" in cfg.read_text()) != ours:
+        cfg.write_text(dagster_yaml(home))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -129,8 +138,9 @@ def collect_status(settings: Settings | None = None) -> dict:
             "base_models": {b: _clean(m) for b, m in base_models.items()},
             "created_at": str(champ.created_at),
         }
-    if wh.has_table("promotion_decision", "assets"):
-        d = wh.read('select * from "assets"."promotion_decision"')
+    tables = AssetTables(wh)
+    d = tables.table("promotion_decision")
+    if d is not None:
         if len(d):
             out["last_decision"] = {
                 "candidate_version": str(d.candidate_version.iloc[0]),
@@ -141,10 +151,9 @@ def collect_status(settings: Settings | None = None) -> dict:
                 "criteria": [_clean(r) for r in d[[c for c in DECISION_KEYS if c in d.columns]].to_dict("records")],
             }
     out["drift_thresholds"] = {k: getattr(s.drift, k) for k in ("score_threshold", "persistence_days", "cooldown_days")}
-    if wh.has_table("drift_report", "assets"):
-        dr = wh.read('select * from "assets"."drift_report" where component = ? order by date desc limit 1', ["overall"])
-        out["drift_score"] = float(dr.value.iloc[0]) if len(dr) else None
-        out["drift_date"] = f"{pd.Timestamp(dr.date.iloc[0]):%Y-%m-%d}" if len(dr) else None
+    latest = tables.latest_drift("overall")
+    if latest is not None:
+        out["drift_date"], out["drift_score"] = f"{latest[0]:%Y-%m-%d}", latest[1]
     return out
 
 
@@ -152,10 +161,7 @@ def data_quality(wh: Warehouse) -> dict:
     """Rows ingested, rows quarantined by rule, tickers affected, suspected corporate actions."""
     from stockml_core.quality import QuarantineStore
 
-    rows = 0
-    if wh.has_table("raw_prices", "assets"):
-        rows = int(wh.read('select count(*) as n from "assets"."raw_prices"').n.iloc[0])
-    return {"rows_ingested": rows, **QuarantineStore(wh).summary()}
+    return {"rows_ingested": AssetTables(wh).price_rows(), **QuarantineStore(wh).summary()}
 
 
 def print_status(st: dict) -> None:
@@ -223,16 +229,15 @@ def _print_models(table: pd.DataFrame) -> None:
 
 def summary(s: Settings, fresh=None) -> None:
     wh = Warehouse(s.warehouse_path)
-    prices = wh.read('select count(*) as n, count(distinct ticker) as t, min(date) as a, max(date) as b from "assets"."raw_prices"')
-    feats = wh.read('select * from "assets"."feature_matrix" limit 1')
-    r = prices.iloc[0]
+    tables = AssetTables(wh)
+    r = tables.price_summary()
     print(f"Rows ingested: {int(r.n):,} price rows, {int(r.t)} tickers, {pd.Timestamp(r.a):%Y-%m-%d} .. {pd.Timestamp(r.b):%Y-%m-%d}")
-    print(f"Features: {feats.shape[1] - 2} per (ticker, date)")
-    if wh.has_table("validation_report", "assets"):
+    print(f"Features: {tables.feature_count()} per (ticker, date)")
+    rep = tables.table("validation_report")
+    if rep is not None:
         from stockml_core.evaluation import comparison_table
         from stockml_core.promotion import MIN_SKILL_T
 
-        rep = wh.read('select * from "assets"."validation_report"')
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
         table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "n"]]
         _print_models(table.astype({"n": "Int64"}))
@@ -251,10 +256,11 @@ def summary(s: Settings, fresh=None) -> None:
             f"short bottom 10%, held {s.labels.horizon} days, net of {s.cost_bps:g} bp a side):"
         )
         _print_models(skill_table(cand.metrics))
-    if wh.has_table("backtest_report", "assets") and status["last_decision"]:
+    backtest = tables.table("backtest_report", order_by="date") if status["last_decision"] else None
+    if backtest is not None:
         from stockml_core.backtest import summarize_backtest
 
-        bt = summarize_backtest(wh.read('select * from "assets"."backtest_report" order by date'))
+        bt = summarize_backtest(backtest)
         strat, hold = bt.iloc[0], bt.iloc[1]
         print(
             f"Backtest of candidate {status['last_decision']['candidate_version']} (daily long top-{s.top_k} / short "
@@ -264,11 +270,8 @@ def summary(s: Settings, fresh=None) -> None:
         )
     print_status(status)
     champ = status["champion"]
-    if wh.has_table("shap_analysis"):
-        top = wh.read(
-            "select feature_name, importance_score from shap_analysis where model_version = "
-            "(select max(model_version) from shap_analysis) and regime = 'all' order by rank limit 10"
-        )
+    top = ShapAnalysisStore(wh).top(10)
+    if len(top):
         print("Top 10 SHAP features: " + ", ".join(f"{f} ({v:.3f})" for f, v in top.itertuples(index=False)))
     if fresh is not None:
         print(f"Freshness on the data's calendar: {'passed' if fresh.passed else 'FAILED'} ({fresh.status}): {fresh.description}")

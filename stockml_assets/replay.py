@@ -31,11 +31,13 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def local_instance(path: Path) -> DagsterInstance:
     """A Dagster instance in a folder, with StockML's fast SQLite event log (see instance_storage)."""
     from stockml_assets.instance_storage import event_log_config
+    from stockml_core.settings import event_log_from_env
 
     path.mkdir(parents=True, exist_ok=True)
-    return DagsterInstance.local_temp(
-        str(path), overrides={"telemetry": {"enabled": False}, "event_log_storage": event_log_config(str(path / "history" / "runs"))}
-    )
+    overrides: dict = {"telemetry": {"enabled": False}}
+    if event_log_from_env() == "stockml":
+        overrides["event_log_storage"] = event_log_config(str(path / "history" / "runs"))
+    return DagsterInstance.local_temp(str(path), overrides=overrides)
 
 
 def _finite(v) -> float | None:
@@ -278,11 +280,7 @@ def replay(
                     "candidate_version": None,
                 }
                 if run.success:
-                    decision = (
-                        defs.resources["stockml"]
-                        .warehouse()
-                        .read('select candidate_version, promoted, name, value, threshold, passed, outcome from "assets"."promotion_decision"')
-                    )
+                    decision = defs.resources["stockml"].asset_tables().table("promotion_decision")
                     by_name = decision.set_index("name")
                     retrain.update(
                         promoted=bool(decision.promoted.iloc[0]),

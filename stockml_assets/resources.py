@@ -23,9 +23,10 @@ from stockml_core.settings import (
     overridden,
     overrides_from_env,
 )
-from stockml_core.warehouse import BULK_WRITE_MEMORY_LIMIT, CONNECTION_CONFIG, Warehouse
+from stockml_core.stores import AssetTables, CapturedEventStore, ShapAnalysisStore, TrainingRunsLog
+from stockml_core.warehouse import ASSET_SCHEMA, BULK_WRITE_MEMORY_LIMIT, CONNECTION_CONFIG, Warehouse
 
-WAREHOUSE_SCHEMA = "assets"  # the IO manager's tables; registry and logs live in "main"
+WAREHOUSE_SCHEMA = ASSET_SCHEMA  # the IO manager's tables; registry and side tables live in "main"
 WAREHOUSE_IO = "warehouse_io_manager"
 TRAINING_SET_IO = "training_set_io_manager"
 DUCKDB_POOL = "duckdb_writer"  # every asset that writes the warehouse shares this pool
@@ -145,6 +146,18 @@ class StockMLResource(ConfigurableResource):
         s = self.settings()
         return ModelRegistry(Warehouse(s.warehouse_path), s.artefact_dir)
 
+    def captured_events(self) -> CapturedEventStore:
+        return CapturedEventStore(self.warehouse())
+
+    def shap_analysis(self) -> ShapAnalysisStore:
+        return ShapAnalysisStore(self.warehouse())
+
+    def training_runs_log(self) -> TrainingRunsLog:
+        return TrainingRunsLog(self.warehouse())
+
+    def asset_tables(self) -> AssetTables:
+        return AssetTables(self.warehouse())
+
 
 def previous_table(stockml: StockMLResource, table: str) -> pd.DataFrame | None:
     """The last stored version of an asset table (state carried from the previous cycle)."""
@@ -165,7 +178,7 @@ def _feature_rows_where(after, windows, keys, latest) -> tuple[str, list]:
     if keys is not None:
         clauses.append("exists (select 1 from wanted_keys k where k.ticker = f.ticker and k.date = f.date)")
     if latest:
-        clauses.append('f.date = (select max(date) from "assets"."feature_matrix")')
+        clauses.append(f'f.date = (select max(date) from "{WAREHOUSE_SCHEMA}"."feature_matrix")')
     return " or ".join(clauses) or "false", params
 
 
@@ -383,50 +396,3 @@ class VerifiedPickleIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext):
         return self._store().load(self._name(context.upstream_output))
-
-
-CAPTURED_DDL = (
-    'create table if not exists captured_events (name varchar primary key, start date, "end" date, description varchar, captured_at timestamp)'
-)
-
-
-def captured_events(stockml: StockMLResource) -> pd.DataFrame:
-    """Rare events captured dynamically so far (name, start, end, description)."""
-    wh = stockml.warehouse()
-    cols = ["name", "start", "end", "description"]
-    if not wh.has_table("captured_events"):
-        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in ("start", "end") else object) for c in cols})
-    df = wh.read('select name, start, "end", description from captured_events order by start')
-    return df.assign(start=pd.to_datetime(df.start), end=pd.to_datetime(df.end))[cols]
-
-
-def record_captured_event(stockml: StockMLResource, event: dict, historical: pd.DataFrame) -> tuple[bool, str]:
-    """Add a captured event to the catalog's store unless it is already there or overlaps an event.
-
-    The check and the insert are one transaction, so two capture runs can never both add it.
-    """
-    from stockml_core.events import overlapping
-
-    start, end = pd.Timestamp(event["start"]), pd.Timestamp(event["end"])
-    with stockml.warehouse().connect() as con:
-        con.execute(CAPTURED_DDL)
-        con.execute("begin transaction")
-        try:
-            stored = con.execute('select name, start, "end" from captured_events').df()
-            known = pd.concat([historical[["name", "start", "end"]], stored], ignore_index=True)
-            if event["name"] in set(known.name):
-                con.execute("rollback")
-                return False, f"{event['name']} is already in the catalog; nothing added"
-            clash = overlapping(known, start, end)
-            if clash:
-                con.execute("rollback")
-                return False, f"{event['name']} overlaps {', '.join(clash)}; nothing added"
-            con.execute(
-                'insert into captured_events (name, start, "end", description, captured_at) values (?, ?, ?, ?, ?)',
-                [event["name"], start.date(), end.date(), event.get("description", ""), pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()],
-            )
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
-    return True, f"captured {event['name']} ({start:%Y-%m-%d}..{end:%Y-%m-%d}) into the catalog"

@@ -5,7 +5,6 @@ never the DuckDB warehouse, so they never contend with a run for the warehouse's
 """
 
 import json
-from datetime import UTC, datetime
 
 import pandas as pd
 from dagster import (
@@ -22,7 +21,6 @@ from dagster import (
     sensor,
 )
 
-from stockml_assets.assets.monitoring import record_training_run
 from stockml_assets.jobs import full_job, retraining_job
 from stockml_assets.resources import StockMLResource
 from stockml_assets.tags import CAPTURE_TAG, DAY_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, TRIGGER_TAG
@@ -164,11 +162,9 @@ def training_failure_sensor(context: RunFailureSensorContext, stockml: StockMLRe
 
 
 def record_failed_cycle(stockml: StockMLResource, run_id: str, trigger: str, error: str) -> None:
-    record_training_run(
-        stockml,
+    stockml.training_runs_log().append(
         {
             "run_id": run_id,
-            "recorded_at": datetime.now(UTC).replace(tzinfo=None),
             "trigger": trigger,
             "samples": 0,
             "candidate_version": None,

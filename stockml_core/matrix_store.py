@@ -34,7 +34,7 @@ import pandas as pd
 
 from stockml_core.faults import dead_writers_files, temp_prefix
 from stockml_core.registry import sha256_file
-from stockml_core.warehouse import Warehouse
+from stockml_core.warehouse import ASSET_SCHEMA, Warehouse
 
 TABLE = "training_matrices"
 DDL = (
@@ -80,7 +80,7 @@ def _header(rows: int, cols: int) -> bytes:
 class TrainingMatrixStore:
     """One named training set: keys in ``warehouse``'s ``schema``.``name`` table, features in ``folder``."""
 
-    def __init__(self, folder: Path, warehouse: Warehouse, name: str = "training_set", schema: str = "assets") -> None:
+    def __init__(self, folder: Path, warehouse: Warehouse, name: str = "training_set", schema: str = ASSET_SCHEMA) -> None:
         self.folder, self.warehouse, self.name, self.schema = Path(folder), warehouse, name, schema
 
     @property

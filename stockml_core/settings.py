@@ -46,6 +46,19 @@ def webserver_url_from_env() -> str | None:
     return os.environ.get("STOCKML_WEBSERVER_URL") or None
 
 
+EVENT_LOGS = ("stockml", "dagster")
+
+
+def event_log_from_env() -> str:
+    """The local instance's event log: ``stockml`` (``stockml_assets.instance_storage``, the default) or
+    ``dagster`` (Dagster's own SQLite event log; ``STOCKML_EVENT_LOG=dagster``): the way back to public
+    APIs only, should a Dagster release change the private ones the project's storage builds on."""
+    value = os.environ.get("STOCKML_EVENT_LOG", "stockml")
+    if value not in EVENT_LOGS:
+        raise ValueError(f"STOCKML_EVENT_LOG={value!r}: use one of {', '.join(EVENT_LOGS)}")
+    return value
+
+
 def home_from_env() -> Path:
     """Runtime state (warehouse, model artefacts): ``STOCKML_HOME`` or ``data/runtime``."""
     return Path(os.environ.get("STOCKML_HOME") or DATA_ROOT / "runtime").resolve()

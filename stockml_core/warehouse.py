@@ -21,6 +21,9 @@ CONNECTION_CONFIG = {"custom_user_agent": "stockml", "memory_limit": "1GB"}
 # names x 20 years, storing the 1.89M feature rows in 250k-row blocks peaked at 4.16 GiB with 1 GB and at
 # 3.45 GiB with 400 MB, in the same time (DuckDB writes the blocks' row groups to the file as they come).
 BULK_WRITE_MEMORY_LIMIT = "400MB"
+# The schema of the asset tables Dagster's IO manager writes; the registry and the side tables
+# (stockml_core.stores) live in "main".
+ASSET_SCHEMA = "assets"
 
 
 class Warehouse:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from stockml_assets.partitions import UP_TO_TODAY, day_keys, range_tags
-from stockml_assets.resources import StockMLResource, captured_events, record_captured_event
+from stockml_assets.resources import StockMLResource
 from stockml_core.calendar import trading_days
 from stockml_core.data import load_rare_events
 from stockml_core.events import capture_candidate, overlapping
@@ -98,16 +98,16 @@ def test_capture_uses_no_later_day() -> None:
 def test_captured_events_are_stored_once_and_never_overlapping(tmp_path) -> None:
     stockml = StockMLResource(data_dir=str(SAMPLE_DATA_DIR), home=str(tmp_path))
     historical = load_rare_events(SAMPLE_DATA_DIR)
-    assert captured_events(stockml).empty
+    assert stockml.captured_events().read().empty
     event = {"name": "captured_2018_02_05", "start": "2018-02-05", "end": "2018-02-09", "description": "test"}
-    assert record_captured_event(stockml, event, historical)[0]
-    added, why = record_captured_event(stockml, event, historical)
+    assert stockml.captured_events().record(event, historical)[0]
+    added, why = stockml.captured_events().record(event, historical)
     assert not added and "already in the catalog" in why
-    added, why = record_captured_event(stockml, {**event, "name": "other", "start": "2018-02-08"}, historical)
+    added, why = stockml.captured_events().record({**event, "name": "other", "start": "2018-02-08"}, historical)
     assert not added and "overlaps captured_2018_02_05" in why
-    added, why = record_captured_event(stockml, {**event, "name": "x", "start": "2011-08-01", "end": "2011-08-05"}, historical)
+    added, why = stockml.captured_events().record({**event, "name": "x", "start": "2011-08-01", "end": "2011-08-05"}, historical)
     assert not added and "us_downgrade_2011" in why
-    assert list(captured_events(stockml).name) == ["captured_2018_02_05"]
+    assert list(stockml.captured_events().read().name) == ["captured_2018_02_05"]
 
 
 def test_score_cache_scores_only_unseen_rows_and_never_serves_a_changed_row() -> None:

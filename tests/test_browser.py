@@ -12,7 +12,6 @@ browser download is not used. Screenshots of the key pages are written to
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import time
@@ -43,14 +42,14 @@ PAGE_TIMEOUT_MS = 60_000
 def served(materialized, tmp_path_factory):
     """A webserver on a private copy of the materialized instance and warehouse, after one more daily run
     for the last day whose feed is broken (3 of the 6 tickers with high < low): ``raw_prices`` fails."""
-    from stockml_assets.cli import DAGSTER_YAML
+    from stockml_assets.cli import dagster_yaml
     from stockml_assets.freshness import record_freshness
 
     root = tmp_path_factory.mktemp("browser")
     dagster_home, home = root / "dagster_home", root / "home"
     shutil.copytree(materialized.instance.root_directory, dagster_home)
     shutil.copytree(materialized.home, home)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML.format(base_dir=json.dumps(str(dagster_home / "history" / "runs"))))
+    (dagster_home / "dagster.yaml").write_text(dagster_yaml(dagster_home))
     prices = write_slice_folder(root / "broken").reset_index(drop=True)
     last = prices.date.max()
     for ticker in ("XOM", "KO", "IBM"):

@@ -232,3 +232,25 @@ def test_status_fails_when_the_champions_artefact_fails_its_hash(cli_run, tmp_pa
     assert champ["verified"] is False and "expected sha256" in champ["integrity"]
     ok = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout)
     assert ok["champion"]["verified"] is True and ok["champion"]["integrity"] == "sha256 verified"
+
+
+def test_the_event_log_can_be_dagsters_own(tmp_path, monkeypatch) -> None:
+    """STOCKML_EVENT_LOG=dagster: a home whose instance uses only Dagster's public storage; switching back rewrites it."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from stockml_assets.cli import init_home
+    from stockml_assets.instance_storage import LocalEventLogStorage
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    monkeypatch.setenv("STOCKML_EVENT_LOG", "dagster")
+    home = init_home()
+    assert "event_log_storage" not in (home / "dagster.yaml").read_text()
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage) is SqliteEventLogStorage
+    monkeypatch.setenv("STOCKML_EVENT_LOG", "stockml")
+    init_home()
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, LocalEventLogStorage)
+    monkeypatch.setenv("STOCKML_EVENT_LOG", "sqlite")
+    with pytest.raises(ValueError, match="STOCKML_EVENT_LOG='sqlite': use one of stockml, dagster"):
+        init_home()

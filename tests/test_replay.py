@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from stockml_assets.replay import replay
-from stockml_assets.resources import StockMLResource, captured_events, record_captured_event
+from stockml_assets.resources import StockMLResource
 from stockml_core.data import load_rare_events
 from stockml_core.settings import DriftSettings
 from tests.conftest import LENIENT_GATE, SLICE_TICKERS, write_slice_folder
@@ -100,12 +100,12 @@ def test_replay_of_2011_captures_the_uncatalogued_event_once(tmp_path) -> None:
     assert sum(t["trigger"] == "new_event" for t in report["triggers"]) == 1
     # The catalog holds it once, and capturing it again adds nothing.
     stockml = StockMLResource(data_dir=str(folder), home=str(tmp_path / "state" / "state"))
-    stored = captured_events(stockml)
+    stored = stockml.captured_events().read()
     assert list(stored.name) == [captured[0]["name"]]
     again = {"name": captured[0]["name"] + "_again", "start": captured[0]["start"], "end": captured[0]["end"]}
-    added, why = record_captured_event(stockml, again, load_rare_events(folder))
+    added, why = stockml.captured_events().record(again, load_rare_events(folder))
     assert not added and "overlaps" in why
-    assert len(captured_events(stockml)) == 1
+    assert len(stockml.captured_events().read()) == 1
 
 
 def test_replay_refuses_a_window_without_data_or_history(tmp_path) -> None:

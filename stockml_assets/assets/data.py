@@ -37,10 +37,8 @@ from stockml_assets.resources import (
     WAREHOUSE_IO,
     WAREHOUSE_SCHEMA,
     StockMLResource,
-    captured_events,
     feature_window_where,
     previous_table,
-    record_captured_event,
     replace_partition_rows,
 )
 from stockml_assets.tags import CAPTURE_TAG
@@ -295,9 +293,9 @@ def rare_event_catalog(context: AssetExecutionContext, stockml: StockMLResource,
     capture = context.run.tags.get(CAPTURE_TAG)
     if capture:
         event = json.loads(capture)
-        added, note = record_captured_event(stockml, event, historical)
+        added, note = stockml.captured_events().record(event, historical)
         context.log.info(f"rare event capture: {note}")
-    captured = captured_events(stockml)
+    captured = stockml.captured_events().read()
     cat = build_catalog(historical, captured)
     if as_of is not None:
         cat = cat[cat.start <= as_of].reset_index(drop=True)

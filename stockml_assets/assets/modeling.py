@@ -1,6 +1,6 @@
 """Training, evaluation, explainability and promotion: the retraining subgraph."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,7 @@ def evaluation_closes(stockml: StockMLResource, ev: pd.DataFrame, days_after: in
     """Closes over the evaluation span and ``days_after`` calendar days past it (for the forward returns),
     from the stored prices (only the rows it needs)."""
     prices = stockml.warehouse().read(
-        'select ticker, date, close from "assets"."raw_prices" where date >= ? and date <= ?',
+        f'select ticker, date, close from "{WAREHOUSE_SCHEMA}"."raw_prices" where date >= ? and date <= ?',
         [pd.Timestamp(ev.date.min()).to_pydatetime(), (pd.Timestamp(ev.date.max()) + pd.Timedelta(days=days_after)).to_pydatetime()],
     )
     return prices.assign(date=pd.to_datetime(prices.date).astype("datetime64[ns]"))
@@ -465,19 +465,7 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
     version = str(shap_values.model_version.iloc[0])
     imp = importance(shap_values)
     imp.insert(0, "model_version", version)
-    stored = imp.assign(computed_at=datetime.now(UTC).replace(tzinfo=None))
-    with stockml.warehouse().connect() as con:
-        con.execute(
-            "create table if not exists shap_analysis (model_version varchar, regime varchar, "
-            "feature_name varchar, importance_score double, rank integer, computed_at timestamp)"
-        )
-        con.execute("begin")
-        con.execute("delete from shap_analysis where model_version = ?", [version])
-        con.register("stored_importance", stored)
-        con.execute(
-            "insert into shap_analysis select model_version, regime, feature_name, importance_score, rank, computed_at from stored_importance"
-        )
-        con.execute("commit")
+    stockml.shap_analysis().replace(version, imp)
     top = imp[imp.regime == "all"].head(10)
     families = family_shares(imp)
     market_share = float(families.share[families.market_wide].sum())

@@ -1,7 +1,6 @@
 """Monitoring: the champion's predictions, drift, the error replay buffer and per-sector accuracy."""
 
 import functools
-from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ from stockml_assets.metadata import (
 )
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
-from stockml_assets.resources import WAREHOUSE_SCHEMA, StockMLResource, captured_events, previous_table
+from stockml_assets.resources import StockMLResource, previous_table
 from stockml_assets.tags import trigger_of
 from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
@@ -246,16 +245,7 @@ def _score_chart(stockml: StockMLResource, s, report: pd.DataFrame, version: str
     """The overall drift score of the last 250 trading days (the stored ones before this run's and
     this run's), with the retraining threshold and the days at or above it marked."""
     new = report[report.component == "overall"][["date", "value"]]
-    first = new.date.min() if len(new) else pd.Timestamp.max
-    wh = stockml.warehouse()
-    old = (
-        wh.read(
-            f'select date, value from "{WAREHOUSE_SCHEMA}".drift_report where component = ? and date < ? order by date desc limit 250',
-            ["overall", first],
-        )
-        if wh.has_table("drift_report", "assets")
-        else new.iloc[:0]
-    )
+    old = stockml.asset_tables().drift_before(new.date.min() if len(new) else None, "overall", limit=250)
     series = pd.concat([old.iloc[::-1], new], ignore_index=True).tail(250)
     if series.empty:
         return inline_md("_(no drift score yet)_")
@@ -373,7 +363,7 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
     3+ days, drift score above 0.25, no overlap with a catalogued event)? The capture sensor reads the answer."""
     s = stockml.settings()
     with malformed_files_fail("rare_event_watch"):
-        catalog = build_catalog(load_rare_events(s.data_dir), captured_events(stockml))
+        catalog = build_catalog(load_rare_events(s.data_dir), stockml.captured_events().read())
     rows, candidate = [], None
     overall = drift_report[drift_report.component == "overall"].set_index("date").value
     for day in sorted(overall.index):
@@ -449,37 +439,6 @@ def sector_performance(context: AssetExecutionContext, meta_learner: dict) -> pd
     return df
 
 
-TRAINING_RUN_COLUMNS = [
-    "run_id",
-    "recorded_at",
-    "trigger",
-    "samples",
-    "candidate_version",
-    "accuracy",
-    "balanced_accuracy",
-    "metrics",
-    "promoted",
-    "error",
-]
-
-
-def record_training_run(stockml: StockMLResource, row: dict) -> pd.DataFrame:
-    """Append one cycle to the training_runs log (also called by the run-failure sensor)."""
-    with stockml.warehouse().connect() as con:
-        con.execute(
-            "create table if not exists training_runs_log (run_id varchar, recorded_at timestamp, "
-            "trigger varchar, samples bigint, candidate_version varchar, accuracy double, "
-            "balanced_accuracy double, promoted boolean, error varchar)"
-        )
-        con.execute("alter table training_runs_log add column if not exists metrics varchar")  # older warehouses
-        cols = ", ".join(TRAINING_RUN_COLUMNS)
-        con.execute(
-            f"insert into training_runs_log ({cols}) values ({', '.join('?' * len(TRAINING_RUN_COLUMNS))})",
-            [row.get(c) for c in TRAINING_RUN_COLUMNS],
-        )
-        return con.execute(f"select {cols} from training_runs_log order by recorded_at").df()
-
-
 @asset(group_name="monitoring", kinds={"duckdb"}, metadata=column_schema(TrainingRunsSchema), **TABLE)
 def training_runs(
     context: AssetExecutionContext,
@@ -492,11 +451,9 @@ def training_runs(
     """One row per training cycle: trigger, samples, metrics, promoted, error (failures via a sensor)."""
     v = stockml.registry().get(meta_learner["version"])
     trigger = trigger_of(context.run.tags)
-    log = record_training_run(
-        stockml,
+    log = stockml.training_runs_log().append(
         {
             "run_id": context.run_id,
-            "recorded_at": datetime.now(UTC).replace(tzinfo=None),
             "trigger": trigger,
             "samples": len(training_set),
             "candidate_version": v.version,
