@@ -23,7 +23,7 @@ TARGET_MINUTES = 15
 
 
 def replay_year(start: str, end: str, out: Path) -> int:
-    from stockml_assets.replay import replay
+    from stockml_assets.simulation import replay
 
     t0 = time.perf_counter()
     report = replay(start, end, out, log=lambda m: print(m, flush=True))

@@ -99,7 +99,7 @@ def main() -> int:
     from stockml_assets.cli import init_home
     from stockml_assets.definitions import defs
     from stockml_assets.execution import execute
-    from stockml_assets.replay import data_span, failure_messages, run_daily, run_history
+    from stockml_assets.runs import data_span, failure_messages, run_daily, run_history
     from stockml_core.settings import Settings
 
     init_home()

@@ -60,7 +60,7 @@ ALTERNATIVES = {
 
 
 def main() -> int:
-    from stockml_assets.replay import data_span
+    from stockml_assets.runs import data_span
     from stockml_core.settings import Settings
     from tests.conftest import write_slice_folder
 

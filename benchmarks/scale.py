@@ -79,7 +79,7 @@ def run_one(names: int, years: int, work: Path) -> dict:
     from benchmarks.breadth import StepMemory, rss
     from stockml_assets.cli import init_home
     from stockml_assets.definitions import defs
-    from stockml_assets.replay import data_span, failure_messages, run_history
+    from stockml_assets.runs import data_span, failure_messages, run_history
     from stockml_core.settings import Settings
 
     gc.collect()

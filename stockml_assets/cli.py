@@ -291,7 +291,7 @@ def _say_freshness(instance, s: Settings, quiet: bool = False):
 
 
 def _report_failure(result, what: str) -> None:
-    from stockml_assets.replay import failure_messages
+    from stockml_assets.runs import failure_messages
 
     print(f"{what} run {result.run_id} FAILED")
     for msg in failure_messages(result):
@@ -302,7 +302,7 @@ def cmd_run(args) -> int:
     from dagster import DagsterInstance
 
     from stockml_assets.definitions import defs
-    from stockml_assets.replay import data_span, run_daily, run_history
+    from stockml_assets.runs import data_span, run_daily, run_history
 
     init_home()
     s = defs.resources["stockml"].settings()  # the deployment's settings, as the runs read them
@@ -334,7 +334,7 @@ def cmd_backfill(args) -> int:
     from dagster import DagsterInstance
 
     from stockml_assets.definitions import defs
-    from stockml_assets.replay import run_daily, run_history
+    from stockml_assets.runs import run_daily, run_history
 
     init_home()
     t0 = time.perf_counter()
@@ -352,7 +352,7 @@ def cmd_backfill(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from stockml_assets.replay import replay
+    from stockml_assets.simulation import replay
     from stockml_core.data import DataFolderError
 
     init_home()
@@ -403,7 +403,7 @@ def _champion_job(job: str, op: str, args) -> int:
         )
     what = "rollback" if job == "rollback_job" else "override"
     if not result.success:
-        from stockml_assets.replay import failure_messages
+        from stockml_assets.runs import failure_messages
 
         for msg in failure_messages(result):  # the root cause (UnknownVersionError, ...), not Dagster's wrapper
             print(f"{what} failed: {msg.split(': ', 1)[-1][:500]}")

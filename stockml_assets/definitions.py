@@ -1,9 +1,9 @@
 """The Dagster entry point: ``defs``."""
 
-from dagster import Definitions, colored_console_logger, in_process_executor, load_assets_from_modules
+from dagster import Definitions, colored_console_logger, in_process_executor
 
 from stockml_assets import checks, freshness
-from stockml_assets.assets import data, modeling, monitoring
+from stockml_assets.assets import ASSETS
 from stockml_assets.instance_storage import enable_event_batches
 from stockml_assets.jobs import JOBS
 from stockml_assets.progress import progress_logger
@@ -12,15 +12,9 @@ from stockml_assets.schedules import SCHEDULES
 from stockml_assets.sensors import SENSORS
 
 enable_event_batches()  # every process that loads the definitions stores a range run's events in batches
-ASSETS = load_assets_from_modules([data, modeling, monitoring])
 ASSET_CHECKS = [
     *checks.SCHEMA_CHECKS,
     *checks.DOMAIN_CHECKS,
-    modeling.rf_model_walk_forward_valid,
-    modeling.xgb_model_walk_forward_valid,
-    modeling.meta_learner_probabilities_valid,
-    modeling.candidate_beats_baselines,
-    modeling.champion_verified,
     freshness.caught_up_with_the_feed,
 ]
 

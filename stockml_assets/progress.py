@@ -6,6 +6,8 @@ import sys
 
 from dagster import Field, logger
 
+from stockml_assets.assets import ASSETS
+
 _SHOWN = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "FAILED", "ASSET_CHECK_EVALUATION": None}
 
 
@@ -40,8 +42,6 @@ class _ProgressHandler(logging.Handler):
 @functools.cache  # called for every log record of a run: compute the names once
 def _asset_steps() -> dict[str, str]:
     """Asset step -> what to print: its name, and for a multi-asset step the assets it writes."""
-    from stockml_assets.definitions import ASSETS  # loaded by then; a top-level import would be circular
-
     return {
         a.op.name: a.op.name if len(a.keys) == 1 else f"{a.op.name} ({', '.join(k.path[-1] for k in sorted(a.keys, key=lambda k: k.path))})"
         for a in ASSETS

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import special, stats
 
 from stockml_core.features.registry import registry_frame
+from stockml_core.schemas import DriftReportSchema, MixDriftSchema, columns
 from stockml_core.settings import DriftSettings
 
 FEATURE_DRIFT_COLUMNS = [
@@ -455,9 +456,9 @@ def quiet_days(market: pd.DataFrame) -> pd.Series:
     return ((dv.vix < QUIET_VIX) & (dv.drawdown > QUIET_DRAWDOWN)).rename("quiet")
 
 
-MIX_COLUMNS = ["date", "category", "reference_share", "current_share", "change"]
+MIX_COLUMNS = columns(MixDriftSchema)
 CONFIDENCE_ROW = "mean_confidence"  # prediction_drift's row for the champion's mean confidence (max probability)
-REPORT_COLUMNS = ["date", "component", "value", "weight", "detail"]
+REPORT_COLUMNS = columns(DriftReportSchema)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.calendar import trading_days
+from stockml_core.schemas import QuarantinedPricesSchema, columns
 from stockml_core.settings import QualitySettings
 from stockml_core.warehouse import Warehouse
 
@@ -89,7 +90,7 @@ RULES: dict[str, Rule] = {
 CORPORATE_ACTION_RULES = ("suspected_reversal", "suspected_split", "suspected_spinoff")
 SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 10.0)
 
-QUARANTINE_COLUMNS = ["ticker", "date", "rule", "detail", "fix", "open", "high", "low", "close", "volume", "source_row"]
+QUARANTINE_COLUMNS = columns(QuarantinedPricesSchema)
 
 
 class FeedRefused(ValueError):

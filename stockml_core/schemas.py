@@ -419,6 +419,11 @@ def _where(r) -> str:
     return " ".join(b for b in bits if b) + col
 
 
+def columns(model: type[pa.DataFrameModel]) -> list[str]:
+    """A Pandera model's column names in their order: the one list of a table's columns."""
+    return list(model.to_schema().columns)
+
+
 FAILURE_COLUMNS = ["check", "column", "failure_case", "ticker", "date", "row"]
 
 

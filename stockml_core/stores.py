@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from stockml_core.events import overlapping
-from stockml_core.schemas import TrainingRunsSchema
+from stockml_core.schemas import TrainingRunsSchema, columns
 from stockml_core.warehouse import ASSET_SCHEMA, Warehouse
 
 __all__ = ["AssetTables", "CapturedEventStore", "ShapAnalysisStore", "TrainingRunsLog"]
@@ -130,7 +130,7 @@ class TrainingRunsLog:
     """
 
     TABLE = "training_runs_log"
-    COLUMNS = list(TrainingRunsSchema.to_schema().columns)
+    COLUMNS = columns(TrainingRunsSchema)
     DDL = (
         "create table if not exists training_runs_log (run_id varchar, recorded_at timestamp, "
         "trigger varchar, samples bigint, candidate_version varchar, accuracy double, "

@@ -121,7 +121,7 @@ def run_job(job_name: str, instance: DagsterInstance, **config):
 
 def run_history_job(instance: DagsterInstance, first=None, last=None, train: bool = True, **config):
     """stockml_full_job over the trading days [first, last] (default: the data's whole span) in one run."""
-    from stockml_assets.replay import data_span, run_history
+    from stockml_assets.runs import data_span, run_history
 
     defs = definitions(**config)
     if first is None or last is None:
@@ -132,7 +132,7 @@ def run_history_job(instance: DagsterInstance, first=None, last=None, train: boo
 
 def run_daily_job(instance: DagsterInstance, day, last=None, **config):
     """daily_job for one trading day's partition (or every day in [day, last] in one run)."""
-    from stockml_assets.replay import run_daily
+    from stockml_assets.runs import run_daily
 
     return run_daily(definitions(**config), instance, day, last=last)
 
@@ -150,7 +150,7 @@ def materialized(tmp_path_factory):
     """The whole graph materialized once on 6 tickers from 2003, in a tmp home and a tmp instance:
     the history run over the slice's trading days (training and the gate), then the daily run for
     the last day (the champion's predictions, drift, the rare-event watch), as `stockml run` does."""
-    from stockml_assets.replay import data_span
+    from stockml_assets.runs import data_span
 
     home = tmp_path_factory.mktemp("stockml_home")
     instance = make_instance(tmp_path_factory.mktemp("dagster_home"))

@@ -190,8 +190,8 @@ def daemon_scenario(tmp_path: Path) -> None:
     from stockml_assets.cli import init_home
     from stockml_assets.definitions import build_definitions
     from stockml_assets.feed import prepare
-    from stockml_assets.replay import data_span, failure_messages, run_daily, run_history
     from stockml_assets.resources import StockMLResource
+    from stockml_assets.runs import data_span, failure_messages, run_daily, run_history
 
     assert init_home() == dagster_home.resolve()
     assert "LocalEventLogStorage" in (dagster_home / "dagster.yaml").read_text()

@@ -36,7 +36,7 @@ def _table(home, name: str, schema: str = "assets") -> pd.DataFrame:
 
 def test_every_design_asset_exists_in_its_group_with_a_blocking_gate():
     """Every asset has a blocking Dagster asset check. The partitioned ones (per NYSE trading day,
-    single-run backfills) validate inside the asset (metadata.validated) and report it as their
+    single-run backfills) validate inside the asset (checks.partition_gate) and report it as their
     ``<asset>_schema`` check, once per run; proven on real runs below."""
     graph = defs.resolve_asset_graph()
     blocking = {spec.asset_key for node_def in graph.assets_defs for spec in node_def.check_specs if spec.blocking}

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_assets.replay import replay
 from stockml_assets.resources import StockMLResource
+from stockml_assets.simulation import replay
 from stockml_core.data import load_rare_events
 from stockml_core.settings import DriftSettings
 from tests.conftest import LENIENT_GATE, SLICE_TICKERS, write_slice_folder
@@ -120,7 +120,7 @@ def test_replay_refuses_a_window_without_data_or_history(tmp_path) -> None:
 def test_replay_checks_every_argument_before_it_touches_the_disk(tmp_path, monkeypatch) -> None:
     """`--start ./victim --end ""` once deleted ./victim_ before failing on the dates; a replay now validates
     first and wipes only a folder that is its own."""
-    from stockml_assets.replay import REPLAY_MARKER, reset_replay_home
+    from stockml_assets.simulation import REPLAY_MARKER, reset_replay_home
 
     monkeypatch.chdir(tmp_path)
     victim = tmp_path / "victim_"

@@ -20,16 +20,13 @@ from dagster import (
     asset,
 )
 
+from stockml_assets.checks import check_or_fail, gate_result, gate_spec, partition_gate
 from stockml_assets.metadata import (
     add_metadata,
-    check_or_fail,
     column_schema,
     date_range,
-    gate_result,
-    gate_spec,
     malformed_files_fail,
     md_table,
-    validated,
 )
 from stockml_assets.partitions import FEATURE_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.resources import (
@@ -102,7 +99,7 @@ def market_universe(context: AssetExecutionContext, stockml: StockMLResource) ->
     except core_data.DataFolderError:  # a malformed price file is raw_prices' failure, reported there
         priced = set()
     problems = core_data.universe_problems(df, previous, priced)
-    return validated(context, "market_universe", df, MarketUniverseSchema, *problems.items())
+    return partition_gate(context, "market_universe", df, MarketUniverseSchema, *problems.items())
 
 
 @asset(
@@ -159,7 +156,7 @@ def raw_prices(context: AssetExecutionContext, stockml: StockMLResource, market_
             "quarantined (first rows)": md_table(screening.quarantined.drop(columns="fix"), limit=20),
         },
     )
-    df = validated(context, "raw_prices", df, RawPricesSchema)
+    df = partition_gate(context, "raw_prices", df, RawPricesSchema)
     quality.QuarantineStore(stockml.warehouse()).replace(first, last, screening.quarantined)
     return df
 
@@ -252,7 +249,7 @@ def market_context(context: AssetExecutionContext, stockml: StockMLResource, raw
             "repairs": md_table(core_data.repairs_frame(repairs + extra)),
         },
     )
-    return validated(context, "market_context", df, MarketContextSchema)
+    return partition_gate(context, "market_context", df, MarketContextSchema)
 
 
 @asset(group_name="regimes", kinds={"pandas", "duckdb"}, metadata=column_schema(MarketRegimesSchema), deps=[AssetDep("market_context")], **TABLE)

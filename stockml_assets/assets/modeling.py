@@ -5,14 +5,11 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
     FreshnessPolicy,
     MetadataValue,
     asset,
-    asset_check,
 )
 
 from stockml_assets.inline import bar_chart, inline_md, line_chart, small_table
@@ -31,6 +28,7 @@ from stockml_assets.resources import (
 from stockml_assets.tags import trigger_of
 from stockml_core import training
 from stockml_core.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
+from stockml_core.error_analysis import replay_error_rates
 from stockml_core.evaluation import (
     ALL_BASELINES,
     PROBA_COLUMNS,
@@ -47,7 +45,6 @@ from stockml_core.evaluation import (
 from stockml_core.explain import family_shares, importance, shap_long
 from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
-from stockml_core.monitoring import replay_error_rates
 from stockml_core.promotion import (
     MIN_SKILL_T,
     best_baseline,
@@ -68,7 +65,6 @@ from stockml_core.schemas import (
     ShapValuesSchema,
     TrainingSetSchema,
     ValidationReportSchema,
-    probabilities_off,
 )
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
@@ -157,30 +153,6 @@ def rf_model(context: AssetExecutionContext, stockml: StockMLResource, training_
 def xgb_model(context: AssetExecutionContext, stockml: StockMLResource, training_set: pd.DataFrame) -> training.BaseModelResult:
     """XGBoost on the training set, plus its purged walk-forward out-of-fold probabilities."""
     return _base_model("xgb", context, stockml, training_set)
-
-
-def _oof_check(result: training.BaseModelResult, horizon: int) -> AssetCheckResult:
-    rows = np.isfinite(result.oof).all(axis=1)
-    sums_ok = not probabilities_off(result.oof[rows]).any()
-    gaps = [
-        (f.fold, f.train_end, f.test_start)
-        for f in result.folds
-        if f.train_end is not None and np.busday_count(f.train_end.date(), f.test_start.date()) <= horizon
-    ]
-    return AssetCheckResult(
-        passed=bool(sums_ok and not gaps and rows.any()),
-        metadata={"oof_rows": int(rows.sum()), "probabilities_sum_to_one": sums_ok, "folds_without_purge_gap": str(gaps) if gaps else "none"},
-    )
-
-
-@asset_check(asset=rf_model, blocking=True, description="OOF probabilities valid; every fold purged and embargoed")
-def rf_model_walk_forward_valid(stockml: StockMLResource, rf_model: training.BaseModelResult) -> AssetCheckResult:
-    return _oof_check(rf_model, stockml.settings().labels.horizon)
-
-
-@asset_check(asset=xgb_model, blocking=True, description="OOF probabilities valid; every fold purged and embargoed")
-def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.BaseModelResult) -> AssetCheckResult:
-    return _oof_check(xgb_model, stockml.settings().labels.horizon)
 
 
 STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "icir", "rank_icir", "ic_t", "rank_ic_t", "days")
@@ -306,13 +278,6 @@ def meta_learner(
     }
 
 
-@asset_check(asset=meta_learner, blocking=True, description="candidate probabilities are valid distributions")
-def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
-    p = meta_learner["evaluation"][[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
-    ok = bool(len(p)) and bool(np.isfinite(p).all()) and bool(np.allclose(p.sum(axis=1), 1.0, atol=1e-6))
-    return AssetCheckResult(passed=ok, metadata={"rows": len(p)})
-
-
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(ValidationReportSchema), **TABLE)
 def validation_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict) -> pd.DataFrame:
     """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines.
@@ -378,23 +343,6 @@ def _flat(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
     table.columns = [" ".join(str(c) for c in col if c != "") if isinstance(col, tuple) else str(col) for col in table.columns]
     return table
-
-
-@asset_check(
-    asset=validation_report,
-    blocking=False,
-    description="the candidate's out-of-sample rank IC beats every "
-    "baseline's on the same rows; the promotion gate enforces it with a margin, its t-statistic and the net Sharpe",
-)
-def candidate_beats_baselines(validation_report: pd.DataFrame) -> AssetCheckResult:
-    h = headline(validation_report)
-    rows = [{"baseline": b, "rank_ic": h[f"{b}_rank_ic"], "rank_ic_t": h[f"{b}_rank_ic_t"]} for b in ALL_BASELINES]
-    ok = all(not np.isfinite(r["rank_ic"]) or h["rank_ic"] > r["rank_ic"] for r in rows) and np.isfinite(h["rank_ic"])
-    return AssetCheckResult(
-        passed=bool(ok),
-        severity=AssetCheckSeverity.WARN,
-        metadata={"candidate_rank_ic": num(h["rank_ic"]), "candidate_rank_ic_t": num(h["rank_ic_t"]), "baselines": md_table(pd.DataFrame(rows))},
-    )
 
 
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(BacktestReportSchema), **TABLE)
@@ -644,25 +592,3 @@ def production_model(context: AssetExecutionContext, stockml: StockMLResource, p
         }
     )
     return df
-
-
-@asset_check(
-    asset=production_model,
-    blocking=True,
-    description="the champion's artefact matches its content hash, and it reached production through the gate or a recorded manual action",
-)
-def champion_verified(stockml: StockMLResource, production_model: pd.DataFrame) -> AssetCheckResult:
-    if production_model.empty:
-        return AssetCheckResult(passed=True, metadata={"champion": "none (no model has passed the gate)"})
-    reg = stockml.registry()
-    version = str(production_model.version.iloc[0])
-    try:
-        reg.verify(version)
-        hash_ok, detail = True, "sha256 verified"
-    except Exception as exc:  # noqa: BLE001 - the check reports any integrity failure
-        hash_ok, detail = False, str(exc)
-    event = reg.champion_event()
-    through_gate = event is not None and event.action in ("promote", "rollback", "override")
-    return AssetCheckResult(
-        passed=hash_ok and through_gate, metadata={"champion": version, "integrity": detail, "action": event.action if event else ""}
-    )

@@ -7,17 +7,16 @@ import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetIn, AssetKey, AssetOut, MetadataValue, asset, multi_asset
 
 from stockml_assets.assets.modeling import TABLE
+from stockml_assets.checks import gate_spec, partition_gate
 from stockml_assets.inline import inline_md, line_chart
 from stockml_assets.metadata import (
     add_metadata,
     column_schema,
     date_range,
-    gate_spec,
     malformed_files_fail,
     md_plot,
     md_table,
     num,
-    validated,
 )
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
@@ -25,13 +24,13 @@ from stockml_assets.resources import StockMLResource, previous_table
 from stockml_assets.tags import trigger_of
 from stockml_core import drift as core_drift
 from stockml_core.data import load_rare_events
+from stockml_core.error_analysis import replay_error_rates, update_replay_buffer
+from stockml_core.error_analysis import sector_performance as build_sector_performance
 from stockml_core.evaluation import PROBA_COLUMNS
 from stockml_core.events import build_catalog, capture_candidate
 from stockml_core.explain import top_contributions
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.labels import CLASS_NAMES
-from stockml_core.monitoring import replay_error_rates, update_replay_buffer
-from stockml_core.monitoring import sector_performance as build_sector_performance
 from stockml_core.registry import json_dumps
 from stockml_core.schemas import (
     DriftReportSchema,
@@ -42,6 +41,7 @@ from stockml_core.schemas import (
     RareEventWatchSchema,
     SectorPerformanceSchema,
     TrainingRunsSchema,
+    columns,
     probabilities_off,
 )
 from stockml_core.settings import drift_settings_from_env
@@ -49,7 +49,7 @@ from stockml_core.training import positions_of, trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
 DATE_LEVEL = core_drift.date_level_features()
-PREDICTION_COLUMNS = ["ticker", "date", "model_version", "regime", *PROBA_COLUMNS, "signal", "confidence", "top_features"]
+PREDICTION_COLUMNS = columns(PredictionsSchema)
 
 
 def _with_regime(features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
@@ -127,7 +127,7 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
                 for c, t in zip(PREDICTION_COLUMNS, [str, "datetime64[ns]", str, str, float, float, float, str, float, str], strict=True)
             }
         )
-        return validated(context, "predictions", empty, PredictionsSchema, probabilities_check(empty))
+        return partition_gate(context, "predictions", empty, PredictionsSchema, probabilities_check(empty))
     out = rows[["ticker", "date", "regime"]].reset_index(drop=True).assign(model_version=version)
     out[PROBA_COLUMNS] = proba
     out["signal"] = np.array(CLASS_NAMES)[proba.argmax(axis=1)]
@@ -147,7 +147,7 @@ def predictions(context: AssetExecutionContext, stockml: StockMLResource, featur
             "predictions (latest day)": md_table(latest.sort_values("confidence", ascending=False), limit=50),
         },
     )
-    return validated(context, "predictions", out, PredictionsSchema, probabilities_check(out))
+    return partition_gate(context, "predictions", out, PredictionsSchema, probabilities_check(out))
 
 
 def probabilities_check(predictions: pd.DataFrame) -> tuple[str, pd.DataFrame]:
@@ -346,7 +346,7 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
     tables["drift_report"][1]["drift score, last 250 trading days"] = _score_chart(stockml, s, t.report, version)
     for name, (_, meta) in tables.items():
         add_metadata(context, meta, output_name=name)
-    return tuple(validated(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
+    return tuple(partition_gate(context, name, tables[name][0], schema, output_name=name) for name, schema in DRIFT_SCHEMAS.items())
 
 
 @asset(
@@ -388,7 +388,7 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
         {"date": "datetime64[ns]", "start": "datetime64[ns]", "end": "datetime64[ns]", "candidate": str, "reason": str, "drift_score": float}
     )
     add_metadata(context, {"dagster/row_count": len(df), "candidate_event": MetadataValue.json(candidate or {}), "latest": md_table(df.tail(5))})
-    return validated(context, "rare_event_watch", df, RareEventWatchSchema)
+    return partition_gate(context, "rare_event_watch", df, RareEventWatchSchema)
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)

@@ -1,12 +1,13 @@
-"""Error replay buffer and accuracy by sector, symbol and regime."""
+"""Error analysis: the error replay buffer (the worst confident mistakes, replayed into training) and accuracy by sector, symbol and regime."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from stockml_core.evaluation import PROBA_COLUMNS
+from stockml_core.schemas import ErrorReplayBufferSchema, columns
 
-REPLAY_COLUMNS = ["ticker", "date", "regime", "sector", "label", "predicted", "confidence", "error_score", "replay_count"]
+REPLAY_COLUMNS = columns(ErrorReplayBufferSchema)
 
 
 def worst_mistakes(oof: pd.DataFrame, previous: pd.DataFrame | None, size: int) -> pd.DataFrame:
