@@ -27,7 +27,7 @@ from dagster import (
 from stockml_assets.metadata import add_metadata, date_range, md_table, num
 from stockml_assets.resources import StockMLResource
 from stockml_core import schemas, training
-from stockml_core.evaluation import ALL_BASELINES, PROBA_COLUMNS, headline
+from stockml_core.evaluation import ALL_BASELINES, headline, model_probabilities
 from stockml_core.schemas import probabilities_off
 
 
@@ -205,7 +205,7 @@ def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.B
 
 @asset_check(asset="meta_learner", blocking=True, description="candidate probabilities are valid distributions")
 def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
-    p = meta_learner["evaluation"][[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    p = model_probabilities(meta_learner["evaluation"], "candidate")
     ok = bool(len(p)) and bool(np.isfinite(p).all()) and not probabilities_off(p).any()
     return AssetCheckResult(passed=ok, metadata={"rows": len(p)})
 

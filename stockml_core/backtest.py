@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from stockml_core.evaluation import model_score, models_in
+
 TRADING_DAYS = 252
 
 
@@ -139,8 +141,9 @@ def decile_books(
     its up-minus-down probability (``<model>__p_up`` - ``<model>__p_down``), and one summary row per model
     (``book_summary``); models without columns are skipped."""
     books, table = {}, []
-    for model in [m for m in models if f"{m}__p_up" in evaluation.columns]:
-        sig = evaluation[["date", "ticker"]].assign(score=evaluation[f"{model}__p_up"] - evaluation[f"{model}__p_down"])
+    present = models_in(evaluation)
+    for model in [m for m in models if m in present]:
+        sig = evaluation[["date", "ticker"]].assign(score=model_score(evaluation, model))
         books[model] = decile_book(sig, returns, horizon, 0.1, cost_bps)
         table.append({"model": model, **book_summary(books[model])})
     return books, pd.DataFrame(table)

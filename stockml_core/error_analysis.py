@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stockml_core.evaluation import PROBA_COLUMNS
+from stockml_core.evaluation import model_probabilities
 from stockml_core.schemas import ErrorReplayBufferSchema, columns
 
 REPLAY_COLUMNS = columns(ErrorReplayBufferSchema)
@@ -16,7 +16,7 @@ def worst_mistakes(oof: pd.DataFrame, previous: pd.DataFrame | None, size: int) 
     Error score = the confidence of the wrong prediction. A sample already in the previous buffer
     keeps counting its replays; one the candidate now gets right leaves the buffer.
     """
-    proba = oof[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    proba = model_probabilities(oof, "candidate")
     pred = proba.argmax(axis=1)
     wrong = pred != oof.label.to_numpy().astype(int)
     buf = oof.loc[wrong, ["ticker", "date", "regime", "sector", "label"]].copy()
@@ -60,7 +60,7 @@ def replay_error_rates(oof: pd.DataFrame) -> dict[str, float]:
     rows = oof[oof["source"] == "replay"] if "source" in oof.columns else oof.iloc[:0]
     if not len(rows):
         return {"replayed_evaluated": 0.0, "repeat_error_before": float("nan"), "repeat_error_after": float("nan")}
-    pred = rows[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy().argmax(axis=1)
+    pred = model_probabilities(rows, "candidate").argmax(axis=1)
     return {
         "replayed_evaluated": float(len(rows)),
         "repeat_error_before": 1.0,
@@ -70,7 +70,7 @@ def replay_error_rates(oof: pd.DataFrame) -> dict[str, float]:
 
 def sector_performance(oof: pd.DataFrame) -> pd.DataFrame:
     """Candidate accuracy and counts by sector x regime, by sector, and by symbol."""
-    correct = oof[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy().argmax(axis=1) == oof.label.to_numpy().astype(int)
+    correct = model_probabilities(oof, "candidate").argmax(axis=1) == oof.label.to_numpy().astype(int)
     df = oof.assign(correct=correct)
     frames = []
     for scope, keys in [("sector_regime", ["sector", "regime"]), ("sector", ["sector"]), ("symbol", ["ticker"])]:

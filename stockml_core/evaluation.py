@@ -9,6 +9,31 @@ from scipy.stats import rankdata
 from stockml_core.labels import CLASS_NAMES, CLASSES
 
 PROBA_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]  # p_down, p_flat, p_up
+_MODEL_SEP = "__"  # an out-of-sample frame holds each model's probabilities as <model>__p_down, ...
+
+
+def proba_columns(model: str) -> list[str]:
+    """The out-of-sample frame's columns of one model's class probabilities (``<model>__p_down``, ...)."""
+    return [f"{model}{_MODEL_SEP}{c}" for c in PROBA_COLUMNS]
+
+
+def model_probabilities(frame: pd.DataFrame, model: str) -> np.ndarray:
+    """One model's class probabilities in an out-of-sample frame, (rows, classes)."""
+    return frame[proba_columns(model)].to_numpy()
+
+
+def model_score(frame: pd.DataFrame, model: str) -> np.ndarray:
+    """One model's up-minus-down score (what every rank IC and decile book ranks by)."""
+    down, up = (f"{model}{_MODEL_SEP}{c}" for c in (PROBA_COLUMNS[0], PROBA_COLUMNS[-1]))
+    return (frame[up] - frame[down]).to_numpy()
+
+
+def models_in(frame: pd.DataFrame) -> list[str]:
+    """The models an out-of-sample frame scores (their up and down probability columns), in column order."""
+    up, down = (f"{_MODEL_SEP}{c}" for c in (PROBA_COLUMNS[-1], PROBA_COLUMNS[0]))
+    return [c[: -len(up)] for c in frame.columns if c.endswith(up) and c[: -len(up)] + down in frame.columns]
+
+
 BASELINES = ("majority", "always_up", "previous_direction", "logistic_momentum")
 # The logistic-regression baseline's inputs: a handful of plain momentum features.
 MOMENTUM_BASELINE_FEATURES = ("ret_5", "ret_20", "ret_60", "ret_120", "rsi_14")
@@ -303,7 +328,7 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     fwd_return, and for each model (candidate, rf, xgb and the baselines) its three class
     probabilities as ``<model>__p_down`` etc.
     """
-    models = sorted({c.split("__")[0] for c in oof.columns if "__p_" in c}, key=lambda m: (m in ALL_BASELINES, m != "candidate", m))
+    models = sorted(models_in(oof), key=lambda m: (m in ALL_BASELINES, m != "candidate", m))
     rows: list[dict] = []
     oof = oof.assign(year=pd.DatetimeIndex(oof.date).year.astype(str))
     scopes = [("overall", None), ("regime", "regime"), ("sector", "sector"), ("symbol", "ticker"), ("fold", "fold"), ("year", "year")] + (
@@ -314,8 +339,8 @@ def validation_report(oof: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     # Row positions of every group, once per scope (sorted by group, as the report lists them).
     groups = {scope: [("all", np.arange(len(oof)))] if col is None else sorted(oof.groupby(col).indices.items()) for scope, col in scopes}
     for model in models:
-        proba_all = oof[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
-        score = proba_all[:, 2] - proba_all[:, 0]
+        proba_all = model_probabilities(oof, model)
+        score = model_score(oof, model)
         for scope, _ in scopes:
             for g, rows_of_g in groups[scope]:
                 m = classification_metrics(y_all[rows_of_g], proba_all[rows_of_g])
@@ -336,8 +361,9 @@ def ic_decay(evaluation: pd.DataFrame, closes: pd.DataFrame, models: list[str], 
     )
     ev = evaluation.merge(fwd, on=["ticker", "date"], how="left")
     rows = []
-    for m in [m for m in models if f"{m}__p_up" in ev.columns]:
-        score = (ev[f"{m}__p_up"] - ev[f"{m}__p_down"]).to_numpy()
+    present = models_in(ev)
+    for m in [m for m in models if m in present]:
+        score = model_score(ev, m)
         for h in horizons:
             ic = information_coefficients(ev.date, score, ev[f"r{h}"].to_numpy(), h)
             rows.append({"model": m, "horizon": h, "rank_ic": ic["rank_ic"], "rank_ic_t": ic["rank_ic_t"], "days": ic["days"]})

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from stockml_core.evaluation import ALL_BASELINES, information_coefficients
+from stockml_core.evaluation import ALL_BASELINES, information_coefficients, model_score
 from stockml_core.settings import GateSettings
 
 CHAMPION_METRIC = "rank_ic"  # what a candidate may not lose against the champion's record
@@ -164,14 +164,14 @@ def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, 
         return empty
     live = published[["ticker", "date", "model_version", "p_down", "p_up"]].copy()
     live["date"] = pd.to_datetime(live.date).astype("datetime64[ns]")
-    cand = evaluation[["ticker", "date", "fwd_return", "candidate__p_down", "candidate__p_up"]].copy()
+    cand = evaluation[["ticker", "date", "fwd_return"]].assign(candidate_score=model_score(evaluation, "candidate"))
     cand["date"] = pd.to_datetime(cand.date).astype("datetime64[ns]")
     both = cand.merge(live, on=["ticker", "date"], how="inner").dropna(subset=["fwd_return"])
     if both.empty:
         return empty
     last = np.sort(both.date.unique())[-days:]
     both = both[both.date.isin(last)]
-    c = information_coefficients(both.date, (both.candidate__p_up - both.candidate__p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
+    c = information_coefficients(both.date, both.candidate_score.to_numpy(), both.fwd_return.to_numpy(), horizon)
     p = information_coefficients(both.date, (both.p_up - both.p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
     return {
         "recent_days": float(c["days"]),

@@ -13,11 +13,11 @@ from stockml_core.evaluation import (
     BASELINES,
     LINEAR_BASELINE,
     MOMENTUM_BASELINE_FEATURES,
-    PROBA_COLUMNS,
     RANK_BASELINES,
     baseline_probabilities,
     linear_scores,
     logistic_momentum_probabilities,
+    proba_columns,
     rank_probabilities,
 )
 from stockml_core.faults import failpoint
@@ -203,7 +203,7 @@ def stack(
     ev_mask = fold_row >= 1
     ev = ts.loc[ev_mask, KEY_COLUMNS].reset_index(drop=True).assign(fold=fold_row[ev_mask])
     for name, proba in [("candidate", cand), ("rf", rf.oof), ("xgb", xgb.oof)]:
-        ev[[f"{name}__{c}" for c in PROBA_COLUMNS]] = proba[ev_mask]
+        ev[proba_columns(name)] = proba[ev_mask]
     momentum = ts[list(MOMENTUM_BASELINE_FEATURES)].to_numpy(dtype="float64")
     for b in BASELINES:
         parts = []
@@ -214,10 +214,10 @@ def stack(
                 continue
             majority = int(pd.Series(y[f.train_idx]).mode().iloc[0])
             parts.append(baseline_probabilities(b, int(test.sum()), majority, ev.past_return[test].to_numpy()))
-        ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = np.vstack(parts)
+        ev[proba_columns(b)] = np.vstack(parts)
     ev_dates = ev.date.to_numpy()
     for b, (feature, sign) in RANK_BASELINES.items():  # each day's names ranked by one feature: nothing fitted
-        ev[[f"{b}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, sign * ts[feature].to_numpy()[ev_mask])
+        ev[proba_columns(b)] = rank_probabilities(ev_dates, sign * ts[feature].to_numpy()[ev_mask])
     X = feature_array(ts, feature_names)
     linear = np.full(int(ev_mask.sum()), np.nan)
     ev_rows = np.flatnonzero(ev_mask)
@@ -226,7 +226,7 @@ def stack(
         linear[test] = linear_scores(
             rows_of(X, f.train_idx), ts.date.to_numpy()[f.train_idx], ts.fwd_return.to_numpy()[f.train_idx], rows_of(X, ev_rows[test])
         )
-    ev[[f"{LINEAR_BASELINE}__{c}" for c in PROBA_COLUMNS]] = rank_probabilities(ev_dates, linear)
+    ev[proba_columns(LINEAR_BASELINE)] = rank_probabilities(ev_dates, linear)
     return bundle, ev
 
 

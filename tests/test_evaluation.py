@@ -412,3 +412,15 @@ def test_ic_decay_measures_each_horizon_against_its_own_forward_return() -> None
     assert list(decay.index) == [1, 5, 10, 20] and set(decay.model) == {"m"}
     assert decay.rank_ic[10] == pytest.approx(1.0)  # the score is the 10-day return itself
     assert decay.rank_ic[1] < decay.rank_ic[5] < decay.rank_ic[10] and decay.rank_ic[20] < decay.rank_ic[10]
+
+
+def test_the_model_column_convention_has_one_home() -> None:
+    """<model>__p_down/p_flat/p_up: spelled by proba_columns, found by models_in, read by model_probabilities/model_score."""
+    from stockml_core.evaluation import model_probabilities, model_score, models_in, proba_columns
+
+    assert proba_columns("rf") == ["rf__p_down", "rf__p_flat", "rf__p_up"]
+    frame = pd.DataFrame({"date": [1, 2], **{c: [0.2, 0.5] for c in proba_columns("rf")}, "xgb__p_up": [0.1, 0.2]})
+    frame[proba_columns("candidate")] = [[0.1, 0.3, 0.6], [0.5, 0.3, 0.2]]
+    assert models_in(frame) == ["rf", "candidate"]  # xgb has no down column: not scored here
+    assert model_probabilities(frame, "candidate").shape == (2, 3)
+    np.testing.assert_allclose(model_score(frame, "candidate"), [0.5, -0.3])

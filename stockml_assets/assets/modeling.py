@@ -31,12 +31,13 @@ from stockml_core.backtest import decile_books, next_day_returns, run_backtest, 
 from stockml_core.error_analysis import replay_error_rates
 from stockml_core.evaluation import (
     ALL_BASELINES,
-    PROBA_COLUMNS,
     classification_metrics,
     comparison_table,
     headline,
     ic_decay,
     information_coefficients,
+    model_probabilities,
+    model_score,
     reliability_table,
 )
 from stockml_core.evaluation import (
@@ -159,7 +160,7 @@ STATUS_METRICS = ("n", "accuracy", "balanced_accuracy", "auc_ovr", "auc_directio
 
 
 def _oos_metrics(ev: pd.DataFrame, model: str, horizon: int) -> dict[str, float]:
-    proba = ev[[f"{model}__{c}" for c in PROBA_COLUMNS]].to_numpy()
+    proba = model_probabilities(ev, model)
     m = classification_metrics(ev.label.to_numpy(), proba)
     m.update(information_coefficients(ev.date, proba[:, 2] - proba[:, 0], ev.fwd_return.to_numpy(), horizon))
     return m
@@ -287,7 +288,7 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
     report = build_validation_report(ev, stockml.settings().labels.horizon)
     h = headline(report)
     replay = replay_error_rates(ev)
-    reliability = reliability_table(ev.label.to_numpy(), ev[[f"candidate__{c}" for c in PROBA_COLUMNS]].to_numpy())
+    reliability = reliability_table(ev.label.to_numpy(), model_probabilities(ev, "candidate"))
     regime = (
         report[(report.scope == "regime") & (report.metric == "accuracy")].pivot_table(index="group", columns="model", values="value").reset_index()
     )
@@ -352,7 +353,7 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
     label horizon (overlapping sub-books), gross and net of costs, on the same days."""
     s = stockml.settings()
     ev = meta_learner["evaluation"]
-    signals = ev[["date", "ticker"]].assign(score=ev.candidate__p_up - ev.candidate__p_down)
+    signals = ev[["date", "ticker"]].assign(score=model_score(ev, "candidate"))
     curve = run_backtest(signals, next_day_returns(raw_prices), s.top_k, s.cost_bps)
     summary = summarize_backtest(curve)
     strat = summary.iloc[0]
