@@ -18,16 +18,24 @@
     (``ru_maxrss``, with the kernel's high-water mark reset after the build where Linux allows it)
     minus the RSS after building the input, against the output's size.
 
+(d) ``--against TREE``: this engine against another checkout's (a previous version: ``git worktree add
+    /tmp/before <rev>``, whose numba cache fills on its first run), each in its own child process,
+    alternating for ``--rounds`` rounds on the same panel as (b): the full feature set and one family
+    alone, wall and CPU seconds (best of ``--repeat`` in each round, best over rounds), as ratios
+    this / that.
+
 Targets printed beside the figures: >= 100x faster than ``ta``; >= 1,000,000 ticker-days/s; peak
-memory < 3x the output.
+memory < 3x the output; against a previous version, no more than 10% slower.
 """
 
 import argparse
 import gc
+import json
 import multiprocessing as mp
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +56,20 @@ OHLCV = ["open", "high", "low", "close", "volume"]
 TARGET_TA_RATIO = 100.0
 TARGET_ROWS_PER_S = 1_000_000
 TARGET_PEAK_RATIO = 3.0
+TARGET_VERSION_RATIO = 1.10
+# (d): the cases timed in both engines, (label, families).
+VERSION_CASES = (("all features", None), ("returns family alone", ("returns",)))
+# (d)'s child: the other checkout's stockml_core first on the path, this file's helpers loaded by path.
+_VERSION_CHILD = """
+import importlib.util, json, sys
+tree, root, tickers, years, repeat = sys.argv[1:]
+sys.path.insert(0, tree)
+sys.path.append(root)
+spec = importlib.util.spec_from_file_location("features_benchmark", root + "/benchmarks/features.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps(module.version_timings(int(tickers), int(years), int(repeat))))
+"""
 # The families of the features that have a ``ta`` equivalent (the registry's ``ta`` field).
 SHARED_FAMILIES = tuple(dict.fromkeys(spec.family for spec in FEATURE_REGISTRY if spec.ta))
 
@@ -201,6 +223,46 @@ def bench_scale(panel: pd.DataFrame, market: pd.DataFrame, sectors: pd.DataFrame
     }
 
 
+def version_timings(n_tickers: int, years: int, repeat: int) -> dict:
+    """(d), in a child: the engine this process imports, timed on (b)'s panel for each of ``VERSION_CASES``."""
+    import stockml_core
+
+    prices, market, sectors = load_sample()
+    panel, panel_sectors = build_panel(prices, sectors, n_tickers, years)
+    warm_up(panel, market, panel_sectors)
+    result: dict = {"engine": str(Path(stockml_core.__file__).resolve().parent)}
+    for label, families in VERSION_CASES:
+        wall = cpu = float("inf")
+        for _ in range(repeat):
+            w0, c0 = time.perf_counter(), time.process_time()
+            compute_features(panel, market, panel_sectors, families=families)
+            wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
+        result[label] = {"wall": wall, "cpu": cpu}
+    return result
+
+
+def bench_versions(tree: Path, n_tickers: int, years: int, repeat: int, rounds: int) -> dict[str, dict]:
+    """(d): both engines in alternating child processes; the best wall and CPU of each case per engine."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, root in (("that", tree), ("this", ROOT)):
+            run = subprocess.run(
+                [sys.executable, "-c", _VERSION_CHILD, str(root), str(ROOT), str(n_tickers), str(years), str(repeat)],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            got = json.loads(run.stdout.strip().splitlines()[-1])
+            if Path(got["engine"]) != (root / "stockml_core").resolve():
+                raise RuntimeError(f"the {name} child imported {got['engine']}, not {root}")
+            mine = best.setdefault(name, {"engine": got["engine"]})
+            for label, _ in VERSION_CASES:
+                old = mine.get(label, {"wall": float("inf"), "cpu": float("inf")})
+                mine[label] = {k: min(old[k], got[label][k]) for k in ("wall", "cpu")}
+    return best
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -253,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--years", type=int, default=20, help="years of the real calendar per ticker (default 20, at most 27)")
     parser.add_argument("--repeat", type=int, default=3, help="timings of our engine, best taken (default 3)")
     parser.add_argument("--skip-ta", action="store_true", help="skip (a), the slow ta comparison")
+    parser.add_argument("--against", type=Path, help="(d) only: time this engine against the checkout at this path (a previous version)")
+    parser.add_argument("--rounds", type=int, default=3, help="(d): alternating rounds (default 3)")
     args = parser.parse_args(argv)
     if not 1 <= args.years <= 27 or args.tickers < 1:
         parser.error("--years must be 1..27 (the sample's calendar spans 1990-2017) and --tickers >= 1")
@@ -265,6 +329,24 @@ def main(argv: list[str] | None = None) -> None:
         f"         a toy numba loop runs {parallel_speedup():.1f}x faster on {numba.get_num_threads()} threads than on 1 "
         "(the parallelism this machine really gives)"
     )
+
+    if args.against is not None:
+        tree = args.against.resolve()
+        if not (tree / "stockml_core" / "features").is_dir():
+            parser.error(f"--against {tree}: not a stockml checkout")
+        d = bench_versions(tree, args.tickers, args.years, args.repeat, args.rounds)
+        print(
+            f"\n(d) this engine ({ROOT}) against that one ({tree}): {args.tickers} tickers x {args.years} years, "
+            f"alternating child processes, {args.rounds} rounds, best of {args.repeat} each"
+        )
+        for label, _ in VERSION_CASES:
+            this, that = d["this"][label], d["that"][label]
+            wall, cpu = this["wall"] / that["wall"], this["cpu"] / that["cpu"]
+            print(
+                f"    {label:>22}: this {this['wall']:.2f} s (CPU {this['cpu']:.2f} s), that {that['wall']:.2f} s (CPU {that['cpu']:.2f} s); "
+                f"this / that wall {wall:.2f}x, CPU {cpu:.2f}x   target <= {TARGET_VERSION_RATIO:.2f}x: {_mark(wall <= TARGET_VERSION_RATIO)}"
+            )
+        return
 
     # Memory first, in a fresh child, while this process is still small.
     mem = bench_memory(args.tickers, args.years)

@@ -594,3 +594,43 @@ def test_families_select_columns_and_equal_the_full_set(lookahead_slice, market,
     assert list(compute_features(lookahead_slice, families="candle").columns)[2:] == [s.name for s in FEATURE_REGISTRY if s.family == "candle"]
     with pytest.raises(ValueError, match="unknown feature families"):
         compute_features(lookahead_slice, families=["returns", "astrology"])
+
+
+def _expand(label: str) -> list[str]:
+    """``ret_{1,2}_x, y`` -> ``ret_1_x, ret_2_x, y`` (the kernels' write labels)."""
+    names: list[str] = []
+    for part in re.split(r",\s*(?![^{]*\})", label):
+        m = re.fullmatch(r"([^{]*)\{([^}]*)\}(.*)", part.strip())
+        names += [f"{m[1]}{x.strip()}{m[3]}" for x in m[2].split(",")] if m else [part.strip()]
+    return names
+
+
+def test_each_family_kernel_writes_its_registry_block_by_name() -> None:
+    """Every per-ticker family has its own kernel, ``kernels._<family>``, whose ``_put`` writes are
+    labelled with the features they write; read in source order the labels are the registry's block."""
+    import inspect
+
+    from stockml_core.features import kernels
+    from stockml_core.features.registry import PER_TICKER_FAMILIES, family_block
+
+    assert PER_TICKER_FAMILIES == ("returns", "candle", "volatility", "momentum", "trend", "volume", "rolling", "beta")
+    dispatch = inspect.getsource(kernels._ticker.py_func)
+    assert [dispatch.index(f"_{family}(") for family in PER_TICKER_FAMILIES] == sorted(dispatch.index(f"_{f}(") for f in PER_TICKER_FAMILIES)
+    for f, family in enumerate(PER_TICKER_FAMILIES):
+        assert f"written[{f}] = _{family}(" in dispatch, family
+        source = inspect.getsource(getattr(kernels, f"_{family}").py_func)
+        labels = re.findall(r"_put\(.*# +(?!\()(.+)$", source, flags=re.M)
+        written = [name for label in labels for name in _expand(label)]
+        assert written == FEATURE_NAMES[family_block(family).start : family_block(family).stop], family
+
+
+def test_a_kernel_that_drifts_from_the_registry_is_refused(lookahead_slice, monkeypatch) -> None:
+    """A family block whose kernel writes a different count stops the computation, naming the family."""
+    from stockml_core.features import engine
+    from stockml_core.features.registry import PER_TICKER_FAMILIES
+
+    sizes = engine._BLOCK_SIZES.copy()
+    sizes[PER_TICKER_FAMILIES.index("trend")] += 1
+    monkeypatch.setattr(engine, "_BLOCK_SIZES", sizes)
+    with pytest.raises(RuntimeError, match=r"kernels of \['trend'\] wrote"):
+        compute_features(lookahead_slice, families=["trend"])

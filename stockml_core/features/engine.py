@@ -19,7 +19,9 @@ from stockml_core.features.registry import (
     MARKET_FEATURES,
     MAX_LOOKBACK,
     PER_TICKER,
+    PER_TICKER_FAMILIES,
     SECTOR_FEATURES,
+    family_block,
     feature_spec,
 )
 from stockml_core.quality import segment_starts
@@ -50,6 +52,10 @@ ENGINE_VERSION = hashlib.sha256(
 ).hexdigest()[:16]
 
 _N_TICKER = len(PER_TICKER)
+# Each per-ticker family's kernel writes its registry block from the block's first feature.
+_BLOCKS = np.array([family_block(f).start for f in PER_TICKER_FAMILIES], dtype=np.int64)
+_BLOCK_SIZES = np.array([len(family_block(f)) for f in PER_TICKER_FAMILIES], dtype=np.int64)
+assert len(PER_TICKER_FAMILIES) == kernels.N_FAMILIES
 _MARKET_NAMES = [s.name for s in FEATURE_REGISTRY if s.family == "market"]
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LOOKBACK = np.array([s.lookback for s in FEATURE_REGISTRY], dtype=np.int64)
@@ -253,9 +259,9 @@ def compute_features(
 
     Returns ``ticker, date`` + float32 ``FEATURE_NAMES`` columns, sorted by (ticker, date).
     ``families`` (default: all of ``FAMILIES``) restricts the columns to those families' features, in
-    registry order. The per-ticker families share one kernel pass, so leaving some of them out saves
-    their storage, not their arithmetic; leaving out ``beta``, ``market`` or ``cross_section`` skips
-    those stages. ``holes`` (ticker, date): quarantined trading days (``stockml_core.quality``); each
+    registry order. Each per-ticker family has its own kernel, run only when one of its features is
+    needed (selected, or the source of a selected cross-sectional feature); leaving out ``market`` or
+    ``cross_section`` skips those stages. ``holes`` (ticker, date): quarantined trading days (``stockml_core.quality``); each
     breaks its ticker's history there, so every per-ticker window that would span it is NaN, exactly
     as during a warm-up (the history restarts after the hole).
     """
@@ -300,9 +306,16 @@ def _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout,
         spx = np.full(n, np.nan)
     o, h, lo, c, v = (_f64(frame[col]) for col in PRICE_COLUMNS)
     has_beta = use_market and "beta" in families
-    written = kernels.ticker_features(o, h, lo, c, v, spx, has_beta, starts, _LOOKBACK, rows, out)
-    if np.any(written != _N_TICKER):  # registry and kernel must never drift apart
-        raise RuntimeError(f"feature kernel wrote {set(written.tolist())} columns, registry has {_N_TICKER}")
+    # A family runs when any of its features is stored (selected, or a cross-section's source).
+    run = np.array([(rows[b : b + size] >= 0).any() for b, size in zip(_BLOCKS, _BLOCK_SIZES, strict=True)])
+    written = kernels.ticker_features(o, h, lo, c, v, spx, has_beta, starts, _LOOKBACK, rows, out, _BLOCKS, run)
+    expected = np.where(run, _BLOCK_SIZES, 0)
+    drifted = [f for f, ok in zip(PER_TICKER_FAMILIES, (written == expected).all(axis=0), strict=True) if not ok]
+    if drifted:  # registry and kernels must never drift apart
+        raise RuntimeError(
+            f"feature kernels of {drifted} wrote {[sorted(set(written[:, PER_TICKER_FAMILIES.index(f)].tolist())) for f in drifted]} "
+            f"features, the registry has {[len(family_block(f)) for f in drifted]}"
+        )
 
     if "market" in families:
         m0 = rows[_N_TICKER]  # market features are contiguous in the registry and in the output

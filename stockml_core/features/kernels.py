@@ -257,17 +257,19 @@ def _rsi(c, n, w):
     return out
 
 
-# ------------------------------------------------------------------------------------ the kernel
+# ------------------------------------------------------------------------------- the family kernels
+#
+# One function per per-ticker family of the registry (``_returns`` writes the ``returns`` block, and
+# so on): each writes its family's features in registry order from the block's first feature, each
+# ``_put`` labelled with the feature it writes, and returns the feature after its block. The engine
+# passes every block's first feature and checks each block's count against the registry, so a
+# feature is found by name: registry -> its family's kernel -> the labelled ``_put``.
 
 
 @njit(cache=True)
-def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - one pass, many features
-    """All per-ticker features of one ticker; returns the number of features written."""
+def _shared(o, h, l, c, v):
+    """Series several families read: (r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1)."""
     n = c.shape[0]
-    k = 0
-    buf = _nan(n)
-
-    # shared series -------------------------------------------------------------------------
     r = _nan(n)  # simple daily return
     for i in range(1, n):
         r[i] = c[i] / c[i - 1] - 1.0
@@ -276,13 +278,27 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     diff = np.zeros(n)  # close change (0 on row 0)
     for i in range(1, n):
         diff[i] = c[i] - c[i - 1]
+    ad = np.abs(diff)
+    tp = (h + l + c) / 3.0  # typical price
+    r2 = np.zeros(n)
+    for i in range(1, n):
+        r2[i] = r[i] * r[i]
+    pc1 = _prefix(c, 0)
+    pc2 = _prefix(c * c, 0)
+    pr1 = _prefix(r, 1)
+    pr2 = _prefix(r2, 1)
+    ptr1 = _prefix(tr, 1)
+    return r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1
 
-    # [returns] ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def _returns(o, c, n, buf, out, rows, k, s, lb):
+    """The ``returns`` block: close / close k rows back and the day's gaps."""
     for kk in (1, 2, 3, 5, 10, 20, 60, 120, 250):
         buf[:] = NAN
         for i in range(kk, n):
             buf[i] = c[i] / c[i - kk] - 1.0
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # ret_{1,2,3,5,10,20,60,120,250}
     buf[:] = NAN
     for i in range(1, n):
         buf[i] = o[i] / c[i - 1] - 1.0
@@ -294,8 +310,12 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     for i in range(250, n):
         buf[i] = c[i - 20] / c[i - 250] - 1.0
     k = _put(out, rows, k, s, buf, lb)  # mom_250_20
+    return k
 
-    # [candle] -----------------------------------------------------------------------------
+
+@njit(cache=True)
+def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
+    """The ``candle`` block: the day's bar shape."""
     for which in range(5):
         for i in range(n):
             rng = h[i] - l[i]
@@ -309,10 +329,13 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
                 buf[i] = rng / c[i]
             else:
                 buf[i] = _ratio(c[i] - l[i], rng, 0.5)
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # candle_body, candle_upper_shadow, candle_lower_shadow, candle_range, close_location
+    return k
 
-    # [volatility] -------------------------------------------------------------------------
-    pr1 = _prefix(r, 1)
+
+@njit(cache=True)
+def _volatility(o, h, l, c, r, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k, s, lb):
+    """The ``volatility`` block: return, range and channel volatility."""
     r2 = np.zeros(n)
     r3 = np.zeros(n)
     r4 = np.zeros(n)
@@ -322,7 +345,6 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         r3[i] = r2[i] * r[i]
         r4[i] = r2[i] * r2[i]
         dn2[i] = r2[i] if r[i] < 0 else 0.0
-    pr2 = _prefix(r2, 1)
     vols = np.empty((5, n))
     for wi, w in enumerate((5, 10, 20, 60, 120)):
         vols[wi, :] = NAN
@@ -330,11 +352,11 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
             m = _ws(pr1, i, w) / w
             var = (_ws(pr2, i, w) - w * m * m) / (w - 1)
             vols[wi, i] = 0.0 if var <= _ABS_FLAT else math.sqrt(var)
-        k = _put(out, rows, k, s, vols[wi], lb)  # volatility_w
+        k = _put(out, rows, k, s, vols[wi], lb)  # volatility_{5,10,20,60,120}
     for a, b in ((0, 2), (2, 3), (2, 4)):  # 5/20, 20/60, 20/120
         for i in range(n):
             buf[i] = _ratio(vols[a, i], vols[b, i], 1.0)
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # volatility_ratio_{5_20,20_60,20_120}
     pd2 = _prefix(dn2, 1)
     buf[:] = NAN
     for i in range(20, n):
@@ -358,7 +380,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
                 e4 = _ws(pr4, i, 60) / 60.0
                 m4 = e4 - 4.0 * m1 * e3 + 6.0 * m1 * m1 * e2 - 3.0 * m1**4
                 buf[i] = m4 / (m2 * m2) - 3.0
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # ret_skew_60, ret_kurt_60
     hl2 = np.empty(n)
     gk = np.empty(n)
     rs = np.empty(n)
@@ -378,13 +400,13 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.sqrt(max(_ws(phl, i, w), 0.0) / (w * 4.0 * ln2))
-        k = _put(out, rows, k, s, buf, lb)  # parkinson_vol_w
+        k = _put(out, rows, k, s, buf, lb)  # parkinson_vol_{10,20,60}
     pgk = _prefix(gk, 0)
     for w in (10, 20, 60):
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.sqrt(max(_ws(pgk, i, w) / w, 0.0))
-        k = _put(out, rows, k, s, buf, lb)  # garman_klass_vol_w
+        k = _put(out, rows, k, s, buf, lb)  # garman_klass_vol_{10,20,60}
     prs = _prefix(rs, 0)
     buf[:] = NAN
     for i in range(19, n):
@@ -394,10 +416,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         atr = _atr(tr, n, w)
         for i in range(n):
             buf[i] = atr[i] / c[i]
-        k = _put(out, rows, k, s, buf, lb)  # atr_w_rel
-    pc1 = _prefix(c, 0)
-    c2 = c * c
-    pc2 = _prefix(c2, 0)
+        k = _put(out, rows, k, s, buf, lb)  # atr_{5,10,14}_rel
     sma20 = _sma(pc1, n, 20, 0)
     sd20 = _std_pop(pc1, pc2, n, 20, 0, True)
     for i in range(n):
@@ -410,15 +429,19 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     atr10 = _atr(tr, n, 10)
     for i in range(n):  # keltner_pct_20: (c - (ema20 - 2 atr10)) / (4 atr10)
         buf[i] = _ratio(c[i] - (ema20[i] - 2.0 * atr10[i]), 4.0 * atr10[i], 0.5)
-    k = _put(out, rows, k, s, buf, lb)
+    k = _put(out, rows, k, s, buf, lb)  # keltner_pct_20
     for i in range(n):
         buf[i] = 4.0 * atr10[i] / ema20[i]
     k = _put(out, rows, k, s, buf, lb)  # keltner_width_20
+    return k
 
-    # [momentum] ---------------------------------------------------------------------------
+
+@njit(cache=True)
+def _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, k, s, lb):
+    """The ``momentum`` block: oscillators."""
     rsi14 = _rsi(c, n, 14)
     for w in (6, 14, 21):
-        k = _put(out, rows, k, s, rsi14 if w == 14 else _rsi(c, n, w), lb)
+        k = _put(out, rows, k, s, rsi14 if w == 14 else _rsi(c, n, w), lb)  # rsi_{6,14,21}
     hh14 = _roll_max(h, n, 14)
     ll14 = _roll_min(l, n, 14)
     stk = _nan(n)
@@ -438,7 +461,6 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         rng = rmax[i] - rmin[i]  # flat prices leave the RSI constant up to rounding: that window is flat
         buf[i] = 0.5 if rng <= _RSI_FLAT else (rsi14[i] - rmin[i]) / rng
     k = _put(out, rows, k, s, buf, lb)  # stoch_rsi_14
-    tp = (h + l + c) / 3.0
     ptp = _prefix(tp, 0)
     buf[:] = NAN
     for i in range(19, n):
@@ -469,7 +491,6 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     for i in range(1, n):
         bp[i] = c[i] - min(l[i], c[i - 1])
     pbp = _prefix(bp, 1)
-    ptr1 = _prefix(tr, 1)
     buf[:] = NAN
     for i in range(28, n):
         acc = 0.0
@@ -483,14 +504,17 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     for i in range(33, n):
         buf[i] = (_ws(pmp, i, 5) / 5.0 - _ws(pmp, i, 34) / 34.0) / c[i]
     k = _put(out, rows, k, s, buf, lb)  # awesome_osc_rel
-    ad = np.abs(diff)
     sm = _ema(_ema(diff, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
     sa = _ema(_ema(ad, 2.0 / 26.0, min(1, n)), 2.0 / 14.0, min(25, n))
     for i in range(n):
         buf[i] = _ratio(100.0 * sm[i], sa[i], 0.0)
     k = _put(out, rows, k, s, buf, lb)  # tsi
+    return k
 
-    # [trend] ------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, k, s, lb):
+    """The ``trend`` block: moving averages, ADX, SAR, Ichimoku, Aroon, Vortex, TRIX, mass index, DPO, ulcer."""
     e12 = _ema(c, 2.0 / 13.0, 0)
     e26 = _ema(c, 2.0 / 27.0, 0)
     macd = e12 - e26
@@ -503,12 +527,12 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
                 buf[i] = sig[i] / c[i]
             else:
                 buf[i] = (macd[i] - sig[i]) / c[i]
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # macd_rel, macd_signal_rel, macd_hist_rel
     for w in (10, 20, 40):
         e = _ema(c, 2.0 / (w + 1.0), 0)
         for i in range(n):
             buf[i] = c[i] / e[i] - 1.0
-        k = _put(out, rows, k, s, buf, lb)  # close_to_ema_w
+        k = _put(out, rows, k, s, buf, lb)  # close_to_ema_{10,20,40}
     # ADX(14) as ta computes it: Wilder sums of TR, +DM, -DM; DI = 100 S+/S_TR; ADX = Wilder mean of DX.
     pdm = np.zeros(n)
     ndm = np.zeros(n)
@@ -537,9 +561,9 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         adx[27] = acc / 14.0
         for i in range(28, n):
             adx[i] = ((adx[i - 1] * 13.0) + dx[i]) / 14.0
-    k = _put(out, rows, k, s, adx, lb)
-    k = _put(out, rows, k, s, dip, lb)
-    k = _put(out, rows, k, s, din, lb)
+    k = _put(out, rows, k, s, adx, lb)  # adx_14
+    k = _put(out, rows, k, s, dip, lb)  # adx_pos_14
+    k = _put(out, rows, k, s, din, lb)  # adx_neg_14
     # Parabolic SAR (step 0.02, max 0.2), ta's recursion started at the ticker's first row.
     sar = c.copy()
     trend = np.ones(n)
@@ -607,7 +631,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
                 buf[i] = c[i] / span_b - 1.0
             else:
                 buf[i] = (span_a - span_b) / c[i]
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # ichimoku_conv_dist, ichimoku_base_dist, ichimoku_a_dist, ichimoku_b_dist, ichimoku_cloud_rel
     for i in range(n):
         buf[i] = 100.0 * (25.0 - age_h[i]) / 25.0
     k = _put(out, rows, k, s, buf, lb)  # aroon_up_25
@@ -658,8 +682,12 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     for i in range(26, n):
         buf[i] = math.sqrt(max(_ws(prr, i, 14), 0.0) / 14.0)
     k = _put(out, rows, k, s, buf, lb)  # ulcer_index_14
+    return k
 
-    # [volume] -----------------------------------------------------------------------------
+
+@njit(cache=True)
+def _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, k, s, lb):
+    """The ``volume`` block: volume flow and its dispersion."""
     pv1 = _prefix(v, 0)
     sv = np.zeros(n)
     for i in range(1, n):
@@ -670,7 +698,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(psv, i, w), _ws(pv1b, i, w), 0.0)
-        k = _put(out, rows, k, s, buf, lb)  # obv_change_w
+        k = _put(out, rows, k, s, buf, lb)  # obv_change_{20,60}
     mfv = np.empty(n)
     for i in range(n):
         mfv[i] = _ratio((c[i] - l[i]) - (h[i] - c[i]), h[i] - l[i], 0.0) * v[i]
@@ -693,7 +721,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         for i in range(w - 1, n):
             vw = _ws(pv1, i, w)
             buf[i] = 0.0 if vw == 0.0 else c[i] / (_ws(ptv, i, w) / vw) - 1.0
-        k = _put(out, rows, k, s, buf, lb)  # vwap_dist_w
+        k = _put(out, rows, k, s, buf, lb)  # vwap_dist_{14,60}
     pv2 = _prefix(v * v, 0)
     buf[:] = NAN
     for i in range(19, n):
@@ -714,14 +742,14 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = math.log1p(max(_ws(pv1, i, w), 0.0) / w) - lv[i]
-        k = _put(out, rows, k, s, buf, lb)  # vma_ratio_w
+        k = _put(out, rows, k, s, buf, lb)  # vma_ratio_{5,10,20,30,60}
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w - 1, n):
             m = _ws(pv1, i, w) / w
             var = _ws(pv2, i, w) / w - m * m
             buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
-        k = _put(out, rows, k, s, buf, lb)  # vstd_w
+        k = _put(out, rows, k, s, buf, lb)  # vstd_{5,10,20,30,60}
     wv = np.zeros(n)
     for i in range(1, n):
         wv[i] = abs(r[i]) * v[i]
@@ -733,7 +761,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
             m = _ws(pwv, i, w) / w
             var = _ws(pwv2, i, w) / w - m * m
             buf[i] = 0.0 if m <= 0.0 or var <= _REL_FLAT * m * m else math.sqrt(var) / m
-        k = _put(out, rows, k, s, buf, lb)  # wvma_w
+        k = _put(out, rows, k, s, buf, lb)  # wvma_{5,10,20,30,60}
     vup = np.zeros(n)
     vabs = np.zeros(n)
     for i in range(1, n):
@@ -746,14 +774,18 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(pvu, i, w), _ws(pva, i, w), 0.5)
-        k = _put(out, rows, k, s, buf, lb)  # vsump_w
+        k = _put(out, rows, k, s, buf, lb)  # vsump_{5,10,20,30,60}
+    return k
 
-    # [rolling] ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, k, s, lb):
+    """The ``rolling`` block: Alpha158-style rolling statistics of close and volume."""
     for w in (5, 10, 20, 30, 60, 120, 250):
         buf[:] = NAN
         for i in range(w - 1, n):
             buf[i] = c[i] / (_ws(pc1, i, w) / w) - 1.0
-        k = _put(out, rows, k, s, buf, lb)  # close_to_sma_w
+        k = _put(out, rows, k, s, buf, lb)  # close_to_sma_{5,10,20,30,60,120,250}
     idx = np.arange(n).astype(np.float64)
     pjc = _prefix(idx * c, 0)
     plv = _prefix(lv, 0)
@@ -783,7 +815,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
         sd = _std_pop(pc1, pc2, n, w, 0, True)
         for i in range(w - 1, n):
             buf[i] = sd[i] / c[i]
-        k = _put(out, rows, k, s, buf, lb)  # std_w
+        k = _put(out, rows, k, s, buf, lb)  # std_{5,10,20,30,60}
     st = 0.0
     stt = 0.0
     reg = _nan(15 * n).reshape((15, n))  # slope_w, rsqr_w, resid_w for the 5 windows, one pass each
@@ -803,7 +835,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
             reg[5 + wi, i] = 0.0 if vy <= _REL_FLAT * my * my else min(1.0, cov * cov / (vt * vy))
             reg[10 + wi, i] = (c[i] - (my + slope * ((w - 1) - st / w))) / c[i]
     for q in range(15):
-        k = _put(out, rows, k, s, reg[q], lb)
+        k = _put(out, rows, k, s, reg[q], lb)  # slope_{5,10,20,30,60}, rsqr_{5,10,20,30,60}, resid_{5,10,20,30,60}
     hv = np.empty((5, n))
     ha = np.empty((5, n))
     lw = np.empty((5, n))
@@ -814,15 +846,15 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     for wi in range(5):
         for i in range(n):
             buf[i] = hv[wi, i] / c[i] - 1.0
-        k = _put(out, rows, k, s, buf, lb)  # max_w
+        k = _put(out, rows, k, s, buf, lb)  # max_{5,10,20,30,60}
     for wi in range(5):
         for i in range(n):
             buf[i] = lw[wi, i] / c[i] - 1.0
-        k = _put(out, rows, k, s, buf, lb)  # min_w
+        k = _put(out, rows, k, s, buf, lb)  # min_{5,10,20,30,60}
     for wi in range(5):
         for i in range(n):
             buf[i] = _ratio(c[i] - lw[wi, i], hv[wi, i] - lw[wi, i], 0.5)
-        k = _put(out, rows, k, s, buf, lb)  # range_pos_w
+        k = _put(out, rows, k, s, buf, lb)  # range_pos_{5,10,20,30,60}
     # rank_w for every window in one backward scan of at most 60 rows per row.
     ranks = _nan(5 * n).reshape((5, n))
     wins = np.array(WINDOWS)
@@ -838,35 +870,39 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
             if i >= w - 1:
                 ranks[wi, i] = cnt / w
     for wi in range(5):
-        k = _put(out, rows, k, s, ranks[wi], lb)  # rank_w
+        k = _put(out, rows, k, s, ranks[wi], lb)  # rank_{5,10,20,30,60}
     for wi, w in enumerate(WINDOWS):
         for i in range(n):
             buf[i] = ha[wi, i] / w
-        k = _put(out, rows, k, s, buf, lb)  # imax_w
+        k = _put(out, rows, k, s, buf, lb)  # imax_{5,10,20,30,60}
     for wi, w in enumerate(WINDOWS):
         for i in range(n):
             buf[i] = la[wi, i] / w
-        k = _put(out, rows, k, s, buf, lb)  # imin_w
+        k = _put(out, rows, k, s, buf, lb)  # imin_{5,10,20,30,60}
     for wi in range(5):
-        k = _put(out, rows, k, s, corr_pv[wi], lb)  # corr_pv_w
+        k = _put(out, rows, k, s, corr_pv[wi], lb)  # corr_pv_{5,10,20,30,60}
     for wi in range(5):
-        k = _put(out, rows, k, s, cord[wi], lb)  # cord_w
+        k = _put(out, rows, k, s, cord[wi], lb)  # cord_{5,10,20,30,60}
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ws(pup, i, w) / w
-        k = _put(out, rows, k, s, buf, lb)  # up_share_w
+        k = _put(out, rows, k, s, buf, lb)  # up_share_{5,10,20,30,60}
     for w in WINDOWS:
         buf[:] = NAN
         for i in range(w, n):
             buf[i] = _ratio(_ws(pgain, i, w), _ws(pabs, i, w), 0.5)
-        k = _put(out, rows, k, s, buf, lb)  # sump_w
+        k = _put(out, rows, k, s, buf, lb)  # sump_{5,10,20,30,60}
+    return k
 
-    # [beta] -------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _beta(c, r, sc, has_market, n, buf, out, rows, k, s, lb):
+    """The ``beta`` block: the stock against the S&P 500 over the same intervals."""
     if not has_market:
         buf[:] = NAN
         for _ in range(6):
-            k = _put(out, rows, k, s, buf, lb)
+            k = _put(out, rows, k, s, buf, lb)  # (no market: the whole block is NaN)
         return k
     # S&P return over the same interval as the stock's own daily return (previous row -> row).
     mr = _nan(n)
@@ -902,7 +938,7 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
             else:
                 resid = va - (0.0 if vm <= _ABS_FLAT else cov * cov / vm)
                 buf[i] = math.sqrt(max(resid, 0.0))
-        k = _put(out, rows, k, s, buf, lb)
+        k = _put(out, rows, k, s, buf, lb)  # beta_spx_20, beta_spx_60, corr_spx_20, corr_spx_60, idio_vol_60
     buf[:] = NAN
     for i in range(20, n):
         buf[i] = (c[i] / c[i - 20]) - (sc[i] / sc[i - 20])
@@ -910,18 +946,51 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s):  # noqa: C901 - on
     return k
 
 
+# ------------------------------------------------------------------------------------ the kernel
+
+# The per-ticker families in registry order (``registry.PER_TICKER_FAMILIES``): index f of
+# ``blocks``, ``run`` and ``written`` is family f here.
+N_FAMILIES = 8
+
+
+@njit(cache=True)
+def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s, blocks, run, written):
+    """The selected per-ticker families of one ticker: family f (if ``run[f]``) from feature
+    ``blocks[f]`` on; ``written[f]`` gets the number of features it wrote."""
+    n = c.shape[0]
+    buf = _nan(n)
+    r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1 = _shared(o, h, l, c, v)
+    if run[0]:
+        written[0] = _returns(o, c, n, buf, out, rows, blocks[0], s, lb) - blocks[0]
+    if run[1]:
+        written[1] = _candle(o, h, l, c, n, buf, out, rows, blocks[1], s, lb) - blocks[1]
+    if run[2]:
+        written[2] = _volatility(o, h, l, c, r, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, blocks[2], s, lb) - blocks[2]
+    if run[3]:
+        written[3] = _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, blocks[3], s, lb) - blocks[3]
+    if run[4]:
+        written[4] = _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, blocks[4], s, lb) - blocks[4]
+    if run[5]:
+        written[5] = _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, blocks[5], s, lb) - blocks[5]
+    if run[6]:
+        written[6] = _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, blocks[6], s, lb) - blocks[6]
+    if run[7]:
+        written[7] = _beta(c, r, sc, has_market, n, buf, out, rows, blocks[7], s, lb) - blocks[7]
+
+
 @njit(cache=True, parallel=True)
-def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, rows, out):
+def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, rows, out, blocks, run):
     """Run ``_ticker`` for every ticker segment ``starts[t]:starts[t + 1]`` in parallel.
 
-    Feature k (registry order) goes to ``out[rows[k]]``; ``rows[k] == -1`` computes it without storing it.
+    Feature k (registry order) goes to ``out[rows[k]]``; ``rows[k] == -1`` computes it without
+    storing it. Returns the features each ticker's families wrote, (tickers, ``N_FAMILIES``).
     """
     n_tickers = starts.shape[0] - 1
-    written = np.zeros(n_tickers, dtype=np.int64)
+    written = np.zeros((n_tickers, N_FAMILIES), dtype=np.int64)
     for t in prange(n_tickers):
         a = starts[t]
         b = starts[t + 1]
-        written[t] = _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, rows, out, a)
+        _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, rows, out, a, blocks, run, written[t])
     return written
 
 

@@ -1,8 +1,10 @@
 """The feature registry: every feature's name, family, one-line definition, warm-up and reference.
 
-The order here is the column order of the feature matrix and, for the per-ticker families, the
-order in which ``kernels._ticker`` writes them; ``compute_features`` checks the counts on every call
-and the tests check values feature by feature.
+The order here is the column order of the feature matrix. Each family is one contiguous block;
+each per-ticker family has its own numba kernel (``kernels._returns`` for ``returns``, ...) that
+writes the block in this order, every write labelled with the features it writes.
+``compute_features`` checks each block's count on every call, ``tests/test_features.py`` checks
+the kernels' labels against these names, and the parity tests check values feature by feature.
 
 Warm-up (``lookback``)
 ----------------------
@@ -406,6 +408,20 @@ FEATURE_REGISTRY: tuple[FeatureSpec, ...] = _build()
 FEATURE_NAMES: list[str] = [s.name for s in FEATURE_REGISTRY]
 MAX_LOOKBACK: int = max(s.lookback for s in FEATURE_REGISTRY)
 PER_TICKER: list[FeatureSpec] = [s for s in FEATURE_REGISTRY if s.per_ticker]
+# The per-ticker families in registry order, each written by its own kernel (``kernels._<family>``).
+PER_TICKER_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f not in ("market", "cross_section"))
+
+
+def family_block(family: str) -> range:
+    """Positions (in ``FEATURE_NAMES``) of ``family``'s features: one contiguous block."""
+    at = [i for i, s in enumerate(FEATURE_REGISTRY) if s.family == family]
+    if not at:
+        raise KeyError(f"unknown feature family {family!r}")
+    return range(at[0], at[-1] + 1)
+
+
+assert all(len(family_block(f)) == sum(s.family == f for s in FEATURE_REGISTRY) for f in FAMILIES), "families must be contiguous"
+assert [s.family for s in PER_TICKER] == [f for f in PER_TICKER_FAMILIES for _ in family_block(f)], "per-ticker blocks in family order"
 MARKET_FEATURES: frozenset[str] = frozenset(s.name for s in FEATURE_REGISTRY if s.family in ("market", "beta"))
 SECTOR_FEATURES: frozenset[str] = frozenset(s.name for s in FEATURE_REGISTRY if s.name.startswith("sector_"))
 _BY_NAME = {s.name: s for s in FEATURE_REGISTRY}
