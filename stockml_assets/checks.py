@@ -29,6 +29,7 @@ from stockml_assets.resources import StockMLResource
 from stockml_core import schemas, training
 from stockml_core.evaluation import ALL_BASELINES, headline, model_probabilities
 from stockml_core.schemas import probabilities_off
+from stockml_core.training import Candidate
 
 
 def gate_spec(asset_name: str, model, *extra: str) -> AssetCheckSpec:
@@ -204,8 +205,8 @@ def xgb_model_walk_forward_valid(stockml: StockMLResource, xgb_model: training.B
 
 
 @asset_check(asset="meta_learner", blocking=True, description="candidate probabilities are valid distributions")
-def meta_learner_probabilities_valid(meta_learner: dict) -> AssetCheckResult:
-    p = model_probabilities(meta_learner["evaluation"], "candidate")
+def meta_learner_probabilities_valid(meta_learner: Candidate) -> AssetCheckResult:
+    p = model_probabilities(meta_learner.evaluation, "candidate")
     ok = bool(len(p)) and bool(np.isfinite(p).all()) and not probabilities_off(p).any()
     return AssetCheckResult(passed=ok, metadata={"rows": len(p)})
 

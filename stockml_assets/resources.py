@@ -395,4 +395,9 @@ class VerifiedPickleIOManager(ConfigurableIOManager):
         context.add_output_metadata({"pickle_sha256": digest})
 
     def load_input(self, context: InputContext):
-        return self._store().load(self._name(context.upstream_output))
+        obj = self._store().load(self._name(context.upstream_output))
+        if context.upstream_output.has_asset_key and context.upstream_output.asset_key.path == ["meta_learner"]:
+            from stockml_core.training import Candidate
+
+            return Candidate.stored(obj)  # stored before the hand-off was typed: a dict
+        return obj

@@ -167,6 +167,29 @@ class BaseModelResult:
     folds: list[Fold]
 
 
+@dataclass
+class Candidate:
+    """The stacked candidate the ``meta_learner`` step fitted and registered, with its out-of-sample record.
+
+    ``evaluation`` holds every model's out-of-sample probabilities on the same rows (``stack``);
+    ``books`` / ``book_table`` the decile books and their summary, ``decay`` the rank IC by horizon,
+    ``replay`` the error-replay correction, ``stack_note`` whether the stack beats its parts."""
+
+    version: str
+    model: models.StackedModel
+    evaluation: pd.DataFrame
+    replay: dict[str, float]
+    books: dict
+    book_table: pd.DataFrame
+    stack_note: str
+    decay: pd.DataFrame
+
+    @classmethod
+    def stored(cls, obj: Candidate | dict) -> Candidate:
+        """A stored ``meta_learner`` output as a Candidate (materializations before it was typed are dicts)."""
+        return obj if isinstance(obj, cls) else cls(**obj)
+
+
 def train_base_model(
     kind: str, ts: pd.DataFrame, feature_names: list[str], s: Settings, progress: Callable[[str], None] | None = None
 ) -> BaseModelResult:

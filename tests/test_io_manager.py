@@ -135,3 +135,32 @@ def test_pickled_outputs_are_unpickled_only_when_their_bytes_match_the_recorded_
     for bad in ("../outside", "a/../../b", ""):
         with pytest.raises(ValueError, match="not a stored output"):
             store.path(bad)
+
+
+def test_a_meta_learner_output_stored_as_a_dict_loads_as_a_typed_candidate(tmp_path) -> None:
+    """``meta_learner`` hands on a ``training.Candidate``; one stored before that (a dict) still loads, typed."""
+    import pandas as pd
+    from dagster import AssetKey, build_input_context, build_output_context
+
+    from stockml_assets.resources import VerifiedPickleIOManager
+    from stockml_core.training import Candidate
+
+    io = VerifiedPickleIOManager(base_dir=str(tmp_path / "storage"), database=str(tmp_path / "warehouse.duckdb"))
+    fields = {
+        "version": "v0007",
+        "model": None,
+        "evaluation": pd.DataFrame({"ticker": ["A"], "candidate__p_up": [0.5]}),
+        "replay": {"replay_n": 3.0},
+        "books": {},
+        "book_table": pd.DataFrame(),
+        "stack_note": "note",
+        "decay": pd.DataFrame(),
+    }
+    for stored in (fields, Candidate(**fields)):
+        io.handle_output(build_output_context(asset_key=AssetKey("meta_learner"), run_id="r1"), stored)
+        loaded = io.load_input(build_input_context(upstream_output=build_output_context(asset_key=AssetKey("meta_learner"))))
+        assert isinstance(loaded, Candidate) and loaded.version == "v0007" and loaded.replay == {"replay_n": 3.0}
+    io.handle_output(build_output_context(asset_key=AssetKey("rf_model"), run_id="r1"), {"kind": "rf"})
+    assert io.load_input(build_input_context(upstream_output=build_output_context(asset_key=AssetKey("rf_model")))) == {"kind": "rf"}
+    with pytest.raises(TypeError):
+        Candidate.stored({"version": "v0008"})  # a dict that is not a candidate is refused, not half-built

@@ -67,6 +67,7 @@ from stockml_core.schemas import (
     TrainingSetSchema,
     ValidationReportSchema,
 )
+from stockml_core.training import Candidate
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
@@ -229,8 +230,9 @@ def meta_learner(
     training_set: pd.DataFrame,
     rf_model: training.BaseModelResult,
     xgb_model: training.BaseModelResult,
-) -> dict:
-    """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate."""
+) -> Candidate:
+    """Stacking meta-learner on both models' OOF probabilities and the regime; registers the candidate in the
+    model registry and hands it on as a ``Candidate`` (the version, the bundle, its out-of-sample record)."""
     s = stockml.settings()
     bundle, ev = training.stack(training_set, rf_model, xgb_model, FEATURE_NAMES, s)
     h = s.labels.horizon
@@ -267,24 +269,17 @@ def meta_learner(
             "repeat_error_rate_after_replay (in-sample)": replay["repeat_error_rate"],
         }
     )
-    return {
-        "version": version.version,
-        "model": bundle,
-        "evaluation": ev,
-        "replay": replay,
-        "books": books,
-        "book_table": book_table,
-        "stack_note": stack_note,
-        "decay": decay,
-    }
+    return Candidate(
+        version=version.version, model=bundle, evaluation=ev, replay=replay, books=books, book_table=book_table, stack_note=stack_note, decay=decay
+    )
 
 
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(ValidationReportSchema), **TABLE)
-def validation_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict) -> pd.DataFrame:
+def validation_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: Candidate) -> pd.DataFrame:
     """Purged walk-forward metrics overall, per regime, sector, symbol and fold, against baselines.
 
     IC t-statistics are corrected for the overlap of the h-day returns (``evaluation.overlap_t``)."""
-    ev = meta_learner["evaluation"]
+    ev = meta_learner.evaluation
     report = build_validation_report(ev, stockml.settings().labels.horizon)
     h = headline(report)
     replay = replay_error_rates(ev)
@@ -302,12 +297,12 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
         part = report[(report.scope == scope) & (report.metric.isin(["rank_ic", "rank_ic_t"])) & report.model.isin(shown_models)]
         return part.pivot_table(index="group", columns=["model", "metric"], values="value").reset_index()
 
-    decay = meta_learner["decay"]
+    decay = meta_learner.decay
     decay = decay[decay.model.isin(shown_models)].pivot_table(index="horizon", columns="model", values=["rank_ic", "rank_ic_t"]).reset_index()
     context.add_output_metadata(
         {
             "dagster/row_count": len(report),
-            "candidate_version": meta_learner["version"],
+            "candidate_version": meta_learner.version,
             **{k: num(v) for k, v in h.items() if isinstance(v, float)},
             "worst_sector": str(h["worst_sector"]),
             "models vs baselines (out-of-sample)": md_table(comparison_table(report)),
@@ -318,8 +313,8 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
             "rank IC decay (forward return over 1, 5, 10, 20 days)": md_table(_flat(decay)),
             "accuracy by regime": md_table(regime),
             "accuracy by sector": md_table(sector),
-            f"reliability ({meta_learner['version']}, out-of-sample, class up)": _reliability_chart(
-                meta_learner["version"], reliability, f"{ev.date.max():%Y-%m-%d}"
+            f"reliability ({meta_learner.version}, out-of-sample, class up)": _reliability_chart(
+                meta_learner.version, reliability, f"{ev.date.max():%Y-%m-%d}"
             ),
             "calibration (candidate reliability, rows >= 50)": md_table(reliability[reliability.rows >= 50]),
             "repeat-error rate of replayed mistakes in the evaluation (out-of-sample)": replay["repeat_error_after"],
@@ -347,17 +342,17 @@ def _flat(table: pd.DataFrame) -> pd.DataFrame:
 
 
 @asset(group_name="evaluation", kinds={"pandas", "duckdb"}, metadata=column_schema(BacktestReportSchema), **TABLE)
-def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, raw_prices: pd.DataFrame) -> pd.DataFrame:
+def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, meta_learner: Candidate, raw_prices: pd.DataFrame) -> pd.DataFrame:
     """Daily long top-k / short bottom-k on the out-of-sample signals, with costs, vs buy-and-hold; and
     at breadth, every model's and baseline's long top-decile / short bottom-decile book held for the
     label horizon (overlapping sub-books), gross and net of costs, on the same days."""
     s = stockml.settings()
-    ev = meta_learner["evaluation"]
+    ev = meta_learner.evaluation
     signals = ev[["date", "ticker"]].assign(score=model_score(ev, "candidate"))
     curve = run_backtest(signals, next_day_returns(raw_prices), s.top_k, s.cost_bps)
     summary = summarize_backtest(curve)
     strat = summary.iloc[0]
-    books, table = meta_learner["books"], meta_learner["book_table"]  # computed once, with the version's metrics
+    books, table = meta_learner.books, meta_learner.book_table  # computed once, with the version's metrics
     base = table[table.model.isin(ALL_BASELINES)]
     best = base.loc[base.net_sharpe.idxmax()] if base.net_sharpe.notna().any() else None
     cand = table.iloc[0]
@@ -369,8 +364,8 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
             "cost_bps_per_side": s.cost_bps,
             **{f"strategy_{k}": num(strat[k]) for k in ["annual_return", "annual_volatility", "sharpe", "max_drawdown", "avg_daily_turnover"]},
             "buy_and_hold_sharpe": num(summary.iloc[1].sharpe),
-            f"equity curve ({meta_learner['version']}, net of costs)": line_chart(
-                f"{meta_learner['version']} long/short top-{s.top_k}, net of {s.cost_bps:g} bp",
+            f"equity curve ({meta_learner.version}, net of costs)": line_chart(
+                f"{meta_learner.version} long/short top-{s.top_k}, net of {s.cost_bps:g} bp",
                 curve.date,
                 {"strategy": curve.strategy_equity.to_numpy(), "buy-and-hold": curve.buy_and_hold_equity.to_numpy()},
             ),
@@ -381,7 +376,7 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
             "decile book: best baseline net_sharpe": num("nan") if best is None else num(best.net_sharpe),
             f"decile books (top / bottom 10%, held {s.labels.horizon} days, {s.cost_bps:g} bp a side), every model": md_table(table),
             "decile book equity (candidate vs best baseline)": md_plot(
-                book_plot(books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner["version"])
+                book_plot(books, ["candidate"] + ([str(best.model)] if best is not None else []), meta_learner.version)
             ),
         }
     )
@@ -390,20 +385,24 @@ def backtest_report(context: AssetExecutionContext, stockml: StockMLResource, me
 
 @asset(group_name="explainability", kinds={"shap", "duckdb"}, metadata=column_schema(ShapValuesSchema), deps=[AssetDep("feature_matrix")], **TABLE)
 def shap_values(
-    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, training_set: pd.DataFrame, market_regimes: pd.DataFrame
+    context: AssetExecutionContext,
+    stockml: StockMLResource,
+    meta_learner: Candidate,
+    training_set: pd.DataFrame,
+    market_regimes: pd.DataFrame,
 ) -> pd.DataFrame:
     """Per-prediction SHAP values of both base models: the latest date and a validation sample."""
-    model = meta_learner["model"]
+    model = meta_learner.model
     latest = read_feature_rows(stockml, latest=True).merge(market_regimes[["date", "regime"]], on="date", how="left").fillna({"regime": "normal"})
     latest = latest[np.isfinite(latest[FEATURE_NAMES].to_numpy(dtype="float64")).all(axis=1)]
-    ev_keys = meta_learner["evaluation"][["ticker", "date"]]
+    ev_keys = meta_learner.evaluation[["ticker", "date"]]
     rows = pd.Series(training.positions_of(training_set, ev_keys))
     rows = rows.sample(min(400, len(rows)), random_state=stockml.settings().training.seed)
     val = training_set.iloc[rows.to_numpy()].reset_index(drop=True)  # only the sampled rows are copied
     sv = pd.concat([shap_long(model, latest, "latest"), shap_long(model, val, "validation")], ignore_index=True)
-    sv.insert(0, "model_version", meta_learner["version"])
+    sv.insert(0, "model_version", meta_learner.version)
     context.add_output_metadata(
-        {"dagster/row_count": len(sv), "model_version": meta_learner["version"], "latest_rows": len(latest), "validation_rows": len(val)}
+        {"dagster/row_count": len(sv), "model_version": meta_learner.version, "latest_rows": len(latest), "validation_rows": len(val)}
     )
     return sv
 
@@ -444,7 +443,11 @@ def shap_importance(context: AssetExecutionContext, stockml: StockMLResource, sh
 
 @asset(group_name="promotion", kinds={"pandas", "duckdb"}, metadata=column_schema(PromotionDecisionSchema), **TABLE)
 def promotion_decision(
-    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, validation_report: pd.DataFrame, training_set: pd.DataFrame
+    context: AssetExecutionContext,
+    stockml: StockMLResource,
+    meta_learner: Candidate,
+    validation_report: pd.DataFrame,
+    training_set: pd.DataFrame,
 ) -> pd.DataFrame:
     """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
     s = stockml.settings()
@@ -453,7 +456,7 @@ def promotion_decision(
     if completed:
         context.log.warning(f"promotion_decision: {completed}")
     champ = reg.champion()
-    replay = dict(meta_learner["replay"])
+    replay = dict(meta_learner.replay)
     if champ is not None and replay["replay_n"]:  # the champion on the same replayed mistakes (hash-verified load)
         champion_model = reg.load(champ.version)
         missing = sorted(set(champion_model.feature_names) - set(training_set.columns))
@@ -463,23 +466,23 @@ def promotion_decision(
             )
         else:
             replay["champion_repeat_error_rate"] = training.replay_correction(champion_model, training_set)["repeat_error_rate"]
-    ev = meta_learner["evaluation"]
+    ev = meta_learner.evaluation
     evidence = {
-        **with_books(headline(validation_report), meta_learner["book_table"]),
+        **with_books(headline(validation_report), meta_learner.book_table),
         **replay,
         **recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon),
     }
     decision = evaluate_gate(evidence, s.gate, champ.metrics if champ else None)
     df = decision.frame()
-    df.insert(0, "candidate_version", meta_learner["version"])
+    df.insert(0, "candidate_version", meta_learner.version)
     df["promoted"] = decision.promoted
     shown = df[["name", "outcome", "value", "op", "threshold", "detail"]].copy()
     for col in ("value", "threshold"):  # n/a criteria show "n/a", never "nan"
         shown[col] = [shown_value(n, v) for n, v in zip(shown.name, shown[col], strict=True)]
     bases = {k: evidence.get(k, float("nan")) for k in ("rank_ic", "rank_ic_t", "net_sharpe")}
     (ric_base, ric), (sharpe_base, sharpe) = best_baseline(evidence, "rank_ic"), best_baseline(evidence, "net_sharpe")
-    version = meta_learner["version"]
-    books = meta_learner["books"]
+    version = meta_learner.version
+    books = meta_learner.books
     first, last = f"{ev.date.min():%Y-%m-%d}", f"{ev.date.max():%Y-%m-%d}"
     book_lines = {f"candidate {version}": books["candidate"]}
     if sharpe_base in books:
@@ -505,7 +508,7 @@ def promotion_decision(
             "production_live_days": int(evidence.get("recent_days", 0) or 0),
             "best_baseline_rank_ic": f"{ric_base} {ric:.4f}",
             "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
-            "stack vs its parts": meta_learner.get("stack_note", ""),
+            "stack vs its parts": meta_learner.stack_note,
             "gate settings": MetadataValue.json(s.as_dict()["gate"]),
         }
     )

@@ -45,7 +45,7 @@ from stockml_core.schemas import (
     probabilities_off,
 )
 from stockml_core.settings import drift_settings_from_env
-from stockml_core.training import positions_of, trainable
+from stockml_core.training import Candidate, positions_of, trainable
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
 DATE_LEVEL = core_drift.date_level_features()
@@ -393,7 +393,11 @@ def rare_event_watch(context: AssetExecutionContext, stockml: StockMLResource, m
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(ErrorReplayBufferSchema), **TABLE)
 def error_replay_buffer(
-    context: AssetExecutionContext, stockml: StockMLResource, meta_learner: dict, promotion_decision: pd.DataFrame, training_set: pd.DataFrame
+    context: AssetExecutionContext,
+    stockml: StockMLResource,
+    meta_learner: Candidate,
+    promotion_decision: pd.DataFrame,
+    training_set: pd.DataFrame,
 ) -> pd.DataFrame:
     """The worst confident out-of-sample mistakes, replayed (up-weighted) in the next training cycle.
 
@@ -402,11 +406,11 @@ def error_replay_buffer(
     """
     previous = previous_table(stockml, "error_replay_buffer")
     promoted = bool(promotion_decision.promoted.iloc[0])
-    buf = update_replay_buffer(meta_learner["evaluation"], previous, stockml.settings().replay_buffer_size, promoted)
+    buf = update_replay_buffer(meta_learner.evaluation, previous, stockml.settings().replay_buffer_size, promoted)
     buf = buf.assign(date=pd.to_datetime(buf.date))
     feats = training_set.iloc[positions_of(training_set, buf)][["ticker", "date", *FEATURE_NAMES]]  # the buffer's rows only
     buf = buf.merge(feats, on=["ticker", "date"], how="left")
-    rates = replay_error_rates(meta_learner["evaluation"])
+    rates = replay_error_rates(meta_learner.evaluation)
     add_metadata(
         context,
         {
@@ -424,9 +428,9 @@ def error_replay_buffer(
 
 
 @asset(group_name="monitoring", kinds={"pandas", "duckdb"}, metadata=column_schema(SectorPerformanceSchema), **TABLE)
-def sector_performance(context: AssetExecutionContext, meta_learner: dict) -> pd.DataFrame:
+def sector_performance(context: AssetExecutionContext, meta_learner: Candidate) -> pd.DataFrame:
     """Out-of-sample accuracy by sector x regime, by sector and by symbol, weakest named."""
-    df = build_sector_performance(meta_learner["evaluation"])
+    df = build_sector_performance(meta_learner.evaluation)
     sectors = df[df.scope == "sector"].sort_values("accuracy")
     add_metadata(
         context,
@@ -444,12 +448,12 @@ def training_runs(
     context: AssetExecutionContext,
     stockml: StockMLResource,
     training_set: pd.DataFrame,
-    meta_learner: dict,
+    meta_learner: Candidate,
     promotion_decision: pd.DataFrame,
     production_model: pd.DataFrame,
 ) -> pd.DataFrame:
     """One row per training cycle: trigger, samples, metrics, promoted, error (failures via a sensor)."""
-    v = stockml.registry().get(meta_learner["version"])
+    v = stockml.registry().get(meta_learner.version)
     trigger = trigger_of(context.run.tags)
     log = stockml.training_runs_log().append(
         {
