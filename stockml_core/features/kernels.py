@@ -273,7 +273,7 @@ def _rsi(c, n, w):
 
 @njit(cache=True, inline="always")
 def _shared(o, h, l, c, v):
-    """Series several families read: (r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1)."""
+    """Series several families read: (r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1)."""
     n = c.shape[0]
     r = _nan(n)  # simple daily return
     for i in range(1, n):
@@ -285,7 +285,7 @@ def _shared(o, h, l, c, v):
         diff[i] = c[i] - c[i - 1]
     ad = np.abs(diff)
     tp = (h + l + c) / 3.0  # typical price
-    r2 = np.zeros(n)
+    r2 = np.zeros(n)  # squared daily return (0 on row 0)
     for i in range(1, n):
         r2[i] = r[i] * r[i]
     pc1 = _prefix(c, 0)
@@ -293,7 +293,7 @@ def _shared(o, h, l, c, v):
     pr1 = _prefix(r, 1)
     pr2 = _prefix(r2, 1)
     ptr1 = _prefix(tr, 1)
-    return r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1
+    return r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1
 
 
 @njit(cache=True, inline="always")
@@ -339,14 +339,12 @@ def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
 
 
 @njit(cache=True, inline="always")
-def _volatility(o, h, l, c, r, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k, s, lb):
+def _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k, s, lb):
     """The ``volatility`` block: return, range and channel volatility."""
-    r2 = np.zeros(n)
     r3 = np.zeros(n)
     r4 = np.zeros(n)
     dn2 = np.zeros(n)
     for i in range(1, n):
-        r2[i] = r[i] * r[i]
         r3[i] = r2[i] * r[i]
         r4[i] = r2[i] * r2[i]
         dn2[i] = r2[i] if r[i] < 0 else 0.0
@@ -964,13 +962,13 @@ def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s, blocks, run, writte
     ``blocks[f]`` on; ``written[f]`` gets the number of features it wrote."""
     n = c.shape[0]
     buf = _nan(n)
-    r, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1 = _shared(o, h, l, c, v)
+    r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1 = _shared(o, h, l, c, v)
     if run[0]:
         written[0] = _returns(o, c, n, buf, out, rows, blocks[0], s, lb) - blocks[0]
     if run[1]:
         written[1] = _candle(o, h, l, c, n, buf, out, rows, blocks[1], s, lb) - blocks[1]
     if run[2]:
-        written[2] = _volatility(o, h, l, c, r, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, blocks[2], s, lb) - blocks[2]
+        written[2] = _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, blocks[2], s, lb) - blocks[2]
     if run[3]:
         written[3] = _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, blocks[3], s, lb) - blocks[3]
     if run[4]:
