@@ -1,6 +1,6 @@
 """Drift retraining policy on the real sample: ``.venv/bin/python benchmarks/drift_policy.py [--workers 2]``.
 
-Replays the drift score and the retraining policy (``stockml_core.drift``) on every trading day of the
+Replays the drift score and the retraining policy (``stockml_core.decisions.drift``) on every trading day of the
 sample (1990-2017): for each day, ``feature_drift`` and the regime mix shift on the trailing windows
 ending that day (no champion, so no prediction part), then ``simulate_policy`` over the daily scores.
 Checks the two targets of the defaults:
@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``stockml_core`` importable
     sys.path.insert(0, str(ROOT))
 
-from stockml_core.data import align_market_to_prices, load_market, load_prices, load_universe  # noqa: E402
-from stockml_core.drift import (  # noqa: E402
+from stockml_core.decisions.drift import (  # noqa: E402
     crash_onsets,
     daily_drift_scores,
     date_level_features,
@@ -38,7 +37,8 @@ from stockml_core.drift import (  # noqa: E402
     simulate_policy,
 )
 from stockml_core.features import FEATURE_NAMES, compute_features  # noqa: E402
-from stockml_core.regimes import compute_regimes  # noqa: E402
+from stockml_core.market.data import align_market_to_prices, load_market, load_prices, load_universe  # noqa: E402
+from stockml_core.market.regimes import compute_regimes  # noqa: E402
 from stockml_core.settings import SAMPLE_DATA_DIR, DriftSettings  # noqa: E402
 
 MAX_DELAY = 5  # trading days from onset to trigger

@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` and ``stockml_core`` importable
     sys.path.insert(0, str(ROOT))
 
-from stockml_core.data import load_market, load_prices, load_universe  # noqa: E402
 from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features  # noqa: E402
+from stockml_core.market.data import load_market, load_prices, load_universe  # noqa: E402
 
 DATA = ROOT / "data" / "sample"
 OHLCV = ["open", "high", "low", "close", "volume"]

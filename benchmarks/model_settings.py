@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``stockml_core`` importable
     sys.path.insert(0, str(ROOT))
 
-from stockml_core import models, training  # noqa: E402
-from stockml_core.evaluation import classification_metrics, information_coefficients  # noqa: E402
 from stockml_core.features import FEATURE_NAMES  # noqa: E402
-from stockml_core.matrix_store import TrainingMatrixStore  # noqa: E402
+from stockml_core.modeling import models, training  # noqa: E402
+from stockml_core.modeling.evaluation import classification_metrics, information_coefficients  # noqa: E402
 from stockml_core.settings import Settings, TrainingSettings  # noqa: E402
-from stockml_core.warehouse import Warehouse  # noqa: E402
+from stockml_core.storage.matrix_store import TrainingMatrixStore  # noqa: E402
+from stockml_core.storage.warehouse import Warehouse  # noqa: E402
 
 
 def oof_scores(ts, kind: str, s: Settings) -> dict[str, float]:

@@ -39,8 +39,8 @@ def build_folder(folder: Path, names: int, years: int) -> dict:
     import pandas as pd
 
     from benchmarks.features import build_panel
-    from stockml_core import quality
-    from stockml_core.data import load_prices, load_universe
+    from stockml_core.market import quality
+    from stockml_core.market.data import load_prices, load_universe
     from stockml_core.settings import QualitySettings
 
     prices, _ = load_prices(BROAD)

@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stockml_core import models, quality, training  # noqa: E402
-from stockml_core.evaluation import (  # noqa: E402
+from stockml_core.features import FEATURE_NAMES  # noqa: E402
+from stockml_core.market import quality  # noqa: E402
+from stockml_core.modeling import models, training  # noqa: E402
+from stockml_core.modeling.evaluation import (  # noqa: E402
     MOMENTUM_BASELINE_FEATURES,
     RANK_BASELINES,
     classification_metrics,
@@ -41,11 +43,10 @@ from stockml_core.evaluation import (  # noqa: E402
     logistic_momentum_probabilities,
     rank_probabilities,
 )
-from stockml_core.features import FEATURE_NAMES  # noqa: E402
-from stockml_core.labels import TARGETS, compute_labels  # noqa: E402
-from stockml_core.matrix_store import TrainingMatrixStore  # noqa: E402
+from stockml_core.modeling.labels import TARGETS, compute_labels  # noqa: E402
 from stockml_core.settings import Settings  # noqa: E402
-from stockml_core.warehouse import Warehouse  # noqa: E402
+from stockml_core.storage.matrix_store import TrainingMatrixStore  # noqa: E402
+from stockml_core.storage.warehouse import Warehouse  # noqa: E402
 
 
 def main() -> int:

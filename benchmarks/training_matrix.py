@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/training_matrix.py [--home $STOCKML_HOME] [--repeat 2]
 
-Takes the training set a ``stockml run`` stored under ``--home`` (``stockml_core.matrix_store``) and also
+Takes the training set a ``stockml run`` stored under ``--home`` (``stockml_core.storage.matrix_store``) and also
 writes it, keys and features together, as one DuckDB table in a temporary warehouse: how every training step
 received it before (the warehouse IO manager's ``select *`` into pandas, then the model's float32 copy of
 the feature columns). Each way is then timed in a fresh process of its own, alternating, ``--repeat`` times:
@@ -36,9 +36,9 @@ def _child(way: str, home: Path, table_db: Path) -> dict:
     import numpy as np
 
     from stockml_core.features import FEATURE_NAMES
-    from stockml_core.matrix_store import TrainingMatrixStore, feature_array
     from stockml_core.settings import Settings
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.matrix_store import TrainingMatrixStore, feature_array
+    from stockml_core.storage.warehouse import Warehouse
 
     c0, t0 = os.times(), time.perf_counter()
     if way == "duckdb table":
@@ -70,8 +70,8 @@ def main() -> int:
     if a.child:
         print(json.dumps(_child(a.child[0], a.home, Path(a.child[1]))))
         return 0
-    from stockml_core.matrix_store import TrainingMatrixStore
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.matrix_store import TrainingMatrixStore
+    from stockml_core.storage.warehouse import Warehouse
 
     store = TrainingMatrixStore(Settings(home=a.home).training_set_dir, Warehouse(a.home / "warehouse.duckdb"))
     if store.record() is None:

@@ -26,10 +26,11 @@ from dagster import (
 
 from stockml_assets.metadata import add_metadata, date_range, md_table, num
 from stockml_assets.resources import StockMLResource
-from stockml_core import schemas, training
-from stockml_core.evaluation import ALL_BASELINES, headline, model_probabilities
+from stockml_core import schemas
+from stockml_core.modeling import training
+from stockml_core.modeling.evaluation import ALL_BASELINES, headline, model_probabilities
+from stockml_core.modeling.training import Candidate
 from stockml_core.schemas import probabilities_off
-from stockml_core.training import Candidate
 
 
 def gate_spec(asset_name: str, model, *extra: str) -> AssetCheckSpec:

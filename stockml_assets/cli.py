@@ -12,8 +12,8 @@ import pandas as pd
 
 from stockml_assets.tags import TRIGGER_TAG
 from stockml_core.settings import PROJECT_ROOT, Settings, event_log_from_env
-from stockml_core.stores import AssetTables, ShapAnalysisStore
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.side_tables import AssetTables, ShapAnalysisStore
+from stockml_core.storage.warehouse import Warehouse
 
 DAGSTER_YAML = """\
 # StockML's project-local Dagster instance (git-ignored). DuckDB allows one writer: every asset that
@@ -99,8 +99,8 @@ def skill_table(metrics: dict) -> pd.DataFrame:
 
 def collect_status(settings: Settings | None = None) -> dict:
     """The champion, its metrics, the last decision and the last drift score, as a dict."""
-    from stockml_core.promotion import switch_not_applied
-    from stockml_core.registry import ModelRegistry
+    from stockml_core.decisions.promotion import switch_not_applied
+    from stockml_core.storage.registry import ModelRegistry
 
     s = settings or Settings()
     wh = Warehouse(s.warehouse_path, read_only=True)  # status reads: it opens nothing for writing, creates nothing
@@ -159,13 +159,13 @@ def collect_status(settings: Settings | None = None) -> dict:
 
 def data_quality(wh: Warehouse) -> dict:
     """Rows ingested, rows quarantined by rule, tickers affected, suspected corporate actions."""
-    from stockml_core.quality import QuarantineStore
+    from stockml_core.market.quality import QuarantineStore
 
     return {"rows_ingested": AssetTables(wh).price_rows(), **QuarantineStore(wh).summary()}
 
 
 def print_status(st: dict) -> None:
-    from stockml_core.promotion import MIN_SKILL_T, has_directional_skill, shown_value
+    from stockml_core.decisions.promotion import MIN_SKILL_T, has_directional_skill, shown_value
 
     champ = st["champion"]
     if champ:
@@ -221,7 +221,7 @@ def print_status(st: dict) -> None:
 
 def _print_models(table: pd.DataFrame) -> None:
     """A one-row-per-model table as the README writes it: models by their readers' names, 4 decimals."""
-    from stockml_core.evaluation import model_label
+    from stockml_core.modeling.evaluation import model_label
 
     table = table.assign(model=table.model.map(model_label))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-"))
@@ -235,8 +235,8 @@ def summary(s: Settings, fresh=None) -> None:
     print(f"Features: {tables.feature_count()} per (ticker, date)")
     rep = tables.table("validation_report")
     if rep is not None:
-        from stockml_core.evaluation import comparison_table
-        from stockml_core.promotion import MIN_SKILL_T
+        from stockml_core.decisions.promotion import MIN_SKILL_T
+        from stockml_core.modeling.evaluation import comparison_table
 
         print("Out-of-sample (purged walk-forward) vs naive baselines:")
         table = comparison_table(rep)[["model", "accuracy", "balanced_accuracy", "auc_ovr", "auc_direction", "ic", "rank_ic", "rank_ic_t", "n"]]
@@ -248,7 +248,7 @@ def summary(s: Settings, fresh=None) -> None:
         )
     status = collect_status(s)
     if status["last_decision"]:
-        from stockml_core.registry import ModelRegistry
+        from stockml_core.storage.registry import ModelRegistry
 
         cand = ModelRegistry(wh, s.artefact_dir).get(status["last_decision"]["candidate_version"])
         print(
@@ -258,7 +258,7 @@ def summary(s: Settings, fresh=None) -> None:
         _print_models(skill_table(cand.metrics))
     backtest = tables.table("backtest_report", order_by="date") if status["last_decision"] else None
     if backtest is not None:
-        from stockml_core.backtest import summarize_backtest
+        from stockml_core.modeling.backtest import summarize_backtest
 
         bt = summarize_backtest(backtest)
         strat, hold = bt.iloc[0], bt.iloc[1]
@@ -353,7 +353,7 @@ def cmd_backfill(args) -> int:
 
 def cmd_replay(args) -> int:
     from stockml_assets.simulation import replay
-    from stockml_core.data import DataFolderError
+    from stockml_core.market.data import DataFolderError
 
     init_home()
     try:

@@ -37,7 +37,7 @@ from dagster import (
 
 from stockml_assets.partitions import day_keys, last_trading_day
 from stockml_assets.resources import StockMLResource
-from stockml_core.data import DataFolderError, latest_price_date, prices_file
+from stockml_core.market.data import DataFolderError, latest_price_date, prices_file
 from stockml_core.settings import automation_from_env
 
 CHECKED_ASSET = "drift_report"

@@ -58,7 +58,7 @@ def malformed_files_fail(asset_name: str):
     late feed, so no retry, and a message rather than a stack trace. Nothing is stored."""
     from dagster import Failure
 
-    from stockml_core.data import DataFolderError
+    from stockml_core.market.data import DataFolderError
 
     try:
         yield

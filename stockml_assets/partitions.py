@@ -23,9 +23,9 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
-from stockml_core.calendar import nyse_holidays
-from stockml_core.data import DataFolderError, latest_price_date
 from stockml_core.features import MAX_LOOKBACK
+from stockml_core.market.calendar import nyse_holidays
+from stockml_core.market.data import DataFolderError, latest_price_date
 from stockml_core.settings import data_dir_from_env, drift_settings_from_env, first_day_from_env
 
 NEW_YORK = "America/New_York"

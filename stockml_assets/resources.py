@@ -11,8 +11,6 @@ from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
-from stockml_core.matrix_store import TrainingMatrixStore
-from stockml_core.registry import ModelRegistry
 from stockml_core.settings import (
     FAST_TRAINING,
     OVERRIDES_FROM_ENV,
@@ -23,8 +21,10 @@ from stockml_core.settings import (
     overridden,
     overrides_from_env,
 )
-from stockml_core.stores import AssetTables, CapturedEventStore, ShapAnalysisStore, TrainingRunsLog
-from stockml_core.warehouse import ASSET_SCHEMA, BULK_WRITE_MEMORY_LIMIT, CONNECTION_CONFIG, Warehouse
+from stockml_core.storage.matrix_store import TrainingMatrixStore
+from stockml_core.storage.registry import ModelRegistry
+from stockml_core.storage.side_tables import AssetTables, CapturedEventStore, ShapAnalysisStore, TrainingRunsLog
+from stockml_core.storage.warehouse import ASSET_SCHEMA, BULK_WRITE_MEMORY_LIMIT, CONNECTION_CONFIG, Warehouse
 
 WAREHOUSE_SCHEMA = ASSET_SCHEMA  # the IO manager's tables; registry and side tables live in "main"
 WAREHOUSE_IO = "warehouse_io_manager"
@@ -343,7 +343,7 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
 
 class TrainingSetIOManager(ConfigurableIOManager):
     """The training set's IO manager: checked against its Pandera model, then its keys to the warehouse table and
-    its features to one hash-recorded float32 matrix, loaded back memory-mapped (``stockml_core.matrix_store``):
+    its features to one hash-recorded float32 matrix, loaded back memory-mapped (``stockml_core.storage.matrix_store``):
     the training steps share one mapped copy instead of each converting a gigabyte table into pandas."""
 
     folder: str
@@ -372,13 +372,13 @@ class TrainingSetIOManager(ConfigurableIOManager):
 
 class VerifiedPickleIOManager(ConfigurableIOManager):
     """The fitted models' IO manager: pickles whose hash is recorded in the warehouse and checked before every
-    unpickling (``stockml_core.pickles``), instead of Dagster's filesystem IO manager, which loads any file."""
+    unpickling (``stockml_core.storage.pickles``), instead of Dagster's filesystem IO manager, which loads any file."""
 
     base_dir: str
     database: str
 
     def _store(self):
-        from stockml_core.pickles import PickleStore
+        from stockml_core.storage.pickles import PickleStore
 
         return PickleStore(Path(self.base_dir), Warehouse(Path(self.database)))
 
@@ -397,7 +397,7 @@ class VerifiedPickleIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext):
         obj = self._store().load(self._name(context.upstream_output))
         if context.upstream_output.has_asset_key and context.upstream_output.asset_key.path == ["meta_learner"]:
-            from stockml_core.training import Candidate
+            from stockml_core.modeling.training import Candidate
 
             return Candidate.stored(obj)  # stored before the hand-off was typed: a dict
         return obj

@@ -12,7 +12,7 @@ from dagster import DagsterInstance, Definitions
 from stockml_assets.execution import execute
 from stockml_assets.partitions import range_tags
 from stockml_assets.tags import TRIGGER_TAG
-from stockml_core import data as core_data
+from stockml_core.market import data as core_data
 from stockml_core.settings import Settings
 
 # In-process runs log warnings and errors to the console; every event still goes to the event log.

@@ -8,8 +8,8 @@ from stockml_assets.jobs import daily_job, retraining_job
 from stockml_assets.partitions import NEW_YORK, TRADING_DAYS, day_keys, range_tags
 from stockml_assets.resources import StockMLResource
 from stockml_assets.tags import TRIGGER_TAG
-from stockml_core.calendar import is_trading_day
-from stockml_core.data import DataFolderError, latest_price_date
+from stockml_core.market.calendar import is_trading_day
+from stockml_core.market.data import DataFolderError, latest_price_date
 from stockml_core.settings import automation_from_env, daily_cron_from_env
 
 # Tests and demos run the daily schedule faster (e.g. every minute against a simulated feed).

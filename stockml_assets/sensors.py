@@ -24,8 +24,8 @@ from dagster import (
 from stockml_assets.jobs import full_job, retraining_job
 from stockml_assets.resources import StockMLResource
 from stockml_assets.tags import CAPTURE_TAG, DAY_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, TRIGGER_TAG
-from stockml_core.data import DataFolderError, load_rare_events
-from stockml_core.drift import EpisodeState, step_episode
+from stockml_core.decisions.drift import EpisodeState, step_episode
+from stockml_core.market.data import DataFolderError, load_rare_events
 from stockml_core.settings import automation_from_env, drift_settings_from_env
 
 # The platform runs itself: sensors are on from the start (STOCKML_AUTOMATION=off leaves them off).

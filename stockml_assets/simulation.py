@@ -20,8 +20,8 @@ from stockml_assets.execution import execute
 from stockml_assets.partitions import day_keys
 from stockml_assets.runs import QUIET, data_span, failure_messages, local_instance, run_daily, run_history
 from stockml_assets.tags import CAPTURE_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, REPLAY_TAG, trigger_of
-from stockml_core import data as core_data
-from stockml_core.drift import crash_onsets
+from stockml_core.decisions.drift import crash_onsets
+from stockml_core.market import data as core_data
 from stockml_core.settings import Settings
 
 REPLAY_SENSORS = ("drift_sensor", "rare_event_capture_sensor", "new_rare_event_sensor")
@@ -150,7 +150,7 @@ def replay(
         "failed_runs": [],
         "drift_scores": {},
     }
-    # The replay's warehouse is its own: hold it open for the whole replay (stockml_core.warehouse.held).
+    # The replay's warehouse is its own: hold it open for the whole replay (stockml_core.storage.warehouse.held).
     with local_instance(home / "dagster") as instance, defs.resources["stockml"].warehouse().held():
         t0 = time.perf_counter()
         log(f"history {before[0]}..{before[-1]} ({len(before)} trading days), initial model: {initial_model}")

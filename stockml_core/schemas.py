@@ -9,8 +9,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from stockml_core.labels import CLASS_NAMES
-from stockml_core.regimes import REGIMES
+from stockml_core.market.regimes import REGIMES
+from stockml_core.modeling.labels import CLASS_NAMES
 
 CLASS_LABELS = [0, 1, 2]
 SIGNALS = list(CLASS_NAMES)
@@ -70,7 +70,7 @@ class QuarantinedPricesSchema(pa.DataFrameModel):
 
     ticker: Series[str] = pa.Field(description="ticker as in the price file")
     date: Series[pd.Timestamp] = pa.Field(description="date as in the price file")
-    rule: Series[str] = pa.Field(description="the row rule failed (stockml_core.quality.RULES)")
+    rule: Series[str] = pa.Field(description="the row rule failed (stockml_core.market.quality.RULES)")
     detail: Series[str] = pa.Field(description="the values or evidence that fail it")
     fix: Series[str] = pa.Field(description="how to fix the row at its source")
     open: Series[float] = pa.Field(nullable=True, description="open as read (NaN: missing or not a number)")
@@ -107,7 +107,7 @@ class MarketContextSchema(pa.DataFrameModel):
 
 class MarketRegimesSchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(unique=True, description="NYSE trading day")
-    regime: Series[str] = pa.Field(isin=list(REGIMES), description="market regime on the day, from data up to it (stockml_core.regimes)")
+    regime: Series[str] = pa.Field(isin=list(REGIMES), description="market regime on the day, from data up to it (stockml_core.market.regimes)")
     vix_close: Series[float] = pa.Field(gt=0, description="VIX close the regime read")
     spx_drawdown: Series[float] = pa.Field(le=0, ge=-1, description="S&P 500 close against its running peak, minus 1 (0 = at the peak)")
     spx_return_20d: Series[float] = pa.Field(description="S&P 500 return over the last 20 trading days")
@@ -265,7 +265,7 @@ class PredictionsSchema(pa.DataFrameModel):
 
 
 class FeatureDriftSchema(pa.DataFrameModel):
-    """Per day and feature: ``stockml_core.drift.feature_drift`` (NaN statistics: not testable)."""
+    """Per day and feature: ``stockml_core.decisions.drift.feature_drift`` (NaN statistics: not testable)."""
 
     date: Series[pd.Timestamp] = pa.Field(description="trading day measured")
     feature: Series[str] = pa.Field(description="feature")

@@ -86,7 +86,7 @@ class LabelSettings:
     # What the classes are: "triple_barrier" (the first volatility-scaled barrier touched: down / flat /
     # up), or the per-date terciles of the market-neutral forward return ("market_neutral": minus the
     # day's cross-sectional mean; "sector_neutral": minus the day's mean of the ticker's GICS sector),
-    # i.e. down / flat / up relative to peers that day (stockml_core.labels).
+    # i.e. down / flat / up relative to peers that day (stockml_core.modeling.labels).
     target: str = "market_neutral"
     min_names: int = 3  # a cross-sectional target needs this many names (of the sector, when sector-neutral) on the day
 
@@ -148,7 +148,7 @@ class GateSettings:
     accuracy criteria can be passed on a random walk. The gate asks what a quant asks of a signal: a
     daily rank IC above the best simple baseline's on the same rows, with a t-statistic corrected for
     the overlap of h-day returns, and a long / short decile book whose net Sharpe is positive and at
-    least the best baseline's (``stockml_core.promotion``).
+    least the best baseline's (``stockml_core.decisions.promotion``).
     """
 
     rank_ic_margin: float = 0.002  # candidate rank IC >= best baseline rank IC + margin (about half a standard error at 258 names)
@@ -215,7 +215,7 @@ class CaptureSettings:
 
 @dataclass(frozen=True)
 class QualitySettings:
-    """Quarantine limits and corporate-action detection on the price feed (``stockml_core.quality``).
+    """Quarantine limits and corporate-action detection on the price feed (``stockml_core.market.quality``).
 
     The limits tell a few bad prints (quarantined, the rest goes on) from a broken feed (the whole run
     is refused). A real 1.09M-row file (``us-broad``) has 25 bad rows (0.002%) on 24 days, never more
@@ -284,7 +284,7 @@ class Settings:
 
     @property
     def training_set_dir(self) -> Path:
-        """The training set's float32 feature matrices (``stockml_core.matrix_store``)."""
+        """The training set's float32 feature matrices (``stockml_core.storage.matrix_store``)."""
         return self.home / "training_sets"
 
     def with_(self, **changes: Any) -> Settings:

@@ -6,9 +6,9 @@ import pytest
 
 from stockml_assets.partitions import UP_TO_TODAY, day_keys, range_tags
 from stockml_assets.resources import StockMLResource
-from stockml_core.calendar import trading_days
-from stockml_core.data import load_rare_events
-from stockml_core.events import capture_candidate, overlapping
+from stockml_core.market.calendar import trading_days
+from stockml_core.market.data import load_rare_events
+from stockml_core.market.events import capture_candidate, overlapping
 from stockml_core.settings import SAMPLE_DATA_DIR, CaptureSettings
 
 # ------------------------------------------------------------------------------------ partitions

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from stockml_assets.freshness import judge_freshness
-from stockml_core import data as core_data
-from stockml_core import quality
+from stockml_core.market import data as core_data
+from stockml_core.market import quality
 from stockml_core.settings import QualitySettings
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import materialized_keys, run_daily_job, slice_config, write_slice_folder
 
 TODAY = pd.Timestamp("2017-11-13")  # the Monday after the sample's last day

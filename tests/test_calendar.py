@@ -1,4 +1,4 @@
-"""Tests of stockml_core.calendar: the NYSE calendar against the real price history and known holidays."""
+"""Tests of stockml_core.market.calendar: the NYSE calendar against the real price history and known holidays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stockml_core.calendar import is_trading_day, nyse_holidays, trading_days
+from stockml_core.market.calendar import is_trading_day, nyse_holidays, trading_days
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stockml_core import data as core_data
-from stockml_core.canary import canary_settings, evaluation_cycle, quick_features, random_walk_market
-from stockml_core.promotion import evaluate_gate
+from stockml_core.decisions.canary import canary_settings, evaluation_cycle, quick_features, random_walk_market
+from stockml_core.decisions.promotion import evaluate_gate
+from stockml_core.market import data as core_data
 from stockml_core.settings import SAMPLE_DATA_DIR, GateSettings
 
 NAMES = quick_features(every=6)

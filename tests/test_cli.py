@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from stockml_core.evaluation import ALL_BASELINES
+from stockml_core.modeling.evaluation import ALL_BASELINES
 from tests.conftest import LENIENT_GATE, write_slice_folder
 
 STOCKML = [sys.executable, "-m", "stockml_assets.cli"]
@@ -78,7 +78,7 @@ def test_run_materializes_through_dagster_and_prints_the_summary(cli_run):
 
 
 def test_every_model_the_report_shows_has_a_readers_name():
-    from stockml_core.evaluation import MODEL_LABELS, model_label
+    from stockml_core.modeling.evaluation import MODEL_LABELS, model_label
 
     for model in ["candidate", "rf", "xgb", *ALL_BASELINES]:
         assert model in MODEL_LABELS and model_label(model) != model, model
@@ -188,7 +188,7 @@ def test_backfill_runs_a_range_of_days_in_one_daily_run(cli_run):
         run = instance.get_runs(limit=1)[0]
     assert run.job_name == "daily_job" and run.is_success
     assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == ("2017-11-06", "2017-11-10")
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.warehouse import Warehouse
 
     drift = Warehouse(Path(env["STOCKML_HOME"]) / "warehouse.duckdb").read(
         'select date, value from "assets"."drift_report" where component = \'overall\' order by date'

@@ -1,4 +1,4 @@
-"""Tests of stockml_core.data on the real data folder: every documented quirk is repaired and recorded."""
+"""Tests of stockml_core.market.data on the real data folder: every documented quirk is repaired and recorded."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.calendar import is_trading_day, trading_days
-from stockml_core.data import (
+from stockml_core.market.calendar import is_trading_day, trading_days
+from stockml_core.market.data import (
     MAX_FILL_DAYS,
     DataFolderError,
     Repair,

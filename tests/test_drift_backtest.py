@@ -1,4 +1,4 @@
-"""Tests of stockml_core.drift (feature, regime and overall drift) and stockml_core.backtest."""
+"""Tests of stockml_core.decisions.drift (feature, regime and overall drift) and stockml_core.modeling.backtest."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.backtest import book_summary, decile_book, next_day_returns, performance, run_backtest, summarize_backtest
-from stockml_core.data import load_prices
-from stockml_core.drift import (
+from stockml_core.decisions.drift import (
     FEATURE_DRIFT_COLUMNS,
     EpisodeState,
     benjamini_hochberg,
@@ -27,7 +25,9 @@ from stockml_core.drift import (
     simulate_policy,
     step_episode,
 )
-from stockml_core.regimes import REGIMES
+from stockml_core.market.data import load_prices
+from stockml_core.market.regimes import REGIMES
+from stockml_core.modeling.backtest import book_summary, decile_book, next_day_returns, performance, run_backtest, summarize_backtest
 from stockml_core.settings import DriftSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"

@@ -1,11 +1,10 @@
-"""Tests of the drift policy's history replay: crash onsets, quiet days, daily scores (stockml_core.drift)."""
+"""Tests of the drift policy's history replay: crash onsets, quiet days, daily scores (stockml_core.decisions.drift)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.data import load_market
-from stockml_core.drift import (
+from stockml_core.decisions.drift import (
     MARKET_STATES,
     crash_onsets,
     daily_drift_scores,
@@ -16,7 +15,8 @@ from stockml_core.drift import (
     simulate_policy,
 )
 from stockml_core.features import registry_frame
-from stockml_core.regimes import REGIMES, compute_regimes
+from stockml_core.market.data import load_market
+from stockml_core.market.regimes import REGIMES, compute_regimes
 from stockml_core.settings import SAMPLE_DATA_DIR, DriftSettings
 
 S = DriftSettings()

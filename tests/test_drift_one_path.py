@@ -10,7 +10,7 @@ import pandas as pd
 
 from benchmarks.drift_policy import load, scores_for
 from stockml_core.settings import DriftSettings
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import run_daily_job, run_history_job, slice_config, write_slice_folder
 
 MONTH = ("2006-02-01", "2006-02-28")

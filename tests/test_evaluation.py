@@ -1,4 +1,4 @@
-"""Tests of stockml_core.evaluation: metrics, information coefficients, baselines and the validation report."""
+"""Tests of stockml_core.modeling.evaluation: metrics, information coefficients, baselines and the validation report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.evaluation import (
+from stockml_core.modeling.evaluation import (
     BASELINES,
     PROBA_COLUMNS,
     baseline_probabilities,
@@ -399,7 +399,7 @@ def test_linear_baseline_learns_a_planted_signal_out_of_sample() -> None:
 
 
 def test_ic_decay_measures_each_horizon_against_its_own_forward_return() -> None:
-    from stockml_core.evaluation import ic_decay
+    from stockml_core.modeling.evaluation import ic_decay
 
     rng = np.random.default_rng(1)
     dates = pd.bdate_range("2015-01-01", periods=120)
@@ -416,7 +416,7 @@ def test_ic_decay_measures_each_horizon_against_its_own_forward_return() -> None
 
 def test_the_model_column_convention_has_one_home() -> None:
     """<model>__p_down/p_flat/p_up: spelled by proba_columns, found by models_in, read by model_probabilities/model_score."""
-    from stockml_core.evaluation import model_probabilities, model_score, models_in, proba_columns
+    from stockml_core.modeling.evaluation import model_probabilities, model_score, models_in, proba_columns
 
     assert proba_columns("rf") == ["rf__p_down", "rf__p_flat", "rf__p_up"]
     frame = pd.DataFrame({"date": [1, 2], **{c: [0.2, 0.5] for c in proba_columns("rf")}, "xgb__p_up": [0.1, 0.2]})

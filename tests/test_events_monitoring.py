@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.data import load_rare_events
-from stockml_core.error_analysis import (
+from stockml_core.market.data import load_rare_events
+from stockml_core.market.events import assign_events, build_archive, build_catalog
+from stockml_core.modeling.error_analysis import (
     REPLAY_COLUMNS,
     replay_error_rates,
     sector_performance,
     update_replay_buffer,
     worst_mistakes,
 )
-from stockml_core.evaluation import PROBA_COLUMNS
-from stockml_core.events import assign_events, build_archive, build_catalog
+from stockml_core.modeling.evaluation import PROBA_COLUMNS
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 

@@ -36,8 +36,8 @@ def _started_runs(dagster_home) -> list:
 
 def _left_behind(home) -> dict:
     """What a killed run leaves on disk and in the registry: temporary files, versions, versions without a file."""
-    from stockml_core.registry import ModelRegistry
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.registry import ModelRegistry
+    from stockml_core.storage.warehouse import Warehouse
 
     tmp = sorted(p.name for p in home.rglob(".tmp-*"))
     wh = Warehouse(home / "warehouse.duckdb", read_only=True)
@@ -92,8 +92,8 @@ def test_a_run_killed_at_each_of_five_points_is_completed_by_the_next_and_equals
 
     status = json.loads(subprocess.run([*STOCKML, "status", "--json"], env=env, capture_output=True, text=True, timeout=120).stdout)
     champion, decision = status["champion"], status["last_decision"]
-    from stockml_core.registry import ModelRegistry
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.registry import ModelRegistry
+    from stockml_core.storage.warehouse import Warehouse
 
     registry = ModelRegistry(Warehouse(tmp_path / "home" / "warehouse.duckdb", read_only=True), tmp_path / "home" / "models")
     events = registry.history()

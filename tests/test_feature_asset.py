@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.data import align_market_to_prices, load_market, load_prices
 from stockml_core.features import FEATURE_NAMES, MIN_BLOCK_DAYS, compute_features
-from stockml_core.warehouse import Warehouse
+from stockml_core.market.data import align_market_to_prices, load_market, load_prices
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import make_instance, materialized_partitions, run_daily_job, run_history_job, write_slice_folder
 
 TICKERS = ["XOM", "KO", "JPM"]

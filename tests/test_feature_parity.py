@@ -24,9 +24,9 @@ import pytest
 pytest.importorskip("ta")
 
 from benchmarks.ta_reference import TA_REFERENCE, ta_all  # noqa: E402
-from stockml_core.data import load_market, load_prices  # noqa: E402
 from stockml_core.features import compute_features  # noqa: E402
 from stockml_core.features.registry import FEATURE_REGISTRY, MAX_LOOKBACK, PARITY_ATOL, PARITY_RTOL, feature_spec  # noqa: E402
+from stockml_core.market.data import load_market, load_prices  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 # KO, XOM, JPM, IBM: full 1990-2017 histories. PSA is listed in 2005 (3,201 rows), SPG in 1993; AEP has

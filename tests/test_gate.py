@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.evaluation import ALL_BASELINES
-from stockml_core.promotion import GateDecision, best_baseline, evaluate_gate, recent_comparison, with_books
+from stockml_core.decisions.promotion import GateDecision, best_baseline, evaluate_gate, recent_comparison, with_books
+from stockml_core.modeling.evaluation import ALL_BASELINES
 from stockml_core.settings import GateSettings
 
 SETTINGS = GateSettings()

@@ -11,11 +11,11 @@ from dagster import AssetKey
 from stockml_assets.definitions import defs
 from stockml_assets.freshness import CHECK_NAME
 from stockml_assets.partitions import TRADING_DAYS, day_keys
-from stockml_core.drift import MARKET_STATES
-from stockml_core.explain import family_shares, xgb_shap
+from stockml_core.decisions.drift import MARKET_STATES
 from stockml_core.features import FEATURE_NAMES
-from stockml_core.registry import ModelRegistry
-from stockml_core.warehouse import Warehouse
+from stockml_core.modeling.explain import family_shares, xgb_shap
+from stockml_core.storage.registry import ModelRegistry
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import DESIGN_GROUPS as DESIGN_ASSETS
 from tests.conftest import (
     HISTORY_ASSETS,
@@ -272,8 +272,8 @@ def test_the_stored_training_set_equals_the_in_memory_build_of_every_column(mate
     """training_set decides its rows from keys and a finiteness flag computed in DuckDB, then streams the features
     to its float32 matrix block by block: the set must be the one the in-memory build (every feature read into
     pandas, rows chosen there) gives, feature for feature, and it loads back memory-mapped."""
-    from stockml_core import training
-    from stockml_core.matrix_store import TrainingMatrixStore, feature_array
+    from stockml_core.modeling import training
+    from stockml_core.storage.matrix_store import TrainingMatrixStore, feature_array
 
     home = materialized.home
     stockml = definitions(**materialized.config).resources["stockml"]

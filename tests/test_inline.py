@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from stockml_assets import inline
-from stockml_core.promotion import reading_table, shown_value
+from stockml_core.decisions.promotion import reading_table, shown_value
 
 
 def _svg(md: str) -> ET.Element:

@@ -75,7 +75,7 @@ def test_a_held_warehouse_serves_this_process_and_locks_out_others_until_release
     import subprocess
     import sys
 
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.warehouse import Warehouse
 
     wh = Warehouse(tmp_path / "w.duckdb", lock_timeout_s=0)
     probe = [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(wh.path)]
@@ -115,8 +115,8 @@ class _Boom:
 def test_pickled_outputs_are_unpickled_only_when_their_bytes_match_the_recorded_hash(tmp_path) -> None:
     import pickle
 
-    from stockml_core.pickles import PickleIntegrityError, PickleStore
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.pickles import PickleIntegrityError, PickleStore
+    from stockml_core.storage.warehouse import Warehouse
 
     store = PickleStore(tmp_path / "dagster_storage", Warehouse(tmp_path / "warehouse.duckdb"))
     digest = store.save("meta_learner", {"version": "v0001", "rows": [1, 2, 3]}, "run-1")
@@ -143,7 +143,7 @@ def test_a_meta_learner_output_stored_as_a_dict_loads_as_a_typed_candidate(tmp_p
     from dagster import AssetKey, build_input_context, build_output_context
 
     from stockml_assets.resources import VerifiedPickleIOManager
-    from stockml_core.training import Candidate
+    from stockml_core.modeling.training import Candidate
 
     io = VerifiedPickleIOManager(base_dir=str(tmp_path / "storage"), database=str(tmp_path / "warehouse.duckdb"))
     fields = {

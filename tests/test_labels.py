@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.labels import compute_labels
+from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import LabelSettings
 
 S = LabelSettings(horizon=5, vol_window=20, threshold=1.0, target="triple_barrier")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core import training
-from stockml_core.matrix_store import MatrixIntegrityError, TrainingMatrixStore, feature_array, rows_of
+from stockml_core.modeling import training
 from stockml_core.settings import Settings, TrainingSettings
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.matrix_store import MatrixIntegrityError, TrainingMatrixStore, feature_array, rows_of
+from stockml_core.storage.warehouse import Warehouse
 
 NAMES = [f"f{i}" for i in range(12)]
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from stockml_core import models
+from stockml_core.modeling import models
 from stockml_core.settings import TrainingSettings
 
 

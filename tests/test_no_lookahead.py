@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.data import load_market, load_prices
-from stockml_core.labels import compute_labels
-from stockml_core.regimes import REGIMES, compute_regimes
+from stockml_core.market.data import load_market, load_prices
+from stockml_core.market.regimes import REGIMES, compute_regimes
+from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import LabelSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"

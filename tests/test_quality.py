@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core import quality
-from stockml_core.data import DataFolderError, load_universe_checked, read_price_rows
 from stockml_core.features import FEATURE_REGISTRY, compute_features, row_positions, warmup_violations
-from stockml_core.labels import compute_labels
+from stockml_core.market import quality
+from stockml_core.market.data import DataFolderError, load_universe_checked, read_price_rows
+from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import BROAD_DATA_DIR, SAMPLE_DATA_DIR, QualitySettings, Settings, TrainingSettings
 
 TODAY = pd.Timestamp("2026-12-01")
@@ -205,7 +205,7 @@ def test_an_empty_company_name_is_filled_from_the_ticker_with_a_repair(tmp_path)
 
 
 def test_the_walk_forward_test_span_adapts_to_a_short_history():
-    from stockml_core.training import folds_for, test_span_years
+    from stockml_core.modeling.training import folds_for, test_span_years
 
     days = pd.bdate_range("2013-01-01", "2017-12-29")
     ts = pd.DataFrame({"date": days})

@@ -7,8 +7,8 @@ import pytest
 from dagster import AssetKey
 
 from stockml_assets.partitions import FEATURE_LOOKBACK_DAYS
-from stockml_core.registry import ModelRegistry
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.registry import ModelRegistry
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import (
     LENIENT_GATE,
     SLICE_START,
@@ -57,7 +57,7 @@ def test_a_broken_feed_day_fails_the_step_with_rows_named_and_changes_nothing(ma
 
     assert not result.success
     failure = _step_failure(result, "raw_prices")
-    assert failure.user_failure_data is not None  # raised by the asset's screening (stockml_core.quality)
+    assert failure.user_failure_data is not None  # raised by the asset's screening (stockml_core.market.quality)
     text = failure.user_failure_data.description
     assert "feed looks broken" in text and "1.0% of the day's tickers" in text and "Nothing was stored" in text
     assert "2010-03-01 (3 of 6 tickers)" in text

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
-from stockml_core.regimes import REGIMES
-from stockml_core.registry import ModelRegistry
+from stockml_core.market.regimes import REGIMES
 from stockml_core.settings import BROAD_DATA_DIR
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.registry import ModelRegistry
+from stockml_core.storage.warehouse import Warehouse
 from tests.conftest import LENIENT_GATE, make_instance, materialized_keys, run_history_job
 
 TICKERS = ["ARE", "BEN", "XOM", "KO", "JPM"]

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from stockml_core.registry import (
+from stockml_core.storage.registry import (
     ArtefactIntegrityError,
     ModelRegistry,
     UnknownVersionError,
     json_dumps,
 )
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.warehouse import Warehouse
 
 RNG_SEED = 11
 
@@ -289,7 +289,7 @@ def test_registry_does_not_import_dagster() -> None:
     """The domain library stays free of dagster."""
     import ast
 
-    import stockml_core.registry as module
+    import stockml_core.storage.registry as module
 
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
@@ -322,7 +322,7 @@ def test_a_writer_killed_between_commit_and_rename_has_its_registration_complete
 
     wh, artefacts = tmp_path / "warehouse.duckdb", tmp_path / "models"
     code = (
-        "from stockml_core.registry import ModelRegistry; from stockml_core.warehouse import Warehouse; "
+        "from stockml_core.storage.registry import ModelRegistry; from stockml_core.storage.warehouse import Warehouse; "
         f"ModelRegistry(Warehouse({str(wh)!r}), {str(artefacts)!r}).register({{'w': 1}}, {{'rank_ic': 0.1}}, {{}})"
     )
     killed = subprocess.run(

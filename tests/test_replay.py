@@ -13,7 +13,7 @@ import pytest
 
 from stockml_assets.resources import StockMLResource
 from stockml_assets.simulation import replay
-from stockml_core.data import load_rare_events
+from stockml_core.market.data import load_rare_events
 from stockml_core.settings import DriftSettings
 from tests.conftest import LENIENT_GATE, SLICE_TICKERS, write_slice_folder
 

@@ -4,13 +4,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from stockml_core import data as core_data
-from stockml_core import training
-from stockml_core.evaluation import headline, validation_report
-from stockml_core.events import build_archive, build_catalog
 from stockml_core.features import FEATURE_NAMES, compute_features
-from stockml_core.labels import compute_labels
-from stockml_core.regimes import compute_regimes
+from stockml_core.market import data as core_data
+from stockml_core.market.events import build_archive, build_catalog
+from stockml_core.market.regimes import compute_regimes
+from stockml_core.modeling import training
+from stockml_core.modeling.evaluation import headline, validation_report
+from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import SAMPLE_DATA_DIR, Settings, TrainingSettings
 
 TICKERS = ("XOM", "KO", "JPM", "IBM")

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from stockml_core.data import load_prices
+from stockml_core.market.data import load_prices
 from stockml_core.schemas import PredictionsSchema, RawPricesSchema, validate
 from stockml_core.settings import SAMPLE_DATA_DIR
 

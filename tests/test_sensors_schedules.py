@@ -279,7 +279,7 @@ def test_a_failed_training_run_is_recorded_in_training_runs(tmp_path):
     from dagster import DagsterEventType, build_run_status_sensor_context
 
     from stockml_assets.definitions import build_definitions
-    from stockml_core.warehouse import Warehouse
+    from stockml_core.storage.warehouse import Warehouse
 
     home = tmp_path / "home"
     fresh = build_definitions(home=home, tickers=["XOM"], fast=True)

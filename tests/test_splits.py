@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.data import load_market, load_prices, load_rare_events, load_universe
-from stockml_core.events import build_archive, build_catalog
-from stockml_core.labels import compute_labels
-from stockml_core.regimes import compute_regimes
+from stockml_core.market.data import load_market, load_prices, load_rare_events, load_universe
+from stockml_core.market.events import build_archive, build_catalog
+from stockml_core.market.regimes import compute_regimes
+from stockml_core.modeling.labels import compute_labels
+from stockml_core.modeling.splits import purged_walk_forward
+from stockml_core.modeling.training import build_training_set, folds_for, model_samples, trainable
 from stockml_core.settings import Settings, TrainingSettings
-from stockml_core.splits import purged_walk_forward
-from stockml_core.training import build_training_set, folds_for, model_samples, trainable
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sample"
 TICKERS = ("JPM", "KO", "XOM", "MSFT")

@@ -1,9 +1,9 @@
-"""The side tables' stores (stockml_core.stores) on real DuckDB files: schema, migration, one owner each."""
+"""The side tables' stores (stockml_core.storage.side_tables) on real DuckDB files: schema, migration, one owner each."""
 
 import pandas as pd
 
-from stockml_core.stores import AssetTables, ShapAnalysisStore, TrainingRunsLog
-from stockml_core.warehouse import ASSET_SCHEMA, Warehouse
+from stockml_core.storage.side_tables import AssetTables, ShapAnalysisStore, TrainingRunsLog
+from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse
 
 
 def test_training_runs_log_migrates_a_log_from_before_the_metrics_column(tmp_path) -> None:

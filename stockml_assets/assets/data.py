@@ -39,9 +39,6 @@ from stockml_assets.resources import (
     replace_partition_rows,
 )
 from stockml_assets.tags import CAPTURE_TAG
-from stockml_core import data as core_data
-from stockml_core import quality
-from stockml_core.events import build_catalog, event_days
 from stockml_core.faults import failpoint
 from stockml_core.features import (
     ENGINE_VERSION,
@@ -53,8 +50,11 @@ from stockml_core.features import (
     row_positions,
     warmup_violations,
 )
-from stockml_core.labels import CLASS_NAMES, compute_labels
-from stockml_core.regimes import compute_regimes
+from stockml_core.market import data as core_data
+from stockml_core.market import quality
+from stockml_core.market.events import build_catalog, event_days
+from stockml_core.market.regimes import compute_regimes
+from stockml_core.modeling.labels import CLASS_NAMES, compute_labels
 from stockml_core.schemas import (
     LabelsSchema,
     MarketContextSchema,

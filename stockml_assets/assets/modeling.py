@@ -26,27 +26,7 @@ from stockml_assets.resources import (
     read_feature_rows,
 )
 from stockml_assets.tags import trigger_of
-from stockml_core import training
-from stockml_core.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
-from stockml_core.error_analysis import replay_error_rates
-from stockml_core.evaluation import (
-    ALL_BASELINES,
-    classification_metrics,
-    comparison_table,
-    headline,
-    ic_decay,
-    information_coefficients,
-    model_probabilities,
-    model_score,
-    reliability_table,
-)
-from stockml_core.evaluation import (
-    validation_report as build_validation_report,
-)
-from stockml_core.explain import family_shares, importance, shap_long
-from stockml_core.faults import failpoint
-from stockml_core.features import FEATURE_NAMES
-from stockml_core.promotion import (
+from stockml_core.decisions.promotion import (
     MIN_SKILL_T,
     best_baseline,
     evaluate_gate,
@@ -57,7 +37,27 @@ from stockml_core.promotion import (
     switch_not_applied,
     with_books,
 )
-from stockml_core.registry import TRIGGERS
+from stockml_core.faults import failpoint
+from stockml_core.features import FEATURE_NAMES
+from stockml_core.modeling import training
+from stockml_core.modeling.backtest import decile_books, next_day_returns, run_backtest, summarize_backtest
+from stockml_core.modeling.error_analysis import replay_error_rates
+from stockml_core.modeling.evaluation import (
+    ALL_BASELINES,
+    classification_metrics,
+    comparison_table,
+    headline,
+    ic_decay,
+    information_coefficients,
+    model_probabilities,
+    model_score,
+    reliability_table,
+)
+from stockml_core.modeling.evaluation import (
+    validation_report as build_validation_report,
+)
+from stockml_core.modeling.explain import family_shares, importance, shap_long
+from stockml_core.modeling.training import Candidate
 from stockml_core.schemas import (
     BacktestReportSchema,
     ProductionModelSchema,
@@ -67,7 +67,7 @@ from stockml_core.schemas import (
     TrainingSetSchema,
     ValidationReportSchema,
 )
-from stockml_core.training import Candidate
+from stockml_core.storage.registry import TRIGGERS
 
 TABLE = {"io_manager_key": WAREHOUSE_IO, "pool": DUCKDB_POOL}
 PROGRESS = "progress: "  # log lines the terminal shows as they come (stockml_assets.progress)
@@ -88,7 +88,7 @@ def training_set(
 
     Reads only the feature rows the set can hold (the recent window, with a margin, and the archive's
     rows) from the warehouse, not the whole matrix. Stored as its keys (a warehouse table) and one float32
-    feature matrix that every training step memory-maps (``stockml_core.matrix_store``).
+    feature matrix that every training step memory-maps (``stockml_core.storage.matrix_store``).
     """
     s = stockml.settings()
     # The archive's keys and events only: its stored rows also carry every feature (a third of a gigabyte at 375

@@ -22,16 +22,16 @@ from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED
 from stockml_assets.plots import mix_plot
 from stockml_assets.resources import StockMLResource, previous_table
 from stockml_assets.tags import trigger_of
-from stockml_core import drift as core_drift
-from stockml_core.data import load_rare_events
-from stockml_core.error_analysis import replay_error_rates, update_replay_buffer
-from stockml_core.error_analysis import sector_performance as build_sector_performance
-from stockml_core.evaluation import PROBA_COLUMNS
-from stockml_core.events import build_catalog, capture_candidate
-from stockml_core.explain import top_contributions
+from stockml_core.decisions import drift as core_drift
 from stockml_core.features import FEATURE_NAMES
-from stockml_core.labels import CLASS_NAMES
-from stockml_core.registry import json_dumps
+from stockml_core.market.data import load_rare_events
+from stockml_core.market.events import build_catalog, capture_candidate
+from stockml_core.modeling.error_analysis import replay_error_rates, update_replay_buffer
+from stockml_core.modeling.error_analysis import sector_performance as build_sector_performance
+from stockml_core.modeling.evaluation import PROBA_COLUMNS
+from stockml_core.modeling.explain import top_contributions
+from stockml_core.modeling.labels import CLASS_NAMES
+from stockml_core.modeling.training import Candidate, positions_of, trainable
 from stockml_core.schemas import (
     DriftReportSchema,
     ErrorReplayBufferSchema,
@@ -45,7 +45,7 @@ from stockml_core.schemas import (
     probabilities_off,
 )
 from stockml_core.settings import drift_settings_from_env
-from stockml_core.training import Candidate, positions_of, trainable
+from stockml_core.storage.registry import json_dumps
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
 DATE_LEVEL = core_drift.date_level_features()
@@ -222,7 +222,7 @@ def _report_meta(s, df: pd.DataFrame, feature_drift: pd.DataFrame) -> dict:
 def measure_drift(
     context: AssetExecutionContext, stockml: StockMLResource, s, feature_matrix: pd.DataFrame, market_regimes: pd.DataFrame
 ) -> tuple[core_drift.DriftTables, str | None]:
-    """The run's days' drift (``stockml_core.drift.drift_tables``, what the drift benchmark calibrates),
+    """The run's days' drift (``stockml_core.decisions.drift.drift_tables``, what the drift benchmark calibrates),
     with the champion's predictions on the same rows when there is a champion; and its version."""
     first, last = run_days(context)
     rows = trainable(_with_regime(feature_matrix, market_regimes).assign(label=0.0), FEATURE_NAMES).reset_index(drop=True)

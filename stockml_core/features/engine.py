@@ -24,7 +24,7 @@ from stockml_core.features.registry import (
     family_block,
     feature_spec,
 )
-from stockml_core.quality import segment_starts
+from stockml_core.market.quality import segment_starts
 
 __all__ = [
     "ENGINE_VERSION",
@@ -261,7 +261,7 @@ def compute_features(
     ``families`` (default: all of ``FAMILIES``) restricts the columns to those families' features, in
     registry order. Each per-ticker family has its own kernel, run only when one of its features is
     needed (selected, or the source of a selected cross-sectional feature); leaving out ``market`` or
-    ``cross_section`` skips those stages. ``holes`` (ticker, date): quarantined trading days (``stockml_core.quality``); each
+    ``cross_section`` skips those stages. ``holes`` (ticker, date): quarantined trading days (``stockml_core.market.quality``); each
     breaks its ticker's history there, so every per-ticker window that would span it is NaN, exactly
     as during a warm-up (the history restarts after the hole).
     """

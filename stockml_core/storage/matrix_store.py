@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.faults import dead_writers_files, temp_prefix
-from stockml_core.registry import sha256_file
-from stockml_core.warehouse import ASSET_SCHEMA, Warehouse
+from stockml_core.storage.registry import sha256_file
+from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse
 
 TABLE = "training_matrices"
 DDL = (

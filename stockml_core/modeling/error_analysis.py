@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stockml_core.evaluation import model_probabilities
+from stockml_core.modeling.evaluation import model_probabilities
 from stockml_core.schemas import ErrorReplayBufferSchema, columns
 
 REPLAY_COLUMNS = columns(ErrorReplayBufferSchema)

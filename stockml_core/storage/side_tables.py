@@ -1,7 +1,7 @@
 """The warehouse's side tables, each with one owner: its DDL, migration, writes and reads in one class.
 
 The IO manager owns the asset tables (schema ``ASSET_SCHEMA``); the registry owns ``model_versions``
-and ``model_promotion_history``; ``stockml_core.quality.QuarantineStore`` owns ``quarantined_prices``.
+and ``model_promotion_history``; ``stockml_core.market.quality.QuarantineStore`` owns ``quarantined_prices``.
 The tables here live in ``main`` beside them:
 
 * ``captured_events``: rare events captured while the platform runs (``CapturedEventStore``).
@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from stockml_core.events import overlapping
+from stockml_core.market.events import overlapping
 from stockml_core.schemas import TrainingRunsSchema, columns
-from stockml_core.warehouse import ASSET_SCHEMA, Warehouse
+from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse
 
 __all__ = ["AssetTables", "CapturedEventStore", "ShapAnalysisStore", "TrainingRunsLog"]
 

@@ -4,7 +4,7 @@ A real price file has bad rows. Each row that fails a row rule is *quarantined*:
 model and stored with its rule, its values and the fix (``QuarantineStore``), while the good rows go
 on. What still refuses the whole run is a broken feed: a share of bad rows above
 ``QualitySettings`` limits (of the run, or of one day's tickers). A malformed file (missing columns,
-unparseable dates) is refused earlier, by ``stockml_core.data``.
+unparseable dates) is refused earlier, by ``stockml_core.market.data``.
 
 Nothing is repaired: a quarantined (ticker, trading day) is a *hole* in the ticker's history. The
 feature engine and the labels treat a hole as a break (``segment_starts``): every window that would
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stockml_core.calendar import trading_days
+from stockml_core.market.calendar import trading_days
 from stockml_core.schemas import QuarantinedPricesSchema, columns
 from stockml_core.settings import QualitySettings
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.warehouse import Warehouse
 
 PRICE_FIELDS = ["open", "high", "low", "close", "volume"]
 

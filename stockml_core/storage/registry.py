@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from stockml_core.faults import dead_writers_files, failpoint, temp_prefix
-from stockml_core.warehouse import Warehouse
+from stockml_core.storage.pickles import unpickle
+from stockml_core.storage.warehouse import Warehouse
 
 # Unpickled models by (artefact path, verified SHA-256 of its bytes): see ModelRegistry.load.
 _LOADED: OrderedDict[tuple, Any] = OrderedDict()
@@ -509,7 +510,7 @@ class ModelRegistry:
             if key in _LOADED:
                 _LOADED.move_to_end(key)
                 return _LOADED[key]
-        model = joblib.load(io.BytesIO(payload))
+        model = unpickle(payload, lambda b: joblib.load(io.BytesIO(b)))
         with _LOADED_LOCK:
             _LOADED[key] = model
             while len(_LOADED) > _LOADED_MAX:

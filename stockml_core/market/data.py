@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stockml_core.calendar import nyse_holidays
+from stockml_core.market.calendar import nyse_holidays
 from stockml_core.settings import BUNDLED_RARE_EVENTS
 
 PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "volume"]
@@ -320,13 +320,13 @@ def load_corporate_actions(data_dir: Path) -> pd.DataFrame:
 
 
 def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None, start: str | None = None, end: str | None = None) -> PriceRows:
-    """The price file's rows in [start, end], parsed but not judged (``stockml_core.quality`` screens them).
+    """The price file's rows in [start, end], parsed but not judged (``stockml_core.market.quality`` screens them).
 
     A malformed file (missing columns, dates that are not ISO dates) raises ``DataFolderError``. A
     field that is not a number becomes NaN here and its text is kept, so the screening can quarantine
     the row with what it said. Splits listed in ``corporate_actions.csv`` are applied (recorded).
     """
-    from stockml_core.quality import apply_corporate_actions
+    from stockml_core.market.quality import apply_corporate_actions
 
     path = _find(data_dir, "prices")
     df = _read_csv(path, "prices")
@@ -377,7 +377,7 @@ def load_prices(
 ) -> tuple[pd.DataFrame, list[Repair]]:
     """Daily OHLCV rows as read (index reset), plus the record of accepted quirks.
 
-    Price rows are never silently changed; ``stockml_core.quality.screen_prices`` quarantines the
+    Price rows are never silently changed; ``stockml_core.market.quality.screen_prices`` quarantines the
     rows that fail a row rule.
     """
     rows = read_price_rows(data_dir, tickers, start, end)

@@ -22,7 +22,7 @@ CONNECTION_CONFIG = {"custom_user_agent": "stockml", "memory_limit": "1GB"}
 # 3.45 GiB with 400 MB, in the same time (DuckDB writes the blocks' row groups to the file as they come).
 BULK_WRITE_MEMORY_LIMIT = "400MB"
 # The schema of the asset tables Dagster's IO manager writes; the registry and the side tables
-# (stockml_core.stores) live in "main".
+# (stockml_core.storage.side_tables) live in "main".
 ASSET_SCHEMA = "assets"
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from stockml_core.models import StackedModel
+from stockml_core.modeling.models import StackedModel
 
 if TYPE_CHECKING:
     import xgboost as xgb

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from stockml_core.labels import CLASSES
-from stockml_core.matrix_store import feature_array, rows_of
-from stockml_core.regimes import REGIMES
+from stockml_core.market.regimes import REGIMES
+from stockml_core.modeling.labels import CLASSES
+from stockml_core.modeling.splits import Fold
 from stockml_core.settings import TrainingSettings
-from stockml_core.splits import Fold
+from stockml_core.storage.matrix_store import feature_array, rows_of
 
 if TYPE_CHECKING:  # imported where a model is fitted: scikit-learn and XGBoost take 2 s to import, and
     # `stockml status`, the sensors and every Dagster process that loads the definitions need neither

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from stockml_core.evaluation import ALL_BASELINES, information_coefficients, model_score
+from stockml_core.modeling.evaluation import ALL_BASELINES, information_coefficients, model_score
 from stockml_core.settings import GateSettings
 
 CHAMPION_METRIC = "rank_ic"  # what a candidate may not lose against the champion's record

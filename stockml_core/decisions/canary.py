@@ -16,13 +16,13 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from stockml_core import training
-from stockml_core.backtest import decile_books, next_day_returns
-from stockml_core.evaluation import ALL_BASELINES, headline, validation_report
+from stockml_core.decisions.promotion import with_books
 from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features
-from stockml_core.labels import compute_labels
-from stockml_core.promotion import with_books
-from stockml_core.regimes import compute_regimes
+from stockml_core.market.regimes import compute_regimes
+from stockml_core.modeling import training
+from stockml_core.modeling.backtest import decile_books, next_day_returns
+from stockml_core.modeling.evaluation import ALL_BASELINES, headline, validation_report
+from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import Settings
 
 SECTORS = (

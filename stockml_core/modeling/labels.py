@@ -38,7 +38,7 @@ def compute_labels(
     ``sectors`` (ticker, gics_sector): needed by the ``sector_neutral`` target (or a ``gics_sector``
     column in ``prices``).
     """
-    from stockml_core.quality import segment_ids
+    from stockml_core.market.quality import segment_ids
 
     s = settings or LabelSettings()
     if s.target not in TARGETS:

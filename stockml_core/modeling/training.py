@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stockml_core import models
-from stockml_core.evaluation import (
+from stockml_core.faults import failpoint
+from stockml_core.modeling import models
+from stockml_core.modeling.evaluation import (
     BASELINES,
     LINEAR_BASELINE,
     MOMENTUM_BASELINE_FEATURES,
@@ -20,10 +21,9 @@ from stockml_core.evaluation import (
     proba_columns,
     rank_probabilities,
 )
-from stockml_core.faults import failpoint
-from stockml_core.matrix_store import feature_array, rows_of
+from stockml_core.modeling.splits import Fold, purged_walk_forward
 from stockml_core.settings import Settings
-from stockml_core.splits import Fold, purged_walk_forward
+from stockml_core.storage.matrix_store import feature_array, rows_of
 
 KEY_COLUMNS = ["ticker", "date", "sector", "regime", "source", "label", "past_return", "fwd_return"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stockml_core.evaluation import model_score, models_in
+from stockml_core.modeling.evaluation import model_score, models_in
 
 TRADING_DAYS = 252
 

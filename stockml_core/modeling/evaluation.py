@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from stockml_core.labels import CLASS_NAMES, CLASSES
+from stockml_core.modeling.labels import CLASS_NAMES, CLASSES
 
 PROBA_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]  # p_down, p_flat, p_up
 _MODEL_SEP = "__"  # an out-of-sample frame holds each model's probabilities as <model>__p_down, ...
