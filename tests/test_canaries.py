@@ -31,7 +31,8 @@ FAST = {"rf_trees": 20, "xgb_rounds": 25}
 
 def test_random_walk_has_no_signal() -> None:
     prices, market, universe = random_walk_market(n_tickers=250, n_days=700, seed=11)
-    h, report = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.6, **FAST), feature_names=NAMES)
+    evidence, report = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.6, **FAST), feature_names=NAMES)
+    h = evidence.headline
     assert h["n"] > 50_000
     # The mean daily IC's standard error under no signal: 1/sqrt(names - 1) a day, over the test days
     # counted once per horizon (5-day forward returns overlap): 0.0097 here (250 names, 212 days). The
@@ -47,7 +48,7 @@ def test_random_walk_has_no_signal() -> None:
     # draw's test window happens to reward momentum. With 212 days the overlap-corrected t is also about 1.2x
     # too wide under no skill; 1,000 days, the breadth issue's evaluation span, bring it to 1.0.)
     assert abs(h["rank_ic"]) <= 0.005 and abs(h["rank_ic_t"]) < 2.0, (h["rank_ic"], h["rank_ic_t"])
-    decision = evaluate_gate(h, GateSettings())
+    decision = evaluate_gate(evidence, GateSettings())
     assert not decision.promoted, decision.reason
     assert {"rank_ic_t", "rank_ic_vs_best_baseline"} <= {c.name for c in decision.failed}
 
@@ -56,20 +57,22 @@ def test_shuffled_labels_on_the_real_sample_have_no_signal() -> None:
     prices, _ = core_data.load_prices(SAMPLE_DATA_DIR, None, "2008-01-01")
     market, _ = core_data.load_market(SAMPLE_DATA_DIR, "2008-01-01")
     universe = core_data.load_universe(SAMPLE_DATA_DIR)
-    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=4.0, **FAST), shuffle_seed=3, feature_names=NAMES)
+    evidence, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=4.0, **FAST), shuffle_seed=3, feature_names=NAMES)
+    h = evidence.headline
     assert h["n"] > 15_000
     assert abs(h["auc_direction"] - 0.5) <= 0.02 and abs(h["auc_ovr"] - 0.5) <= 0.02
     # 33 names: the mean daily IC's standard error under no signal is 1/sqrt(32) a day over the days counted
     # once per horizon, 0.015 here: the old +/- 0.01 was under one standard error.
     se = (1 / np.sqrt(32)) / np.sqrt(h["days"] / 5)
     assert abs(h["ic"]) <= 3 * se and abs(h["rank_ic"]) <= 3 * se and abs(h["rank_ic_t"]) < 2.0, (h["rank_ic"], se)
-    decision = evaluate_gate(h, GateSettings())
+    decision = evaluate_gate(evidence, GateSettings())
     assert not decision.promoted, decision.reason
 
 
 def test_a_planted_signal_is_found() -> None:
     prices, market, universe = random_walk_market(n_tickers=100, n_days=600, seed=2, planted=0.3)
-    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
+    evidence, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
+    h = evidence.headline
     assert h["auc_direction"] > 0.56 and h["ic"] > 0.05 and h["rank_ic"] > 0.05 and h["rank_ic_t"] > 2.0
     # A linear signal is what a ridge regression on every feature finds as well: the baseline sees it too.
     assert h["linear_all_rank_ic"] > 0.05
@@ -79,10 +82,11 @@ def test_a_planted_nonlinear_signal_is_found_and_promoted() -> None:
     """Unusual volume either way (|z| large) is followed by a rise: the trees find it, the linear and ranking
     baselines cannot, and the gate at its default thresholds promotes the candidate."""
     prices, market, universe = random_walk_market(n_tickers=100, n_days=600, seed=2, planted=0.4, shape="u")
-    h, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
+    evidence, _ = evaluation_cycle(prices, market, universe, canary_settings(test_years=1.0, **FAST), feature_names=NAMES)
+    h = evidence.headline
     assert h["rank_ic"] > 0.05 and h["rank_ic_t"] > 2.0
     assert h["linear_all_rank_ic"] < h["rank_ic"] / 2
-    decision = evaluate_gate(h, GateSettings())
+    decision = evaluate_gate(evidence, GateSettings())
     assert decision.promoted, decision.reason
     # The logistic baseline sees only momentum, not volume: it stays blind (the signal is where it was planted).
     assert abs(h["logistic_momentum_auc_direction"] - 0.5) < 0.03

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields, replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from stockml_core.decisions.promotion import GateDecision, best_baseline, evaluate_gate, recent_comparison, with_books
+from stockml_core.decisions.promotion import (
+    BaselineRecord,
+    GateDecision,
+    GateEvidence,
+    RecentEvidence,
+    ReplayEvidence,
+    evaluate_gate,
+    recent_comparison,
+)
 from stockml_core.modeling.evaluation import ALL_BASELINES
 from stockml_core.settings import GateSettings
 
@@ -27,50 +36,50 @@ ALL_CRITERIA = [
 NAN = float("nan")
 
 
-def _candidate(**changes: float | str) -> dict[str, float | str]:
-    """The gate's evidence (evaluation.headline + with_books + replay + recent_comparison) of a modest,
-    honest candidate at breadth: rank IC 0.028 with t 2.6 against a best baseline of 0.019."""
-    c: dict[str, float | str] = {
-        "n": 250_000.0,
-        "days": 1000.0,
-        "accuracy": 0.386,
-        "balanced_accuracy": 0.386,
-        "auc_direction": 0.52,
-        "ic": 0.02,
-        "rank_ic": 0.028,
-        "rank_ic_t": 2.6,
-        "icir": 0.17,
-        "net_sharpe": 0.8,
-        "turnover": 0.5,
-        "crash_rank_ic": 0.01,
-        "crash_days": 40.0,
-        "worst_sector_accuracy": 0.35,
-        "worst_sector": "Energy",
-        "replay_n": 120.0,
-        "repeat_error_rate": 0.80,
-        "champion_repeat_error_rate": 0.85,
-        "recent_days": 60.0,
-        "recent_rank_ic": 0.03,
-        "production_recent_rank_ic": 0.01,
-    }
-    for b in ALL_BASELINES:
-        c.update({f"{b}_rank_ic": NAN, f"{b}_net_sharpe": NAN, f"{b}_crash_rank_ic": NAN})
-    c.update(
-        {
-            "momentum_12_1_rank_ic": 0.019,
-            "momentum_12_1_net_sharpe": 0.3,
-            "momentum_12_1_crash_rank_ic": -0.02,
-            "reversal_5_sector_rank_ic": 0.016,
-            "reversal_5_sector_net_sharpe": 0.5,
-            "reversal_5_sector_crash_rank_ic": 0.015,
-            "logistic_momentum_rank_ic": 0.009,
-        }
+BASELINES = {
+    **{b: BaselineRecord() for b in ALL_BASELINES},
+    "momentum_12_1": BaselineRecord(rank_ic=0.019, net_sharpe=0.3, crash_rank_ic=-0.02),
+    "reversal_5_sector": BaselineRecord(rank_ic=0.016, net_sharpe=0.5, crash_rank_ic=0.015),
+    "logistic_momentum": BaselineRecord(rank_ic=0.009),
+}
+REPLAY = ReplayEvidence(n=120.0, repeat_error_rate=0.80, champion_repeat_error_rate=0.85)
+RECENT = RecentEvidence(days=60.0, rank_ic=0.03, production_rank_ic=0.01)
+
+
+def _candidate(**changes) -> GateEvidence:
+    """The gate's evidence of a modest, honest candidate at breadth: rank IC 0.028 with t 2.6 against a best
+    baseline of 0.019. ``changes`` replace fields (``_replay`` / ``_recent`` / ``_baseline`` change a part)."""
+    c = GateEvidence(
+        rank_ic=0.028,
+        rank_ic_t=2.6,
+        days=1000.0,
+        net_sharpe=0.8,
+        turnover=0.5,
+        crash_days=40.0,
+        crash_rank_ic=0.01,
+        worst_sector_accuracy=0.35,
+        worst_sector="Energy",
+        baselines=BASELINES,
+        replay=REPLAY,
+        recent=RECENT,
+        headline={"n": 250_000.0, "accuracy": 0.386, "balanced_accuracy": 0.386, "auc_direction": 0.52, "ic": 0.02, "icir": 0.17},
     )
-    c.update(changes)
-    return c
+    return replace(c, **changes)
 
 
-def _gate(candidate: dict, champion: dict | None = CHAMPION, **settings) -> GateDecision:
+def _replay(**changes) -> ReplayEvidence:
+    return replace(REPLAY, **changes)
+
+
+def _recent(**changes) -> RecentEvidence:
+    return replace(RECENT, **changes)
+
+
+def _baseline(name: str, **changes) -> dict[str, BaselineRecord]:
+    return {**BASELINES, name: replace(BASELINES[name], **changes)}
+
+
+def _gate(candidate: GateEvidence, champion: dict | None = CHAMPION, **settings) -> GateDecision:
     return evaluate_gate(candidate, GateSettings(**settings) if settings else SETTINGS, champion=champion)
 
 
@@ -97,8 +106,8 @@ SINGLE_FAILURES = [
     ("net_sharpe_vs_best_baseline", {"net_sharpe": 0.45}, {}),  # reversal_5_sector's book makes 0.5
     ("crash_regime_rank_ic", {"crash_rank_ic": -0.01}, {}),  # needs 0.015 - 0.02
     ("worst_sector_accuracy", {"worst_sector_accuracy": 0.29}, {}),  # needs 0.30
-    ("replay_improvement", {"repeat_error_rate": 0.86}, {}),  # the champion gets 0.85 wrong
-    ("recent_days_vs_production", {"recent_rank_ic": 0.005}, {}),  # production made 0.01 on the same rows
+    ("replay_improvement", {"replay": _replay(repeat_error_rate=0.86)}, {}),  # the champion gets 0.85 wrong
+    ("recent_days_vs_production", {"recent": _recent(rank_ic=0.005)}, {}),  # production made 0.01 on the same rows
     ("rank_ic_vs_champion", {}, {"rank_ic": 0.034}),  # at most 0.005 below the champion's 0.034
 ]
 
@@ -117,20 +126,20 @@ def test_every_criterion_has_a_single_failure_case() -> None:
 
 def test_accuracy_no_longer_promotes_or_rejects() -> None:
     """Telling flat from moved (accuracy) is not directional skill: it neither passes nor fails a candidate."""
-    assert _gate(_candidate(accuracy=0.99, balanced_accuracy=0.99, rank_ic=0.0, rank_ic_t=0.0)).promoted is False
-    assert _gate(_candidate(accuracy=0.20, balanced_accuracy=0.20)).promoted
+    assert _gate(_candidate(headline={"accuracy": 0.99, "balanced_accuracy": 0.99}, rank_ic=0.0, rank_ic_t=0.0)).promoted is False
+    assert _gate(_candidate(headline={"accuracy": 0.20, "balanced_accuracy": 0.20})).promoted
 
 
 def test_the_net_sharpe_floor_is_zero_when_every_baseline_loses() -> None:
-    losing = {f"{b}_net_sharpe": -1.0 for b in ALL_BASELINES}
-    assert _failed(_gate(_candidate(net_sharpe=-0.1, **losing))) == ["net_sharpe_vs_best_baseline"]
-    assert _crit(_gate(_candidate(net_sharpe=-0.1, **losing)), "net_sharpe_vs_best_baseline").threshold == 0.0
-    assert _gate(_candidate(net_sharpe=0.05, **losing)).promoted
+    losing = {b: replace(r, net_sharpe=-1.0) for b, r in BASELINES.items()}
+    assert _failed(_gate(_candidate(net_sharpe=-0.1, baselines=losing))) == ["net_sharpe_vs_best_baseline"]
+    assert _crit(_gate(_candidate(net_sharpe=-0.1, baselines=losing)), "net_sharpe_vs_best_baseline").threshold == 0.0
+    assert _gate(_candidate(net_sharpe=0.05, baselines=losing)).promoted
 
 
 def test_the_best_baseline_is_the_highest_of_every_baseline() -> None:
-    c = _candidate(linear_all_rank_ic=0.027)
-    assert best_baseline(c, "rank_ic") == ("linear_all", 0.027)
+    c = _candidate(baselines=_baseline("linear_all", rank_ic=0.027))
+    assert c.best_baseline("rank_ic") == ("linear_all", 0.027)
     decision = _gate(c)
     assert _failed(decision) == ["rank_ic_vs_best_baseline"]
     assert "linear_all" in _crit(decision, "rank_ic_vs_best_baseline").detail
@@ -149,10 +158,10 @@ def test_missing_evidence_fails() -> None:
     [
         ("crash_regime_rank_ic", {"crash_days": 5.0, "crash_rank_ic": -0.5}, CHAMPION),
         ("crash_regime_rank_ic", {"crash_days": NAN, "crash_rank_ic": NAN}, CHAMPION),
-        ("replay_improvement", {"replay_n": 0.0, "repeat_error_rate": NAN}, CHAMPION),
-        ("replay_improvement", {"repeat_error_rate": 0.99}, None),
-        ("recent_days_vs_production", {"recent_days": 10.0, "recent_rank_ic": -0.5}, CHAMPION),
-        ("recent_days_vs_production", {"recent_days": 0.0, "recent_rank_ic": NAN}, CHAMPION),
+        ("replay_improvement", {"replay": _replay(n=0.0, repeat_error_rate=NAN)}, CHAMPION),
+        ("replay_improvement", {"replay": _replay(repeat_error_rate=0.99)}, None),
+        ("recent_days_vs_production", {"recent": _recent(days=10.0, rank_ic=-0.5)}, CHAMPION),
+        ("recent_days_vs_production", {"recent": _recent(days=0.0, rank_ic=NAN)}, CHAMPION),
         ("rank_ic_vs_champion", {}, None),
     ],
 )
@@ -166,20 +175,21 @@ def test_absent_evidence_is_not_applicable_and_said_so(criterion, changes, champ
 
 def test_replay_criterion_with_a_champion_from_an_older_feature_set_is_not_applicable() -> None:
     note = "champion v0001 was trained on other features (5 no longer computed, e.g. macd): not comparable"
-    decision = _gate(_candidate(champion_repeat_error_rate=NAN, champion_replay_note=note))
+    decision = _gate(_candidate(replay=_replay(champion_repeat_error_rate=NAN, champion_note=note)))
     replay = _crit(decision, "replay_improvement")
     assert decision.promoted and replay.passed and replay.detail == note
     # Without that explanation a missing champion value is absent evidence: the criterion fails.
-    assert _failed(_gate(_candidate(champion_repeat_error_rate=NAN))) == ["replay_improvement"]
+    assert _failed(_gate(_candidate(replay=_replay(champion_repeat_error_rate=NAN)))) == ["replay_improvement"]
 
 
 def test_a_drift_retrain_is_judged_on_recent_evidence_not_on_the_drift_score() -> None:
     """The drift score is what triggers a retrain; it never vetoes the model retrained for it. A retrain
     that ranks the recent days better than production is promoted, a worse one refused."""
-    better = _gate(_candidate(recent_rank_ic=0.06, production_recent_rank_ic=-0.02, drift_score=0.9))
-    worse = _gate(_candidate(recent_rank_ic=-0.03, production_recent_rank_ic=0.02, drift_score=0.9))
+    better = _gate(_candidate(recent=_recent(rank_ic=0.06, production_rank_ic=-0.02), headline={"drift_score": 0.9}))
+    worse = _gate(_candidate(recent=_recent(rank_ic=-0.03, production_rank_ic=0.02), headline={"drift_score": 0.9}))
     assert better.promoted and not worse.promoted and _failed(worse) == ["recent_days_vs_production"]
     assert "drift_score" not in [c.name for c in better.criteria]
+    assert not any("drift" in f.name for f in fields(GateEvidence))  # the evidence has no room for it
 
 
 def test_several_failures_are_all_named() -> None:
@@ -201,10 +211,28 @@ def test_frame_has_value_threshold_outcome_for_every_criterion() -> None:
     assert applicable.value.notna().all() and applicable.threshold.notna().all()
 
 
-def test_with_books_adds_every_models_net_sharpe() -> None:
+def test_the_evidence_reads_every_models_book_and_the_reports_headline() -> None:
+    report = pd.DataFrame(
+        [
+            ("overall", "all", "candidate", "rank_ic", 0.02),
+            ("overall", "all", "candidate", "rank_ic_t", 2.4),
+            ("overall", "all", "candidate", "days", 500.0),
+            ("overall", "all", "momentum_12_1", "rank_ic", 0.01),
+            ("regime", "crash", "momentum_12_1", "rank_ic", -0.03),
+            ("sector", "Energy", "candidate", "accuracy", 0.36),
+            ("sector", "Utilities", "candidate", "accuracy", 0.31),
+        ],
+        columns=["scope", "group", "model", "metric", "value"],
+    )
     table = pd.DataFrame({"model": ["candidate", "momentum_12_1"], "net_sharpe": [0.7, 0.2], "avg_daily_turnover": [0.4, 0.1]})
-    e = with_books({"rank_ic": 0.02}, table)
-    assert e == {"rank_ic": 0.02, "net_sharpe": 0.7, "turnover": 0.4, "momentum_12_1_net_sharpe": 0.2, "momentum_12_1_turnover": 0.1}
+    e = GateEvidence.measure(report, table)
+    assert (e.rank_ic, e.rank_ic_t, e.days, e.net_sharpe, e.turnover) == (0.02, 2.4, 500.0, 0.7, 0.4)
+    assert (e.worst_sector, e.worst_sector_accuracy) == ("Utilities", 0.31) and math.isnan(e.crash_days)
+    assert e.baselines["momentum_12_1"] == BaselineRecord(rank_ic=0.01, net_sharpe=0.2, crash_rank_ic=-0.03)
+    assert set(e.baselines) == set(ALL_BASELINES) and math.isnan(e.baselines["linear_all"].net_sharpe)
+    assert e.best_baseline("net_sharpe") == ("momentum_12_1", 0.2)
+    assert (e.replay, e.recent) == (ReplayEvidence(), RecentEvidence())  # nothing replayed, nothing published
+    assert ReplayEvidence.of({"replay_n": 12.0, "repeat_error_rate": 1.0}) == ReplayEvidence(n=12.0, repeat_error_rate=1.0)
 
 
 def test_recent_comparison_uses_only_the_rows_both_scored() -> None:
@@ -219,8 +247,8 @@ def test_recent_comparison_uses_only_the_rows_both_scored() -> None:
     live["p_up"] = rng.uniform(size=len(live))
     live["p_down"] = 1 - live.p_up
     r = recent_comparison(ev, live, days=30, horizon=5)
-    assert r["recent_days"] == 30 and r["recent_first"] == str(dates[60].date())
-    assert r["recent_rank_ic"] == pytest.approx(1.0) and abs(r["production_recent_rank_ic"]) < 0.1
-    assert r["recent_versions"] == "v0003"
-    assert recent_comparison(ev, None, 30, 5)["recent_days"] == 0.0
-    assert recent_comparison(ev, live.iloc[:0], 30, 5)["recent_days"] == 0.0
+    assert r.days == 30 and r.first == str(dates[60].date())
+    assert r.rank_ic == pytest.approx(1.0) and abs(r.production_rank_ic) < 0.1
+    assert r.versions == "v0003"
+    assert recent_comparison(ev, None, 30, 5).days == 0.0
+    assert recent_comparison(ev, live.iloc[:0], 30, 5).days == 0.0

@@ -1,5 +1,6 @@
 """Training, evaluation, explainability and promotion: the retraining subgraph."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -28,6 +29,8 @@ from stockml_assets.resources import (
 from stockml_assets.tags import trigger_of
 from stockml_core.decisions.promotion import (
     MIN_SKILL_T,
+    GateEvidence,
+    ReplayEvidence,
     best_baseline,
     evaluate_gate,
     has_directional_skill,
@@ -35,7 +38,6 @@ from stockml_core.decisions.promotion import (
     recent_comparison,
     shown_value,
     switch_not_applied,
-    with_books,
 )
 from stockml_core.faults import failpoint
 from stockml_core.features import FEATURE_NAMES
@@ -290,7 +292,7 @@ def validation_report(context: AssetExecutionContext, stockml: StockMLResource, 
     sector = (
         report[(report.scope == "sector") & (report.metric == "accuracy")].pivot_table(index="group", columns="model", values="value").reset_index()
     )
-    best_rank_baseline = best_baseline(h, "rank_ic")[0]
+    best_rank_baseline = best_baseline({b: h[f"{b}_rank_ic"] for b in ALL_BASELINES})[0]
     shown_models = ["candidate", "rf", "xgb", best_rank_baseline]
 
     def rank_ic_by(scope: str) -> pd.DataFrame:
@@ -456,22 +458,18 @@ def promotion_decision(
     if completed:
         context.log.warning(f"promotion_decision: {completed}")
     champ = reg.champion()
-    replay = dict(meta_learner.replay)
-    if champ is not None and replay["replay_n"]:  # the champion on the same replayed mistakes (hash-verified load)
+    replay = ReplayEvidence.of(meta_learner.replay)
+    if champ is not None and replay.n:  # the champion on the same replayed mistakes (hash-verified load)
         champion_model = reg.load(champ.version)
         missing = sorted(set(champion_model.feature_names) - set(training_set.columns))
         if missing:  # trained on an earlier feature registry: it cannot score today's rows
-            replay["champion_replay_note"] = (
-                f"champion {champ.version} was trained on other features ({len(missing)} no longer computed, e.g. {missing[0]}): not comparable"
-            )
+            note = f"champion {champ.version} was trained on other features ({len(missing)} no longer computed, e.g. {missing[0]}): not comparable"
+            replay = replace(replay, champion_note=note)
         else:
-            replay["champion_repeat_error_rate"] = training.replay_correction(champion_model, training_set)["repeat_error_rate"]
+            replay = replace(replay, champion_repeat_error_rate=training.replay_correction(champion_model, training_set)["repeat_error_rate"])
     ev = meta_learner.evaluation
-    evidence = {
-        **with_books(headline(validation_report), meta_learner.book_table),
-        **replay,
-        **recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon),
-    }
+    recent = recent_comparison(ev, published_predictions(stockml, ev.date.min()), s.gate.recent_days, s.labels.horizon)
+    evidence = GateEvidence.measure(validation_report, meta_learner.book_table, replay, recent)
     decision = evaluate_gate(evidence, s.gate, champ.metrics if champ else None)
     df = decision.frame()
     df.insert(0, "candidate_version", meta_learner.version)
@@ -479,8 +477,8 @@ def promotion_decision(
     shown = df[["name", "outcome", "value", "op", "threshold", "detail"]].copy()
     for col in ("value", "threshold"):  # n/a criteria show "n/a", never "nan"
         shown[col] = [shown_value(n, v) for n, v in zip(shown.name, shown[col], strict=True)]
-    bases = {k: evidence.get(k, float("nan")) for k in ("rank_ic", "rank_ic_t", "net_sharpe")}
-    (ric_base, ric), (sharpe_base, sharpe) = best_baseline(evidence, "rank_ic"), best_baseline(evidence, "net_sharpe")
+    bases = {"rank_ic": evidence.rank_ic, "rank_ic_t": evidence.rank_ic_t, "net_sharpe": evidence.net_sharpe}
+    (ric_base, ric), (sharpe_base, sharpe) = evidence.best_baseline("rank_ic"), evidence.best_baseline("net_sharpe")
     version = meta_learner.version
     books = meta_learner.books
     first, last = f"{ev.date.min():%Y-%m-%d}", f"{ev.date.max():%Y-%m-%d}"
@@ -504,8 +502,8 @@ def promotion_decision(
             "criteria with their evidence": md_table(shown),
             **{f"candidate_{k}": num(v) for k, v in bases.items()},
             # the published predictions' rank IC on the last scored days (the champions' live record; NaN before any)
-            "production_live_rank_ic": num(evidence.get("production_recent_rank_ic", float("nan"))),
-            "production_live_days": int(evidence.get("recent_days", 0) or 0),
+            "production_live_rank_ic": num(evidence.recent.production_rank_ic),
+            "production_live_days": int(evidence.recent.days),
             "best_baseline_rank_ic": f"{ric_base} {ric:.4f}",
             "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
             "stack vs its parts": meta_learner.stack_note,
@@ -516,10 +514,16 @@ def promotion_decision(
 
 
 def decision_evidence(
-    version: str, promoted: bool, decision, champ, evidence: dict, rank_ic_base: tuple[str, float], sharpe_base: tuple[str, float]
+    version: str,
+    promoted: bool,
+    decision,
+    champ,
+    evidence: GateEvidence,
+    rank_ic_base: tuple[str, float],
+    sharpe_base: tuple[str, float],
 ) -> str:
     """The verdict and the evidence a reader weighs first, in a few short lines (shown inline)."""
-    ric, t, sharpe = (float(evidence.get(k, float("nan"))) for k in ("rank_ic", "rank_ic_t", "net_sharpe"))
+    ric, t, sharpe = evidence.rank_ic, evidence.rank_ic_t, evidence.net_sharpe
     if promoted:
         head = f"**PROMOTE {version}**: {decision.reason}"
     else:

@@ -16,12 +16,12 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from stockml_core.decisions.promotion import with_books
+from stockml_core.decisions.promotion import GateEvidence
 from stockml_core.features import FEATURE_NAMES, FEATURE_REGISTRY, compute_features
 from stockml_core.market.regimes import compute_regimes
 from stockml_core.modeling import training
 from stockml_core.modeling.backtest import decile_books, next_day_returns
-from stockml_core.modeling.evaluation import ALL_BASELINES, headline, validation_report
+from stockml_core.modeling.evaluation import ALL_BASELINES, validation_report
 from stockml_core.modeling.labels import compute_labels
 from stockml_core.settings import Settings
 
@@ -95,11 +95,11 @@ def evaluation_cycle(
     settings: Settings,
     shuffle_seed: int | None = None,
     feature_names: list[str] | None = None,
-) -> tuple[dict, pd.DataFrame]:
+) -> tuple[GateEvidence, pd.DataFrame]:
     """One training cycle's out-of-sample evaluation: (the gate's evidence, long validation report).
 
-    The evidence is ``evaluation.headline`` with every model's decile-book net Sharpe and turnover
-    (``promotion.with_books``): what ``promotion.evaluate_gate`` judges in production.
+    The evidence is ``promotion.GateEvidence.measure`` of the report and every model's decile book, as
+    ``promotion_decision`` builds it in production (no replay buffer, nothing published yet).
 
     With ``shuffle_seed`` the targets (label, forward and excess return, rank) are permuted across the
     tickers of each date before training: every day keeps its own returns (the market's move, its
@@ -126,7 +126,7 @@ def evaluation_cycle(
     _, ev = training.stack(ts, rf, xgb, names, settings)
     report = validation_report(ev, settings.labels.horizon)
     _, books = decile_books(ev, next_day_returns(prices), ["candidate", "rf", "xgb", *ALL_BASELINES], settings.labels.horizon, settings.cost_bps)
-    return with_books(headline(report), books), report
+    return GateEvidence.measure(report, books), report
 
 
 def canary_settings(**training_changes) -> Settings:

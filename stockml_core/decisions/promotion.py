@@ -11,12 +11,13 @@ missing value where the evidence should exist fails.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from stockml_core.modeling.evaluation import ALL_BASELINES, information_coefficients, model_score
+from stockml_core.modeling.evaluation import ALL_BASELINES, headline, information_coefficients, model_score
 from stockml_core.settings import GateSettings
 
 CHAMPION_METRIC = "rank_ic"  # what a candidate may not lose against the champion's record
@@ -118,38 +119,123 @@ def _not_applicable(name: str, value: float, op: str, detail: str) -> Criterion:
     return Criterion(name, float(value), op, float("nan"), True, detail, applicable=False)
 
 
-def _num(evidence: dict, key: str) -> float:
-    v = evidence.get(key, float("nan"))
+NAN = float("nan")
+
+
+def _float(v: object) -> float:
+    """A number as the gate reads it: anything missing or not numeric is NaN (absent evidence)."""
     try:
-        return float(v)
+        return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return float("nan")
+        return NAN
 
 
-def _count(evidence: dict, key: str) -> int:
-    v = _num(evidence, key)
-    return 0 if math.isnan(v) else int(v)
+def best_baseline(values: Mapping[str, float]) -> tuple[str, float]:
+    """The baseline with the highest value (its name and value; ``("", nan)`` if none has one)."""
+    known = [(b, _float(v)) for b, v in values.items()]
+    known = [(b, v) for b, v in known if not math.isnan(v)]
+    return max(known, key=lambda bv: bv[1]) if known else ("", NAN)
 
 
-def best_baseline(evidence: dict, metric: str) -> tuple[str, float]:
-    """The baseline with the highest value of a metric (its name and value; ``("", nan)`` if none has one)."""
-    values = [(b, _num(evidence, f"{b}_{metric}")) for b in ALL_BASELINES]
-    values = [(b, v) for b, v in values if not math.isnan(v)]
-    return max(values, key=lambda bv: bv[1]) if values else ("", float("nan"))
+@dataclass(frozen=True)
+class BaselineRecord:
+    """One baseline's out-of-sample record on the candidate's rows (NaN where it has none)."""
+
+    rank_ic: float = NAN
+    net_sharpe: float = NAN
+    crash_rank_ic: float = NAN
 
 
-def with_books(headline: dict, book_table: pd.DataFrame) -> dict:
-    """The headline metrics plus every model's decile-book ``net_sharpe`` and ``turnover``
-    (``<model>_net_sharpe``; the candidate's without prefix): the gate's evidence."""
-    out = dict(headline)
-    for row in book_table.itertuples(index=False):
-        prefix = "" if row.model == "candidate" else f"{row.model}_"
-        out[f"{prefix}net_sharpe"] = float(row.net_sharpe)
-        out[f"{prefix}turnover"] = float(row.avg_daily_turnover)
-    return out
+@dataclass(frozen=True)
+class ReplayEvidence:
+    """The error-replay correction: how many replayed mistakes the training set held, the share the candidate
+    still gets wrong and the champion's share on the same samples (``champion_note`` says why it has none)."""
+
+    n: float = 0.0
+    repeat_error_rate: float = NAN
+    champion_repeat_error_rate: float = NAN
+    champion_note: str = ""
+
+    @classmethod
+    def of(cls, correction: Mapping[str, float]) -> ReplayEvidence:
+        """From ``training.replay_correction``'s record (``replay_n``, ``repeat_error_rate``)."""
+        n = _float(correction.get("replay_n", 0.0))
+        return cls(n=0.0 if math.isnan(n) else n, repeat_error_rate=_float(correction.get("repeat_error_rate")))
 
 
-def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int, horizon: int) -> dict[str, float | str]:
+@dataclass(frozen=True)
+class RecentEvidence:
+    """The candidate against production on the most recent days both scored (``recent_comparison``)."""
+
+    days: float = 0.0
+    rank_ic: float = NAN
+    production_rank_ic: float = NAN
+    versions: str = ""
+    first: str = ""
+    last: str = ""
+
+
+@dataclass(frozen=True)
+class GateEvidence:
+    """What the gate judges, typed: the candidate's out-of-sample record, every baseline's on the same rows,
+    the replay correction and the recent comparison with production.
+
+    ``headline`` keeps every headline metric of the validation report (accuracy, AUC, ...) for readers;
+    the gate never reads it, so a number outside the fields (accuracy, a drift score) cannot sway it.
+    """
+
+    rank_ic: float
+    rank_ic_t: float
+    days: float
+    net_sharpe: float
+    turnover: float
+    crash_days: float
+    crash_rank_ic: float
+    worst_sector_accuracy: float
+    worst_sector: str
+    baselines: Mapping[str, BaselineRecord]
+    replay: ReplayEvidence = ReplayEvidence()
+    recent: RecentEvidence = RecentEvidence()
+    headline: Mapping[str, float | str] = field(default_factory=dict)
+
+    @classmethod
+    def measure(
+        cls,
+        report: pd.DataFrame,
+        book_table: pd.DataFrame,
+        replay: ReplayEvidence = ReplayEvidence(),
+        recent: RecentEvidence = RecentEvidence(),
+    ) -> GateEvidence:
+        """From a validation report (``evaluation.headline``) and the decile books' table (``backtest.decile_books``:
+        model, net_sharpe, avg_daily_turnover; the candidate's row is ``candidate``)."""
+        h = headline(report)
+        books = {str(r.model): (float(r.net_sharpe), float(r.avg_daily_turnover)) for r in book_table.itertuples(index=False)}
+        sharpe, turnover = books.get("candidate", (NAN, NAN))
+        baselines = {
+            b: BaselineRecord(_float(h.get(f"{b}_rank_ic")), books.get(b, (NAN, NAN))[0], _float(h.get(f"{b}_crash_rank_ic"))) for b in ALL_BASELINES
+        }
+        return cls(
+            rank_ic=_float(h["rank_ic"]),
+            rank_ic_t=_float(h["rank_ic_t"]),
+            days=_float(h["days"]),
+            net_sharpe=sharpe,
+            turnover=turnover,
+            crash_days=_float(h["crash_days"]),
+            crash_rank_ic=_float(h["crash_rank_ic"]),
+            worst_sector_accuracy=_float(h["worst_sector_accuracy"]),
+            worst_sector=str(h["worst_sector"]),
+            baselines=baselines,
+            replay=replay,
+            recent=recent,
+            headline=h,
+        )
+
+    def best_baseline(self, metric: str) -> tuple[str, float]:
+        """The best baseline on ``rank_ic``, ``net_sharpe`` or ``crash_rank_ic`` (name and value)."""
+        return best_baseline({b: getattr(r, metric) for b, r in self.baselines.items()})
+
+
+def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int, horizon: int) -> RecentEvidence:
     """The candidate against production on the most recent scored days.
 
     ``evaluation``: the candidate's out-of-sample rows (ticker, date, fwd_return, candidate__p_*);
@@ -157,82 +243,76 @@ def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, 
     each made by the champion of its day before its outcome was known. On the last ``days`` dates
     where both exist with a forward return, the rank IC of each one's up-minus-down score on the same
     rows. Both are out-of-sample there: the candidate's rows are walk-forward test rows, production's
-    were live. ``recent_days`` 0 where they never meet (first cycle, or nothing published yet).
+    were live. ``days`` 0 where they never meet (first cycle, or nothing published yet).
     """
-    empty = {"recent_days": 0.0, "recent_rank_ic": float("nan"), "production_recent_rank_ic": float("nan"), "recent_versions": ""}
     if published is None or published.empty or evaluation.empty:
-        return empty
+        return RecentEvidence()
     live = published[["ticker", "date", "model_version", "p_down", "p_up"]].copy()
     live["date"] = pd.to_datetime(live.date).astype("datetime64[ns]")
     cand = evaluation[["ticker", "date", "fwd_return"]].assign(candidate_score=model_score(evaluation, "candidate"))
     cand["date"] = pd.to_datetime(cand.date).astype("datetime64[ns]")
     both = cand.merge(live, on=["ticker", "date"], how="inner").dropna(subset=["fwd_return"])
     if both.empty:
-        return empty
+        return RecentEvidence()
     last = np.sort(both.date.unique())[-days:]
     both = both[both.date.isin(last)]
     c = information_coefficients(both.date, both.candidate_score.to_numpy(), both.fwd_return.to_numpy(), horizon)
     p = information_coefficients(both.date, (both.p_up - both.p_down).to_numpy(), both.fwd_return.to_numpy(), horizon)
-    return {
-        "recent_days": float(c["days"]),
-        "recent_rank_ic": c["rank_ic"],
-        "production_recent_rank_ic": p["rank_ic"],
-        "recent_versions": ", ".join(sorted(both.model_version.astype(str).unique())),
-        "recent_first": str(pd.Timestamp(last[0]).date()),
-        "recent_last": str(pd.Timestamp(last[-1]).date()),
-    }
+    return RecentEvidence(
+        days=float(c["days"]),
+        rank_ic=float(c["rank_ic"]),
+        production_rank_ic=float(p["rank_ic"]),
+        versions=", ".join(sorted(both.model_version.astype(str).unique())),
+        first=str(pd.Timestamp(last[0]).date()),
+        last=str(pd.Timestamp(last[-1]).date()),
+    )
 
 
 def evaluate_gate(
-    candidate: dict[str, float | str],
+    candidate: GateEvidence,
     settings: GateSettings,
-    champion: dict[str, float] | None = None,
+    champion: Mapping[str, float] | None = None,
 ) -> GateDecision:
-    """Judge a candidate's evidence against the gate.
-
-    ``candidate``: ``evaluation.headline`` of the validation report, ``with_books`` (net Sharpe of every
-    decile book), the replay correction (``replay_n``, ``repeat_error_rate``,
-    ``champion_repeat_error_rate``) and ``recent_comparison``; ``champion``: the champion's recorded
-    metrics (``None`` without one).
-    """
+    """Judge a candidate's evidence (``GateEvidence.measure``) against the gate; ``champion``: the champion's
+    recorded metrics in the registry (``None`` without one)."""
     g = settings
     crit: list[Criterion] = []
-    base, best_ric = best_baseline(candidate, "rank_ic")
+    base, best_ric = candidate.best_baseline("rank_ic")
     crit.append(
         _criterion(
             "rank_ic_vs_best_baseline",
-            _num(candidate, "rank_ic"),
+            candidate.rank_ic,
             ">=",
             best_ric + g.rank_ic_margin,
             f"best baseline {base or 'none'} rank IC {best_ric:.4f} + margin {g.rank_ic_margin}, on the same "
-            f"{_count(candidate, 'days'):,} out-of-sample days",
+            f"{0 if math.isnan(candidate.days) else int(candidate.days):,} out-of-sample days",
         )
     )
     crit.append(
         _criterion(
             "rank_ic_t",
-            _num(candidate, "rank_ic_t"),
+            candidate.rank_ic_t,
             ">=",
             g.min_rank_ic_t,
             "t-statistic of the mean daily rank IC, corrected for the overlap of the h-day returns (Hansen-Hodrick, evaluation.overlap_t)",
         )
     )
-    sbase, best_sharpe = best_baseline(candidate, "net_sharpe")
+    sbase, best_sharpe = candidate.best_baseline("net_sharpe")
     floor = max(0.0, best_sharpe) if not math.isnan(best_sharpe) else 0.0
     crit.append(
         _criterion(
             "net_sharpe_vs_best_baseline",
-            _num(candidate, "net_sharpe"),
+            candidate.net_sharpe,
             ">=",
             floor + g.net_sharpe_margin,
             f"long top / short bottom decile book held h days, net of costs; max(0, best baseline "
             f"{sbase or 'none'} {best_sharpe:.2f}) + margin {g.net_sharpe_margin}; "
-            f"turnover {_num(candidate, 'turnover'):.3f} a day",
+            f"turnover {candidate.turnover:.3f} a day",
         )
     )
-    crash_days = _num(candidate, "crash_days")
-    crash = _num(candidate, "crash_rank_ic")
-    cbase, crash_base = best_baseline(candidate, "crash_rank_ic")
+    crash_days = candidate.crash_days
+    crash = candidate.crash_rank_ic
+    cbase, crash_base = candidate.best_baseline("crash_rank_ic")
     if math.isnan(crash_days) or crash_days < g.min_crash_days:
         crit.append(
             _not_applicable(
@@ -257,21 +337,20 @@ def evaluate_gate(
     crit.append(
         _criterion(
             "worst_sector_accuracy",
-            _num(candidate, "worst_sector_accuracy"),
+            candidate.worst_sector_accuracy,
             ">=",
             g.min_sector_accuracy,
-            f"weakest sector: {candidate.get('worst_sector', '')} (three classes: chance is 1/3)",
+            f"weakest sector: {candidate.worst_sector} (three classes: chance is 1/3)",
         )
     )
-    replay_n = _num(candidate, "replay_n")
-    repeat = _num(candidate, "repeat_error_rate")
-    champ_repeat = _num(candidate, "champion_repeat_error_rate")
+    replay = candidate.replay
+    replay_n, repeat, champ_repeat = replay.n, replay.repeat_error_rate, replay.champion_repeat_error_rate
     if math.isnan(replay_n) or replay_n == 0:
         why = "no replayed mistakes in the training set (empty buffer or first cycle): not applicable"
     elif not champion:
         why = "no champion to compare the replayed mistakes with: not applicable"
-    elif math.isnan(champ_repeat) and candidate.get("champion_replay_note"):
-        why = str(candidate["champion_replay_note"])
+    elif math.isnan(champ_repeat) and replay.champion_note:
+        why = replay.champion_note
     else:
         why = None
     if why:
@@ -288,8 +367,7 @@ def evaluate_gate(
                 "(1.0 before replay by construction; in-sample for both: they are training rows)",
             )
         )
-    recent_days = _num(candidate, "recent_days")
-    recent = _num(candidate, "recent_rank_ic")
+    recent_days, recent = candidate.recent.days, candidate.recent.rank_ic
     if math.isnan(recent_days) or recent_days < g.min_recent_days:
         crit.append(
             _not_applicable(
@@ -302,21 +380,21 @@ def evaluate_gate(
             )
         )
     else:
-        prod = _num(candidate, "production_recent_rank_ic")
+        prod = candidate.recent.production_rank_ic
         crit.append(
             _criterion(
                 "recent_days_vs_production",
                 recent,
                 ">=",
                 prod - g.recent_rank_ic_tolerance,
-                f"rank IC on the last {int(recent_days)} scored days ({candidate.get('recent_first', '')} to "
-                f"{candidate.get('recent_last', '')}), against the published predictions' {prod:.4f} on the "
-                f"same rows (versions {candidate.get('recent_versions', '')}) - tolerance "
+                f"rank IC on the last {int(recent_days)} scored days ({candidate.recent.first} to "
+                f"{candidate.recent.last}), against the published predictions' {prod:.4f} on the "
+                f"same rows (versions {candidate.recent.versions}) - tolerance "
                 f"{g.recent_rank_ic_tolerance}; both out-of-sample",
             )
         )
     if champion:
-        mine, theirs = _num(candidate, CHAMPION_METRIC), _num(champion, CHAMPION_METRIC)
+        mine, theirs = candidate.rank_ic, _float(champion.get(CHAMPION_METRIC))
         crit.append(
             _criterion(
                 "rank_ic_vs_champion",
@@ -328,9 +406,7 @@ def evaluate_gate(
         )
     else:
         crit.append(
-            _not_applicable(
-                "rank_ic_vs_champion", _num(candidate, CHAMPION_METRIC), ">=", "no champion yet: first model, judged on the criteria above alone"
-            )
+            _not_applicable("rank_ic_vs_champion", candidate.rank_ic, ">=", "no champion yet: first model, judged on the criteria above alone")
         )
     return GateDecision(promoted=all(c.passed for c in crit), criteria=tuple(crit))
 
