@@ -98,11 +98,13 @@ def skill_table(metrics: dict) -> pd.DataFrame:
 
 
 def collect_status(settings: Settings | None = None) -> dict:
-    """The champion, its metrics, the last decision and the last drift score, as a dict."""
+    """The champion, its metrics, the last decision and the last drift score, as a dict (default: the
+    deployment's settings, ``resources.deployment``, as the runs read them)."""
+    from stockml_assets.resources import deployment
     from stockml_core.decisions.promotion import switch_not_applied
     from stockml_core.storage.registry import ModelRegistry
 
-    s = settings or Settings()
+    s = settings or deployment().settings()
     wh = Warehouse(s.warehouse_path, read_only=True)  # status reads: it opens nothing for writing, creates nothing
     out: dict = {
         "warehouse": str(s.warehouse_path),

@@ -15,6 +15,7 @@ from stockml_core.settings import (
     FAST_TRAINING,
     OVERRIDES_FROM_ENV,
     Settings,
+    check_load_time_drift,
     data_dir_from_env,
     fast_from_env,
     home_from_env,
@@ -126,7 +127,7 @@ class StockMLResource(ConfigurableResource):
     training: dict[str, Any] = {}  # overrides of TrainingSettings fields, e.g. {"n_folds": 3, "rf_trees": 100}
     quality: dict[str, Any] = {}  # overrides of QualitySettings fields, e.g. {"max_bad_share_day": 0.02}
     labels: dict[str, Any] = {}  # overrides of LabelSettings fields, e.g. {"target": "market_neutral"}
-    drift: dict[str, Any] = {}  # overrides of DriftSettings fields, e.g. {"score_threshold": 0.5} (windows: STOCKML_DRIFT only)
+    drift: dict[str, Any] = {}  # overrides of DriftSettings fields, e.g. {"score_threshold": 0.5} (windows: STOCKML_DRIFT only, checked)
     feature_block_rows: int | None = None  # rows per block of a history run's features (Settings.feature_block_rows)
 
     def settings(self) -> Settings:
@@ -137,7 +138,9 @@ class StockMLResource(ConfigurableResource):
             s = s.with_(feature_block_rows=int(self.feature_block_rows))
         if self.fast:
             s = s.with_(training=FAST_TRAINING)
-        return s.with_(**{key: overridden(getattr(s, key), getattr(self, key), env) for key, env in OVERRIDES_FROM_ENV.items()})
+        s = s.with_(**{key: overridden(getattr(s, key), getattr(self, key), env) for key, env in OVERRIDES_FROM_ENV.items()})
+        check_load_time_drift(s.drift)  # the windows the partitions were built with
+        return s
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings().warehouse_path)
@@ -319,10 +322,10 @@ def replace_partition_rows(stockml: StockMLResource, table: str, first: pd.Times
     return rows
 
 
-def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:
-    """All resources for one deployment (defaults: STOCKML_DATA_DIR and STOCKML_HOME)."""
-    data_dir = Path(data_dir) if data_dir else data_dir_from_env()
-    home = Path(home) if home else home_from_env()
+def deployment(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> StockMLResource:
+    """The deployment, read once: the arguments given, the environment for the rest (STOCKML_DATA_DIR,
+    STOCKML_HOME, STOCKML_FAST and the JSON overrides, ``settings.OVERRIDES_FROM_ENV``). The definitions'
+    resource and ``stockml status`` are this object; it creates nothing."""
     # Quick looks and end-to-end tests of the daemon: smaller models / other gate thresholds from the
     # environment (the daemon and the webserver build their definitions from it).
     if "fast" not in kwargs and fast_from_env():
@@ -330,9 +333,18 @@ def build_resources(data_dir: str | Path | None = None, home: str | Path | None 
     for key in OVERRIDES_FROM_ENV:  # gate, training, quality, labels and drift overrides as JSON
         if key not in kwargs and (changes := overrides_from_env(key)):
             kwargs[key] = changes
+    data_dir = Path(data_dir) if data_dir else data_dir_from_env()
+    home = Path(home) if home else home_from_env()
+    return StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs)
+
+
+def build_resources(data_dir: str | Path | None = None, home: str | Path | None = None, **kwargs) -> dict:
+    """All resources for one deployment (``deployment``: defaults from the environment)."""
+    stockml = deployment(data_dir, home, **kwargs)
+    data_dir, home = Path(stockml.data_dir), Path(stockml.home)
     home.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     return {
-        "stockml": StockMLResource(data_dir=str(data_dir), home=str(home), **kwargs),
+        "stockml": stockml,
         WAREHOUSE_IO: WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA, connection_config=CONNECTION_CONFIG),
         "io_manager": VerifiedPickleIOManager(base_dir=str(home / "dagster_storage"), database=str(home / "warehouse.duckdb")),
         TRAINING_SET_IO: TrainingSetIOManager(

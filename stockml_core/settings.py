@@ -339,3 +339,24 @@ def drift_settings_from_env() -> DriftSettings:
     """DriftSettings with STOCKML_DRIFT applied: what the code reads when it loads (the partitions' drift
     look-back, the drift asset's description), the same route the resource's settings take."""
     return overridden(DriftSettings(), overrides_from_env("drift"), OVERRIDES_FROM_ENV["drift"])
+
+
+# The drift windows size the drift assets' partition look-back, which Dagster fixes when the code loads:
+# they come from STOCKML_DRIFT only. A deployment whose settings disagree would compute its windows on
+# fewer days than it asked for, so it is refused (``check_load_time_drift``).
+LOAD_TIME_DRIFT_FIELDS = ("current_window", "reference_window")
+
+
+def check_load_time_drift(drift: DriftSettings, loaded: DriftSettings | None = None) -> DriftSettings:
+    """``drift``, if its windows are the ones the code loaded with (``drift_settings_from_env``); else a
+    ValueError naming the fields and the fix."""
+    loaded = loaded or drift_settings_from_env()
+    wrong = {f: (getattr(drift, f), getattr(loaded, f)) for f in LOAD_TIME_DRIFT_FIELDS if getattr(drift, f) != getattr(loaded, f)}
+    if wrong:
+        said = ", ".join(f"{f} {mine} (loaded with {theirs})" for f, (mine, theirs) in wrong.items())
+        raise ValueError(
+            f"drift windows cannot be set in the resource config: {said}; the partitions' look-back is fixed when the code "
+            f"loads, so set them in STOCKML_DRIFT (e.g. STOCKML_DRIFT='{{\"{next(iter(wrong))}\": {next(iter(wrong.values()))[0]}}}') "
+            "and restart the code location"
+        )
+    return drift

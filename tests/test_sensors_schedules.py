@@ -71,6 +71,29 @@ def test_the_drift_policy_is_the_deployments_settings(tmp_path):
         StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"threshold": 0.5}).settings()
 
 
+def test_drift_windows_set_in_the_resource_config_are_refused_with_the_fix(tmp_path, monkeypatch):
+    """The drift assets' partition look-back is fixed when the code loads (STOCKML_DRIFT): a resource config
+    with other windows would compute them on fewer days than it asked for; it is refused, naming the fix."""
+    from stockml_assets.resources import StockMLResource, deployment
+    from stockml_core.settings import DriftSettings, check_load_time_drift
+
+    loaded = DriftSettings().reference_window
+    with pytest.raises(ValueError, match=r"reference_window 100 \(loaded with 250\).*STOCKML_DRIFT"):
+        StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"reference_window": 100}).settings()
+    assert StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"reference_window": loaded}).settings().drift.reference_window == loaded
+    # Code loaded with STOCKML_DRIFT windows accepts exactly those.
+    monkeypatch.setenv("STOCKML_DRIFT", '{"current_window": 10}')
+    assert check_load_time_drift(DriftSettings(current_window=10)).current_window == 10
+    with pytest.raises(ValueError, match="current_window 5 \\(loaded with 10\\)"):
+        check_load_time_drift(DriftSettings())
+    # The deployment object reads the environment once and creates nothing (what `stockml status` reads).
+    monkeypatch.setenv("STOCKML_HOME", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("STOCKML_GATE", '{"min_rank_ic_t": 3.0}')
+    d = deployment()
+    assert d.settings().gate.min_rank_ic_t == 3.0 and d.settings().drift.current_window == 10
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_drift_must_persist_before_one_retraining_run_is_requested():
     assert P >= 2  # the policy this test protects: one day above is noise
     with DagsterInstance.ephemeral() as instance:
