@@ -287,3 +287,40 @@ def test_every_malformed_file_kind_is_refused_with_its_own_message(tmp_path) -> 
     # A file that ends without a newline but whose last row is whole is fine.
     whole = _bad_folder(tmp_path, "no_final_newline", prices_text=full.rstrip("\n"))
     assert len(read_price_rows(whole).frame) == len(prices)
+
+
+def test_a_changed_file_replaces_its_cached_parse_instead_of_adding_one(tmp_path) -> None:
+    """The parse cache keys on the file's path and keeps one version: a feed rewriting its prices file daily
+    holds one parse (us-broad's is 113 MiB), not one per day; a bad file is not cached; few files are kept."""
+    import os
+
+    from stockml_core.market.data import _parsed_csv, latest_price_date, load_prices, per_file
+    from tests.conftest import write_slice_folder
+
+    folder = tmp_path / "data"
+    prices = write_slice_folder(folder, tickers=["XOM", "KO"], start="2017-06-01")
+    _parsed_csv.cache_clear()
+    first = load_prices(folder, None, None)[0]
+    for day in range(3):  # the feed appends a day: a new version of the same file
+        grown = pd.concat([prices, prices.tail(1).assign(date=f"2017-12-0{day + 4}")])
+        grown.to_csv(folder / "prices.csv", index=False)
+        os.utime(folder / "prices.csv", ns=(10**18 + day, 10**18 + day))
+        assert latest_price_date(folder) == pd.Timestamp(f"2017-12-0{day + 4}")
+        assert load_prices(folder, None, None)[0].date.max() > first.date.max()
+    info = _parsed_csv.cache_info()
+    assert info["files"] == 1 and info["misses"] == 4  # one parse per version, one held
+
+    calls = []
+    cached = per_file(lambda path, mtime, size: calls.append(path) or len(calls), max_files=2)
+    assert [cached("a", 1, 1), cached("a", 1, 1), cached("b", 1, 1), cached("c", 1, 1), cached("a", 1, 1)] == [1, 1, 2, 3, 4]
+    assert cached.cache_info() == {"hits": 1, "misses": 4, "files": 2, "max_files": 2}  # "a" was evicted, parsed again
+
+    def failing(path, mtime, size):
+        calls.append(path)
+        raise ValueError("bad file")
+
+    bad = per_file(failing)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            bad("x", 1, 1)
+    assert calls[-2:] == ["x", "x"] and bad.cache_info()["files"] == 0  # an error is met again, never served from the cache

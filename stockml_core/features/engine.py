@@ -3,7 +3,6 @@
 The contract is the package's (``stockml_core.features``); ``kernels.py`` computes the values.
 """
 
-import functools
 import hashlib
 from pathlib import Path
 
@@ -219,7 +218,6 @@ def _f64(x: pd.Series) -> np.ndarray:
     return np.ascontiguousarray(x.to_numpy(dtype=np.float64))
 
 
-@functools.lru_cache(maxsize=32)
 def _layout(families: tuple[str, ...]) -> tuple[list[str], np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
     """For the selected families: (feature names, output row of each registry feature or -1, rows to
     allocate, cross-section source / kind / destination rows). Selected features come first in

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import update_wrapper
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +87,41 @@ def _readable(path: str, size: int, kind: str):
         ) from None
 
 
-@lru_cache(maxsize=8)
+class per_file:
+    """A file's parse kept while the file stays as it was: ``fn(path, mtime_ns, size, *args)`` is computed once
+    per file version, and a changed file (new mtime or size) *replaces* its entry, so a feed that rewrites its
+    prices file every day holds one parse, never a week of stale ones (a parse of ``us-broad``'s prices holds
+    113 MiB). At most ``max_files`` files, the least recently used evicted. Errors are not cached.
+    ``benchmarks/caches.py`` measures what it saves."""
+
+    def __init__(self, fn, max_files: int = 8):
+        update_wrapper(self, fn)
+        self.fn, self.max_files = fn, max_files
+        self.entries: dict[tuple, tuple[tuple[int, int], object]] = {}
+        self.hits = self.misses = 0
+
+    def __call__(self, path: str, mtime_ns: int, size: int, *args):
+        key = (path, *args)
+        held = self.entries.pop(key, None)
+        if held is not None and held[0] == (mtime_ns, size):
+            self.hits += 1
+        else:
+            self.misses += 1
+            held = ((mtime_ns, size), self.fn(path, mtime_ns, size, *args))
+        self.entries[key] = held  # most recently used last
+        while len(self.entries) > self.max_files:
+            del self.entries[next(iter(self.entries))]
+        return held[1]
+
+    def cache_clear(self) -> None:
+        self.entries.clear()
+        self.hits = self.misses = 0
+
+    def cache_info(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "files": len(self.entries), "max_files": self.max_files}
+
+
+@per_file
 def _parsed_csv(path: str, mtime_ns: int, size: int, kind: str) -> pd.DataFrame:
     """A malformed file (empty, a header and no rows, cut off mid-line or mid-stream) raises DataFolderError:
     it is no late feed, and retrying it cannot help."""
@@ -147,7 +181,7 @@ def prices_file(data_dir: Path) -> Path:
     return _find(data_dir, "prices")
 
 
-@lru_cache(maxsize=8)
+@per_file
 def _latest_date(path: str, mtime_ns: int, size: int) -> pd.Timestamp | None:
     with _readable(path, size, "prices"):
         try:
