@@ -6,24 +6,17 @@ from stockml_assets import release_freed_memory
 from stockml_assets.freshness import CHECK_KEY as FRESHNESS_CHECK
 from stockml_assets.partitions import TRADING_DAYS
 from stockml_assets.resources import DUCKDB_POOL, StockMLResource
+from stockml_assets.tags import CADENCE_TAG, DAILY_MONITORING
 from stockml_assets.webserver import catch_up_served_partitions
 from stockml_core.settings import webserver_url_from_env
 
 # Daily: the universe (sectors.csv re-read: a fixed or extended file is picked up), the new trading day's data,
 # features, the champion's predictions, drift, and the rare-event watch.
-DAILY = AssetSelection.assets(
-    "market_universe",
-    "raw_prices",
-    "quarantined_prices",
-    "market_context",
-    "market_regimes",
-    "feature_matrix",
-    "predictions",
-    "feature_drift",
-    "regime_drift",
-    "prediction_drift",
-    "drift_report",
-    "rare_event_watch",
+# The per-day monitoring is selected by the assets' own tag (``tags.DAILY_MONITORING``), once for both jobs.
+PER_DAY_MONITORING = AssetSelection.tag(CADENCE_TAG, DAILY_MONITORING[CADENCE_TAG])
+DAILY = (
+    AssetSelection.assets("market_universe", "raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix")
+    | PER_DAY_MONITORING
 ) - AssetSelection.checks(FRESHNESS_CHECK)
 # (Freshness is judged by feed_freshness_sensor and the CLI, not as a step of every daily run: with it, a
 # replay test took 58.7 s against 54.2 s before this change, measured back to back.)
@@ -35,9 +28,7 @@ RETRAINING = (
     | AssetSelection.assets("error_replay_buffer", "sector_performance", "training_runs")
 )
 # History: everything but the per-day monitoring, over a range of trading days in one run.
-HISTORY = AssetSelection.all() - AssetSelection.assets(
-    "predictions", "feature_drift", "regime_drift", "prediction_drift", "drift_report", "rare_event_watch"
-)
+HISTORY = AssetSelection.all() - PER_DAY_MONITORING
 
 
 @success_hook

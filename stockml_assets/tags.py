@@ -19,6 +19,12 @@ CAPTURE_TAG = "stockml/capture"
 REPLAY_TAG = "stockml/replay"
 PID_TAG, HOST_TAG, STARTED_TAG = "stockml/pid", "stockml/host", "stockml/process_start"
 
+# An asset tag (on the asset, not the run): the per-day monitoring assets (predictions, the drift tables, the
+# rare-event watch). The ``monitoring`` group also holds the retraining cycle's records (DESIGN.md's
+# graph), so the jobs select the daily work by this tag, not by the group; the UI filters on it too.
+CADENCE_TAG = "stockml/cadence"
+DAILY_MONITORING = {CADENCE_TAG: "daily"}
+
 
 def trigger_of(tags) -> str:
     """What launched a run (``manual`` when no entry point said)."""

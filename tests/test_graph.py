@@ -72,6 +72,20 @@ def test_whole_graph_materializes_on_a_real_slice(materialized):
         assert materialized_partitions(materialized.daily, name) == [materialized.last_day], name
 
 
+def test_the_per_day_monitoring_is_the_assets_tagged_daily_and_the_jobs_select_it_by_that_tag():
+    """The ``monitoring`` group holds the per-day assets and the retraining cycle's records (DESIGN.md): the
+    jobs tell them apart by the assets' own cadence tag, so the daily assets are named once, on themselves."""
+    from stockml_assets.definitions import defs
+    from stockml_assets.tags import CADENCE_TAG
+
+    graph = defs.resolve_asset_graph()
+    tagged = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).tags.get(CADENCE_TAG) == "daily"}
+    assert tagged == MONITORING_ONLY
+    ingestion_to_features = {"market_universe", "raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix"}
+    assert job_assets("daily_job") - tagged == ingestion_to_features
+    assert not job_assets("stockml_full_job") & tagged
+
+
 def test_every_blocking_check_passes_on_real_data(materialized):
     evals = [e.event_specific_data for e in materialized.result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     failed = [e.asset_check_key.name for e in evals if not e.passed and e.asset_check_key.name != "candidate_beats_baselines"]

@@ -91,6 +91,8 @@ def training_set(
     Reads only the feature rows the set can hold (the recent window, with a margin, and the archive's
     rows) from the warehouse, not the whole matrix. Stored as its keys (a warehouse table) and one float32
     feature matrix that every training step memory-maps (``stockml_core.storage.matrix_store``).
+    The replay samples are the previous cycle's ``error_replay_buffer``, read from the warehouse: that asset
+    is downstream of this one (it scores the champion's predictions), a feedback edge a DAG cannot draw.
     """
     s = stockml.settings()
     # The archive's keys and events only: its stored rows also carry every feature (a third of a gigabyte at 375
@@ -451,7 +453,11 @@ def promotion_decision(
     validation_report: pd.DataFrame,
     training_set: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Every gate criterion with value, threshold and pass/fail; the verdict and why."""
+    """Every gate criterion with value, threshold and pass/fail; the verdict and why.
+
+    The recent-days criterion reads the published ``predictions`` (the champions' live record) from the
+    warehouse: they are downstream of ``production_model``, a feedback edge a DAG cannot draw; how many
+    days it met is in the metadata (``production_live_days``)."""
     s = stockml.settings()
     reg = stockml.registry()
     completed = complete_interrupted_switch(stockml, trigger_of(context.run.tags))

@@ -21,7 +21,7 @@ from stockml_assets.metadata import (
 from stockml_assets.partitions import DRIFT_HISTORY, PARTITION_EXPR, PARTITIONED, run_days
 from stockml_assets.plots import mix_plot
 from stockml_assets.resources import StockMLResource, previous_table
-from stockml_assets.tags import trigger_of
+from stockml_assets.tags import DAILY_MONITORING, trigger_of
 from stockml_core.decisions import drift as core_drift
 from stockml_core.features import FEATURE_NAMES
 from stockml_core.market.data import load_rare_events
@@ -100,6 +100,7 @@ CHAMPION_SCORES = ScoreCache()
 
 @asset(
     group_name="monitoring",
+    tags=DAILY_MONITORING,
     kinds={"pandas", "duckdb"},
     metadata={**column_schema(PredictionsSchema), **PARTITION_EXPR},
     deps=[AssetDep("production_model")],
@@ -289,6 +290,7 @@ def _drift_out(name: str, description: str, **kwargs) -> AssetOut:
         description=description,
         metadata={**column_schema(DRIFT_SCHEMAS[name]), **PARTITION_EXPR},
         io_manager_key=TABLE["io_manager_key"],
+        tags=DAILY_MONITORING,
         **kwargs,
     )
 
@@ -351,6 +353,7 @@ def drift(context: AssetExecutionContext, stockml: StockMLResource, feature_matr
 
 @asset(
     group_name="monitoring",
+    tags=DAILY_MONITORING,
     kinds={"pandas", "duckdb"},
     metadata={**column_schema(RareEventWatchSchema), **PARTITION_EXPR},
     deps=[AssetDep("rare_event_catalog")],
