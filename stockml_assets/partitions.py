@@ -26,7 +26,7 @@ from dagster import (
 from stockml_core.features import MAX_LOOKBACK
 from stockml_core.market.calendar import nyse_holidays
 from stockml_core.market.data import DataFolderError, latest_price_date
-from stockml_core.settings import data_dir_from_env, drift_settings_from_env, first_day_from_env
+from stockml_core.settings import data_dir_from_env, first_day_from_env, loaded_drift
 
 NEW_YORK = "America/New_York"
 FIRST_DAY = first_day_from_env()
@@ -89,7 +89,7 @@ PARTITION_EXPR = {"partition_expr": "date"}  # the DuckDB column the IO manager 
 # Features of day t read each ticker's MAX_LOOKBACK rows before t; a margin covers suspended days.
 FEATURE_LOOKBACK_DAYS = int(MAX_LOOKBACK * 1.25)
 FEATURE_HISTORY = TimeWindowPartitionMapping(start_offset=-FEATURE_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
-_d = drift_settings_from_env()  # the windows are fixed when the code loads, so from the environment only
+_d = loaded_drift()  # the windows are fixed when the code loads, so from the environment only
 DRIFT_LOOKBACK_DAYS = _d.reference_window + _d.current_window - 1
 DRIFT_HISTORY = TimeWindowPartitionMapping(start_offset=-DRIFT_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True)
 SHORT_HISTORY = TimeWindowPartitionMapping(start_offset=-10, allow_nonexistent_upstream_partitions=True)

@@ -26,11 +26,11 @@ from stockml_assets.resources import StockMLResource
 from stockml_assets.tags import CAPTURE_TAG, DAY_TAG, DRIFT_SCORE_TAG, NEW_EVENTS_TAG, REASON_TAG, TRIGGER_TAG
 from stockml_core.decisions.drift import EpisodeState, step_episode
 from stockml_core.market.data import DataFolderError, load_rare_events
-from stockml_core.settings import automation_from_env, drift_settings_from_env
+from stockml_core.settings import automation_from_env, loaded_drift
 
 # The platform runs itself: sensors are on from the start (STOCKML_AUTOMATION=off leaves them off).
 SENSOR_STATUS = DefaultSensorStatus.RUNNING if automation_from_env() else DefaultSensorStatus.STOPPED
-DRIFT = drift_settings_from_env()  # for the description; each tick reads the deployment's settings
+DRIFT = loaded_drift()  # for the description; each tick reads the deployment's settings
 
 
 def _new_materializations(context: SensorEvaluationContext, asset: str, after: int | None):

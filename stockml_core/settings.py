@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -347,10 +348,18 @@ def drift_settings_from_env() -> DriftSettings:
 LOAD_TIME_DRIFT_FIELDS = ("current_window", "reference_window")
 
 
+@functools.cache
+def loaded_drift() -> DriftSettings:
+    """The drift settings the code loaded with: ``drift_settings_from_env`` read once per process, on first use
+    (the partitions' import), so a later change of STOCKML_DRIFT cannot make the check below disagree with the
+    look-back the partitions were built with."""
+    return drift_settings_from_env()
+
+
 def check_load_time_drift(drift: DriftSettings, loaded: DriftSettings | None = None) -> DriftSettings:
-    """``drift``, if its windows are the ones the code loaded with (``drift_settings_from_env``); else a
-    ValueError naming the fields and the fix."""
-    loaded = loaded or drift_settings_from_env()
+    """``drift``, if its windows are the ones the code loaded with (``loaded_drift``); else a ValueError naming
+    the fields and the fix."""
+    loaded = loaded or loaded_drift()
     wrong = {f: (getattr(drift, f), getattr(loaded, f)) for f in LOAD_TIME_DRIFT_FIELDS if getattr(drift, f) != getattr(loaded, f)}
     if wrong:
         said = ", ".join(f"{f} {mine} (loaded with {theirs})" for f, (mine, theirs) in wrong.items())

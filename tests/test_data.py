@@ -324,3 +324,25 @@ def test_a_changed_file_replaces_its_cached_parse_instead_of_adding_one(tmp_path
         with pytest.raises(ValueError):
             bad("x", 1, 1)
     assert calls[-2:] == ["x", "x"] and bad.cache_info()["files"] == 0  # an error is met again, never served from the cache
+
+
+def test_the_parse_cache_is_safe_under_the_code_servers_threads() -> None:
+    """Sensor and schedule ticks run on threads of one code server: concurrent calls over more files than the
+    cache holds (every call evicting) raise nothing and keep at most ``max_files``."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stockml_core.market.data import per_file
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: unguarded, the eviction failed 12 trials in 20 like this
+    try:
+        for _ in range(5):
+            cached = per_file(lambda path, mtime, size: (path, mtime), max_files=2)
+            with ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(lambda i, c=cached: c(f"p{i % 5}", i % 3, 1), range(4000)))
+            assert got == [(f"p{i % 5}", i % 3) for i in range(4000)]
+            info = cached.cache_info()
+            assert info["files"] <= 2 and info["misses"] + info["hits"] == 4000
+    finally:
+        sys.setswitchinterval(interval)

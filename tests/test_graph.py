@@ -81,6 +81,7 @@ def test_the_per_day_monitoring_is_the_assets_tagged_daily_and_the_jobs_select_i
     graph = defs.resolve_asset_graph()
     tagged = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).tags.get(CADENCE_TAG) == "daily"}
     assert tagged == MONITORING_ONLY
+    assert tagged <= job_assets("daily_job")
     ingestion_to_features = {"market_universe", "raw_prices", "quarantined_prices", "market_context", "market_regimes", "feature_matrix"}
     assert job_assets("daily_job") - tagged == ingestion_to_features
     assert not job_assets("stockml_full_job") & tagged

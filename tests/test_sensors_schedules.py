@@ -75,22 +75,32 @@ def test_drift_windows_set_in_the_resource_config_are_refused_with_the_fix(tmp_p
     """The drift assets' partition look-back is fixed when the code loads (STOCKML_DRIFT): a resource config
     with other windows would compute them on fewer days than it asked for; it is refused, naming the fix."""
     from stockml_assets.resources import StockMLResource, deployment
-    from stockml_core.settings import DriftSettings, check_load_time_drift
+    from stockml_core.settings import DriftSettings, check_load_time_drift, loaded_drift
 
     loaded = DriftSettings().reference_window
     with pytest.raises(ValueError, match=r"reference_window 100 \(loaded with 250\).*STOCKML_DRIFT"):
         StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"reference_window": 100}).settings()
     assert StockMLResource(data_dir=str(tmp_path), home=str(tmp_path), drift={"reference_window": loaded}).settings().drift.reference_window == loaded
-    # Code loaded with STOCKML_DRIFT windows accepts exactly those.
-    monkeypatch.setenv("STOCKML_DRIFT", '{"current_window": 10}')
-    assert check_load_time_drift(DriftSettings(current_window=10)).current_window == 10
+    # Code loaded with other windows (STOCKML_DRIFT when it loaded) accepts exactly those.
+    wide = DriftSettings(current_window=10)
+    assert check_load_time_drift(DriftSettings(current_window=10), loaded=wide).current_window == 10
     with pytest.raises(ValueError, match="current_window 5 \\(loaded with 10\\)"):
-        check_load_time_drift(DriftSettings())
+        check_load_time_drift(DriftSettings(), loaded=wide)
+    # What the code loaded with is read once: a later STOCKML_DRIFT changes neither the partitions' look-back nor
+    # the check against it (a deployment asking for the new windows is refused, not computed on fewer days).
+    from stockml_assets.partitions import DRIFT_LOOKBACK_DAYS
+
+    monkeypatch.setenv("STOCKML_DRIFT", '{"current_window": 10, "reference_window": 400}')
+    assert loaded_drift().reference_window + loaded_drift().current_window - 1 == DRIFT_LOOKBACK_DAYS
+    with pytest.raises(ValueError, match="STOCKML_DRIFT"):
+        deployment(data_dir=tmp_path, home=tmp_path).settings()
+    monkeypatch.delenv("STOCKML_DRIFT")
     # The deployment object reads the environment once and creates nothing (what `stockml status` reads).
     monkeypatch.setenv("STOCKML_HOME", str(tmp_path / "nowhere"))
     monkeypatch.setenv("STOCKML_GATE", '{"min_rank_ic_t": 3.0}')
+    monkeypatch.setenv("STOCKML_DRIFT", '{"score_threshold": 0.5}')
     d = deployment()
-    assert d.settings().gate.min_rank_ic_t == 3.0 and d.settings().drift.current_window == 10
+    assert d.settings().gate.min_rank_ic_t == 3.0 and d.settings().drift.score_threshold == 0.5
     assert not (tmp_path / "nowhere").exists()
 
 

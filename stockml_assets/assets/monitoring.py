@@ -44,7 +44,7 @@ from stockml_core.schemas import (
     columns,
     probabilities_off,
 )
-from stockml_core.settings import drift_settings_from_env
+from stockml_core.settings import loaded_drift
 from stockml_core.storage.registry import json_dumps
 
 # Market-wide features: one value per date, the same for every ticker (drift tests them per date).
@@ -272,7 +272,7 @@ DRIFT_SCHEMAS = {
 }
 
 
-_D = drift_settings_from_env()
+_D = loaded_drift()
 _DRIFT_REPORT_DESCRIPTION = (
     f"Per trading day, one drift score in [0, 1]: the weighted mean of the share of features drifted (weight "
     f"{_D.weight_features:g}), the total variation of the mix of market states in the current {_D.current_window} days "

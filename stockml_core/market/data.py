@@ -7,6 +7,7 @@ optionally ``rare_events.csv`` (name, start, end, description).
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import update_wrapper
@@ -99,26 +100,33 @@ class per_file:
         self.fn, self.max_files = fn, max_files
         self.entries: dict[tuple, tuple[tuple[int, int], object]] = {}
         self.hits = self.misses = 0
+        self._lock = threading.Lock()  # the code server runs sensor and schedule ticks on threads
 
     def __call__(self, path: str, mtime_ns: int, size: int, *args):
-        key = (path, *args)
-        held = self.entries.pop(key, None)
-        if held is not None and held[0] == (mtime_ns, size):
-            self.hits += 1
-        else:
+        key, version = (path, *args), (mtime_ns, size)
+        with self._lock:
+            held = self.entries.get(key)
+            if held is not None and held[0] == version:
+                self.hits += 1
+                self.entries[key] = self.entries.pop(key)  # most recently used last
+                return held[1]
             self.misses += 1
-            held = ((mtime_ns, size), self.fn(path, mtime_ns, size, *args))
-        self.entries[key] = held  # most recently used last
-        while len(self.entries) > self.max_files:
-            del self.entries[next(iter(self.entries))]
-        return held[1]
+        value = self.fn(path, mtime_ns, size, *args)  # outside the lock: two threads may both parse, never wrongly
+        with self._lock:
+            self.entries.pop(key, None)
+            self.entries[key] = (version, value)
+            while len(self.entries) > self.max_files:
+                self.entries.pop(next(iter(self.entries)), None)
+        return value
 
     def cache_clear(self) -> None:
-        self.entries.clear()
-        self.hits = self.misses = 0
+        with self._lock:
+            self.entries.clear()
+            self.hits = self.misses = 0
 
     def cache_info(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "files": len(self.entries), "max_files": self.max_files}
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "files": len(self.entries), "max_files": self.max_files}
 
 
 @per_file
