@@ -46,7 +46,7 @@ from stockml_core.modeling.evaluation import (  # noqa: E402
 from stockml_core.modeling.labels import TARGETS, compute_labels  # noqa: E402
 from stockml_core.settings import Settings  # noqa: E402
 from stockml_core.storage.matrix_store import TrainingMatrixStore  # noqa: E402
-from stockml_core.storage.warehouse import Warehouse  # noqa: E402
+from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse  # noqa: E402
 
 
 def main() -> int:
@@ -60,8 +60,8 @@ def main() -> int:
     a = ap.parse_args()
     wh = Warehouse(a.warehouse)
     ts = TrainingMatrixStore(Settings(home=a.warehouse.parent).training_set_dir, wh).load()  # stored by date, then ticker
-    prices = wh.read('select * from "assets"."raw_prices"')
-    universe = wh.read('select ticker, gics_sector from "assets"."market_universe"')
+    prices = wh.read(f'select * from "{ASSET_SCHEMA}"."raw_prices"')
+    universe = wh.read(f'select ticker, gics_sector from "{ASSET_SCHEMA}"."market_universe"')
     holes = quality.QuarantineStore(wh).holes()
     ts["date"] = pd.to_datetime(ts.date).astype("datetime64[ns]")
     prices["date"] = pd.to_datetime(prices.date).astype("datetime64[ns]")

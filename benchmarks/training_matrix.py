@@ -38,11 +38,11 @@ def _child(way: str, home: Path, table_db: Path) -> dict:
     from stockml_core.features import FEATURE_NAMES
     from stockml_core.settings import Settings
     from stockml_core.storage.matrix_store import TrainingMatrixStore, feature_array
-    from stockml_core.storage.warehouse import Warehouse
+    from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse
 
     c0, t0 = os.times(), time.perf_counter()
     if way == "duckdb table":
-        frame = Warehouse(table_db).read('select * from "assets"."training_set"')
+        frame = Warehouse(table_db).read(f'select * from "{ASSET_SCHEMA}"."training_set"')
         X = frame[FEATURE_NAMES].to_numpy(dtype="float32")
     else:
         frame = TrainingMatrixStore(Settings(home=home).training_set_dir, Warehouse(home / "warehouse.duckdb")).load()
@@ -71,7 +71,7 @@ def main() -> int:
         print(json.dumps(_child(a.child[0], a.home, Path(a.child[1]))))
         return 0
     from stockml_core.storage.matrix_store import TrainingMatrixStore
-    from stockml_core.storage.warehouse import Warehouse
+    from stockml_core.storage.warehouse import ASSET_SCHEMA, Warehouse
 
     store = TrainingMatrixStore(Settings(home=a.home).training_set_dir, Warehouse(a.home / "warehouse.duckdb"))
     if store.record() is None:
@@ -81,8 +81,8 @@ def main() -> int:
         table_db = Path(tmp) / "table.duckdb"
         frame = store.load()
         with Warehouse(table_db).connect() as con:  # the previous storage: one table, keys and features
-            con.execute('create schema "assets"')
-            con.execute('create table "assets"."training_set" as select * from frame')
+            con.execute(f'create schema "{ASSET_SCHEMA}"')
+            con.execute(f'create table "{ASSET_SCHEMA}"."training_set" as select * from frame')
         rows, cols = frame.shape
         del frame
         print(
