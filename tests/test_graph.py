@@ -195,6 +195,23 @@ def test_promotion_decision_lists_every_criterion_with_value_and_threshold(mater
     assert d[d.applicable].threshold.notna().all()
 
 
+def test_the_decision_shows_the_typed_evidence_the_gate_judged(materialized):
+    """The promotion decision's metadata holds GateEvidence as JSON: the candidate's record and every baseline's on
+    the same rows, the replay and recent comparisons; absent evidence as null, never NaN."""
+    import json
+
+    from stockml_core.modeling.evaluation import ALL_BASELINES, headline
+
+    record = _latest_metadata(materialized, "promotion_decision")["gate evidence (what the gate judged)"].value
+    json.dumps(record, allow_nan=False)  # valid JSON for the UI: no NaN anywhere
+    h = headline(_table(materialized.home, "validation_report"))
+    assert record["rank_ic"] == pytest.approx(h["rank_ic"]) and record["rank_ic_t"] == pytest.approx(h["rank_ic_t"])
+    assert set(record["baselines"]) == set(ALL_BASELINES)
+    assert record["baselines"]["momentum_12_1"]["rank_ic"] == pytest.approx(h["momentum_12_1_rank_ic"])
+    assert record["replay"]["n"] == 0.0 and record["recent"]["days"] == 0.0  # a first cycle: nothing replayed or published
+    assert "headline" not in record and "accuracy" not in record
+
+
 def test_drift_report_scores_in_unit_interval_and_exposes_it_to_sensors(materialized):
     report = _table(materialized.home, "drift_report")
     assert list(report.columns) == ["date", "component", "value", "weight", "detail"]

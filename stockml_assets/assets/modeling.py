@@ -514,6 +514,7 @@ def promotion_decision(
             "best_baseline_net_sharpe": f"{sharpe_base} {sharpe:.2f}",
             "stack vs its parts": meta_learner.stack_note,
             "gate settings": MetadataValue.json(s.as_dict()["gate"]),
+            "gate evidence (what the gate judged)": MetadataValue.json(evidence.as_record()),
         }
     )
     return df

@@ -234,6 +234,19 @@ class GateEvidence:
         """The best baseline on ``rank_ic``, ``net_sharpe`` or ``crash_rank_ic`` (name and value)."""
         return best_baseline({b: getattr(r, metric) for b, r in self.baselines.items()})
 
+    def as_record(self) -> dict:
+        """What the gate judged, as JSON (NaN as null: absent evidence), without ``headline``: the decision's
+        metadata shows it beside the criteria, and the validation report holds the rest."""
+
+        def clean(v):
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        record = asdict(self)
+        record.pop("headline")
+        return clean(record)
+
 
 def recent_comparison(evaluation: pd.DataFrame, published: pd.DataFrame | None, days: int, horizon: int) -> RecentEvidence:
     """The candidate against production on the most recent scored days.
