@@ -336,12 +336,6 @@ def overridden(section, changes: dict, env: str):
     return replace(section, **changes)
 
 
-def drift_settings_from_env() -> DriftSettings:
-    """DriftSettings with STOCKML_DRIFT applied: what the code reads when it loads (the partitions' drift
-    look-back, the drift asset's description), the same route the resource's settings take."""
-    return overridden(DriftSettings(), overrides_from_env("drift"), OVERRIDES_FROM_ENV["drift"])
-
-
 # The drift windows size the drift assets' partition look-back, which Dagster fixes when the code loads:
 # they come from STOCKML_DRIFT only. A deployment whose settings disagree would compute its windows on
 # fewer days than it asked for, so it is refused (``check_load_time_drift``).
@@ -350,22 +344,23 @@ LOAD_TIME_DRIFT_FIELDS = ("current_window", "reference_window")
 
 @functools.cache
 def loaded_drift() -> DriftSettings:
-    """The drift settings the code loaded with: ``drift_settings_from_env`` read once per process, on first use
-    (the partitions' import), so a later change of STOCKML_DRIFT cannot make the check below disagree with the
-    look-back the partitions were built with."""
-    return drift_settings_from_env()
+    """DriftSettings with STOCKML_DRIFT applied, read once per process on first use (the partitions' import):
+    what the code loads with (the partitions' drift look-back, the drift asset's and sensor's descriptions), the
+    same route the resource's settings take. Read once, so a later change of STOCKML_DRIFT cannot make
+    ``check_load_time_drift`` disagree with the look-back the partitions were built with."""
+    return overridden(DriftSettings(), overrides_from_env("drift"), OVERRIDES_FROM_ENV["drift"])
 
 
 def check_load_time_drift(drift: DriftSettings, loaded: DriftSettings | None = None) -> DriftSettings:
     """``drift``, if its windows are the ones the code loaded with (``loaded_drift``); else a ValueError naming
     the fields and the fix."""
     loaded = loaded or loaded_drift()
-    wrong = {f: (getattr(drift, f), getattr(loaded, f)) for f in LOAD_TIME_DRIFT_FIELDS if getattr(drift, f) != getattr(loaded, f)}
+    wrong = {f: getattr(drift, f) for f in LOAD_TIME_DRIFT_FIELDS if getattr(drift, f) != getattr(loaded, f)}
     if wrong:
-        said = ", ".join(f"{f} {mine} (loaded with {theirs})" for f, (mine, theirs) in wrong.items())
+        said = ", ".join(f"{f} {v} (loaded with {getattr(loaded, f)})" for f, v in wrong.items())
+        example = ", ".join(f'"{f}": {v}' for f, v in wrong.items())
         raise ValueError(
             f"drift windows cannot be set in the resource config: {said}; the partitions' look-back is fixed when the code "
-            f"loads, so set them in STOCKML_DRIFT (e.g. STOCKML_DRIFT='{{\"{next(iter(wrong))}\": {next(iter(wrong.values()))[0]}}}') "
-            "and restart the code location"
+            f"loads, so set them in STOCKML_DRIFT (e.g. STOCKML_DRIFT='{{{example}}}') and restart the code location"
         )
     return drift
