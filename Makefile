@@ -20,8 +20,10 @@ run: install
 status: install
 	$(BIN)/stockml status
 
+# The suite on TEST_WORKERS pytest-xdist workers, one test module per unit of work (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25
 
 ui: install
 	$(BIN)/stockml init-home

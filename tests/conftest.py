@@ -205,18 +205,97 @@ def fresh_instance(tmp_path):
     instance.dispose()
 
 
+# Under ``make test`` the suite runs on pytest-xdist workers (``-n 2``): each test module is one unit of work,
+# so a module-scoped fixture is built once, and the modules that use the session's ``materialized`` graph are
+# one unit together, so that graph is built once, on one worker (ModuleScheduling below; xdist's own
+# ``--dist loadgroup`` cannot do it under pytest 9.2, whose node ids ignore the group suffix xdist 3.8 sets).
+# Units are handed out slowest first (measured with ``--durations``, 2026-12-07): the rest fill the gaps, and
+# the daemon test, which only waits for the scenario started with the session, comes last.
+MATERIALIZED_GROUP = "materialized"
+MATERIALIZED_MODULES = {
+    "tests/test_bad_inputs.py",
+    "tests/test_browser.py",
+    "tests/test_event_log.py",
+    "tests/test_freshness.py",
+    "tests/test_graph.py",
+    "tests/test_quality_gates.py",
+    "tests/test_sensors_schedules.py",
+}
+SLOWEST_FIRST = [
+    MATERIALIZED_GROUP,
+    "tests/test_faults.py",
+    "tests/test_replay.py",
+    "tests/test_cli.py",
+    "tests/test_canaries.py",
+    "tests/test_quarantine_graph.py",
+    "tests/test_feature_asset.py",
+    "tests/test_partitions_end.py",
+    "tests/test_reproducibility.py",
+]
+DAEMON_SCENARIO_ENV = "STOCKML_DAEMON_SCENARIO_DIR"  # set by the controller of an xdist run for its workers
+
+
+def work_unit(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return MATERIALIZED_GROUP if module in MATERIALIZED_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """xdist's load-by-scope scheduling with ``work_unit`` as the scope."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """The daemon end-to-end scenario waits minutes for schedule ticks: start it in the background as
-    the session starts, and run its test (which waits for it) last."""
+    """Order the tests by unit (see SLOWEST_FIRST); start the daemon end-to-end scenario in the background as
+    the session starts (without xdist: here; with it: the controller does, once) and run its test, which
+    waits for it, last."""
     from tests.test_daemon import DAEMON_TEST, start_scenario
 
+    using = {i.nodeid.split("::")[0] for i in items if "materialized" in getattr(i, "fixturenames", ())}
+    if using - MATERIALIZED_MODULES:
+        raise pytest.UsageError(f"tests/conftest.py: add {sorted(using - MATERIALIZED_MODULES)} to MATERIALIZED_MODULES (they use `materialized`)")
+    rank = {unit: n for n, unit in enumerate(SLOWEST_FIRST)}
     daemon = [i for i in items if i.name == DAEMON_TEST]
-    if not daemon:
-        return
-    items[:] = [i for i in items if i.name != DAEMON_TEST] + daemon
+    rest = sorted((i for i in items if i.name != DAEMON_TEST), key=lambda i: rank.get(work_unit(i.nodeid), len(rank)))  # stable
+    items[:] = rest + daemon
+    if not daemon or hasattr(config, "workerinput"):
+        return  # an xdist worker: its controller started the scenario (pytest_xdist_node_collection_finished)
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="stockml-daemon-"))
+    config.stockml_daemon_scenario = (start_scenario(base), base)
+
+
+def _xdist_controller(config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config) -> None:
+    if _xdist_controller(config):
+        import tempfile
+
+        # Workers inherit the environment when they start, after this: they find the scenario's folder here.
+        os.environ[DAEMON_SCENARIO_ENV] = tempfile.mkdtemp(prefix="stockml-daemon-")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """On the xdist controller: the first worker's collection says whether the daemon test runs; if so, start
+    its scenario once, now, in the folder the workers know (DAEMON_SCENARIO_ENV)."""
+    from tests.test_daemon import DAEMON_TEST, start_scenario
+
+    config = node.config
+    if getattr(config, "stockml_daemon_scenario", None) or not any(i.split("::")[-1] == DAEMON_TEST for i in ids):
+        return
+    base = Path(os.environ[DAEMON_SCENARIO_ENV])
     config.stockml_daemon_scenario = (start_scenario(base), base)
 
 
@@ -226,3 +305,24 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     proc, _ = getattr(session.config, "stockml_daemon_scenario", (None, None))
     if proc is not None:
         stop_scenario(proc)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """One line on the browser tests at the end of every run that collected them: how many ran, or, loudly,
+    that they skipped and why (CI must open the UI in a real browser: .ci/run, make browser)."""
+    if hasattr(config, "workerinput"):
+        return
+    counts: dict[str, int] = {}
+    reasons: set[str] = set()
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "nodeid", "").startswith("tests/test_browser.py") and (report.when == "call" or outcome != "passed"):
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                    reasons.add(str(report.longrepr[2]))
+    if not counts:
+        return
+    ran = counts.get("passed", 0) + counts.get("failed", 0)
+    terminalreporter.write_sep("=", f"browser tests: {ran} ran in Chromium ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})")
+    if counts.get("skipped"):
+        terminalreporter.write_line(f"!!! BROWSER TESTS SKIPPED: {'; '.join(sorted(reasons))}", red=True, bold=True)

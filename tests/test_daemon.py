@@ -374,20 +374,39 @@ def start_scenario(base: Path) -> subprocess.Popen:
     )
 
 
+def _wait_for_exit_file(base: Path, timeout_s: float) -> str:
+    """The scenario's exit code as it wrote it (``exit_code``), for a scenario another process started (the xdist
+    controller); 'timeout' if it has not finished in time, 'not started' if it never wrote its log."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout_s:
+        if (base / "exit_code").exists():
+            return (base / "exit_code").read_text().strip()
+        if time.monotonic() > started + 120 and not (base / "scenario.log").exists():
+            return "not started"
+        time.sleep(2)
+    return "timeout"
+
+
 def test_daemon_schedule_and_drift_sensor_run_the_platform(request, tmp_path) -> None:
     """Waits for the scenario started with the session (or starts it now when run alone)."""
+    from tests.conftest import DAEMON_SCENARIO_ENV
+
     proc, base = getattr(request.config, "stockml_daemon_scenario", (None, None))
-    if proc is None:
-        base = tmp_path / "scenario"
-        proc = start_scenario(base)
-    try:
-        code = proc.wait(timeout=SCENARIO_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        stop_scenario(proc)
-        code = "timeout"
+    if proc is None and os.environ.get(DAEMON_SCENARIO_ENV):  # an xdist worker: the controller started it
+        base = Path(os.environ[DAEMON_SCENARIO_ENV])
+        code = _wait_for_exit_file(base, SCENARIO_TIMEOUT_S)
+    else:
+        if proc is None:
+            base = tmp_path / "scenario"
+            proc = start_scenario(base)
+        try:
+            code = proc.wait(timeout=SCENARIO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stop_scenario(proc)
+            code = "timeout"
     summary = base / "summary.txt"
     print(summary.read_text() if summary.exists() else "")
-    assert code == 0, f"daemon scenario failed ({code}):\n{_tail(base / 'scenario.log', 6000)}"
+    assert str(code) == "0", f"daemon scenario failed ({code}):\n{_tail(base / 'scenario.log', 6000)}"
 
 
 def test_feed_releases_one_trading_day_at_a_time(tmp_path) -> None:
@@ -425,4 +444,12 @@ def stop_scenario(proc: subprocess.Popen) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop the processes
-    daemon_scenario(Path(sys.argv[1]))
+    scenario_dir, exit_code = Path(sys.argv[1]), "1"
+    try:
+        daemon_scenario(scenario_dir)
+        exit_code = "0"
+    except SystemExit as exc:
+        exit_code = str(exc.code)
+        raise
+    finally:  # for a test in another process than the one that started it (an xdist worker)
+        (scenario_dir / "exit_code").write_text(exit_code)
