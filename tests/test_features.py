@@ -606,18 +606,20 @@ def _expand(label: str) -> list[str]:
 
 
 def test_each_family_kernel_writes_its_registry_block_by_name() -> None:
-    """Every per-ticker family has its own kernel, ``kernels._<family>``, whose ``_put`` writes are
-    labelled with the features they write; read in source order the labels are the registry's block."""
+    """Every per-ticker family has its own kernel, ``kernels._<family>`` (run by ``kernels.ticker_<family>``,
+    ``TICKER_KERNELS[f]``), whose ``_put`` writes are labelled with the features they write; read in
+    source order the labels are the registry's block."""
     import inspect
 
     from stockml_core.features import kernels
     from stockml_core.features.registry import PER_TICKER_FAMILIES, family_block
 
     assert PER_TICKER_FAMILIES == ("returns", "candle", "volatility", "momentum", "trend", "volume", "rolling", "beta")
-    dispatch = inspect.getsource(kernels._ticker.py_func)
-    assert [dispatch.index(f"_{family}(") for family in PER_TICKER_FAMILIES] == sorted(dispatch.index(f"_{f}(") for f in PER_TICKER_FAMILIES)
+    assert len(kernels.TICKER_KERNELS) == kernels.N_FAMILIES == len(PER_TICKER_FAMILIES)
     for f, family in enumerate(PER_TICKER_FAMILIES):
-        assert f"written[{f}] = _{family}(" in dispatch, family
+        assert kernels.TICKER_KERNELS[f] is getattr(kernels, f"ticker_{family}"), family
+        dispatch = inspect.getsource(kernels.TICKER_KERNELS[f].py_func)
+        assert f"written[t, {f}] = _{family}(" in dispatch, family
         source = inspect.getsource(getattr(kernels, f"_{family}").py_func)
         labels = re.findall(r"_put\(.*# +(?!\()(.+)$", source, flags=re.M)
         written = [name for label in labels for name in _expand(label)]
@@ -634,3 +636,28 @@ def test_a_kernel_that_drifts_from_the_registry_is_refused(lookahead_slice, monk
     monkeypatch.setattr(engine, "_BLOCK_SIZES", sizes)
     with pytest.raises(RuntimeError, match=r"kernels of \['trend'\] wrote"):
         compute_features(lookahead_slice, families=["trend"])
+
+
+def test_each_kernel_compiles_one_signature(long_panel, market, sectors) -> None:
+    """The engine hands every kernel one set of argument types, whichever path runs (full, a subset of
+    families, without market or sectors, incremental, in blocks of one or several groups): a second
+    signature would be a second compilation (about as long as the first) that ``make install``'s
+    warm-up never covers. Run after the other tests of this module, it checks their calls too."""
+    from numba.core.registry import CPUDispatcher
+
+    from stockml_core.features import kernels
+
+    holes = long_panel[(long_panel.ticker == "KO")].iloc[[900]][["ticker", "date"]]
+    compute_features(long_panel, market, sectors, holes=holes)
+    compute_features(long_panel, families=["candle", "cross_section"])
+    cut = pd.Timestamp("2014-10-15")
+    stored = compute_features(long_panel[long_panel["date"] <= cut], market, sectors)
+    update_features(stored, long_panel, market, sectors)
+    compute_features_since(long_panel, cut, market, sectors)
+    for max_rows in (1_200, 10**9):  # several ticker groups (concatenated) and one (a column selection)
+        for _ in feature_blocks(long_panel, cut, market, sectors, max_rows=max_rows):
+            pass
+    entry = [*kernels.TICKER_KERNELS, kernels.cross_section, kernels.scatter_rows, kernels.group_rows]
+    assert {k.py_func.__name__: len(k.signatures) for k in entry} == {k.py_func.__name__: 1 for k in entry}
+    dispatchers = [obj for obj in vars(kernels).values() if isinstance(obj, CPUDispatcher)]
+    assert all(k in dispatchers for k in entry) and not any(k.targetoptions.get("parallel") for k in dispatchers)

@@ -4,8 +4,10 @@ The contract is the package's (``stockml_core.features``); ``kernels.py`` comput
 """
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -66,10 +68,47 @@ _KINDS = {
     "sector_rank": kernels.SECTOR_RANK,
 }
 _CS_SPECS = sorted(CROSS_SECTION, key=lambda spec: _INDEX[spec[1]])  # grouped by source: one gather each
-_CS_CHUNK = 32  # consecutive dates per parallel task of the cross-section kernel (shared scratch buffers)
+# Per-ticker families, most expensive first (single-thread run time on the sample): within each
+# range of tickers the thread pool starts on them, and the cheap ones fill in at the end.
+_FAMILY_ORDER = tuple(PER_TICKER_FAMILIES.index(f) for f in ("rolling", "trend", "volatility", "volume", "momentum", "beta", "returns", "candle"))
+assert sorted(_FAMILY_ORDER) == list(range(len(PER_TICKER_FAMILIES)))
+_TASKS_PER_THREAD = 4  # tickers (or dates) of a stage are split in this many parts per thread
+_MIN_TASK_ROWS = 20_000  # but no part smaller than this many rows (a task costs a few microseconds)
 assert FEATURE_NAMES[:_N_TICKER] == [s.name for s in PER_TICKER], "per-ticker families must come first"
 assert FEATURE_NAMES[_N_TICKER : _N_TICKER + len(_MARKET_NAMES)] == _MARKET_NAMES
 assert FEATURE_NAMES[_N_TICKER + len(_MARKET_NAMES) :] == [name for name, _, _ in CROSS_SECTION]
+
+
+# ----------------------------------------------------------------------------------------- threads
+
+
+def _threads() -> int:
+    """Threads for the kernels: numba's thread count, so ``numba.set_num_threads(1)`` means one."""
+    return max(1, numba.get_num_threads())
+
+
+def _spans(offsets: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """Consecutive ranges (a, b) of the segments ``offsets[s]:offsets[s + 1]`` of about equal rows:
+    one range on one thread, else about ``_TASKS_PER_THREAD`` per thread, none under ``_MIN_TASK_ROWS``."""
+    n_seg = len(offsets) - 1
+    rows = int(offsets[-1] - offsets[0])
+    parts = 1 if threads == 1 else max(1, min(n_seg, threads * _TASKS_PER_THREAD, rows // _MIN_TASK_ROWS))
+    if parts == 1:
+        return [(0, n_seg)]
+    cuts = np.searchsorted(offsets, np.linspace(offsets[0], offsets[-1], parts + 1)[1:-1])
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_seg), [n_seg]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _run(calls: list, threads: int) -> None:
+    """Run every ``(kernel, *args)`` of ``calls``, on ``threads`` threads (the kernels release the GIL)."""
+    if threads == 1 or len(calls) <= 1:
+        for kernel, *args in calls:
+            kernel(*args)
+        return
+    with ThreadPoolExecutor(min(threads, len(calls))) as pool:
+        for future in [pool.submit(*call) for call in calls]:
+            future.result()
 
 
 # ------------------------------------------------------------------------------------------ market
@@ -306,7 +345,18 @@ def _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout,
     has_beta = use_market and "beta" in families
     # A family runs when any of its features is stored (selected, or a cross-section's source).
     run = np.array([(rows[b : b + size] >= 0).any() for b, size in zip(_BLOCKS, _BLOCK_SIZES, strict=True)])
-    written = kernels.ticker_features(o, h, lo, c, v, spx, has_beta, starts, _LOOKBACK, rows, out, _BLOCKS, run)
+    written = np.zeros((len(starts) - 1, kernels.N_FAMILIES), dtype=np.int64)
+    threads = _threads()
+    spans = _spans(starts, threads)
+    _run(
+        [
+            (kernels.TICKER_KERNELS[f], o, h, lo, c, v, spx, has_beta, starts, t0, t1, _LOOKBACK, rows, out, int(_BLOCKS[f]), written)
+            for t0, t1 in spans  # a range of tickers at a time (its prices stay in cache), heavy families first
+            for f in _FAMILY_ORDER
+            if run[f]
+        ],
+        threads,
+    )
     expected = np.where(run, _BLOCK_SIZES, 0)
     drifted = [f for f, ok in zip(PER_TICKER_FAMILIES, (written == expected).all(axis=0), strict=True) if not ok]
     if drifted:  # registry and kernels must never drift apart
@@ -319,7 +369,12 @@ def _per_ticker_out(frame, ticker_codes, ticker_names, market, families, layout,
         m0 = rows[_N_TICKER]  # market features are contiguous in the registry and in the output
         if use_market:
             # Market warm-up was applied on market rows; a stale or missing market day stays NaN.
-            kernels.scatter_rows(out, m0, np.ascontiguousarray(by_date), date_codes)
+            table = np.ascontiguousarray(by_date)
+            parts = np.linspace(0, table.shape[1], min(threads, table.shape[1]) + 1).astype(np.int64)
+            _run(
+                [(kernels.scatter_rows, out, int(m0), table, date_codes, int(f0), int(f1)) for f0, f1 in zip(parts[:-1], parts[1:], strict=True)],
+                threads,
+            )
         else:
             out[m0 : m0 + len(_MARKET_NAMES)] = np.nan
     return out
@@ -330,11 +385,20 @@ def _cross_section_into(out, frame, ticker_codes, ticker_names, sectors, familie
     ``frame`` has on it, from the per-ticker values already in ``out``."""
     if "cross_section" not in families or not len(frame):
         return
+    if not out.flags.c_contiguous:  # one layout, one compiled signature (filled in place: never copied)
+        raise ValueError("the feature matrix must be C-contiguous")
     _, _, _, cs_src, cs_kind, cs_dst = layout
     date_codes, unique_dates = pd.factorize(frame["date"].to_numpy(), sort=True)
     sector_codes, n_sectors = _sector_codes(frame, ticker_codes, ticker_names, sectors)
     order, date_starts = kernels.group_rows(date_codes.astype(np.int64), len(unique_dates))
-    kernels.cross_section(out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, n_sectors, _CS_CHUNK)
+    threads = _threads()
+    _run(
+        [
+            (kernels.cross_section, out, cs_src, cs_kind, cs_dst, order, date_starts, sector_codes, int(n_sectors), d0, d1)
+            for d0, d1 in _spans(date_starts, threads)
+        ],
+        threads,
+    )
 
 
 def _coded_holes(holes: pd.DataFrame | None, ticker_names: np.ndarray) -> pd.DataFrame | None:
@@ -467,7 +531,7 @@ def feature_blocks(
             idx = _ranges(take_from[sel], (last_in - take_from)[sel])
             sub, sub_codes, sub_names = _prepare(frame.iloc[idx])
             out = _per_ticker_out(sub, sub_codes, sub_names, market, families, layout, holes)
-            parts.append(out[:, dates[idx] >= lo])
+            parts.append(np.compress(dates[idx] >= lo, out, axis=1))  # C-contiguous, as ``out[:, mask]`` is not
         out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         del parts
         rows = _ranges(first_new, last_in - first_new)

@@ -1,10 +1,14 @@
-"""Compiled per-ticker feature kernels (numba), one pass per ticker, tickers in parallel.
+"""Compiled feature kernels (numba): one standalone kernel per per-ticker family, and the cross-section.
 
-Every kernel reads one ticker's rows (sorted by date) and writes its features straight into the
-shared output matrix ``out[feature, row]`` (float32), in exactly the order that
-``stockml_core.features.registry`` lists them; ``lb[feature]`` is each feature's warm-up, and rows
-before it are written as NaN. A value at row i reads rows <= i only: windows are trailing, filters
-run forward, and nothing is normalised over the whole series.
+Each per-ticker family kernel (``TICKER_KERNELS``) reads a range of tickers' rows (each sorted by
+date) and writes its family's features straight into the shared output matrix ``out[feature, row]``
+(float32), in exactly the order that ``stockml_core.features.registry`` lists them; ``lb[feature]``
+is each feature's warm-up, and rows before it are written as NaN. No kernel is ``parallel=True``:
+they release the GIL (``nogil``), and the engine runs (family, tickers) and date-range tasks on a
+thread pool of ``numba.get_num_threads()`` threads. Each kernel compiles on its own, with one
+signature (see the family kernels' comment below for the compile times). A value at row i reads
+rows <= i only: windows are trailing, filters run forward, and nothing is normalised over the whole
+series.
 
 Windowed sums use compensated (double-double) prefix sums: a window sum is the difference of two
 prefix sums whose rounding error is carried in a second word, so it is accurate to about one unit in
@@ -15,7 +19,7 @@ one-day path (which sees only the last ``MAX_LOOKBACK`` rows) agree with the ful
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 NAN = np.nan
 WINDOWS = (5, 10, 20, 30, 60)  # the Alpha158-style rolling windows
@@ -265,38 +269,53 @@ def _rsi(c, n, w):
 # passes every block's first feature and checks each block's count against the registry, so a
 # feature is found by name: registry -> its family's kernel -> the labelled ``_put``.
 #
-# The family kernels are inlined into ``_ticker`` (numba's ``inline="always"``, at the IR level): as
-# separately compiled functions the full feature set ran 1.15x slower than the single kernel they
-# replaced (2.25 s against 1.96 s, 500 tickers x 20 years); inlined it runs 0.88x (1.82 s against
-# 2.06 s), bit-identical output (``benchmarks/features.py --against``, alternating, same run).
+# Each family runs in its own standalone kernel, ``ticker_<family>`` below, which loops over a range
+# of tickers, computes only the shared series its family reads (by the same arithmetic as every
+# other family that reads them) and calls the family; no kernel calls another family, so each
+# compiles (and is cached) on its own, once. Until issue 32 the eight families (and the shared
+# series) were inlined (``inline="always"``) into one per-ticker kernel, called from a
+# ``parallel=True`` prange wrapper: from an empty cache that took 72 s for the kernel and 49 s more
+# for the wrapper (numba links every callee's LLVM module into its caller and optimises the linked
+# whole again; the prange lowering adds its own passes), 143-169 s of ``make install`` on 2 cores.
+# Now every kernel compiles in 51-53 s of CPU, one after the other in one process (alone: rolling 14,
+# trend 12, volatility 8, volume 7, momentum 7, beta 4, the cross-section about 3), and ``compile.py``
+# spreads them over two processes: 30-35 s in all. The families are called, not inlined: inlined
+# into their ``ticker_<family>`` they compiled in 59-62 s (alternating, same machine). Run time: the
+# same as the single inlined kernel within noise (1.06x on 2 threads, 0.91x CPU on one thread),
+# bit-identical output.
 
 
-@njit(cache=True, inline="always")
-def _shared(o, h, l, c, v):
-    """Series several families read: (r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1)."""
+@njit(cache=True)
+def _daily_returns(c):
+    """Simple daily return c[i] / c[i - 1] - 1 (NaN on row 0)."""
     n = c.shape[0]
-    r = _nan(n)  # simple daily return
+    r = _nan(n)
     for i in range(1, n):
         r[i] = c[i] / c[i - 1] - 1.0
-    lv = np.log1p(v)
-    tr = _true_range(h, l, c, n)
-    diff = np.zeros(n)  # close change (0 on row 0)
-    for i in range(1, n):
-        diff[i] = c[i] - c[i - 1]
-    ad = np.abs(diff)
-    tp = (h + l + c) / 3.0  # typical price
-    r2 = np.zeros(n)  # squared daily return (0 on row 0)
+    return r
+
+
+@njit(cache=True)
+def _squared(r):
+    """r[i] ** 2 of the daily returns (0 on row 0)."""
+    n = r.shape[0]
+    r2 = np.zeros(n)
     for i in range(1, n):
         r2[i] = r[i] * r[i]
-    pc1 = _prefix(c, 0)
-    pc2 = _prefix(c * c, 0)
-    pr1 = _prefix(r, 1)
-    pr2 = _prefix(r2, 1)
-    ptr1 = _prefix(tr, 1)
-    return r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1
+    return r2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def _close_change(c):
+    """c[i] - c[i - 1] (0 on row 0)."""
+    n = c.shape[0]
+    diff = np.zeros(n)
+    for i in range(1, n):
+        diff[i] = c[i] - c[i - 1]
+    return diff
+
+
+@njit(cache=True)
 def _returns(o, c, n, buf, out, rows, k, s, lb):
     """The ``returns`` block: close / close k rows back and the day's gaps."""
     for kk in (1, 2, 3, 5, 10, 20, 60, 120, 250):
@@ -318,7 +337,7 @@ def _returns(o, c, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
     """The ``candle`` block: the day's bar shape."""
     for which in range(5):
@@ -338,7 +357,7 @@ def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k, s, lb):
     """The ``volatility`` block: return, range and channel volatility."""
     r3 = np.zeros(n)
@@ -439,7 +458,7 @@ def _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k,
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, k, s, lb):
     """The ``momentum`` block: oscillators."""
     rsi14 = _rsi(c, n, 14)
@@ -515,7 +534,7 @@ def _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, k, s, lb):
     """The ``trend`` block: moving averages, ADX, SAR, Ichimoku, Aroon, Vortex, TRIX, mass index, DPO, ulcer."""
     e12 = _ema(c, 2.0 / 13.0, 0)
@@ -688,7 +707,7 @@ def _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, k, s, lb):
     """The ``volume`` block: volume flow and its dispersion."""
     pv1 = _prefix(v, 0)
@@ -781,7 +800,7 @@ def _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, k, s, lb):
     """The ``rolling`` block: Alpha158-style rolling statistics of close and volume."""
     for w in (5, 10, 20, 30, 60, 120, 250):
@@ -899,7 +918,7 @@ def _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, k,
     return k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _beta(c, r, sc, has_market, n, buf, out, rows, k, s, lb):
     """The ``beta`` block: the stock against the S&P 500 over the same intervals."""
     if not has_market:
@@ -949,52 +968,124 @@ def _beta(c, r, sc, has_market, n, buf, out, rows, k, s, lb):
     return k
 
 
-# ------------------------------------------------------------------------------------ the kernel
+# ------------------------------------------------------------------------------------ the kernels
+#
+# One standalone kernel per per-ticker family (``TICKER_KERNELS``, registry order): ``ticker_<family>``
+# runs its family for the ticker segments ``starts[t]:starts[t + 1]``, t0 <= t < t1, from feature
+# ``k0`` on (``out[rows[k]]`` gets feature k, none if -1), and sets ``written[t, f]`` (f: the family's
+# index) to the number of features it wrote. All take the same arguments; they release the GIL, and
+# the engine runs (family, tickers) tasks on a thread pool. The shared series are recomputed in each
+# family that reads them, by the same arithmetic.
 
-# The per-ticker families in registry order (``registry.PER_TICKER_FAMILIES``): index f of
-# ``blocks``, ``run`` and ``written`` is family f here.
+# The per-ticker families in registry order (``registry.PER_TICKER_FAMILIES``).
 N_FAMILIES = 8
 
 
-@njit(cache=True)
-def _ticker(o, h, l, c, v, sc, has_market, lb, rows, out, s, blocks, run, written):
-    """The selected per-ticker families of one ticker: family f (if ``run[f]``) from feature
-    ``blocks[f]`` on; ``written[f]`` gets the number of features it wrote."""
-    n = c.shape[0]
-    buf = _nan(n)
-    r, r2, lv, tr, diff, ad, tp, pc1, pc2, pr1, pr2, ptr1 = _shared(o, h, l, c, v)
-    if run[0]:
-        written[0] = _returns(o, c, n, buf, out, rows, blocks[0], s, lb) - blocks[0]
-    if run[1]:
-        written[1] = _candle(o, h, l, c, n, buf, out, rows, blocks[1], s, lb) - blocks[1]
-    if run[2]:
-        written[2] = _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, blocks[2], s, lb) - blocks[2]
-    if run[3]:
-        written[3] = _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, blocks[3], s, lb) - blocks[3]
-    if run[4]:
-        written[4] = _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, blocks[4], s, lb) - blocks[4]
-    if run[5]:
-        written[5] = _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, blocks[5], s, lb) - blocks[5]
-    if run[6]:
-        written[6] = _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, blocks[6], s, lb) - blocks[6]
-    if run[7]:
-        written[7] = _beta(c, r, sc, has_market, n, buf, out, rows, blocks[7], s, lb) - blocks[7]
-
-
-@njit(cache=True, parallel=True)
-def ticker_features(o, h, l, c, v, sc, has_market, starts, lb, rows, out, blocks, run):
-    """Run ``_ticker`` for every ticker segment ``starts[t]:starts[t + 1]`` in parallel.
-
-    Feature k (registry order) goes to ``out[rows[k]]``; ``rows[k] == -1`` computes it without
-    storing it. Returns the features each ticker's families wrote, (tickers, ``N_FAMILIES``).
-    """
-    n_tickers = starts.shape[0] - 1
-    written = np.zeros((n_tickers, N_FAMILIES), dtype=np.int64)
-    for t in prange(n_tickers):
+@njit(cache=True, nogil=True)
+def ticker_returns(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
         a = starts[t]
         b = starts[t + 1]
-        _ticker(o[a:b], h[a:b], l[a:b], c[a:b], v[a:b], sc[a:b], has_market, lb, rows, out, a, blocks, run, written[t])
-    return written
+        n = b - a
+        written[t, 0] = _returns(o[a:b], c[a:b], n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_candle(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        written[t, 1] = _candle(o[a:b], h[a:b], l[a:b], c[a:b], n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_volatility(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ht, lt, ct = h[a:b], l[a:b], c[a:b]
+        r = _daily_returns(ct)
+        r2 = _squared(r)
+        tr = _true_range(ht, lt, ct, n)
+        pr1 = _prefix(r, 1)
+        pr2 = _prefix(r2, 1)
+        pc1 = _prefix(ct, 0)
+        pc2 = _prefix(ct * ct, 0)
+        written[t, 2] = _volatility(o[a:b], ht, lt, ct, r, r2, tr, pr1, pr2, pc1, pc2, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_momentum(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ht, lt, ct = h[a:b], l[a:b], c[a:b]
+        tp = (ht + lt + ct) / 3.0  # typical price
+        diff = _close_change(ct)
+        ad = np.abs(diff)
+        ptr1 = _prefix(_true_range(ht, lt, ct, n), 1)
+        written[t, 3] = _momentum(ht, lt, ct, v[a:b], tp, diff, ad, ptr1, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_trend(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ht, lt, ct = h[a:b], l[a:b], c[a:b]
+        tr = _true_range(ht, lt, ct, n)
+        ptr1 = _prefix(tr, 1)
+        pc1 = _prefix(ct, 0)
+        written[t, 4] = _trend(ht, lt, ct, tr, ptr1, pc1, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_volume(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ht, lt, ct, vt = h[a:b], l[a:b], c[a:b], v[a:b]
+        r = _daily_returns(ct)
+        lv = np.log1p(vt)
+        tp = (ht + lt + ct) / 3.0  # typical price
+        diff = _close_change(ct)
+        written[t, 5] = _volume(ht, lt, ct, vt, r, lv, tp, diff, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_rolling(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ht, lt, ct = h[a:b], l[a:b], c[a:b]
+        r = _daily_returns(ct)
+        lv = np.log1p(v[a:b])
+        diff = _close_change(ct)
+        ad = np.abs(diff)
+        pc1 = _prefix(ct, 0)
+        pc2 = _prefix(ct * ct, 0)
+        pr1 = _prefix(r, 1)
+        pr2 = _prefix(_squared(r), 1)
+        written[t, 6] = _rolling(ht, lt, ct, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+@njit(cache=True, nogil=True)
+def ticker_beta(o, h, l, c, v, sc, has_market, starts, t0, t1, lb, rows, out, k0, written):
+    for t in range(t0, t1):
+        a = starts[t]
+        b = starts[t + 1]
+        n = b - a
+        ct = c[a:b]
+        written[t, 7] = _beta(ct, _daily_returns(ct), sc[a:b], has_market, n, _nan(n), out, rows, k0, a, lb) - k0
+
+
+TICKER_KERNELS = (ticker_returns, ticker_candle, ticker_volatility, ticker_momentum, ticker_trend, ticker_volume, ticker_rolling, ticker_beta)
 
 
 # -------------------------------------------------------------------------------- cross-section
@@ -1082,105 +1173,102 @@ def _avg_pct_rank(vals, order, sec, by_sector, n_sectors, res, total, done, tie)
 RANK, ZSCORE, SECTOR_DIFF, SECTOR_RATIO, SECTOR_RANK = 0, 1, 2, 3, 4
 
 
-@njit(cache=True, parallel=True)
-def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, sector, n_sectors, chunk):
-    """Per-date features: ``out[dst_rows[q]] = kinds[q](out[src_rows[q]])`` over each date's rows.
+@njit(cache=True, nogil=True)
+def cross_section(out, src_rows, kinds, dst_rows, date_order, date_starts, sector, n_sectors, d0, d1):
+    """Per-date features of the dates d0 <= d < d1: ``out[dst_rows[q]] = kinds[q](out[src_rows[q]])`` over each date's rows.
 
     ``date_order[date_starts[d]:date_starts[d + 1]]`` are the rows of date d. Sector statistics use
     ``sector`` codes (-1: unknown -> NaN). Everything reads same-date values only. Consecutive specs
-    with the same source share one gather of the values and one sort; dates run in parallel in
-    chunks of ``chunk`` consecutive dates, each chunk with its own scratch buffers.
+    with the same source share one gather of the values and one sort. It releases the GIL: the engine
+    runs ranges of dates on a thread pool, each call with its own scratch buffers.
     """
-    n_dates = date_starts.shape[0] - 1
     n_specs = src_rows.shape[0]
     slot = np.zeros(n_specs, dtype=np.int64)  # one sort per distinct source, shared by its rank kinds
     for q in range(1, n_specs):
         slot[q] = slot[q - 1] + (1 if src_rows[q] != src_rows[q - 1] else 0)
     n_slots = slot[n_specs - 1] + 1 if n_specs else 0
     m_max = 0
-    for d in range(n_dates):
+    for d in range(d0, d1):
         m_max = max(m_max, date_starts[d + 1] - date_starts[d])
-    n_chunks = (n_dates + chunk - 1) // chunk
     g_max = max(n_sectors, 1)
-    for ch in prange(n_chunks):
-        orders = np.empty((max(n_slots, 1), m_max), dtype=np.int64)
-        key = np.empty(m_max, dtype=np.uint32)
-        tmp_key = np.empty(m_max, dtype=np.uint32)
-        tmp_pos = np.empty(m_max, dtype=np.int64)
-        count = np.zeros(256, dtype=np.int64)
-        sec = np.empty(m_max, dtype=np.int64)
-        vals = np.empty(m_max)
-        res = np.empty(m_max, dtype=np.float32)
-        sums = np.zeros(g_max)
-        cnts = np.zeros(g_max)
-        total = np.zeros(g_max)
-        done = np.zeros(g_max)
-        tie = np.zeros(g_max)
-        for d in range(ch * chunk, min(n_dates, (ch + 1) * chunk)):
-            a = date_starts[d]
-            m = date_starts[d + 1] - a
-            rows = date_order[a : a + m]
-            for t in range(m):
-                sec[t] = sector[rows[t]]
-            fresh = True
-            for q in range(n_specs):
-                sl = slot[q]
-                if q == 0 or sl != slot[q - 1]:
-                    src = out[src_rows[q]]
-                    for t in range(m):
-                        vals[t] = src[rows[t]]
-                    fresh = True
-                kind = kinds[q]
-                if kind == RANK or kind == SECTOR_RANK:
-                    if fresh:
-                        _radix_order(vals[:m], orders[sl, :m], key, tmp_key, tmp_pos, count)
-                        fresh = False
-                    _avg_pct_rank(vals[:m], orders[sl, :m], sec[:m], kind == SECTOR_RANK, n_sectors, res, total, done, tie)
-                elif kind == ZSCORE:
-                    cnt = 0
-                    s1 = 0.0
-                    for t in range(m):
-                        if not math.isnan(vals[t]):
-                            cnt += 1
-                            s1 += vals[t]
-                    mean = s1 / cnt if cnt else NAN
-                    s2 = 0.0
-                    for t in range(m):
-                        if not math.isnan(vals[t]):
-                            s2 += (vals[t] - mean) ** 2
-                    sd = math.sqrt(s2 / cnt) if cnt else NAN
-                    for t in range(m):
-                        if math.isnan(vals[t]):
-                            res[t] = NAN
-                        else:
-                            res[t] = 0.0 if sd <= 1e-12 else (vals[t] - mean) / sd
-                else:
-                    sums[:] = 0.0
-                    cnts[:] = 0.0
-                    for t in range(m):
-                        g = sec[t]
-                        if g >= 0 and not math.isnan(vals[t]):
-                            sums[g] += vals[t]
-                            cnts[g] += 1.0
-                    for t in range(m):
-                        g = sec[t]
-                        if g < 0 or math.isnan(vals[t]):
-                            res[t] = NAN
-                        elif kind == SECTOR_RATIO:
-                            mean = sums[g] / cnts[g]
-                            res[t] = 0.0 if mean == 0.0 else vals[t] / mean - 1.0
-                        else:
-                            res[t] = vals[t] - sums[g] / cnts[g]
-                dst = out[dst_rows[q]]
+    orders = np.empty((max(n_slots, 1), m_max), dtype=np.int64)
+    key = np.empty(m_max, dtype=np.uint32)
+    tmp_key = np.empty(m_max, dtype=np.uint32)
+    tmp_pos = np.empty(m_max, dtype=np.int64)
+    count = np.zeros(256, dtype=np.int64)
+    sec = np.empty(m_max, dtype=np.int64)
+    vals = np.empty(m_max)
+    res = np.empty(m_max, dtype=np.float32)
+    sums = np.zeros(g_max)
+    cnts = np.zeros(g_max)
+    total = np.zeros(g_max)
+    done = np.zeros(g_max)
+    tie = np.zeros(g_max)
+    for d in range(d0, d1):
+        a = date_starts[d]
+        m = date_starts[d + 1] - a
+        rows = date_order[a : a + m]
+        for t in range(m):
+            sec[t] = sector[rows[t]]
+        fresh = True
+        for q in range(n_specs):
+            sl = slot[q]
+            if q == 0 or sl != slot[q - 1]:
+                src = out[src_rows[q]]
                 for t in range(m):
-                    dst[rows[t]] = res[t]
+                    vals[t] = src[rows[t]]
+                fresh = True
+            kind = kinds[q]
+            if kind == RANK or kind == SECTOR_RANK:
+                if fresh:
+                    _radix_order(vals[:m], orders[sl, :m], key, tmp_key, tmp_pos, count)
+                    fresh = False
+                _avg_pct_rank(vals[:m], orders[sl, :m], sec[:m], kind == SECTOR_RANK, n_sectors, res, total, done, tie)
+            elif kind == ZSCORE:
+                cnt = 0
+                s1 = 0.0
+                for t in range(m):
+                    if not math.isnan(vals[t]):
+                        cnt += 1
+                        s1 += vals[t]
+                mean = s1 / cnt if cnt else NAN
+                s2 = 0.0
+                for t in range(m):
+                    if not math.isnan(vals[t]):
+                        s2 += (vals[t] - mean) ** 2
+                sd = math.sqrt(s2 / cnt) if cnt else NAN
+                for t in range(m):
+                    if math.isnan(vals[t]):
+                        res[t] = NAN
+                    else:
+                        res[t] = 0.0 if sd <= 1e-12 else (vals[t] - mean) / sd
+            else:
+                sums[:] = 0.0
+                cnts[:] = 0.0
+                for t in range(m):
+                    g = sec[t]
+                    if g >= 0 and not math.isnan(vals[t]):
+                        sums[g] += vals[t]
+                        cnts[g] += 1.0
+                for t in range(m):
+                    g = sec[t]
+                    if g < 0 or math.isnan(vals[t]):
+                        res[t] = NAN
+                    elif kind == SECTOR_RATIO:
+                        mean = sums[g] / cnts[g]
+                        res[t] = 0.0 if mean == 0.0 else vals[t] / mean - 1.0
+                    else:
+                        res[t] = vals[t] - sums[g] / cnts[g]
+            dst = out[dst_rows[q]]
+            for t in range(m):
+                dst[rows[t]] = res[t]
 
 
-@njit(cache=True, parallel=True)
-def scatter_rows(out, first, table, codes):
-    """out[first + f, i] = table[codes[i], f]: per-date values (market features) onto stock rows."""
+@njit(cache=True, nogil=True)
+def scatter_rows(out, first, table, codes, f0, f1):
+    """out[first + f, i] = table[codes[i], f] for f0 <= f < f1: per-date values (market features) onto stock rows."""
     n = codes.shape[0]
-    for f in prange(table.shape[1]):
+    for f in range(f0, f1):
         for i in range(n):
             out[first + f, i] = table[codes[i], f]
 
