@@ -38,10 +38,12 @@ def evaluate_sensors(defs: Definitions, instance: DagsterInstance, cursors: dict
     requests = []
     for name in names:
         sensor = defs.resolve_sensor_def(name)
-        ctx = build_sensor_context(
+        # Closed after the tick: an open context leaves its instance set as the process's current one
+        # (Dagster's defs-state context), and a later definitions load in this process would meet it disposed.
+        with build_sensor_context(
             instance=instance, cursor=cursors.get(name), definitions=defs, sensor_name=name, resources={"stockml": defs.resources["stockml"]}
-        )
-        data = sensor.evaluate_tick(ctx)
+        ) as ctx:
+            data = sensor.evaluate_tick(ctx)
         if data.cursor is not None:
             cursors[name] = data.cursor
         requests.extend((name, rr) for rr in data.run_requests or [])

@@ -145,6 +145,30 @@ def materialized_partitions(result, asset: str) -> list[str]:
     return sorted(e.partition for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset)
 
 
+def evaluate(definition, context):
+    """A sensor's or schedule's tick on a context built by ``build_sensor_context`` / ``build_schedule_context``,
+    closed afterwards: an open context leaves its instance set as the process's current one (Dagster's
+    defs-state context), and a later definitions load in this process meets it disposed."""
+    with context as ctx:
+        return definition.evaluate_tick(ctx)
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_context_left_behind():
+    """A test that leaves a Dagster instance entered as the current one (a sensor or schedule context never
+    closed) fails here, not a later test of the same worker at its first definitions load."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    before = DefsStateStorage.get()
+    yield
+    left = DefsStateStorage.get()
+    if left is not None and left is not before:
+        from dagster._core.storage.defs_state.base import _current_storage
+
+        _current_storage.set(before)  # the next test starts clean
+        pytest.fail("the test left a Dagster instance context open (close sensor/schedule contexts: tests.conftest.evaluate)")
+
+
 @pytest.fixture(scope="session")
 def materialized(tmp_path_factory):
     """The whole graph materialized once on 6 tickers from 2003, in a tmp home and a tmp instance:

@@ -8,7 +8,7 @@ from dagster import AssetCheckKey, AssetKey, AssetMaterialization, build_sensor_
 from stockml_assets.definitions import defs
 from stockml_assets.freshness import CHECK_NAME, judge_freshness, record_freshness
 from stockml_assets.resources import StockMLResource
-from tests.conftest import SAMPLE_DATA_DIR, write_slice_folder
+from tests.conftest import SAMPLE_DATA_DIR, evaluate, write_slice_folder
 
 KEY = AssetCheckKey(AssetKey("drift_report"), CHECK_NAME)
 
@@ -44,13 +44,14 @@ def test_a_delivered_day_waits_then_is_overdue_and_the_sensor_records_each_chang
     sensor = defs.resolve_sensor_def("feed_freshness_sensor")
 
     def tick(cursor):
-        return sensor.evaluate_tick(
+        return evaluate(
+            sensor,
             build_sensor_context(
                 instance=fresh_instance,
                 cursor=cursor,
                 definitions=defs,
                 resources={"stockml": StockMLResource(data_dir=str(folder), home=str(tmp_path / "home"))},
-            )
+            ),
         )
 
     first = tick(None)

@@ -52,9 +52,10 @@ held = pd.read_csv(os.environ["STOCKML_DATA_DIR"] + "/held.csv")
 pd.concat([prices, held]).to_csv(os.environ["STOCKML_DATA_DIR"] + "/prices.csv", index=False)
 with DagsterInstance.local_temp() as instance:  # a schedule's context needs an instance on disk
     instance.report_runless_asset_event(AssetMaterialization(asset_key="drift_report", partition="2006-01-25"))
-    tick = defs.resolve_schedule_def("daily_after_close").evaluate_tick(build_schedule_context(
+    with build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2006, 1, 26, 18, 30, tzinfo=ZoneInfo("America/New_York")),
-        repository_def=defs.get_repository_def(), resources={"stockml": defs.resources["stockml"]}))
+        repository_def=defs.get_repository_def(), resources={"stockml": defs.resources["stockml"]}) as context:
+        tick = defs.resolve_schedule_def("daily_after_close").evaluate_tick(context)
 out["skip"] = tick.skip_message
 out["requests"] = [{"partition_key": rr.partition_key, "tags": dict(rr.tags)} for rr in tick.run_requests or []]
 out["last_after_delivery"] = TRADING_DAYS.get_last_partition_key()

@@ -12,7 +12,7 @@ from stockml_assets.definitions import defs
 from stockml_assets.partitions import day_keys
 from stockml_assets.tags import CAPTURE_TAG
 from stockml_core.settings import DriftSettings
-from tests.conftest import make_instance, write_slice_folder
+from tests.conftest import evaluate, make_instance, write_slice_folder
 
 NY = ZoneInfo("America/New_York")
 DRIFT = DriftSettings()
@@ -35,8 +35,8 @@ def _report_drift(instance: DagsterInstance, scores: dict[str, float], partition
 
 def _tick(instance: DagsterInstance, cursor: str | None, stockml=None):
     sensor = defs.resolve_sensor_def("drift_sensor")
-    return sensor.evaluate_tick(
-        build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources={"stockml": stockml or defs.resources["stockml"]})
+    return evaluate(
+        sensor, build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources={"stockml": stockml or defs.resources["stockml"]})
     )
 
 
@@ -167,10 +167,10 @@ def test_rare_event_capture_sensor_requests_one_capture_per_event():
     event = {"name": "captured_2020_03_09", "start": "2020-03-09", "end": "2020-03-16", "description": "test"}
     with DagsterInstance.ephemeral() as instance:
         _report_watch(instance, "2020-03-13", {})  # conditions do not hold
-        quiet = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
+        quiet = evaluate(sensor, build_sensor_context(instance=instance, definitions=defs))
         _report_watch(instance, "2020-03-16", event)
-        found = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=quiet.cursor, definitions=defs))
-        same = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=found.cursor, definitions=defs))
+        found = evaluate(sensor, build_sensor_context(instance=instance, cursor=quiet.cursor, definitions=defs))
+        same = evaluate(sensor, build_sensor_context(instance=instance, cursor=found.cursor, definitions=defs))
     assert not quiet.run_requests and not same.run_requests
     assert len(found.run_requests) == 1
     rr = found.run_requests[0]
@@ -201,8 +201,9 @@ def _schedule_tick(instance: DagsterInstance, when: datetime):
 
     resources = {"stockml": StockMLResource(data_dir=str(data_dir_from_env()), home=defs.resources["stockml"].home)}
     schedule = defs.resolve_schedule_def("daily_after_close")
-    return schedule.evaluate_tick(
-        build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def(), resources=resources)
+    return evaluate(
+        schedule,
+        build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def(), resources=resources),
     )
 
 
@@ -259,7 +260,7 @@ def test_daily_schedule_waits_for_the_feed(feed, instance):
 def test_weekly_full_retrain_targets_the_retraining_job(instance):
     schedule = defs.resolve_schedule_def("weekly_full_retrain")
     assert schedule.job_name == "retraining_job" and schedule.cron_schedule == "0 6 * * 6"
-    result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=datetime(2017, 11, 11, 6, 0, tzinfo=NY)))
+    result = evaluate(schedule, build_schedule_context(instance=instance, scheduled_execution_time=datetime(2017, 11, 11, 6, 0, tzinfo=NY)))
     assert [rr.run_key for rr in result.run_requests] == ["weekly-2017-11-11"]
 
 
@@ -294,7 +295,7 @@ def test_an_event_added_to_rare_events_csv_requests_retraining_once(tmp_path):
     resources = {"stockml": StockMLResource(data_dir=str(data), home=str(tmp_path / "home"))}
 
     def tick(instance):
-        return sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=resources))
+        return evaluate(sensor, build_sensor_context(instance=instance, definitions=defs, resources=resources))
 
     with DagsterInstance.ephemeral() as instance:
         assert not tick(instance).run_requests  # nothing catalogued yet: the history run will
