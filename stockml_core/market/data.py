@@ -408,7 +408,47 @@ def read_price_rows(data_dir: Path, tickers: tuple[str, ...] | None = None, star
                 ", ".join(f"{a.ticker} {a.date:%Y-%m-%d} x{a.split_ratio:g}" for a in actions.head(5).itertuples()),
             )
         )
+    df, widened = widen_rounded_ohlc(df)
+    if widened is not None:
+        repairs.append(widened)
     return PriceRows(df, raw, repairs + _price_quirks(df))
+
+
+# Adjusted prices (dividends, splits) are float64 products of each field and a factor, computed field by
+# field by the download client, so a close equal to the low can come out 1e-15 below it. 1e-9 relative is
+# far above that rounding (about 1e-16 per operation) and far below any price tick (a cent on $10,000 is
+# 1e-6): a row off by more is a real bad print, and the row rules quarantine it.
+OHLC_ROUNDING_TOLERANCE = 1e-9
+
+
+def widen_rounded_ohlc(df: pd.DataFrame, tolerance: float = OHLC_ROUNDING_TOLERANCE) -> tuple[pd.DataFrame, Repair | None]:
+    """Rows whose open, high, low and close break low <= open, close <= high by rounding only (at most
+    ``tolerance`` of the high): the bound is widened to the value (the high raised to the largest field,
+    the low lowered to the smallest), so every later computation finds the range it assumes, and the
+    repair is recorded. Rows off by more, or with a field missing or not positive, are left as read for the
+    row rules (``high_below_low``, ``open_close_outside_range``) to quarantine."""
+    o, h, lo, c = (df[col].to_numpy(dtype="float64") for col in ("open", "high", "low", "close"))
+    with np.errstate(invalid="ignore"):
+        top = np.fmax(np.fmax(o, c), np.fmax(h, lo))
+        bottom = np.fmin(np.fmin(o, c), np.fmin(h, lo))
+        usable = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & (bottom > 0)
+        off = (top > h) | (bottom < lo)
+        within = (top - h <= tolerance * top) & (lo - bottom <= tolerance * top)
+    fix = usable & off & within
+    if not fix.any():
+        return df, None
+    worst = float(np.max(np.maximum(top - h, lo - bottom)[fix] / top[fix]))
+    rows = df.loc[fix, ["ticker", "date"]].head(5)
+    repair = Repair(
+        "raw_prices",
+        "OHLC off by rounding",
+        int(fix.sum()),
+        f"high raised / low lowered to the field outside them (at most {tolerance:g} relative; largest here {worst:.1e})",
+        "adjusted prices are float64 products computed field by field, so a close equal to the low can come out a few "
+        "units of the last place below it; a real bad print is off by far more and is quarantined",
+        ", ".join(f"{t} {d:%Y-%m-%d}" for t, d in rows.itertuples(index=False)),
+    )
+    return df.assign(high=np.where(fix, top, h), low=np.where(fix, bottom, lo)), repair
 
 
 def load_prices(
