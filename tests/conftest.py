@@ -260,13 +260,21 @@ DAEMON_SCENARIO_ENV = "STOCKML_DAEMON_SCENARIO_DIR"  # set by the controller of 
 
 
 def work_unit(nodeid: str) -> str:
+    from tests.test_daemon import DAEMON_TEST
+
     module = nodeid.split("::")[0]
+    if nodeid.split("::")[-1] == DAEMON_TEST:
+        return "daemon"  # a unit of its own, queued last: the worker that takes it only waits
     return MATERIALIZED_GROUP if module in MATERIALIZED_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") == "each":
+        return None  # xdist's own: every test on every worker
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the units in collection order: SLOWEST_FIRST
 
     class ModuleScheduling(LoadScopeScheduling):
         """xdist's load-by-scope scheduling with ``work_unit`` as the scope."""
@@ -299,9 +307,10 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def _xdist_controller(config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+    return config.pluginmanager.has_plugin("dsession") and not hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's, which registers the controller's "dsession" plugin
 def pytest_configure(config) -> None:
     if _xdist_controller(config):
         import tempfile
@@ -319,6 +328,8 @@ def pytest_xdist_node_collection_finished(node, ids) -> None:
     config = node.config
     if getattr(config, "stockml_daemon_scenario", None) or not any(i.split("::")[-1] == DAEMON_TEST for i in ids):
         return
+    if not os.environ.get(DAEMON_SCENARIO_ENV):
+        return  # not the controller pytest_configure prepared: the worker's test starts its own
     base = Path(os.environ[DAEMON_SCENARIO_ENV])
     config.stockml_daemon_scenario = (start_scenario(base), base)
 

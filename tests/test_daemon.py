@@ -369,20 +369,21 @@ def start_scenario(base: Path) -> subprocess.Popen:
     """Start ``daemon_scenario`` in a background process (its own process group); output in base/scenario.log."""
     base.mkdir(parents=True, exist_ok=True)
     log = open(base / "scenario.log", "w")  # noqa: SIM115 (closed with the process)
+    # A shell records the exit status from outside (whatever ends the scenario, a kill included), written whole
+    # (a temporary file renamed), for a test in another process than this one (an xdist worker).
+    script = '"$0" -m tests.test_daemon "$1"; code=$?; echo $code > "$1/exit_code.tmp"; mv "$1/exit_code.tmp" "$1/exit_code"; exit $code'
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.test_daemon", str(base)], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        ["sh", "-c", script, sys.executable, str(base)], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
 def _wait_for_exit_file(base: Path, timeout_s: float) -> str:
-    """The scenario's exit code as it wrote it (``exit_code``), for a scenario another process started (the xdist
-    controller); 'timeout' if it has not finished in time, 'not started' if it never wrote its log."""
+    """The scenario's exit status (``exit_code``, written by ``start_scenario``'s shell), for a scenario another
+    process started (the xdist controller); 'timeout' if it has not finished in time."""
     started = time.monotonic()
     while time.monotonic() < started + timeout_s:
         if (base / "exit_code").exists():
             return (base / "exit_code").read_text().strip()
-        if time.monotonic() > started + 120 and not (base / "scenario.log").exists():
-            return "not started"
         time.sleep(2)
     return "timeout"
 
@@ -444,12 +445,4 @@ def stop_scenario(proc: subprocess.Popen) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop the processes
-    scenario_dir, exit_code = Path(sys.argv[1]), "1"
-    try:
-        daemon_scenario(scenario_dir)
-        exit_code = "0"
-    except SystemExit as exc:
-        exit_code = str(exc.code)
-        raise
-    finally:  # for a test in another process than the one that started it (an xdist worker)
-        (scenario_dir / "exit_code").write_text(exit_code)
+    daemon_scenario(Path(sys.argv[1]))

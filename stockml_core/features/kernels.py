@@ -32,7 +32,7 @@ _RSI_FLAT = 1e-9  # RSI points: a 14-row RSI range below this is rounding noise 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _put(out, rows, k, s, vals, lb):
     """Write ``vals`` as feature ``k`` (output row ``rows[k]``, none if -1) from column ``s`` on (NaN before its warm-up)."""
     if rows[k] < 0:
@@ -47,7 +47,7 @@ def _put(out, rows, k, s, vals, lb):
     return k + 1
 
 
-@njit(cache=True)
+@njit
 def _prefix(x, first):
     """Compensated prefix sums of x[first:] (entries before ``first`` count as 0): (hi, lo), n + 1 long."""
     n = x.shape[0]
@@ -67,26 +67,26 @@ def _prefix(x, first):
     return hi, lo
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _ws(p, i, w):
     """Sum of the w rows ending at row i from a ``_prefix`` pair (caller ensures i - w + 1 >= 0)."""
     hi, lo = p
     return (hi[i + 1] - hi[i + 1 - w]) + (lo[i + 1] - lo[i + 1 - w])
 
 
-@njit(cache=True)
+@njit
 def _nan(n):
     out = np.empty(n)
     out[:] = NAN
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _ratio(num, den, fill):
     return fill if den == 0.0 else num / den
 
 
-@njit(cache=True)
+@njit
 def _ema(x, alpha, seed_at):
     """y[seed_at] = x[seed_at], then y = y[-1] + alpha (x - y[-1]) (pandas ewm adjust=False)."""
     n = x.shape[0]
@@ -98,7 +98,7 @@ def _ema(x, alpha, seed_at):
     return y
 
 
-@njit(cache=True)
+@njit
 def _sma(p, n, w, first):
     out = _nan(n)
     for i in range(first + w - 1, n):
@@ -106,7 +106,7 @@ def _sma(p, n, w, first):
     return out
 
 
-@njit(cache=True)
+@njit
 def _std_pop(p1, p2, n, w, first, relative):
     """Population std over w rows from prefix sums of x and x^2; 0 on a flat window."""
     out = _nan(n)
@@ -118,7 +118,7 @@ def _std_pop(p1, p2, n, w, first, relative):
     return out
 
 
-@njit(cache=True)
+@njit
 def _corr(px, py, pxx, pyy, pxy, n, w, first, rel_x, rel_y):
     """Pearson correlation over w rows; 0 when either side is flat."""
     out = _nan(n)
@@ -138,7 +138,7 @@ def _corr(px, py, pxx, pyy, pxy, n, w, first, rel_x, rel_y):
     return out
 
 
-@njit(cache=True)
+@njit
 def _extreme(x, n, w, sign):
     """Trailing max (sign 1) or min (sign -1) over w rows and the rows since its oldest occurrence.
 
@@ -187,23 +187,23 @@ def _extreme(x, n, w, sign):
     return val, age
 
 
-@njit(cache=True)
+@njit
 def _roll_max(x, n, w):
     return _extreme(x, n, w, 1.0)[0]
 
 
-@njit(cache=True)
+@njit
 def _roll_min(x, n, w):
     return _extreme(x, n, w, -1.0)[0]
 
 
-@njit(cache=True)
+@njit
 def _first_argmax_age(x, n, w, sign):
     """Rows since the first (oldest) occurrence of the window's max (sign=1) or min (sign=-1)."""
     return _extreme(x, n, w, sign)[1]
 
 
-@njit(cache=True)
+@njit
 def _true_range(h, l, c, n):
     """max(high, prev close) - min(low, prev close); row 0 is high - low (as ``ta`` does)."""
     tr = np.empty(n)
@@ -213,7 +213,7 @@ def _true_range(h, l, c, n):
     return tr
 
 
-@njit(cache=True)
+@njit
 def _atr(tr, n, w):
     """``ta`` AverageTrueRange: mean of the first w true ranges, then Wilder's recursion."""
     out = _nan(n)
@@ -227,7 +227,7 @@ def _atr(tr, n, w):
     return out
 
 
-@njit(cache=True)
+@njit
 def _wilder_sum(x, n, w):
     """``ta`` ADX smoothing: S[w] = x[1] + ... + x[w], then S[j] = S[j-1] - S[j-1] / w + x[j]."""
     out = _nan(n)
@@ -241,7 +241,7 @@ def _wilder_sum(x, n, w):
     return out
 
 
-@njit(cache=True)
+@njit
 def _rsi(c, n, w):
     """``ta`` RSIIndicator: Wilder EMAs (alpha 1/w, seeded at row 0 with 0) of up and down moves."""
     up = np.zeros(n)
@@ -269,6 +269,12 @@ def _rsi(c, n, w):
 # passes every block's first feature and checks each block's count against the registry, so a
 # feature is found by name: registry -> its family's kernel -> the labelled ``_put``.
 #
+# Only the entry kernels the engine calls (``ticker_<family>``, ``cross_section``, ``scatter_rows``,
+# ``group_rows``) are cached on disk: each holds the machine code of every helper it calls, and the
+# helpers, compiled in memory by whichever process needs them, are never written to the cache, so the
+# two compile processes of ``compile.py`` never write the same cache entry at once (numba's cache
+# index has no lock between processes).
+#
 # Each family runs in its own standalone kernel, ``ticker_<family>`` below, which loops over a range
 # of tickers, computes only the shared series its family reads (by the same arithmetic as every
 # other family that reads them) and calls the family; no kernel calls another family, so each
@@ -285,7 +291,7 @@ def _rsi(c, n, w):
 # bit-identical output.
 
 
-@njit(cache=True)
+@njit
 def _daily_returns(c):
     """Simple daily return c[i] / c[i - 1] - 1 (NaN on row 0)."""
     n = c.shape[0]
@@ -295,7 +301,7 @@ def _daily_returns(c):
     return r
 
 
-@njit(cache=True)
+@njit
 def _squared(r):
     """r[i] ** 2 of the daily returns (0 on row 0)."""
     n = r.shape[0]
@@ -305,7 +311,7 @@ def _squared(r):
     return r2
 
 
-@njit(cache=True)
+@njit
 def _close_change(c):
     """c[i] - c[i - 1] (0 on row 0)."""
     n = c.shape[0]
@@ -315,7 +321,7 @@ def _close_change(c):
     return diff
 
 
-@njit(cache=True)
+@njit
 def _returns(o, c, n, buf, out, rows, k, s, lb):
     """The ``returns`` block: close / close k rows back and the day's gaps."""
     for kk in (1, 2, 3, 5, 10, 20, 60, 120, 250):
@@ -337,7 +343,7 @@ def _returns(o, c, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True)
+@njit
 def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
     """The ``candle`` block: the day's bar shape."""
     for which in range(5):
@@ -357,7 +363,7 @@ def _candle(o, h, l, c, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True)
+@njit
 def _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k, s, lb):
     """The ``volatility`` block: return, range and channel volatility."""
     r3 = np.zeros(n)
@@ -458,7 +464,7 @@ def _volatility(o, h, l, c, r, r2, tr, pr1, pr2, pc1, pc2, n, buf, out, rows, k,
     return k
 
 
-@njit(cache=True)
+@njit
 def _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, k, s, lb):
     """The ``momentum`` block: oscillators."""
     rsi14 = _rsi(c, n, 14)
@@ -534,7 +540,7 @@ def _momentum(h, l, c, v, tp, diff, ad, ptr1, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True)
+@njit
 def _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, k, s, lb):
     """The ``trend`` block: moving averages, ADX, SAR, Ichimoku, Aroon, Vortex, TRIX, mass index, DPO, ulcer."""
     e12 = _ema(c, 2.0 / 13.0, 0)
@@ -707,7 +713,7 @@ def _trend(h, l, c, tr, ptr1, pc1, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True)
+@njit
 def _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, k, s, lb):
     """The ``volume`` block: volume flow and its dispersion."""
     pv1 = _prefix(v, 0)
@@ -800,7 +806,7 @@ def _volume(h, l, c, v, r, lv, tp, diff, n, buf, out, rows, k, s, lb):
     return k
 
 
-@njit(cache=True)
+@njit
 def _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, k, s, lb):
     """The ``rolling`` block: Alpha158-style rolling statistics of close and volume."""
     for w in (5, 10, 20, 30, 60, 120, 250):
@@ -918,7 +924,7 @@ def _rolling(h, l, c, r, lv, diff, ad, pc1, pc2, pr1, pr2, n, buf, out, rows, k,
     return k
 
 
-@njit(cache=True)
+@njit
 def _beta(c, r, sc, has_market, n, buf, out, rows, k, s, lb):
     """The ``beta`` block: the stock against the S&P 500 over the same intervals."""
     if not has_market:
@@ -1091,7 +1097,7 @@ TICKER_KERNELS = (ticker_returns, ticker_candle, ticker_volatility, ticker_momen
 # -------------------------------------------------------------------------------- cross-section
 
 
-@njit(cache=True)
+@njit
 def _radix_order(vals, order, key, tmp_key, tmp_pos, count):
     """``order[:m]`` <- positions of ``vals`` ascending, NaN last, ties by position (a stable LSD radix
     sort of order-preserving 32-bit keys of the float32 values: 4 passes of 8 bits, a pass skipped when
@@ -1127,7 +1133,7 @@ def _radix_order(vals, order, key, tmp_key, tmp_pos, count):
             order[q] = tmp_pos[q]
 
 
-@njit(cache=True)
+@njit
 def _avg_pct_rank(vals, order, sec, by_sector, n_sectors, res, total, done, tie):
     """Percentile rank (average rank of ties / count) of the finite values, in the whole day or per sector.
 
