@@ -285,7 +285,7 @@ def _rsi(c, n, w):
 # whole again; the prange lowering adds its own passes), 143-169 s of ``make install`` on 2 cores.
 # Now every kernel compiles in 51-53 s of CPU, one after the other in one process (alone: rolling 14,
 # trend 12, volatility 8, volume 7, momentum 7, beta 4, the cross-section about 3), and ``compile.py``
-# spreads them over two processes: 30-35 s in all. The families are called, not inlined: inlined
+# spreads them over two processes: 30-36 s in all. The families are called, not inlined: inlined
 # into their ``ticker_<family>`` they compiled in 59-62 s (alternating, same machine). Run time: the
 # same as the single inlined kernel within noise (1.06x on 2 threads, 0.91x CPU on one thread),
 # bit-identical output.
