@@ -393,7 +393,7 @@ def test_daemon_schedule_and_drift_sensor_run_the_platform(request, tmp_path) ->
     from tests.conftest import DAEMON_SCENARIO_ENV
 
     proc, base = getattr(request.config, "stockml_daemon_scenario", (None, None))
-    if proc is None and os.environ.get(DAEMON_SCENARIO_ENV):  # an xdist worker: the controller started it
+    if hasattr(request.config, "workerinput") and os.environ.get(DAEMON_SCENARIO_ENV):  # an xdist worker: the controller started it
         base = Path(os.environ[DAEMON_SCENARIO_ENV])
         code = _wait_for_exit_file(base, SCENARIO_TIMEOUT_S)
     else:

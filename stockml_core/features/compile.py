@@ -120,5 +120,5 @@ if __name__ == "__main__":
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     print(f"feature kernels ready in {seconds:.1f} s ({cpu:.1f} s CPU, compile processes included)")
-    if compiled_here():
-        print(f"compiled here, not loaded from the cache: {', '.join(compiled_here())}")
+    if here := compiled_here():
+        print(f"compiled here, not loaded from the cache: {', '.join(here)}")
